@@ -1,0 +1,302 @@
+//! Adversarial attacks in [0, 1] pixel space (normalisation is inside the model).
+//!
+//! FGSM and L-inf PGD follow torchattacks: FGSM is `clamp(x + eps * sign(grad), 0, 1)`; PGD
+//! starts from `x + U(-eps, eps)` (optional), steps `alpha * sign(grad)`, projects onto the
+//! eps-ball around `x` and clamps to [0, 1] after every step. The loss is the cross-entropy of
+//! the true class (ascended), or of the target class (descended) for targeted attacks, or the
+//! summed binary cross-entropy over findings for multi-label models.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::activation::{log_sigmoid, log_softmax};
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TriscopeError};
+use crate::model::ResNet50;
+use crate::model::source::SplitMix64;
+
+/// Which attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackMethod {
+    Fgsm,
+    Pgd,
+}
+
+impl std::str::FromStr for AttackMethod {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fgsm" => Ok(Self::Fgsm),
+            "pgd" => Ok(Self::Pgd),
+            other => Err(TriscopeError::InvalidArgument(format!(
+                "unknown attack '{other}': use fgsm or pgd"
+            ))),
+        }
+    }
+}
+
+/// Parameters of one attack run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackConfig {
+    pub method: AttackMethod,
+    /// L-inf radius in pixel units ([0, 1] scale): 8/255 = 0.0314.
+    pub eps_linf: f32,
+    /// PGD step size in pixel units.
+    pub alpha: f32,
+    /// PGD iterations (FGSM: ignored, always one step).
+    pub steps: usize,
+    /// Start PGD from a uniform point of the eps-ball.
+    pub random_start: bool,
+    /// Seed of the random start (host-side generator: identical on every backend).
+    pub seed: u64,
+}
+
+impl AttackConfig {
+    /// PGD with torchattacks' defaults: eps 8/255, alpha 2/255, 10 steps, random start.
+    pub fn pgd(steps: usize) -> Self {
+        Self {
+            method: AttackMethod::Pgd,
+            eps_linf: 8.0 / 255.0,
+            alpha: 2.0 / 255.0,
+            steps,
+            random_start: true,
+            seed: 0,
+        }
+    }
+
+    /// FGSM at eps 8/255.
+    pub fn fgsm() -> Self {
+        Self {
+            method: AttackMethod::Fgsm,
+            steps: 1,
+            random_start: false,
+            ..Self::pgd(1)
+        }
+    }
+
+    /// Reject nonsense before any compute starts.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TriscopeError::InvalidArgument(m));
+        if !(0.0..=1.0).contains(&self.eps_linf) || !self.eps_linf.is_finite() {
+            return bad(format!(
+                "eps must be in [0, 1] (pixel scale; 8/255 = 0.031), got {}",
+                self.eps_linf
+            ));
+        }
+        if self.method == AttackMethod::Pgd {
+            if self.steps == 0 {
+                return bad("PGD needs at least 1 step".into());
+            }
+            if !(self.alpha > 0.0 && self.alpha.is_finite()) {
+                return bad(format!("alpha must be positive, got {}", self.alpha));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the loss is computed against.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttackGoal {
+    /// Push each sample away from its class (untargeted).
+    Untargeted(Vec<usize>),
+    /// Pull each sample towards this class (targeted).
+    Targeted(Vec<usize>),
+    /// Multi-label: push away from each sample's 0/1 finding vector (summed BCE).
+    MultiLabel(Vec<Vec<f32>>),
+}
+
+/// Reported after every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// 1-based step.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Per-sample loss at the point where the gradient was taken (the attack ascends it).
+    pub loss: Vec<f32>,
+}
+
+/// The adversarial batch and the loss curve.
+#[derive(Debug, Clone)]
+pub struct AttackOutput {
+    /// `[batch, C, H, W]`, within the eps-ball of the input and within [0, 1].
+    pub adversarial: Tensor<4>,
+    /// One entry per step: per-sample loss.
+    pub loss_per_step: Vec<Vec<f32>>,
+}
+
+/// Run an attack on `x` (`[batch, C, H, W]` pixels in [0, 1], plain device; the model in
+/// inference mode). `on_step` sees every step; `cancel` is checked before each step.
+pub fn run_attack(
+    model: &ResNet50,
+    x: Tensor<4>,
+    goal: &AttackGoal,
+    config: &AttackConfig,
+    on_step: &mut dyn FnMut(&StepReport),
+    cancel: &AtomicBool,
+) -> Result<AttackOutput> {
+    config.validate()?;
+    let [batch, channels, h, w] = x.dims();
+    let mut start = x.clone();
+    if config.method == AttackMethod::Pgd && config.random_start && config.eps_linf > 0.0 {
+        let mut rng = SplitMix64::new(config.seed);
+        let eps = config.eps_linf;
+        let n = batch * channels * h * w;
+        let noise: Vec<f32> = (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * eps).collect();
+        let noise =
+            Tensor::<4>::from_data(TensorData::new(noise, [batch, channels, h, w]), &x.device());
+        start = (start + noise).clamp(0.0, 1.0);
+    }
+    run_attack_from(model, x, start, goal, config, on_step, cancel)
+}
+
+/// As [`run_attack`], from a given starting point `start` (inside the eps-ball of `x`)
+/// instead of `x` or a random start: resuming an attack, or checking one step in isolation.
+pub fn run_attack_from(
+    model: &ResNet50,
+    x: Tensor<4>,
+    start: Tensor<4>,
+    goal: &AttackGoal,
+    config: &AttackConfig,
+    on_step: &mut dyn FnMut(&StepReport),
+    cancel: &AtomicBool,
+) -> Result<AttackOutput> {
+    config.validate()?;
+    let [batch, _, _, _] = x.dims();
+    if start.dims() != x.dims() {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "start point {:?} and input {:?} differ in shape",
+            start.dims(),
+            x.dims()
+        )));
+    }
+    check_goal(goal, batch, model.config.num_classes)?;
+    let device = x.device();
+    let eps = config.eps_linf;
+    let (steps, step_size) = match config.method {
+        AttackMethod::Fgsm => (1, eps),
+        AttackMethod::Pgd => (config.steps, config.alpha),
+    };
+    let mut adv = start;
+    let lower = (x.clone() - eps).clamp_min(0.0); // [b, C, H, W]
+    let upper = (x + eps).clamp_max(1.0);
+    let mut loss_per_step = Vec::with_capacity(steps);
+    for step in 1..=steps {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TriscopeError::Cancelled);
+        }
+        let leaf = adv.clone().autodiff().require_grad();
+        let logits = model.forward(leaf.clone()); // [b, classes]
+        let per_sample = objective(logits, goal, &device)?; // [b], ascended
+        let loss = values(per_sample.clone().inner())?;
+        let grads = per_sample.sum().backward();
+        let grad = leaf
+            .grad(&grads)
+            .ok_or_else(|| TriscopeError::Compute("no gradient reached the input".into()))?;
+        // Step, then project onto the eps-ball intersected with [0, 1].
+        adv = (adv + grad.sign() * step_size)
+            .max_pair(lower.clone())
+            .min_pair(upper.clone());
+        let report = StepReport {
+            step,
+            total_steps: steps,
+            loss: loss.clone(),
+        };
+        on_step(&report);
+        loss_per_step.push(loss);
+    }
+    Ok(AttackOutput {
+        adversarial: adv,
+        loss_per_step,
+    })
+}
+
+fn check_goal(goal: &AttackGoal, batch: usize, num_classes: usize) -> Result<()> {
+    let (n, classes): (usize, Vec<usize>) = match goal {
+        AttackGoal::Untargeted(c) | AttackGoal::Targeted(c) => (c.len(), c.clone()),
+        AttackGoal::MultiLabel(rows) => {
+            if let Some(r) = rows.iter().find(|r| r.len() != num_classes) {
+                return Err(TriscopeError::InvalidArgument(format!(
+                    "a finding vector has {} entries, the model {num_classes}",
+                    r.len()
+                )));
+            }
+            (rows.len(), Vec::new())
+        }
+    };
+    if n != batch {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "{n} labels for a batch of {batch}"
+        )));
+    }
+    if let Some(c) = classes.iter().find(|&&c| c >= num_classes) {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "class {c} does not exist: the model has {num_classes} classes"
+        )));
+    }
+    Ok(())
+}
+
+/// The per-sample quantity the attack ascends. `[batch, classes]` -> `[batch]`.
+fn objective(
+    logits: Tensor<2>,
+    goal: &AttackGoal,
+    device: &burn::tensor::Device,
+) -> Result<Tensor<1>> {
+    let [b, c] = logits.dims();
+    let one_hot = |classes: &[usize]| {
+        let mut v = vec![0.0f32; b * c];
+        for (i, &k) in classes.iter().enumerate() {
+            v[i * c + k] = 1.0;
+        }
+        Tensor::<2>::from_data(TensorData::new(v, [b, c]), device)
+    };
+    Ok(match goal {
+        // CE(y) = -log p_y: ascend it.
+        AttackGoal::Untargeted(y) => (log_softmax(logits, 1) * one_hot(y))
+            .sum_dim(1)
+            .neg()
+            .reshape([b]),
+        // Descend CE(t): ascend log p_t.
+        AttackGoal::Targeted(t) => (log_softmax(logits, 1) * one_hot(t))
+            .sum_dim(1)
+            .reshape([b]),
+        AttackGoal::MultiLabel(rows) => {
+            let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+            let y = Tensor::<2>::from_data(TensorData::new(flat, [b, c]), device);
+            // BCE = -(y log s(z) + (1 - y) log s(-z)), summed over findings.
+            let pos = log_sigmoid(logits.clone()) * y.clone();
+            let neg = log_sigmoid(logits.neg()) * (y.neg() + 1.0);
+            (pos + neg).sum_dim(1).neg().reshape([b])
+        }
+    })
+}
+
+fn values(t: Tensor<1>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| TriscopeError::Compute(format!("reading the loss: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        assert!(AttackConfig::pgd(10).validate().is_ok());
+        let mut c = AttackConfig::pgd(10);
+        c.eps_linf = -0.1;
+        assert!(c.validate().unwrap_err().to_string().contains("eps"));
+        c.eps_linf = 8.0;
+        assert!(c.validate().is_err());
+        let mut c = AttackConfig::pgd(0);
+        assert!(c.validate().unwrap_err().to_string().contains("step"));
+        c.steps = 3;
+        c.alpha = 0.0;
+        assert!(c.validate().is_err());
+        assert!("bim".parse::<AttackMethod>().is_err());
+    }
+}

@@ -1,0 +1,730 @@
+//! Command-line interface: predict, explain, import, export, init, info.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use triscope::device::{ComputeDevice, DeviceChoice};
+use triscope::explain::{Colormap, TargetClass, heatmap_rgb8, overlay_rgb8};
+use triscope::imaging::ResizeMode;
+use triscope::inference::{Classifier, Prediction};
+use triscope::model::{LayerId, ModelConfig, ResNet50};
+use triscope::weights::{
+    CheckpointMetadata, StemAdaptation, export_torchvision, import_state_dict, read_header,
+    save_checkpoint,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "triscope",
+    version,
+    about = "Robust and explainable medical image classification (ResNet-50, Grad-CAM)",
+    long_about = "Robust and explainable medical image classification.\n\n\
+                  Without a subcommand Triscope will open the desktop workbench (coming in a \
+                  later release; for now it prints how to use the CLI)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ModelArgs {
+    /// Triscope checkpoint (.safetensors); default: the embedded HAM10000 model
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Compute device: auto (GPU if there is a real one), cpu, gpu
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|gpu")]
+    device: String,
+    /// How images become square: crop (shorter side + centre crop) or stretch
+    #[arg(long, default_value = "crop", value_name = "crop|stretch")]
+    resize: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Classify images: class, confidence and every class probability
+    Predict {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grad-CAM of an image: heatmap.png, overlay.png, heatmap.npy, prediction.json
+    Explain {
+        #[arg(value_name = "IMAGE")]
+        image: PathBuf,
+        /// Layer to explain: layer1, layer2, layer3 or layer4
+        #[arg(long, default_value = "layer4")]
+        layer: String,
+        /// Class to explain, by index or name; default: the predicted class
+        #[arg(long = "class", value_name = "C")]
+        class: Option<String>,
+        /// Output folder
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Colour map: jet or viridis (colour-blind safe)
+        #[arg(long, default_value = "jet")]
+        colormap: String,
+        /// Heatmap opacity in the overlay, 0..1
+        #[arg(long, default_value_t = 0.4)]
+        alpha: f32,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print the JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a torchvision-layout state dict (safetensors) as a Triscope checkpoint
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long)]
+        num_classes: usize,
+        /// 1 for greyscale models (a 3-channel stem is adapted), 3 for RGB
+        #[arg(long, default_value_t = 3)]
+        in_channels: usize,
+        /// Stem and layer1 width (64 = torchvision's ResNet-50)
+        #[arg(long, default_value_t = 64)]
+        base_width: usize,
+        /// Input side in pixels
+        #[arg(long, default_value_t = 224)]
+        resolution: usize,
+        /// Comma-separated class names (default: HAM10000 for 7, ChestX-ray14 for 14)
+        #[arg(long, value_delimiter = ',')]
+        class_names: Option<Vec<String>>,
+        /// Sigmoid per output instead of softmax (default for 14 classes)
+        #[arg(long)]
+        multi_label: Option<bool>,
+        /// Comma-separated normalisation mean (default ImageNet)
+        #[arg(long, value_delimiter = ',')]
+        mean: Option<Vec<f32>>,
+        /// Comma-separated normalisation std (default ImageNet)
+        #[arg(long, value_delimiter = ',')]
+        std: Option<Vec<f32>>,
+        /// 3-to-1 channel stem adaptation: mean or red
+        #[arg(long, default_value = "mean")]
+        stem_adaptation: String,
+        /// Description stored in the checkpoint
+        #[arg(long)]
+        description: Option<String>,
+        /// Mark the weights as trained on this dataset
+        #[arg(long)]
+        dataset: Option<String>,
+        /// A measured number to record, NAME=VALUE (repeatable)
+        #[arg(long = "metric", value_name = "NAME=VALUE")]
+        metrics: Vec<String>,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Export a Triscope checkpoint as a torchvision state dict (safetensors)
+    Export {
+        #[arg(long, value_name = "PATH")]
+        model: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write a seeded, untrained model (for tests and demos)
+    Init {
+        #[arg(long, default_value_t = 7)]
+        num_classes: usize,
+        #[arg(long, default_value_t = 3)]
+        in_channels: usize,
+        #[arg(long, default_value_t = 64)]
+        base_width: usize,
+        #[arg(long, default_value_t = 224)]
+        resolution: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Predict and explain every bundled sample image (assets/samples) with the embedded model
+    Demo {
+        /// Output folder for the overlays
+        #[arg(long, default_value = "out/demo", value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Show a checkpoint's config and metadata
+    Info {
+        /// Checkpoint; default: the embedded model
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run() -> ExitCode {
+    init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRISCOPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        None => {
+            println!("{}", usage_banner());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Predict {
+            images,
+            model,
+            json,
+        }) => predict(&images, &model, json),
+        Some(Command::Explain {
+            image,
+            layer,
+            class,
+            out,
+            colormap,
+            alpha,
+            model,
+            json,
+        }) => explain(
+            &image,
+            &layer,
+            class.as_deref(),
+            &out,
+            &colormap,
+            alpha,
+            &model,
+            json,
+        ),
+        Some(Command::Import {
+            file,
+            num_classes,
+            in_channels,
+            base_width,
+            resolution,
+            class_names,
+            multi_label,
+            mean,
+            std,
+            stem_adaptation,
+            description,
+            dataset,
+            metrics,
+            out,
+        }) => {
+            let mut config = ModelConfig::generic(num_classes, 3);
+            config.set_in_channels(in_channels);
+            config.base_width = base_width;
+            config.resolution = resolution;
+            if let Some(names) = class_names {
+                config.class_names = names;
+            }
+            if let Some(m) = multi_label {
+                config.multi_label = m;
+            }
+            if let Some(m) = mean {
+                config.mean = m;
+            }
+            if let Some(s) = std {
+                config.std = s;
+            }
+            config.validate()?;
+            let stem: StemAdaptation = stem_adaptation.parse()?;
+            let device = ComputeDevice::cpu();
+            let model = import_state_dict(&file, &config, Some(stem), &device.device)?;
+            let mut meta = CheckpointMetadata::now(
+                description.unwrap_or_else(|| format!("imported from {}", file.display())),
+                dataset.is_some(),
+            );
+            meta.dataset = dataset;
+            for m in &metrics {
+                let (name, value) = m
+                    .split_once('=')
+                    .with_context(|| format!("--metric takes NAME=VALUE, got '{m}'"))?;
+                let value: f64 = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("--metric {name}: '{value}' is not a number"))?;
+                meta.metrics.insert(name.trim().to_string(), value);
+            }
+            meta.imported_from = file.file_name().map(|n| n.to_string_lossy().to_string());
+            save_checkpoint(&model, &meta, &out)?;
+            println!(
+                "imported {} -> {} ({} classes, {} channel(s), base width {}, {}x{})",
+                file.display(),
+                out.display(),
+                config.num_classes,
+                config.in_channels,
+                config.base_width,
+                config.resolution,
+                config.resolution
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Export { model, out }) => {
+            let device = ComputeDevice::cpu();
+            let loaded = triscope::weights::load_checkpoint(&model, &device.device)?;
+            export_torchvision(&loaded.model, &out)?;
+            let c = &loaded.model.config;
+            println!(
+                "exported {} -> {} (torchvision resnet50 layout, num_classes={}, in_channels={}, base_width={})",
+                model.display(),
+                out.display(),
+                c.num_classes,
+                c.in_channels,
+                c.base_width
+            );
+            if c.base_width != 64 || c.in_channels != 3 {
+                println!(
+                    "note: torchvision.models.resnet50 itself has base width 64 and 3 channels; this \
+                     model needs the same layout built with base width {} and {} input channel(s)",
+                    c.base_width, c.in_channels
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Init {
+            num_classes,
+            in_channels,
+            base_width,
+            resolution,
+            seed,
+            out,
+        }) => {
+            let mut config = ModelConfig::generic(num_classes, in_channels);
+            config.base_width = base_width;
+            config.resolution = resolution;
+            let device = ComputeDevice::cpu();
+            let model = ResNet50::init(&config, seed, &device.device)?;
+            let mut meta = CheckpointMetadata::now(
+                format!(
+                    "UNTRAINED seeded initialisation (seed {seed}); its predictions mean nothing"
+                ),
+                false,
+            );
+            meta.seed = Some(seed);
+            save_checkpoint(&model, &meta, &out)?;
+            println!("wrote untrained model {} (seed {seed})", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Info { model, json }) => info(model.as_deref(), json),
+        Some(Command::Demo { out, model }) => demo(&out, &model),
+    }
+}
+
+/// The bundled samples: `assets/samples` under the current folder, else the source checkout.
+fn samples_dir() -> PathBuf {
+    let local = PathBuf::from("assets/samples");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")
+    }
+}
+
+fn demo(out: &Path, args: &ModelArgs) -> Result<ExitCode> {
+    let classifier = open_classifier(args)?;
+    let dir = samples_dir();
+    let cfg = classifier.config();
+    // Skin samples for 3-channel models, chest X-rays for 1-channel ones.
+    let folder = dir.join(if cfg.in_channels == 1 {
+        "nih-cxr14"
+    } else {
+        "ham10000"
+    });
+    let mut images: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .with_context(|| format!("cannot list the samples in {}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .collect();
+    images.sort();
+    // Ground truth of the samples, when the labels file is there.
+    let truth: std::collections::HashMap<String, String> =
+        std::fs::read_to_string(dir.join("labels.csv"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(','))
+            .filter_map(|(img, label)| {
+                let name = Path::new(img).file_name()?.to_string_lossy().to_string();
+                Some((name, label.to_string()))
+            })
+            .collect();
+    println!(
+        "model: {} ({}); device: {}",
+        classifier.source,
+        classifier.metadata.description,
+        classifier.device().description
+    );
+    println!(
+        "{:<22} {:<10} {:<10} {:>7}   overlay",
+        "image", "truth", "predicted", "conf."
+    );
+    for path in &images {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let loaded = classifier.load_image(path)?;
+        let e = classifier.explain(&loaded.pixels, LayerId::Layer4, TargetClass::Predicted)?;
+        let folder = out.join(&stem);
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+        let overlay = overlay_rgb8(&loaded.pixels.to_rgb8(), &e.gradcam.map, Colormap::Jet, 0.4);
+        let overlay_path = folder.join("overlay.png");
+        let side = e.gradcam.width as u32;
+        image::save_buffer(
+            &overlay_path,
+            &overlay,
+            side,
+            side,
+            image::ExtendedColorType::Rgb8,
+        )
+        .with_context(|| format!("cannot write {}", overlay_path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<22} {:<10} {:<10} {:>6.1}%   {}",
+            name,
+            truth.get(&name).map(String::as_str).unwrap_or("?"),
+            e.prediction.class_name,
+            e.prediction.confidence * 100.0,
+            overlay_path.display()
+        );
+    }
+    println!("\nNext: triscope explain IMAGE --layer layer3 --out DIR; triscope --help");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage_banner() -> String {
+    "Triscope — robust and explainable medical image classification\n\n\
+     The desktop workbench is not part of this release yet. Use the command line:\n\
+     \x20 triscope demo\n\
+     \x20 triscope predict assets/samples/ham10000/*.jpg\n\
+     \x20 triscope explain assets/samples/ham10000/ISIC_0024410.jpg --layer layer4 --out out/explain\n\
+     \x20 triscope info\n\
+     \x20 triscope --help"
+        .to_string()
+}
+
+fn open_classifier(args: &ModelArgs) -> Result<Classifier> {
+    let choice: DeviceChoice = args.device.parse()?;
+    let device = ComputeDevice::select(choice)?;
+    let mut classifier = Classifier::load(args.model.as_deref(), device)?;
+    classifier.resize_mode = args.resize.parse::<ResizeMode>()?;
+    if !classifier.metadata.trained {
+        eprintln!(
+            "warning: the model ({}) is UNTRAINED: {}",
+            classifier.source, classifier.metadata.description
+        );
+    }
+    Ok(classifier)
+}
+
+#[derive(Serialize)]
+struct PredictRecord<'a> {
+    image: String,
+    #[serde(flatten)]
+    prediction: &'a Prediction,
+}
+
+fn predict(images: &[PathBuf], args: &ModelArgs, json: bool) -> Result<ExitCode> {
+    let classifier = open_classifier(args)?;
+    let mut failures = 0usize;
+    let mut records = Vec::new();
+    for path in images {
+        let started = Instant::now();
+        let result = classifier
+            .load_image(path)
+            .and_then(|img| classifier.predict(&[&img.pixels]))
+            .map(|mut v| v.remove(0));
+        match result {
+            Ok(prediction) => {
+                if !json {
+                    print_prediction(path, &prediction, started.elapsed().as_secs_f64());
+                }
+                records.push((path.display().to_string(), prediction));
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if json {
+        let out: Vec<PredictRecord> = records
+            .iter()
+            .map(|(image, prediction)| PredictRecord {
+                image: image.clone(),
+                prediction,
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(if failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_prediction(path: &Path, p: &Prediction, elapsed_secs: f64) {
+    if p.multi_label {
+        let found = if p.positive_findings.is_empty() {
+            "no finding >= 0.5".to_string()
+        } else {
+            p.positive_findings.join(", ")
+        };
+        println!(
+            "{}: {found} (top: {} {:.3}) [{:.2}s]",
+            path.display(),
+            p.class_name,
+            p.confidence,
+            elapsed_secs
+        );
+    } else {
+        println!(
+            "{}: {} ({:.1}%) [{:.2}s]",
+            path.display(),
+            p.class_name,
+            p.confidence * 100.0,
+            elapsed_secs
+        );
+    }
+    let mut scores = p.scores.clone();
+    scores.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    for s in scores {
+        let bar = "#".repeat((s.probability * 30.0).round() as usize);
+        println!("    {:<20} {:>6.3}  {bar}", s.name, s.probability);
+    }
+}
+
+#[derive(Serialize)]
+struct ExplainSummary<'a> {
+    image: String,
+    model: String,
+    model_trained: bool,
+    device: String,
+    layer: String,
+    explained_class_index: usize,
+    explained_class_name: String,
+    prediction: &'a Prediction,
+    heatmap_size: [usize; 2],
+    colormap: &'static str,
+    alpha: f32,
+    elapsed_secs: f64,
+    files: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    image: &Path,
+    layer: &str,
+    class: Option<&str>,
+    out: &Path,
+    colormap: &str,
+    alpha: f32,
+    args: &ModelArgs,
+    json: bool,
+) -> Result<ExitCode> {
+    let layer: LayerId = layer.parse()?;
+    let colormap: Colormap = colormap.parse()?;
+    if !(0.0..=1.0).contains(&alpha) {
+        bail!("--alpha must be between 0 and 1, got {alpha}");
+    }
+    let classifier = open_classifier(args)?;
+    let target = match class {
+        None => TargetClass::Predicted,
+        Some(c) => TargetClass::Index(resolve_class(classifier.config(), c)?),
+    };
+    let loaded = classifier.load_image(image)?;
+    let started = Instant::now();
+    let explanation = classifier.explain(&loaded.pixels, layer, target)?;
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    let cam = &explanation.gradcam;
+    let (w, h) = (cam.width as u32, cam.height as u32);
+    let input_rgb = loaded.pixels.to_rgb8();
+    let heat = heatmap_rgb8(&cam.map, colormap);
+    let overlay = overlay_rgb8(&input_rgb, &cam.map, colormap, alpha);
+    let files = [
+        ("input.png", input_rgb),
+        ("heatmap.png", heat),
+        ("overlay.png", overlay),
+    ];
+    let mut written = Vec::new();
+    for (name, rgb) in files {
+        let path = out.join(name);
+        image::save_buffer(&path, &rgb, w, h, image::ExtendedColorType::Rgb8)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    let npy = out.join("heatmap.npy");
+    triscope::npy::write_f32(&npy, &cam.map, &[cam.height, cam.width])?;
+    written.push(npy.display().to_string());
+    let summary_path = out.join("prediction.json");
+    written.push(summary_path.display().to_string());
+    let summary = ExplainSummary {
+        image: image.display().to_string(),
+        model: classifier.source.to_string(),
+        model_trained: classifier.metadata.trained,
+        device: classifier.device().description.clone(),
+        layer: layer.to_string(),
+        explained_class_index: cam.class_index,
+        explained_class_name: classifier.config().class_names[cam.class_index].clone(),
+        prediction: &explanation.prediction,
+        heatmap_size: [cam.height, cam.width],
+        colormap: colormap.name(),
+        alpha,
+        elapsed_secs,
+        files: written.clone(),
+    };
+    let text = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(&summary_path, &text)
+        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    if json {
+        println!("{text}");
+    } else {
+        print_prediction(image, &explanation.prediction, elapsed_secs);
+        println!(
+            "Grad-CAM on {layer} for class '{}' ({}x{} -> {}x{}) written to {}",
+            summary.explained_class_name,
+            cam.raw_height,
+            cam.raw_width,
+            cam.height,
+            cam.width,
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A class given by index or by (case-insensitive) name.
+fn resolve_class(config: &ModelConfig, spec: &str) -> Result<usize> {
+    if let Ok(i) = spec.parse::<usize>() {
+        if i < config.num_classes {
+            return Ok(i);
+        }
+        bail!(
+            "class {i} does not exist: the model has {} classes (0..{})",
+            config.num_classes,
+            config.num_classes - 1
+        );
+    }
+    config
+        .class_names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(spec))
+        .with_context(|| {
+            format!(
+                "unknown class '{spec}'; the model's classes are: {}",
+                config.class_names.join(", ")
+            )
+        })
+}
+
+fn info(model: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let classifier;
+    let (config, metadata, source) = match model {
+        Some(p) => {
+            let header = read_header(p)?;
+            let config = header.config.with_context(|| {
+                format!(
+                    "{} has no Triscope config (a plain state dict?)",
+                    p.display()
+                )
+            })?;
+            (
+                config,
+                header.metadata.unwrap_or_default(),
+                p.display().to_string(),
+            )
+        }
+        None => {
+            classifier = Classifier::load(None, ComputeDevice::cpu())?;
+            (
+                classifier.config().clone(),
+                classifier.metadata.clone(),
+                classifier.source.to_string(),
+            )
+        }
+    };
+    if json {
+        let v = serde_json::json!({"source": source, "config": config, "metadata": metadata});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("model:       {source}");
+    println!(
+        "trained:     {}",
+        if metadata.trained {
+            "yes"
+        } else {
+            "NO (untrained)"
+        }
+    );
+    println!("description: {}", metadata.description);
+    if let Some(d) = &metadata.dataset {
+        println!("dataset:     {d}");
+    }
+    println!(
+        "architecture: {} base width {} ({}-d embedding), {} input channel(s), {}x{} input",
+        config.architecture,
+        config.base_width,
+        config.embedding_dim(),
+        config.in_channels,
+        config.resolution,
+        config.resolution
+    );
+    println!(
+        "outputs:     {} {} ({})",
+        config.num_classes,
+        if config.multi_label {
+            "findings, sigmoid each"
+        } else {
+            "classes, softmax"
+        },
+        config.class_names.join(", ")
+    );
+    println!("normalise:   mean {:?} std {:?}", config.mean, config.std);
+    for (k, v) in &metadata.metrics {
+        println!("metric:      {k} = {v:.4}");
+    }
+    println!(
+        "written:     {} by Triscope {}",
+        metadata.created_utc, metadata.triscope_version
+    );
+    Ok(ExitCode::SUCCESS)
+}

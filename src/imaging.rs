@@ -1,0 +1,424 @@
+//! Input pipeline: decode an image file, convert it to the model's channel count and resize
+//! it to the model's resolution, with pixel values in [0, 1].
+//!
+//! The resize reproduces torchvision's `Resize(R, antialias=True)` + `CenterCrop(R)` (PIL's
+//! antialiased bilinear filter), so pixels fed to the model match a PyTorch pipeline.
+
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageReader, Limits};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TriscopeError};
+
+/// Largest accepted side, in pixels, before decoding.
+pub const MAX_IMAGE_SIDE: u32 = 40_000;
+/// Most memory a decoder may claim for one image.
+pub const MAX_DECODE_BYTES: u64 = 2 << 30;
+
+/// How the image is brought to the square model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeMode {
+    /// Resize the shorter side to the resolution, keep the aspect ratio, crop the centre.
+    #[default]
+    ShorterSideCrop,
+    /// Resize both sides to the resolution (distorts the aspect ratio, keeps everything).
+    Stretch,
+}
+
+impl std::str::FromStr for ResizeMode {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "crop" | "shorter-side-crop" => Ok(Self::ShorterSideCrop),
+            "stretch" | "resize" => Ok(Self::Stretch),
+            _ => Err(TriscopeError::InvalidArgument(format!(
+                "unknown resize mode '{s}': use crop or stretch"
+            ))),
+        }
+    }
+}
+
+/// A planar float image: `data[c * height * width + y * width + x]`, values in [0, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelImage {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+impl PixelImage {
+    /// Interleaved RGB8 for display and overlays (grey is replicated).
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        let plane = self.height * self.width;
+        let mut out = Vec::with_capacity(plane * 3);
+        for i in 0..plane {
+            for c in 0..3 {
+                let src = if self.channels == 1 { 0 } else { c };
+                let v = self.data[src * plane + i];
+                out.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
+            }
+        }
+        out
+    }
+
+    /// One plane per channel.
+    pub fn plane(&self, c: usize) -> &[f32] {
+        let n = self.height * self.width;
+        &self.data[c * n..(c + 1) * n]
+    }
+}
+
+/// An image ready for the model, with what the file was.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    pub path: PathBuf,
+    /// Size of the decoded file.
+    pub source_width: u32,
+    pub source_height: u32,
+    /// e.g. "L8", "Rgb8", "Rgba16".
+    pub source_color: String,
+    /// Model input, `[channels, resolution, resolution]`.
+    pub pixels: PixelImage,
+}
+
+/// Decode `path` and prepare it for a model with `channels` and `resolution`.
+pub fn load_image(
+    path: &Path,
+    channels: usize,
+    resolution: usize,
+    mode: ResizeMode,
+) -> Result<LoadedImage> {
+    let decoded = decode(path)?;
+    let (source_width, source_height) = (decoded.width(), decoded.height());
+    let source_color = format!("{:?}", decoded.color());
+    let pixels =
+        prepare(decoded, channels, resolution, mode).map_err(|reason| TriscopeError::BadImage {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    Ok(LoadedImage {
+        path: path.to_path_buf(),
+        source_width,
+        source_height,
+        source_color,
+        pixels,
+    })
+}
+
+/// Decode with size and memory caps, naming the file in every error.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let meta = std::fs::metadata(path).map_err(|source| TriscopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(TriscopeError::BadImage {
+            path: path.to_path_buf(),
+            reason: "it is a directory".into(),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(TriscopeError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let bad = |reason: String| TriscopeError::BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = ImageReader::open(path)
+        .map_err(|source| TriscopeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(bad(
+            "unrecognised format (expected PNG, JPEG, BMP or TIFF)".into()
+        ));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| bad(describe_image_error(&e)))?;
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(TriscopeError::ImageTooLarge {
+            path: path.to_path_buf(),
+            width: w,
+            height: h,
+            max_side: MAX_IMAGE_SIDE,
+        });
+    }
+    if w == 0 || h == 0 {
+        return Err(bad(format!("it declares an empty size {w}x{h}")));
+    }
+    // into_dimensions consumed the reader; open it again to decode.
+    let mut reader = ImageReader::open(path)
+        .map_err(|source| TriscopeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    reader.decode().map_err(|e| bad(describe_image_error(&e)))
+}
+
+fn describe_image_error(e: &image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(l) => format!(
+            "it would need more than {} MiB to decode ({l})",
+            MAX_DECODE_BYTES >> 20
+        ),
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file is truncated (unexpected end of data)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Convert a decoded image to the model's channels and resolution.
+pub fn prepare(
+    img: DynamicImage,
+    channels: usize,
+    resolution: usize,
+    mode: ResizeMode,
+) -> std::result::Result<PixelImage, String> {
+    if channels != 1 && channels != 3 {
+        return Err(format!("models take 1 or 3 channels, not {channels}"));
+    }
+    if resolution == 0 {
+        return Err("resolution must be positive".into());
+    }
+    // Huge images: average down on the native pixel type first, so that the float copy
+    // stays small (a 20000x20000 X-ray would otherwise need gigabytes).
+    let shorter = img.width().min(img.height()) as usize;
+    let img = if shorter > resolution * 4 {
+        let factor = (shorter / (resolution * 2)).max(1) as u32;
+        img.thumbnail_exact(
+            (img.width() / factor).max(1),
+            (img.height() / factor).max(1),
+        )
+    } else {
+        img
+    };
+    let planar = to_planar(&img, channels)?;
+    let (h, w) = (planar.height, planar.width);
+    let (new_h, new_w) = match mode {
+        ResizeMode::Stretch => (resolution, resolution),
+        ResizeMode::ShorterSideCrop => {
+            // torchvision: the shorter side becomes R, the longer int(R * long / short).
+            if h <= w {
+                (
+                    resolution,
+                    ((resolution as f64 * w as f64 / h as f64) as usize).max(resolution),
+                )
+            } else {
+                (
+                    ((resolution as f64 * h as f64 / w as f64) as usize).max(resolution),
+                    resolution,
+                )
+            }
+        }
+    };
+    let resized = resize_antialiased(&planar, new_h, new_w);
+    let top = round_half_even((new_h - resolution) as f64 / 2.0);
+    let left = round_half_even((new_w - resolution) as f64 / 2.0);
+    Ok(crop(&resized, top, left, resolution, resolution))
+}
+
+fn round_half_even(x: f64) -> usize {
+    let r = x.round();
+    let v = if (x - x.trunc()).abs() == 0.5 && r as i64 % 2 != 0 {
+        r - 1.0
+    } else {
+        r
+    };
+    v.max(0.0) as usize
+}
+
+/// Planar f32 in [0, 1] with the requested channel count. Alpha is dropped (as PIL's
+/// `convert("RGB")`); RGB to grey uses ITU-R 601 luma (as PIL's `convert("L")`).
+fn to_planar(img: &DynamicImage, channels: usize) -> std::result::Result<PixelImage, String> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let n = w * h;
+    let source_is_gray = matches!(
+        img.color(),
+        image::ColorType::L8
+            | image::ColorType::L16
+            | image::ColorType::La8
+            | image::ColorType::La16
+    );
+    let mut data = vec![0.0f32; n * channels];
+    if source_is_gray {
+        let gray = img.to_luma32f();
+        for (i, p) in gray.pixels().enumerate() {
+            for c in 0..channels {
+                data[c * n + i] = p.0[0];
+            }
+        }
+    } else {
+        let rgb = img.to_rgb32f();
+        for (i, p) in rgb.pixels().enumerate() {
+            let [r, g, b] = p.0;
+            if channels == 3 {
+                data[i] = r;
+                data[n + i] = g;
+                data[2 * n + i] = b;
+            } else {
+                data[i] = r * 0.299 + g * 0.587 + b * 0.114;
+            }
+        }
+    }
+    if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
+        return Err(format!("it holds a non-finite pixel value ({bad})"));
+    }
+    // Float TIFFs may hold values outside [0, 1].
+    for v in &mut data {
+        *v = v.clamp(0.0, 1.0);
+    }
+    Ok(PixelImage {
+        channels,
+        height: h,
+        width: w,
+        data,
+    })
+}
+
+/// PIL's antialiased bilinear (triangle) resampling, separable, per channel.
+pub fn resize_antialiased(src: &PixelImage, out_h: usize, out_w: usize) -> PixelImage {
+    let hx = filter_coeffs(src.width, out_w);
+    let hy = filter_coeffs(src.height, out_h);
+    let mut data = Vec::with_capacity(src.channels * out_h * out_w);
+    let mut tmp = vec![0.0f32; src.height * out_w];
+    for c in 0..src.channels {
+        let plane = src.plane(c);
+        // Horizontal pass: [H, W] -> [H, out_w].
+        for y in 0..src.height {
+            let row = &plane[y * src.width..(y + 1) * src.width];
+            for (x, (start, weights)) in hx.iter().enumerate() {
+                let mut acc = 0.0f32;
+                for (k, wgt) in weights.iter().enumerate() {
+                    acc += row[start + k] * wgt;
+                }
+                tmp[y * out_w + x] = acc;
+            }
+        }
+        // Vertical pass: [H, out_w] -> [out_h, out_w].
+        for (start, weights) in &hy {
+            for x in 0..out_w {
+                let mut acc = 0.0f32;
+                for (k, wgt) in weights.iter().enumerate() {
+                    acc += tmp[(start + k) * out_w + x] * wgt;
+                }
+                data.push(acc);
+            }
+        }
+    }
+    PixelImage {
+        channels: src.channels,
+        height: out_h,
+        width: out_w,
+        data,
+    }
+}
+
+/// For each output index: first input index and normalised triangle weights (PIL's
+/// `precompute_coeffs` with support 1, widened by the scale when downsampling).
+fn filter_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // triangle support 1.0 times the scale
+    (0..out_size)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
+            let xmax = ((center + support + 0.5).floor() as usize).min(in_size);
+            let mut weights: Vec<f64> = (xmin..xmax)
+                .map(|j| {
+                    let t = (j as f64 - center + 0.5) / filter_scale;
+                    (1.0 - t.abs()).max(0.0)
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total > 0.0 {
+                for w in &mut weights {
+                    *w /= total;
+                }
+            }
+            (xmin, weights.into_iter().map(|w| w as f32).collect())
+        })
+        .collect()
+}
+
+fn crop(src: &PixelImage, top: usize, left: usize, h: usize, w: usize) -> PixelImage {
+    let mut data = Vec::with_capacity(src.channels * h * w);
+    for c in 0..src.channels {
+        let plane = src.plane(c);
+        for y in top..top + h {
+            data.extend_from_slice(&plane[y * src.width + left..y * src.width + left + w]);
+        }
+    }
+    PixelImage {
+        channels: src.channels,
+        height: h,
+        width: w,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_identity_and_constant() {
+        let img = PixelImage {
+            channels: 1,
+            height: 3,
+            width: 4,
+            data: (0..12).map(|v| v as f32 / 11.0).collect(),
+        };
+        assert_eq!(resize_antialiased(&img, 3, 4).data, img.data);
+        let flat = PixelImage {
+            channels: 2,
+            height: 5,
+            width: 7,
+            data: vec![0.25; 70],
+        };
+        let up = resize_antialiased(&flat, 13, 11);
+        assert!(up.data.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        let down = resize_antialiased(&flat, 2, 3);
+        assert!(down.data.iter().all(|v| (v - 0.25).abs() < 1e-6));
+    }
+
+    #[test]
+    fn shorter_side_crop_geometry() {
+        let img = DynamicImage::new_rgb8(200, 150);
+        let p = prepare(img, 3, 128, ResizeMode::ShorterSideCrop).unwrap();
+        assert_eq!((p.channels, p.height, p.width), (3, 128, 128));
+        let img = DynamicImage::new_luma8(1, 1);
+        let p = prepare(img, 1, 224, ResizeMode::Stretch).unwrap();
+        assert_eq!((p.channels, p.height, p.width), (1, 224, 224));
+    }
+
+    #[test]
+    fn banker_rounding_like_python() {
+        assert_eq!(round_half_even(0.5), 0);
+        assert_eq!(round_half_even(1.5), 2);
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(21.0), 21);
+    }
+}

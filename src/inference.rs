@@ -1,0 +1,242 @@
+//! A loaded model on a device, answering in plain data: predictions and explanations.
+//!
+//! This is the boundary later front ends (CLI, GUI workers) use: images go in as
+//! [`PixelImage`]s, results come out as [`Prediction`]s and [`GradCamMap`]s; no tensor leaves.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::device::ComputeDevice;
+use crate::error::{Result, TriscopeError};
+use crate::explain::gradcam::{GradCamMap, TargetClass, argmax, grad_cam};
+use crate::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
+use crate::model::{LayerId, ModelConfig, ResNet50};
+use crate::weights::{CheckpointMetadata, load_checkpoint, load_checkpoint_bytes};
+
+/// The default model shipped in `models/` and compiled into the binary.
+pub const DEFAULT_MODEL_NAME: &str = "models/ham10000_default.safetensors";
+static DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../models/ham10000_default.safetensors");
+
+/// One class's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    pub index: usize,
+    pub name: String,
+    /// Softmax probability, or the sigmoid of the finding for multi-label models.
+    pub probability: f32,
+    pub logit: f32,
+}
+
+/// A model's answer for one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub class_index: usize,
+    pub class_name: String,
+    /// Probability of the top class.
+    pub confidence: f32,
+    /// Every class, in the model's order.
+    pub scores: Vec<ClassScore>,
+    /// Independent sigmoids per finding instead of one softmax.
+    pub multi_label: bool,
+    /// Findings with probability >= 0.5 (multi-label models only).
+    pub positive_findings: Vec<String>,
+}
+
+/// A prediction with its Grad-CAM, from one forward and one backward pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub prediction: Prediction,
+    pub gradcam: GradCamMap,
+}
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModelSource {
+    Embedded,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => write!(f, "embedded default ({DEFAULT_MODEL_NAME})"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A model in inference mode on a device.
+pub struct Classifier {
+    model: ResNet50,
+    device: ComputeDevice,
+    pub metadata: CheckpointMetadata,
+    pub source: ModelSource,
+    pub resize_mode: ResizeMode,
+}
+
+impl Classifier {
+    /// Load a checkpoint, or the embedded default model when `path` is `None`.
+    pub fn load(path: Option<&Path>, device: ComputeDevice) -> Result<Self> {
+        let (model, metadata, source) = match path {
+            Some(p) => {
+                let loaded = load_checkpoint(p, &device.device)?;
+                (
+                    loaded.model,
+                    loaded.metadata,
+                    ModelSource::File(p.to_path_buf()),
+                )
+            }
+            None => {
+                let loaded = load_checkpoint_bytes(
+                    DEFAULT_MODEL_BYTES,
+                    Path::new(DEFAULT_MODEL_NAME),
+                    &device.device,
+                )?;
+                (loaded.model, loaded.metadata, ModelSource::Embedded)
+            }
+        };
+        Ok(Self::from_model(model, metadata, source, device))
+    }
+
+    /// Wrap a model already built (it is switched to inference mode).
+    pub fn from_model(
+        model: ResNet50,
+        metadata: CheckpointMetadata,
+        source: ModelSource,
+        device: ComputeDevice,
+    ) -> Self {
+        let model = model.to_device(&device.device).valid();
+        Self {
+            model,
+            device,
+            metadata,
+            source,
+            resize_mode: ResizeMode::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    pub fn device(&self) -> &ComputeDevice {
+        &self.device
+    }
+
+    pub fn model(&self) -> &ResNet50 {
+        &self.model
+    }
+
+    /// Load an image file the way this model wants it.
+    pub fn load_image(&self, path: &Path) -> Result<LoadedImage> {
+        let c = self.config();
+        load_image(path, c.in_channels, c.resolution, self.resize_mode)
+    }
+
+    fn batch_tensor(&self, images: &[&PixelImage]) -> Result<Tensor<4>> {
+        let c = self.config();
+        let (ch, res) = (c.in_channels, c.resolution);
+        let mut data = Vec::with_capacity(images.len() * ch * res * res);
+        for img in images {
+            if img.channels != ch || img.height != res || img.width != res {
+                return Err(TriscopeError::InvalidArgument(format!(
+                    "image is {}x{}x{}, the model takes {ch}x{res}x{res}",
+                    img.channels, img.height, img.width
+                )));
+            }
+            data.extend_from_slice(&img.data);
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(data, [images.len(), ch, res, res]),
+            &self.device.device,
+        ))
+    }
+
+    /// Predict a batch of prepared images.
+    pub fn predict(&self, images: &[&PixelImage]) -> Result<Vec<Prediction>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let x = self.batch_tensor(images)?; // [batch, C, R, R]
+        let logits = self.model.forward(x); // [batch, classes]
+        let n = self.config().num_classes;
+        let flat = logits
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
+        Ok(flat
+            .chunks(n)
+            .map(|row| self.prediction_from_logits(row))
+            .collect())
+    }
+
+    /// Turn one row of logits into a [`Prediction`] (softmax or per-finding sigmoid).
+    pub fn prediction_from_logits(&self, logits: &[f32]) -> Prediction {
+        let cfg = self.config();
+        let probs = probabilities(logits, cfg.multi_label);
+        let top = argmax(&probs);
+        let scores: Vec<ClassScore> = probs
+            .iter()
+            .zip(logits)
+            .enumerate()
+            .map(|(i, (&p, &l))| ClassScore {
+                index: i,
+                name: cfg.class_names[i].clone(),
+                probability: p,
+                logit: l,
+            })
+            .collect();
+        let positive_findings = if cfg.multi_label {
+            scores
+                .iter()
+                .filter(|s| s.probability >= 0.5)
+                .map(|s| s.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Prediction {
+            class_index: top,
+            class_name: cfg.class_names[top].clone(),
+            confidence: probs[top],
+            scores,
+            multi_label: cfg.multi_label,
+            positive_findings,
+        }
+    }
+
+    /// Prediction and Grad-CAM on `layer` for one image, in one forward + backward pass.
+    pub fn explain(
+        &self,
+        image: &PixelImage,
+        layer: LayerId,
+        target: TargetClass,
+    ) -> Result<Explanation> {
+        let x = self.batch_tensor(&[image])?;
+        let batch = grad_cam(&self.model, x, layer, target)?;
+        let prediction = self.prediction_from_logits(&batch.logits[0]);
+        let gradcam = batch
+            .maps
+            .into_iter()
+            .next()
+            .ok_or_else(|| TriscopeError::Compute("Grad-CAM returned no map".into()))?;
+        Ok(Explanation {
+            prediction,
+            gradcam,
+        })
+    }
+}
+
+/// Softmax over classes, or an independent sigmoid per finding.
+pub fn probabilities(logits: &[f32], multi_label: bool) -> Vec<f32> {
+    if multi_label {
+        return logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}

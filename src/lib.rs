@@ -1,0 +1,17 @@
+//! Triscope: robust and explainable medical image classification.
+//!
+//! The library holds the model ([`model`]), its weights ([`weights`]), the input pipeline
+//! ([`imaging`]), explanations ([`explain`]) and the compute devices ([`device`]). It never
+//! imports a UI toolkit: results leave it as plain data ([`inference`]).
+
+pub mod attack;
+pub mod device;
+pub mod error;
+pub mod explain;
+pub mod imaging;
+pub mod inference;
+pub mod model;
+pub mod npy;
+pub mod weights;
+
+pub use error::{Result, TriscopeError};

@@ -1,0 +1,7 @@
+//! The `triscope` binary: the command line (and, in a later release, the desktop app).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

@@ -1,0 +1,78 @@
+//! Names of the four tap points (the outputs of the residual stages).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TriscopeError;
+
+/// One of layer1..layer4: the stages whose outputs the model exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerId {
+    Layer1,
+    Layer2,
+    Layer3,
+    #[default]
+    Layer4,
+}
+
+impl LayerId {
+    pub const ALL: [LayerId; 4] = [Self::Layer1, Self::Layer2, Self::Layer3, Self::Layer4];
+
+    /// 0 for layer1 ... 3 for layer4.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        ["layer1", "layer2", "layer3", "layer4"][self.index()]
+    }
+
+    /// Downsampling of this stage's output relative to the input (4, 8, 16, 32).
+    pub fn stride(self) -> usize {
+        4 << self.index()
+    }
+
+    /// Channels of this stage's output for a given base width (256..2048 at width 64).
+    pub fn channels(self, base_width: usize) -> usize {
+        (base_width * 4) << self.index()
+    }
+}
+
+impl fmt::Display for LayerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for LayerId {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "layer1" | "1" => Ok(Self::Layer1),
+            "layer2" | "2" => Ok(Self::Layer2),
+            "layer3" | "3" => Ok(Self::Layer3),
+            "layer4" | "4" => Ok(Self::Layer4),
+            other => Err(TriscopeError::InvalidArgument(format!(
+                "unknown layer '{other}': use layer1, layer2, layer3 or layer4"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_geometry() {
+        assert_eq!("layer3".parse::<LayerId>().unwrap(), LayerId::Layer3);
+        assert_eq!("4".parse::<LayerId>().unwrap(), LayerId::Layer4);
+        assert!("layer5".parse::<LayerId>().is_err());
+        assert_eq!(LayerId::Layer4.channels(64), 2048);
+        assert_eq!(LayerId::Layer1.channels(64), 256);
+        assert_eq!(LayerId::Layer4.stride(), 32);
+    }
+}

@@ -1,0 +1,10 @@
+//! The ResNet-50 classifier: configuration, layer names, parameter sources and the network.
+
+pub mod config;
+pub mod layers;
+pub mod resnet;
+pub mod source;
+
+pub use config::ModelConfig;
+pub use layers::LayerId;
+pub use resnet::{ForwardTaps, ResNet50};

@@ -1,0 +1,316 @@
+//! Attacks: parity with torchattacks on the fixture model, the eps-ball and [0, 1] bounds,
+//! targeted and multi-label goals, progress and cancellation.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+use triscope::attack::{AttackConfig, AttackGoal, AttackMethod, run_attack, run_attack_from};
+use triscope::explain::gradcam::argmax;
+use triscope::model::{ModelConfig, ResNet50};
+use triscope::weights::import_state_dict;
+
+fn fixture_model(device: &Device) -> ResNet50 {
+    let mut c = ModelConfig::generic(7, 3);
+    c.base_width = 8;
+    c.resolution = 128;
+    import_state_dict(&fixture("resnet50_w8_c7.safetensors"), &c, None, device)
+        .unwrap()
+        .valid()
+}
+
+fn batch(a: &Array, device: &Device) -> Tensor<4> {
+    let s = &a.shape;
+    Tensor::from_data(
+        TensorData::new(a.values.clone(), [s[0], s[1], s[2], s[3]]),
+        device,
+    )
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+fn labels(fx: &std::collections::HashMap<String, Array>) -> Vec<usize> {
+    fx["labels"].values.iter().map(|v| *v as usize).collect()
+}
+
+fn assert_in_ball(adv: &[f32], x: &[f32], eps: f32) {
+    for (a, c) in adv.iter().zip(x) {
+        assert!((0.0..=1.0).contains(a), "pixel {a} outside [0, 1]");
+        assert!((a - c).abs() <= eps + 1e-6, "|{a} - {c}| > eps {eps}");
+    }
+}
+
+fn check_single_step_parity(
+    method: &str,
+    config: AttackConfig,
+    code_key: &str,
+    unit: f32,
+    logits_key: &str,
+) {
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
+    let model = fixture_model(&device);
+    let x = &fx["input"];
+    let out = run_attack(
+        &model,
+        batch(x, &device),
+        &AttackGoal::Untargeted(labels(&fx)),
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let ours = values(out.adversarial.clone());
+    let theirs = decode_adv(&x.values, &fx[code_key].values, unit);
+    assert_in_ball(&ours, &x.values, config.eps_linf);
+    let equal = ours
+        .iter()
+        .zip(&theirs)
+        .filter(|(a, b)| (*a - *b).abs() <= 1e-4)
+        .count();
+    let share = equal as f64 / ours.len() as f64;
+    assert!(
+        share >= 0.99,
+        "{method}: only {:.4} of pixels match torchattacks",
+        share
+    );
+    let logits = values(model.forward(out.adversarial));
+    for b in 0..3 {
+        assert_eq!(
+            argmax(&logits[b * 7..(b + 1) * 7]),
+            argmax(fx[logits_key].item(b)),
+            "{method}: prediction on adversarial image {b}"
+        );
+    }
+}
+
+#[test]
+fn fgsm_matches_torchattacks() {
+    check_single_step_parity(
+        "FGSM",
+        AttackConfig::fgsm(),
+        "fgsm_eps8_code",
+        8.0 / 255.0,
+        "fgsm_eps8_logits",
+    );
+}
+
+/// PGD iterates diverge under any rounding difference (PyTorch's own float32 and float64
+/// PGD-10 agree on ~20% of pixels), so parity is checked per step: the first step from the
+/// clean image, and one step from PyTorch's fifth iterate to its sixth (projection active).
+#[test]
+fn pgd_steps_match_torchattacks() {
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
+    let model = fixture_model(&device);
+    let x = &fx["input"];
+    let alpha = 2.0 / 255.0;
+    let pgd5 = decode_adv(&x.values, &fx["pgd5_eps8_code"].values, alpha);
+    let pgd6 = decode_adv(&x.values, &fx["pgd6_eps8_code"].values, alpha);
+    let share_equal = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .filter(|(p, q)| (*p - *q).abs() <= 1e-4)
+            .count() as f64
+            / a.len() as f64
+    };
+    let goal = AttackGoal::Untargeted(labels(&fx));
+    let mut config = AttackConfig::pgd(1);
+    config.random_start = false;
+    let start = Tensor::<4>::from_data(TensorData::new(pgd5.clone(), [3, 3, 128, 128]), &device);
+    let step6 = run_attack_from(
+        &model,
+        batch(x, &device),
+        start,
+        &goal,
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let ours6 = values(step6.adversarial);
+    assert_in_ball(&ours6, &x.values, config.eps_linf);
+    let share = share_equal(&ours6, &pgd6);
+    assert!(
+        share >= 0.99,
+        "PGD step 5 -> 6: only {share:.4} of pixels match torchattacks"
+    );
+
+    // Step 1 from the clean image: the FGSM fixture's gradient signs at step size alpha.
+    let fgsm_code = &fx["fgsm_eps8_code"].values;
+    let pgd1: Vec<f32> = x
+        .values
+        .iter()
+        .zip(fgsm_code)
+        .map(|(&p, &c)| {
+            let sign = match (c / 30.0).round() as i32 {
+                0 => c,    // k in {-1, 0, 1}: the sign itself
+                1 => -1.0, // clamped at 0: it went down
+                _ => 1.0,  // clamped at 1: it went up
+            };
+            (p + sign * alpha).clamp(0.0, 1.0)
+        })
+        .collect();
+    let one = run_attack(
+        &model,
+        batch(x, &device),
+        &goal,
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let share = share_equal(&values(one.adversarial), &pgd1);
+    assert!(
+        share >= 0.99,
+        "PGD step 0 -> 1: only {share:.4} of pixels match torchattacks"
+    );
+}
+
+#[test]
+fn pgd_random_start_stays_in_bounds_raises_loss_and_reports_steps() {
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
+    let model = fixture_model(&device);
+    let x = &fx["input"];
+    let mut steps_seen = Vec::new();
+    let config = AttackConfig::pgd(5);
+    let out = run_attack(
+        &model,
+        batch(x, &device),
+        &AttackGoal::Untargeted(labels(&fx)),
+        &config,
+        &mut |r| steps_seen.push(r.step),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(steps_seen, vec![1, 2, 3, 4, 5]);
+    assert_in_ball(&values(out.adversarial), &x.values, config.eps_linf);
+    let first: f32 = out.loss_per_step[0].iter().sum();
+    let last: f32 = out.loss_per_step[4].iter().sum();
+    assert!(last > first, "PGD must raise the loss: {first} -> {last}");
+    // Same seed, same result; another seed, another start.
+    let again = run_attack(
+        &model,
+        batch(x, &device),
+        &AttackGoal::Untargeted(labels(&fx)),
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(again.loss_per_step, out.loss_per_step);
+}
+
+#[test]
+fn targeted_pgd_pulls_towards_the_target() {
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
+    let model = fixture_model(&device);
+    let x = batch(&fx["input"], &device);
+    let target = 3usize; // df
+    let before = values(triscope_softmax(model.forward(x.clone())));
+    // Small steps: this seeded model is rough at the scale of 2/255 (PyTorch's own targeted
+    // PGD lowers log p_t there too), smooth enough at 0.25/255.
+    let mut config = AttackConfig::pgd(10);
+    config.eps_linf = 8.0 / 255.0;
+    config.alpha = 0.25 / 255.0;
+    config.random_start = false;
+    let out = run_attack(
+        &model,
+        x,
+        &AttackGoal::Targeted(vec![target; 3]),
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let after = values(triscope_softmax(model.forward(out.adversarial)));
+    for b in 0..3 {
+        assert!(after[b * 7 + target] > before[b * 7 + target], "image {b}");
+    }
+}
+
+fn triscope_softmax(t: Tensor<2>) -> Tensor<2> {
+    burn::tensor::activation::softmax(t, 1)
+}
+
+#[test]
+fn multi_label_attack_raises_summed_bce() {
+    let device = Device::flex();
+    let mut cfg = ModelConfig::chestxray14();
+    cfg.base_width = 4;
+    cfg.resolution = 64;
+    let model = ResNet50::init(&cfg, 5, &device).unwrap().valid();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..2 * 64 * 64)
+                .map(|i| (i % 97) as f32 / 97.0)
+                .collect::<Vec<_>>(),
+            [2, 1, 64, 64],
+        ),
+        &device,
+    );
+    let mut findings = vec![vec![0.0; 14]; 2];
+    findings[0][1] = 1.0;
+    findings[1][6] = 1.0;
+    let out = run_attack(
+        &model,
+        x,
+        &AttackGoal::MultiLabel(findings),
+        &AttackConfig::pgd(4),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let first: f32 = out.loss_per_step[0].iter().sum();
+    let last: f32 = out.loss_per_step[3].iter().sum();
+    assert!(last > first, "{first} -> {last}");
+}
+
+#[test]
+fn cancellation_and_bad_goals() {
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
+    let model = fixture_model(&device);
+    let x = batch(&fx["input"], &device);
+    let err = run_attack(
+        &model,
+        x.clone(),
+        &AttackGoal::Untargeted(labels(&fx)),
+        &AttackConfig::pgd(10),
+        &mut |_| {},
+        &AtomicBool::new(true),
+    )
+    .unwrap_err();
+    assert!(matches!(err, triscope::TriscopeError::Cancelled));
+    let err = run_attack(
+        &model,
+        x.clone(),
+        &AttackGoal::Untargeted(vec![0, 1]),
+        &AttackConfig::pgd(2),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("2 labels for a batch of 3"),
+        "{err}"
+    );
+    let err = run_attack(
+        &model,
+        x,
+        &AttackGoal::Targeted(vec![9, 9, 9]),
+        &AttackConfig::pgd(2),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("class 9 does not exist"), "{err}");
+    assert_eq!("PGD".parse::<AttackMethod>().unwrap(), AttackMethod::Pgd);
+}

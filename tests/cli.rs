@@ -1,0 +1,323 @@
+//! The `triscope` binary end to end, as a user runs it.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn triscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .args(args)
+        .env("TRISCOPE_LOG", "error")
+        .output()
+        .expect("run triscope")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn s(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn no_subcommand_prints_usage() {
+    let o = triscope(&[]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("triscope predict"), "{}", stdout(&o));
+}
+
+#[test]
+fn predict_json_on_samples() {
+    let a = s(&sample("ham10000/ISIC_0024410.jpg"));
+    let b = s(&sample("nih-cxr14/00000072_000.png"));
+    let o = triscope(&["predict", &a, &b, "--json", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON on stdout");
+    let records = v.as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    for r in records {
+        let scores = r["scores"].as_array().unwrap();
+        assert_eq!(scores.len(), 7);
+        let total: f64 = scores
+            .iter()
+            .map(|s| s["probability"].as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        let name = r["class_name"].as_str().unwrap();
+        assert!(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"].contains(&name));
+    }
+}
+
+#[test]
+fn predict_continues_past_a_bad_file_and_fails_at_the_end() {
+    let dir = TempDir::new("cli-bad");
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n broken").unwrap();
+    let good = s(&sample("ham10000/ISIC_0024317.jpg"));
+    let o = triscope(&["predict", &s(&bad), &good, "--device", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("broken.png"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("ISIC_0024317.jpg"), "{}", stdout(&o));
+}
+
+#[test]
+fn explain_writes_heatmap_overlay_npy_and_json() {
+    let dir = TempDir::new("cli-explain");
+    let out = dir.path().join("explain");
+    let img = s(&sample("ham10000/ISIC_0024410.jpg"));
+    let o = triscope(&[
+        "explain",
+        &img,
+        "--layer",
+        "layer3",
+        "--class",
+        "mel",
+        "--out",
+        &s(&out),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("prediction.json")).unwrap()).unwrap();
+    assert_eq!(json["layer"], "layer3");
+    assert_eq!(json["explained_class_name"], "mel");
+    let res = json["heatmap_size"][0].as_u64().unwrap() as u32;
+    for name in ["heatmap.png", "overlay.png", "input.png"] {
+        let png = image::open(out.join(name)).unwrap();
+        assert_eq!((png.width(), png.height()), (res, res), "{name}");
+    }
+    let (shape, values) =
+        triscope::npy::decode_f32(&std::fs::read(out.join("heatmap.npy")).unwrap()).unwrap();
+    assert_eq!(shape, vec![res as usize, res as usize]);
+    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+    let max = values.iter().copied().fold(0.0f32, f32::max);
+    assert!(
+        max > 0.99,
+        "a Grad-CAM map is min-max normalised (max {max})"
+    );
+}
+
+#[test]
+fn explain_rejects_bad_arguments_clearly() {
+    let dir = TempDir::new("cli-args");
+    let img = s(&sample("ham10000/ISIC_0024410.jpg"));
+    let out = s(&dir.path().join("o"));
+    let o = triscope(&[
+        "explain", &img, "--class", "99", "--out", &out, "--device", "cpu",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("class 99 does not exist: the model has 7 classes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = triscope(&[
+        "explain",
+        &img,
+        "--class",
+        "melanomaX",
+        "--out",
+        &out,
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        stderr(&o).contains("unknown class 'melanomaX'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = triscope(&[
+        "explain", &img, "--layer", "layer5", "--out", &out, "--device", "cpu",
+    ]);
+    assert!(
+        stderr(&o).contains("unknown layer 'layer5'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = triscope(&[
+        "predict",
+        &img,
+        "--model",
+        &s(&dir.path().join("absent.safetensors")),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("absent.safetensors"), "{}", stderr(&o));
+}
+
+#[test]
+fn import_gray_model_then_explain_a_chest_xray() {
+    let dir = TempDir::new("cli-gray");
+    let model = dir.path().join("gray.safetensors");
+    let o = triscope(&[
+        "import",
+        &s(&fixture("resnet50_w8_c7.safetensors")),
+        "--num-classes",
+        "7",
+        "--in-channels",
+        "1",
+        "--base-width",
+        "8",
+        "--resolution",
+        "128",
+        "--out",
+        &s(&model),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let xray = s(&sample("nih-cxr14/00000193_019.png"));
+    let out = dir.path().join("cam");
+    let o = triscope(&[
+        "explain",
+        &xray,
+        "--model",
+        &s(&model),
+        "--out",
+        &s(&out),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("UNTRAINED")
+            || stderr(&o).contains("untrained")
+            || stderr(&o).is_empty()
+            || !stderr(&o).contains("error")
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["heatmap_size"][0], 128);
+    assert!(out.join("overlay.png").exists());
+
+    // A 14-finding multi-label model at 512 pixels: sigmoid per finding.
+    let big = dir.path().join("cxr14.safetensors");
+    let o = triscope(&[
+        "init",
+        "--num-classes",
+        "14",
+        "--in-channels",
+        "1",
+        "--base-width",
+        "4",
+        "--resolution",
+        "512",
+        "--out",
+        &s(&big),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = triscope(&[
+        "predict",
+        &xray,
+        "--model",
+        &s(&big),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("UNTRAINED"),
+        "untrained models are flagged: {}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["multi_label"], true);
+    let total: f64 = v[0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["probability"].as_f64().unwrap())
+        .sum();
+    assert!(total > 0.0 && total < 14.0);
+}
+
+#[test]
+fn export_import_info_round_trip() {
+    let dir = TempDir::new("cli-export");
+    let exported = dir.path().join("tv.safetensors");
+    let o = triscope(&[
+        "export",
+        "--model",
+        &s(&root().join("models/ham10000_default.safetensors")),
+        "--out",
+        &s(&exported),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = triscope(&["info", "--json"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&info)).unwrap();
+    let cfg = &v["config"];
+    let reimported = dir.path().join("back.safetensors");
+    let o = triscope(&[
+        "import",
+        &s(&exported),
+        "--num-classes",
+        &cfg["num_classes"].to_string(),
+        "--base-width",
+        &cfg["base_width"].to_string(),
+        "--resolution",
+        &cfg["resolution"].to_string(),
+        "--out",
+        &s(&reimported),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Same predictions from the embedded model and its export-import copy.
+    let img = s(&sample("ham10000/ISIC_0024403.jpg"));
+    let a = triscope(&["predict", &img, "--json", "--device", "cpu"]);
+    let b = triscope(&[
+        "predict",
+        &img,
+        "--json",
+        "--device",
+        "cpu",
+        "--model",
+        &s(&reimported),
+    ]);
+    let pa: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let pb: serde_json::Value = serde_json::from_str(&stdout(&b)).unwrap();
+    assert_eq!(pa[0]["scores"], pb[0]["scores"]);
+    // Importing with the wrong class count fails naming both numbers.
+    let o = triscope(&[
+        "import",
+        &s(&exported),
+        "--num-classes",
+        "14",
+        "--base-width",
+        &cfg["base_width"].to_string(),
+        "--out",
+        &s(&dir.path().join("x.safetensors")),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the checkpoint has 7 classes, the model 14"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn demo_explains_every_bundled_sample() {
+    let dir = TempDir::new("cli-demo");
+    let out = dir.path().join("demo");
+    let o = triscope(&["demo", "--out", &s(&out), "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for id in [
+        "ISIC_0024470",
+        "ISIC_0024403",
+        "ISIC_0024324",
+        "ISIC_0024330",
+        "ISIC_0024410",
+        "ISIC_0024317",
+        "ISIC_0024370",
+    ] {
+        assert!(text.contains(id), "{id} missing from:\n{text}");
+        assert!(out.join(id).join("overlay.png").exists(), "{id} overlay");
+    }
+}

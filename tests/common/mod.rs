@@ -1,0 +1,126 @@
+//! Helpers shared by the integration tests: fixture loading and comparisons.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests").join("fixtures").join(name)
+}
+
+pub fn sample(rel: &str) -> PathBuf {
+    root().join("assets").join("samples").join(rel)
+}
+
+/// A fixture tensor: shape and values as f32 (int64 tensors converted).
+#[derive(Debug, Clone)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl Array {
+    /// Rows along the first axis.
+    pub fn item(&self, i: usize) -> &[f32] {
+        let n = self.values.len() / self.shape[0];
+        &self.values[i * n..(i + 1) * n]
+    }
+}
+
+pub fn load_arrays(path: &Path) -> HashMap<String, Array> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("fixture is safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                Dtype::I8 => data.iter().map(|&b| b as i8 as f32).collect(),
+                Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+                other => panic!("unexpected dtype {other:?} for {name}"),
+            };
+            (
+                name,
+                Array {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Decode `tools/make_fixtures.py`'s int8 adversarial codes: `code = k + 30 * base`, pixel =
+/// origin + k * unit with origin x (base 0), 0.0 (base 1) or 1.0 (base 2).
+pub fn decode_adv(x: &[f32], code: &[f32], unit: f32) -> Vec<f32> {
+    x.iter()
+        .zip(code)
+        .map(|(&x, &c)| {
+            let base = (c / 30.0).round();
+            let k = c - 30.0 * base;
+            let origin = match base as i32 {
+                0 => x,
+                1 => 0.0,
+                _ => 1.0,
+            };
+            origin + k * unit
+        })
+        .collect()
+}
+
+/// max |a - b| / max |b|.
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+    max_abs_diff(a, b) / scale
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+pub fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "triscope-test-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""The PyTorch side of Triscope's benchmark: the same rows, same shapes, same thread count.
+
+    pip install torch torchvision grad-cam torchattacks
+    python3 tools/bench_torch.py --threads 2 --out bench_torch.json
+    cargo run --release --bin bench -- --torch bench_torch.json     # prints Triscope / PyTorch
+
+Rows (medians over --runs after one warm-up; peak RSS per row from /proc/self/status VmHWM,
+reset before each row through /proc/self/clear_refs):
+  forward b1, forward b8, forward + backward to the input (frozen weights), Grad-CAM layer4
+  (pytorch-grad-cam GradCAM), PGD-10 (torchattacks PGD, eps 8/255, alpha 2/255, random start),
+  training step b8 (forward + backward with weight gradients + SGD step), for the full-width
+  ResNet-50 at 224 and for the narrow test model (base width 8 at 128).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import MEAN, STD, Normalized, ResNet50  # noqa: E402
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_mib():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def timed(fn, runs):
+    fn()  # warm-up
+    secs = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        secs.append(time.perf_counter() - t)
+    secs.sort()
+    return secs[len(secs) // 2], secs[0]
+
+
+def bench_model(width, res, runs, rows):
+    torch.manual_seed(0)
+    net = ResNet50(width, 7, 3).eval()
+    model = Normalized(net, MEAN, STD).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x1 = torch.rand(1, 3, res, res)
+    x8 = torch.rand(8, 3, res, res)
+    y1 = torch.tensor([4])
+
+    def row(name, batch, fn):
+        reset_peak()
+        median, best = timed(fn, runs)
+        rows.append({"operation": name, "base_width": width, "resolution": res, "batch": batch,
+                     "median_secs": median, "min_secs": best, "peak_rss_mib": peak_mib(), "runs": runs})
+        print(f"torch w{width} r{res}  {name:<30} batch {batch}  median {median:.3f} s  peak {rows[-1]['peak_rss_mib']:.0f} MiB", flush=True)
+
+    def fwd(x):
+        with torch.no_grad():
+            model(x)
+
+    row("forward", 1, lambda: fwd(x1))
+    row("forward", 8, lambda: fwd(x8))
+
+    def fwd_bwd():
+        x = x1.clone().requires_grad_(True)
+        model(x).sum().backward()
+        return x.grad
+
+    row("forward + backward to input", 1, fwd_bwd)
+
+    from pytorch_grad_cam import GradCAM
+
+    cam = GradCAM(model=model, target_layers=[net.layer4])
+    row("Grad-CAM layer4", 1, lambda: cam(input_tensor=x1, targets=None))
+
+    import torchattacks
+
+    atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
+    row("PGD-10", 1, lambda: atk(x1, y1))
+
+    train_net = ResNet50(width, 7, 3)
+    train_model = Normalized(train_net, MEAN, STD).train()
+    opt = torch.optim.SGD(train_net.parameters(), lr=0.01, momentum=0.9)
+    y8 = torch.randint(0, 7, (8,))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(train_model(x8), y8)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    row("training step", 8, step)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default="bench_torch.json")
+    ap.add_argument("--skip-full", action="store_true", help="only the narrow model")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    if not args.skip_full:
+        bench_model(64, 224, args.runs, rows)
+    bench_model(8, 128, args.runs, rows)
+    out = {"torch": torch.__version__, "threads": args.threads, "rows": rows}
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
