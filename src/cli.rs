@@ -154,6 +154,80 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Attack one image: adversarial PNG/NPY, amplified perturbation, JSON with predictions
+    Attack {
+        #[arg(value_name = "IMAGE")]
+        image: PathBuf,
+        /// fgsm, pgd, apgd-ce or apgd-t
+        #[arg(long, default_value = "pgd")]
+        method: String,
+        /// L-inf radius in pixel units: 8/255 or 0.0314
+        #[arg(long, default_value = "8/255")]
+        eps: String,
+        /// PGD step size: 2/255 or 0.0078
+        #[arg(long, default_value = "2/255")]
+        alpha: String,
+        /// Iterations (PGD default 10, APGD 100)
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Start PGD at the clean image instead of a random point of the eps-ball
+        #[arg(long)]
+        no_random_start: bool,
+        /// Targeted attack towards this class (index or name)
+        #[arg(long, value_name = "CLASS")]
+        target: Option<String>,
+        /// True class (index or name); default: the model's own prediction
+        #[arg(long, value_name = "CLASS")]
+        label: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clean and robust evaluation on a dataset, with fooled-evaluation checks
+    Eval {
+        /// Dataset: a HAM10000 or ChestX-ray14 folder (labels.csv), a MedMNIST .npz, or a
+        /// folder with one sub-folder per class
+        #[arg(long, value_name = "PATH")]
+        data: PathBuf,
+        /// Split (default: test where there is one, else all)
+        #[arg(long)]
+        split: Option<String>,
+        /// Comma-separated: clean, fgsm, pgd10, pgd20, apgd-ce, apgd-t, aa
+        #[arg(long, default_value = "clean,fgsm,pgd10")]
+        attacks: String,
+        /// L-inf radius: 8/255 or 0.0314
+        #[arg(long, default_value = "8/255")]
+        eps: String,
+        /// PGD-10 accuracy at each radius, e.g. 0,1,2,4,8,16/255 (writes a PNG plot)
+        #[arg(long)]
+        eps_sweep: Option<String>,
+        /// Evaluate only the first N samples (classes interleaved)
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// APGD iterations (AutoAttack standard: 100)
+        #[arg(long, default_value_t = 100)]
+        apgd_iterations: usize,
+        /// Skip the fooled-evaluation checks (they add PGD-10 at 64/255 and a noise baseline)
+        #[arg(long)]
+        no_checks: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder for eval.json, eval.csv and the plot
+        #[arg(long, default_value = "out/eval", value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print the JSON report on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a checkpoint's config and metadata
     Info {
         /// Checkpoint; default: the embedded model
@@ -338,6 +412,66 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Info { model, json }) => info(model.as_deref(), json),
         Some(Command::Demo { out, model }) => demo(&out, &model),
+        Some(Command::Attack {
+            image,
+            method,
+            eps,
+            alpha,
+            steps,
+            no_random_start,
+            target,
+            label,
+            seed,
+            out,
+            model,
+            json,
+        }) => crate::cli_attack::attack(
+            &image,
+            &crate::cli_attack::AttackArgs {
+                method,
+                eps,
+                alpha,
+                steps,
+                random_start: !no_random_start,
+                target,
+                label,
+                seed,
+            },
+            &out,
+            &open_classifier(&model)?,
+            json,
+        ),
+        Some(Command::Eval {
+            data,
+            split,
+            attacks,
+            eps,
+            eps_sweep,
+            limit,
+            batch_size,
+            apgd_iterations,
+            no_checks,
+            seed,
+            out,
+            model,
+            json,
+        }) => crate::cli_attack::eval(
+            &crate::cli_attack::EvalArgs {
+                data,
+                split,
+                attacks,
+                eps,
+                eps_sweep,
+                limit,
+                batch_size,
+                apgd_iterations,
+                checks: !no_checks,
+                seed,
+            },
+            &out,
+            &open_classifier(&model)?,
+            json,
+        ),
     }
 }
 
@@ -499,7 +633,7 @@ fn predict(images: &[PathBuf], args: &ModelArgs, json: bool) -> Result<ExitCode>
     })
 }
 
-fn print_prediction(path: &Path, p: &Prediction, elapsed_secs: f64) {
+pub(crate) fn print_prediction(path: &Path, p: &Prediction, elapsed_secs: f64) {
     if p.multi_label {
         let found = if p.positive_findings.is_empty() {
             "no finding >= 0.5".to_string()
@@ -632,7 +766,7 @@ fn explain(
 }
 
 /// A class given by index or by (case-insensitive) name.
-fn resolve_class(config: &ModelConfig, spec: &str) -> Result<usize> {
+pub(crate) fn resolve_class(config: &ModelConfig, spec: &str) -> Result<usize> {
     if let Ok(i) = spec.parse::<usize>() {
         if i < config.num_classes {
             return Ok(i);

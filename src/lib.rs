@@ -5,13 +5,16 @@
 //! imports a UI toolkit: results leave it as plain data ([`inference`]).
 
 pub mod attack;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod explain;
 pub mod imaging;
 pub mod inference;
 pub mod model;
 pub mod npy;
+pub mod plot;
 pub mod weights;
 
 pub use error::{Result, TriscopeError};

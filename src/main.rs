@@ -1,6 +1,7 @@
 //! The `triscope` binary: the command line (and, in a later release, the desktop app).
 
 mod cli;
+mod cli_attack;
 
 fn main() -> std::process::ExitCode {
     cli::run()

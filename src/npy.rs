@@ -41,8 +41,48 @@ pub fn write_f32(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
     })
 }
 
-/// Decode a little-endian float32 `.npy` written by [`encode_f32`] or NumPy.
-pub fn decode_f32(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+/// A decoded `.npy` array: shape, NumPy dtype string (e.g. `<f4`, `|u1`) and raw data.
+#[derive(Debug, Clone)]
+pub struct NpyArray {
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub data: Vec<u8>,
+}
+
+impl NpyArray {
+    /// Values as u8 (for `|u1` / `<u1` arrays).
+    pub fn as_u8(&self) -> std::result::Result<&[u8], String> {
+        match self.dtype.as_str() {
+            "|u1" | "<u1" | "u1" => Ok(&self.data),
+            other => Err(format!("expected uint8, found dtype {other}")),
+        }
+    }
+
+    /// Values converted to i64 (integer dtypes up to 64 bits, little-endian).
+    pub fn to_i64(&self) -> std::result::Result<Vec<i64>, String> {
+        let d = &self.data;
+        Ok(match self.dtype.as_str() {
+            "|u1" | "<u1" | "u1" => d.iter().map(|&v| v as i64).collect(),
+            "|i1" | "<i1" | "i1" => d.iter().map(|&v| v as i8 as i64).collect(),
+            "<i4" => d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            "<u4" => d
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            "<i8" => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+            other => return Err(format!("expected an integer array, found dtype {other}")),
+        })
+    }
+}
+
+/// Decode a `.npy` file (version 1-3, C order, little-endian or byte-sized dtypes).
+pub fn decode(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -60,11 +100,22 @@ pub fn decode_f32(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), S
             .ok_or("truncated header")?,
     )
     .map_err(|_| "header is not UTF-8")?;
-    if !header.contains("'<f4'") {
-        return Err(format!("only little-endian float32 is supported: {header}"));
-    }
     if header.contains("'fortran_order': True") {
         return Err("Fortran-order arrays are not supported".into());
+    }
+    let dtype = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|s| s.split('\'').nth(1))
+        .ok_or("no dtype in header")?
+        .to_string();
+    let itemsize: usize = dtype
+        .trim_start_matches(['<', '|', '>', '='])
+        .get(1..)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unsupported dtype {dtype}"))?;
+    if dtype.starts_with('>') && itemsize > 1 {
+        return Err(format!("big-endian dtype {dtype} is not supported"));
     }
     let shape_src = header
         .split("'shape':")
@@ -82,15 +133,39 @@ pub fn decode_f32(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), S
         })
         .collect::<std::result::Result<_, _>>()?;
     let data = &bytes[start + header_len..];
-    let n: usize = shape.iter().product();
-    if data.len() != n * 4 {
-        return Err(format!("{} data bytes for {n} float32 values", data.len()));
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(itemsize))
+        .ok_or("declared size overflows")?;
+    if data.len() != n {
+        return Err(format!(
+            "{} data bytes, the header declares {n}",
+            data.len()
+        ));
     }
-    let values = data
+    Ok(NpyArray {
+        shape,
+        dtype,
+        data: data.to_vec(),
+    })
+}
+
+/// Decode a little-endian float32 `.npy` written by [`encode_f32`] or NumPy.
+pub fn decode_f32(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+    let a = decode(bytes)?;
+    if a.dtype != "<f4" {
+        return Err(format!(
+            "only little-endian float32 is supported, found {}",
+            a.dtype
+        ));
+    }
+    let values = a
+        .data
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    Ok((shape, values))
+    Ok((a.shape, values))
 }
 
 #[cfg(test)]
@@ -107,5 +182,9 @@ mod tests {
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(back, values);
         assert!(decode_f32(b"garbage").is_err());
+        // A header that lies about the size is refused, not trusted.
+        let mut lying = bytes.clone();
+        lying.truncate(lying.len() - 4);
+        assert!(decode(&lying).unwrap_err().contains("data bytes"));
     }
 }

@@ -88,7 +88,10 @@ def bench_model(width, res, runs, rows):
 
     from pytorch_grad_cam import GradCAM
 
-    cam = GradCAM(model=model, target_layers=[net.layer4])
+    # pytorch-grad-cam as users run it: parameters left trainable (it needs a graph to the
+    # activations), model in eval mode.
+    cam_net = ResNet50(width, 7, 3).eval()
+    cam = GradCAM(model=Normalized(cam_net, MEAN, STD).eval(), target_layers=[cam_net.layer4])
     row("Grad-CAM layer4", 1, lambda: cam(input_tensor=x1, targets=None))
 
     import torchattacks

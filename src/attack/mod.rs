@@ -6,6 +6,8 @@
 //! the true class (ascended), or of the target class (descended) for targeted attacks, or the
 //! summed binary cross-entropy over findings for multi-label models.
 
+pub mod apgd;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::activation::{log_sigmoid, log_softmax};
@@ -16,12 +18,46 @@ use crate::error::{Result, TriscopeError};
 use crate::model::ResNet50;
 use crate::model::source::SplitMix64;
 
+/// A differentiable classifier of [0, 1] pixels: what attacks and evaluations run against.
+/// [`ResNet50`] is one; tests wrap it (e.g. with an input quantisation that masks gradients).
+pub trait Classify {
+    /// `[batch, C, H, W]` pixels -> `[batch, classes]` logits.
+    fn logits(&self, pixels: Tensor<4>) -> Tensor<2>;
+    fn num_classes(&self) -> usize;
+}
+
+impl Classify for ResNet50 {
+    fn logits(&self, pixels: Tensor<4>) -> Tensor<2> {
+        self.forward(pixels)
+    }
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+}
+
 /// Which attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttackMethod {
     Fgsm,
     Pgd,
+    /// APGD on the cross-entropy (AutoAttack's `apgd-ce`).
+    #[serde(rename = "apgd-ce")]
+    ApgdCe,
+    /// APGD on the targeted DLR loss over the runner-up classes (AutoAttack's `apgd-t`).
+    #[serde(rename = "apgd-t")]
+    ApgdT,
+}
+
+impl AttackMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fgsm => "fgsm",
+            Self::Pgd => "pgd",
+            Self::ApgdCe => "apgd-ce",
+            Self::ApgdT => "apgd-t",
+        }
+    }
 }
 
 impl std::str::FromStr for AttackMethod {
@@ -30,8 +66,10 @@ impl std::str::FromStr for AttackMethod {
         match s.to_ascii_lowercase().as_str() {
             "fgsm" => Ok(Self::Fgsm),
             "pgd" => Ok(Self::Pgd),
+            "apgd-ce" | "apgd" => Ok(Self::ApgdCe),
+            "apgd-t" => Ok(Self::ApgdT),
             other => Err(TriscopeError::InvalidArgument(format!(
-                "unknown attack '{other}': use fgsm or pgd"
+                "unknown attack '{other}': use fgsm, pgd, apgd-ce or apgd-t"
             ))),
         }
     }
@@ -66,6 +104,15 @@ impl AttackConfig {
         }
     }
 
+    /// APGD-CE or APGD-T with AutoAttack's standard 100 iterations at eps 8/255.
+    pub fn apgd(method: AttackMethod) -> Self {
+        Self {
+            method,
+            steps: 100,
+            ..Self::pgd(100)
+        }
+    }
+
     /// FGSM at eps 8/255.
     pub fn fgsm() -> Self {
         Self {
@@ -85,13 +132,11 @@ impl AttackConfig {
                 self.eps_linf
             ));
         }
-        if self.method == AttackMethod::Pgd {
-            if self.steps == 0 {
-                return bad("PGD needs at least 1 step".into());
-            }
-            if !(self.alpha > 0.0 && self.alpha.is_finite()) {
-                return bad(format!("alpha must be positive, got {}", self.alpha));
-            }
+        if self.method != AttackMethod::Fgsm && self.steps == 0 {
+            return bad(format!("{} needs at least 1 step", self.method.name()));
+        }
+        if self.method == AttackMethod::Pgd && !(self.alpha > 0.0 && self.alpha.is_finite()) {
+            return bad(format!("alpha must be positive, got {}", self.alpha));
         }
         Ok(())
     }
@@ -130,7 +175,7 @@ pub struct AttackOutput {
 /// Run an attack on `x` (`[batch, C, H, W]` pixels in [0, 1], plain device; the model in
 /// inference mode). `on_step` sees every step; `cancel` is checked before each step.
 pub fn run_attack(
-    model: &ResNet50,
+    model: &dyn Classify,
     x: Tensor<4>,
     goal: &AttackGoal,
     config: &AttackConfig,
@@ -138,6 +183,38 @@ pub fn run_attack(
     cancel: &AtomicBool,
 ) -> Result<AttackOutput> {
     config.validate()?;
+    match config.method {
+        AttackMethod::ApgdCe => {
+            let apgd_config = apgd::ApgdConfig {
+                iterations: config.steps,
+                seed: config.seed,
+                ..apgd::ApgdConfig::standard(config.eps_linf)
+            };
+            return apgd::apgd(
+                model,
+                x,
+                goal,
+                &apgd::ApgdLoss::CrossEntropy,
+                &apgd_config,
+                on_step,
+                cancel,
+            );
+        }
+        AttackMethod::ApgdT => {
+            let AttackGoal::Untargeted(labels) = goal else {
+                return Err(TriscopeError::InvalidArgument(
+                    "apgd-t chooses its own targets: give the true classes (untargeted, single-label)".into(),
+                ));
+            };
+            let apgd_config = apgd::ApgdConfig {
+                iterations: config.steps,
+                seed: config.seed,
+                ..apgd::ApgdConfig::standard(config.eps_linf)
+            };
+            return apgd::apgd_targeted(model, x, labels, &apgd_config, on_step, cancel);
+        }
+        AttackMethod::Fgsm | AttackMethod::Pgd => {}
+    }
     let [batch, channels, h, w] = x.dims();
     let mut start = x.clone();
     if config.method == AttackMethod::Pgd && config.random_start && config.eps_linf > 0.0 {
@@ -155,7 +232,7 @@ pub fn run_attack(
 /// As [`run_attack`], from a given starting point `start` (inside the eps-ball of `x`)
 /// instead of `x` or a random start: resuming an attack, or checking one step in isolation.
 pub fn run_attack_from(
-    model: &ResNet50,
+    model: &dyn Classify,
     x: Tensor<4>,
     start: Tensor<4>,
     goal: &AttackGoal,
@@ -164,6 +241,11 @@ pub fn run_attack_from(
     cancel: &AtomicBool,
 ) -> Result<AttackOutput> {
     config.validate()?;
+    if matches!(config.method, AttackMethod::ApgdCe | AttackMethod::ApgdT) {
+        return Err(TriscopeError::InvalidArgument(
+            "a start point can be given to fgsm and pgd only".into(),
+        ));
+    }
     let [batch, _, _, _] = x.dims();
     if start.dims() != x.dims() {
         return Err(TriscopeError::InvalidArgument(format!(
@@ -172,12 +254,12 @@ pub fn run_attack_from(
             x.dims()
         )));
     }
-    check_goal(goal, batch, model.config.num_classes)?;
+    check_goal(goal, batch, model.num_classes())?;
     let device = x.device();
     let eps = config.eps_linf;
     let (steps, step_size) = match config.method {
         AttackMethod::Fgsm => (1, eps),
-        AttackMethod::Pgd => (config.steps, config.alpha),
+        _ => (config.steps, config.alpha),
     };
     let mut adv = start;
     let lower = (x.clone() - eps).clamp_min(0.0); // [b, C, H, W]
@@ -188,7 +270,7 @@ pub fn run_attack_from(
             return Err(TriscopeError::Cancelled);
         }
         let leaf = adv.clone().autodiff().require_grad();
-        let logits = model.forward(leaf.clone()); // [b, classes]
+        let logits = model.logits(leaf.clone()); // [b, classes]
         let per_sample = objective(logits, goal, &device)?; // [b], ascended
         let loss = values(per_sample.clone().inner())?;
         let grads = per_sample.sum().backward();
@@ -213,7 +295,7 @@ pub fn run_attack_from(
     })
 }
 
-fn check_goal(goal: &AttackGoal, batch: usize, num_classes: usize) -> Result<()> {
+pub(crate) fn check_goal(goal: &AttackGoal, batch: usize, num_classes: usize) -> Result<()> {
     let (n, classes): (usize, Vec<usize>) = match goal {
         AttackGoal::Untargeted(c) | AttackGoal::Targeted(c) => (c.len(), c.clone()),
         AttackGoal::MultiLabel(rows) => {
@@ -240,7 +322,7 @@ fn check_goal(goal: &AttackGoal, batch: usize, num_classes: usize) -> Result<()>
 }
 
 /// The per-sample quantity the attack ascends. `[batch, classes]` -> `[batch]`.
-fn objective(
+pub(crate) fn objective(
     logits: Tensor<2>,
     goal: &AttackGoal,
     device: &burn::tensor::Device,
@@ -298,5 +380,13 @@ mod tests {
         c.alpha = 0.0;
         assert!(c.validate().is_err());
         assert!("bim".parse::<AttackMethod>().is_err());
+        assert_eq!(
+            "apgd-t".parse::<AttackMethod>().unwrap(),
+            AttackMethod::ApgdT
+        );
+        let mut c = AttackConfig::apgd(AttackMethod::ApgdCe);
+        assert_eq!(c.steps, 100);
+        c.steps = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -1,21 +1,34 @@
-//! Timing of the core operations on each backend (not a test; run it in release):
+//! Speed and memory of the core operations, side by side with PyTorch (not a test):
 //!
-//!     cargo run --release --bin bench -- [--width 64] [--resolution 224] [--runs 5] [--wgpu]
+//!     python3 tools/bench_torch.py --threads 2 --out bench_torch.json   # optional, PyTorch side
+//!     cargo run --release --bin bench -- [--torch bench_torch.json] [--runs 5] [--wgpu]
 //!
-//! Prints a table of medians after one warm-up run and writes `bench.json` (or `--json PATH`).
+//! Rows: forward (batch 1 and 8), forward + backward to the input (frozen weights), Grad-CAM on
+//! layer4, PGD-10 (eps 8/255, alpha 2/255, random start), one training step (batch 8: forward,
+//! backward with weight gradients, SGD update), for the full ResNet-50 at 224 and the narrow
+//! test model (base width 8 at 128). Medians after one warm-up; peak resident memory per row
+//! (Linux: VmHWM, reset through /proc/self/clear_refs before each row). With the PyTorch JSON
+//! the table gains a Triscope / PyTorch column measured on the same machine. Writes
+//! `bench.json` (or `--json PATH`).
 
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use burn::module::Module;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use triscope::attack::{AttackConfig, AttackGoal, run_attack};
 use triscope::device::ComputeDevice;
 use triscope::explain::{TargetClass, grad_cam};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct Row {
+    #[serde(default)]
     backend: String,
     operation: String,
     base_width: usize,
@@ -23,7 +36,20 @@ struct Row {
     batch: usize,
     median_secs: f64,
     min_secs: f64,
+    #[serde(default)]
+    peak_rss_mib: f64,
     runs: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    torch_median_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ratio_to_torch: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct TorchBench {
+    torch: String,
+    threads: usize,
+    rows: Vec<Row>,
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -34,8 +60,27 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Forget the peak resident set so far (Linux); no-op elsewhere.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set since the last reset, in MiB (NaN where unknown).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
 fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
-    f()?; // warm-up (allocations, kernel compilation)
+    f()?; // warm-up: allocations, kernel compilation
     let mut secs = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
@@ -65,24 +110,38 @@ fn input(batch: usize, config: &ModelConfig, device: &Device) -> Tensor<4> {
     )
 }
 
-fn sync(t: Tensor<2>) -> Result<()> {
+/// Read a result back to the host: the only reliable "done" on asynchronous backends.
+fn sync<const D: usize>(t: Tensor<D>) -> Result<()> {
     t.into_data()
         .try_into_vec_as::<f32>()
         .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .map_err(|e| anyhow!("{e:?}"))
 }
 
-fn bench_device(
+fn bench_model(
     dev: &ComputeDevice,
     config: &ModelConfig,
     runs: usize,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let model = ResNet50::init(config, 0, &dev.device)?.valid();
-    let mut record = |operation: &str, batch: usize, (median, min): (f64, f64)| {
+    let mut measure = |operation: &str,
+                       batch: usize,
+                       f: &mut dyn FnMut() -> Result<()>|
+     -> Result<()> {
+        reset_peak_rss();
+        let (median, min) = time_runs(runs, f)?;
+        let peak = peak_rss_mib();
         println!(
-            "{:<28} {:<34} batch {:>2}  median {:>8.3} s  min {:>8.3} s",
-            dev.description, operation, batch, median, min
+            "{:<10} w{:<2} r{:<3} {:<28} b{:<2} median {:>8.3} s  min {:>8.3} s  peak {:>6.0} MiB",
+            short(&dev.description),
+            config.base_width,
+            config.resolution,
+            operation,
+            batch,
+            median,
+            min,
+            peak
         );
         rows.push(Row {
             backend: dev.description.clone(),
@@ -92,26 +151,24 @@ fn bench_device(
             batch,
             median_secs: median,
             min_secs: min,
+            peak_rss_mib: peak,
             runs,
+            torch_median_secs: None,
+            ratio_to_torch: None,
         });
+        Ok(())
     };
     for batch in [1usize, 8] {
-        let t = time_runs(runs, || {
+        measure("forward", batch, &mut || {
             sync(model.forward(input(batch, config, &dev.device)))
         })?;
-        record("forward", batch, t);
     }
-    let t = time_runs(runs, || {
+    measure("forward + backward to input", 1, &mut || {
         let x = input(1, config, &dev.device).autodiff().require_grad();
         let grads = model.forward(x.clone()).sum().backward();
-        let g = x.grad(&grads).context("no input gradient")?;
-        g.into_data()
-            .try_into_vec_as::<f32>()
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
+        sync(x.grad(&grads).context("no input gradient")?)
     })?;
-    record("forward + backward to input", 1, t);
-    let t = time_runs(runs, || {
+    measure("Grad-CAM layer4", 1, &mut || {
         grad_cam(
             &model,
             input(1, config, &dev.device),
@@ -120,29 +177,129 @@ fn bench_device(
         )?;
         Ok(())
     })?;
-    record("Grad-CAM layer4", 1, t);
+    measure("PGD-10", 1, &mut || {
+        let out = run_attack(
+            &model,
+            input(1, config, &dev.device),
+            &AttackGoal::Untargeted(vec![4]),
+            &AttackConfig::pgd(10),
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )?;
+        sync(out.adversarial)
+    })?;
+    // Training: a model with autodiff parameters and BatchNorm in training mode.
+    let mut train_model = Some(ResNet50::init(config, 0, &dev.device)?.train());
+    let mut optim = SgdConfig::new().init();
+    let labels: Vec<usize> = (0..8).map(|i| i % config.num_classes).collect();
+    measure("training step", 8, &mut || {
+        let m = train_model.take().context("model lost")?;
+        let x = input(8, config, &dev.device.clone().autodiff());
+        let logits = m.forward(x); // [8, classes]
+        let mut one_hot = vec![0.0f32; 8 * config.num_classes];
+        for (i, &c) in labels.iter().enumerate() {
+            one_hot[i * config.num_classes + c] = 1.0;
+        }
+        let mask = Tensor::<2>::from_data(
+            TensorData::new(one_hot, [8, config.num_classes]),
+            &logits.device(),
+        );
+        let loss = (log_softmax(logits, 1) * mask).sum().neg() / 8.0;
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let m = optim.step(0.01, m, grads);
+        sync(m.fc.weight.val())?;
+        train_model = Some(m);
+        Ok(())
+    })?;
     Ok(())
+}
+
+fn short(description: &str) -> String {
+    if description.starts_with("CPU") {
+        "flex".into()
+    } else {
+        "wgpu".into()
+    }
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let mut config = ModelConfig::ham10000();
-    config.base_width = arg(&args, "--width", 64);
-    config.resolution = arg(&args, "--resolution", 224);
     let runs: usize = arg(&args, "--runs", 5);
     let json_path: String = arg(&args, "--json", "bench.json".to_string());
-    config.validate()?;
-    println!(
-        "ResNet-50 base width {} at {}x{}, {} runs after a warm-up",
-        config.base_width, config.resolution, config.resolution, runs
-    );
+    let torch_path: String = arg(&args, "--torch", "bench_torch.json".to_string());
+    let narrow_only = args.iter().any(|a| a == "--narrow-only");
+
+    let mut setups = Vec::new();
+    if !narrow_only {
+        setups.push(ModelConfig::ham10000()); // width 64, 224
+    }
+    let mut narrow = ModelConfig::ham10000();
+    narrow.base_width = 8;
+    narrow.resolution = 128;
+    setups.push(narrow);
+
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!("Triscope bench: {runs} runs after a warm-up, {threads} threads");
     let mut rows = Vec::new();
-    bench_device(&ComputeDevice::cpu(), &config, runs, &mut rows)?;
+    let mut devices = vec![ComputeDevice::cpu()];
     if args.iter().any(|a| a == "--wgpu") {
         match ComputeDevice::wgpu() {
-            Ok(gpu) => bench_device(&gpu, &config, runs, &mut rows)?,
+            Ok(gpu) => devices.push(gpu),
             Err(e) => println!("wgpu: not available ({e})"),
         }
+    }
+    for dev in &devices {
+        for config in &setups {
+            bench_model(dev, config, runs, &mut rows)?;
+        }
+    }
+
+    match std::fs::read_to_string(&torch_path) {
+        Ok(text) => {
+            let torch: TorchBench = serde_json::from_str(&text)
+                .with_context(|| format!("{torch_path} is not a bench_torch.py result"))?;
+            let key = |r: &Row| (r.operation.clone(), r.base_width, r.resolution, r.batch);
+            let by_key: HashMap<_, _> = torch.rows.iter().map(|r| (key(r), r.clone())).collect();
+            println!(
+                "\nSide by side with PyTorch {} ({} threads; {torch_path}); ratio < 1 means Triscope is faster:",
+                torch.torch, torch.threads
+            );
+            println!(
+                "{:<10} {:<22} {:<28} {:>3}  {:>10} {:>10} {:>7}  {:>9} {:>9}",
+                "backend",
+                "model",
+                "operation",
+                "b",
+                "triscope",
+                "pytorch",
+                "ratio",
+                "mem MiB",
+                "torch MiB"
+            );
+            for row in rows.iter_mut() {
+                if let Some(t) = by_key.get(&key(row)) {
+                    row.torch_median_secs = Some(t.median_secs);
+                    row.ratio_to_torch = Some(row.median_secs / t.median_secs);
+                    println!(
+                        "{:<10} {:<22} {:<28} {:>3}  {:>9.3}s {:>9.3}s {:>6.2}x  {:>9.0} {:>9.0}",
+                        short(&row.backend),
+                        format!("ResNet-50 w{} {}px", row.base_width, row.resolution),
+                        row.operation,
+                        row.batch,
+                        row.median_secs,
+                        t.median_secs,
+                        row.median_secs / t.median_secs,
+                        row.peak_rss_mib,
+                        t.peak_rss_mib
+                    );
+                }
+            }
+        }
+        Err(_) => println!(
+            "\n(no {torch_path}: run `python3 tools/bench_torch.py --threads {threads} --out {torch_path}` for ratios to PyTorch)"
+        ),
     }
     std::fs::write(&json_path, serde_json::to_string_pretty(&rows)?)
         .with_context(|| format!("cannot write {json_path}"))?;

@@ -1,0 +1,654 @@
+//! `triscope attack` and `triscope eval`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Tensor, TensorData};
+use serde::Serialize;
+
+use crate::cli::{print_prediction, resolve_class};
+use triscope::attack::{AttackConfig, AttackGoal, AttackMethod, run_attack};
+use triscope::data::{Dataset, Label};
+use triscope::eval::{EvalAttack, EvalOptions, EvalReport, evaluate};
+use triscope::inference::{Classifier, Prediction};
+use triscope::plot::{LineChart, PALETTE, Series, render_line_chart};
+
+/// Parse an eps or step size: `8/255`, `0.0314`.
+pub fn parse_fraction(s: &str) -> Result<f32> {
+    let s = s.trim();
+    let v = match s.split_once('/') {
+        Some((a, b)) => {
+            let a: f64 = a
+                .trim()
+                .parse()
+                .with_context(|| format!("'{s}' is not a number or a fraction"))?;
+            let b: f64 = b
+                .trim()
+                .parse()
+                .with_context(|| format!("'{s}' is not a number or a fraction"))?;
+            if b == 0.0 {
+                bail!("'{s}' divides by zero");
+            }
+            a / b
+        }
+        None => s
+            .parse::<f64>()
+            .with_context(|| format!("'{s}' is not a number or a fraction"))?,
+    };
+    if !v.is_finite() {
+        bail!("'{s}' is not finite");
+    }
+    Ok(v as f32)
+}
+
+/// Parse a sweep `0,1,2,4,8,16/255` (a trailing `/255` applies to every entry without one).
+pub fn parse_sweep(s: &str) -> Result<Vec<f32>> {
+    let (body, common) = match s.rsplit_once('/') {
+        Some((body, denom)) if !body.contains('/') => (body, Some(denom)),
+        _ => (s, None),
+    };
+    body.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match common {
+            Some(d) => parse_fraction(&format!("{p}/{d}")),
+            None => parse_fraction(p),
+        })
+        .collect()
+}
+
+pub struct AttackArgs {
+    pub method: String,
+    pub eps: String,
+    pub alpha: String,
+    pub steps: Option<usize>,
+    pub random_start: bool,
+    pub target: Option<String>,
+    pub label: Option<String>,
+    pub seed: u64,
+}
+
+#[derive(Serialize)]
+struct AttackSummary<'a> {
+    image: String,
+    model: String,
+    device: String,
+    method: &'static str,
+    eps_linf: f32,
+    eps_linf_x255: f32,
+    alpha: f32,
+    steps: usize,
+    random_start: bool,
+    target_class: Option<String>,
+    attacked_label: String,
+    clean: &'a Prediction,
+    adversarial: &'a Prediction,
+    fooled: bool,
+    linf_norm: f32,
+    linf_norm_x255: f32,
+    loss_per_step: Vec<f32>,
+    elapsed_secs: f64,
+    files: Vec<String>,
+}
+
+pub fn attack(
+    image: &Path,
+    args: &AttackArgs,
+    out: &Path,
+    classifier: &Classifier,
+    json: bool,
+) -> Result<ExitCode> {
+    let method: AttackMethod = args.method.parse()?;
+    let mut config = match method {
+        AttackMethod::Fgsm => AttackConfig::fgsm(),
+        AttackMethod::Pgd => AttackConfig::pgd(10),
+        m => AttackConfig::apgd(m),
+    };
+    config.eps_linf = parse_fraction(&args.eps)?;
+    config.alpha = parse_fraction(&args.alpha)?;
+    if let Some(s) = args.steps {
+        config.steps = s;
+    }
+    config.random_start = args.random_start;
+    config.seed = args.seed;
+    config.validate()?;
+    let cfg = classifier.config();
+    if cfg.multi_label && (args.target.is_some() || method == AttackMethod::ApgdT) {
+        bail!(
+            "targeted attacks and apgd-t need a single-label model; this one has {} findings",
+            cfg.num_classes
+        );
+    }
+    let target = args
+        .target
+        .as_deref()
+        .map(|t| resolve_class(cfg, t))
+        .transpose()?;
+    if target.is_some() && method == AttackMethod::ApgdT {
+        bail!("apgd-t chooses its own targets; use --method pgd or apgd-ce with --target");
+    }
+
+    let loaded = classifier.load_image(image)?;
+    let clean = classifier.predict(&[&loaded.pixels])?.remove(0);
+    let label = match &args.label {
+        Some(l) => resolve_class(cfg, l)?,
+        None => clean.class_index,
+    };
+    let goal = match (cfg.multi_label, target) {
+        (true, _) => AttackGoal::MultiLabel(vec![
+            clean
+                .scores
+                .iter()
+                .map(|s| if s.probability >= 0.5 { 1.0 } else { 0.0 })
+                .collect(),
+        ]),
+        (false, Some(t)) => AttackGoal::Targeted(vec![t]),
+        (false, None) => AttackGoal::Untargeted(vec![label]),
+    };
+    let p = &loaded.pixels;
+    let device = classifier.device().device.clone();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(p.data.clone(), [1, p.channels, p.height, p.width]),
+        &device,
+    );
+    let started = std::time::Instant::now();
+    let output = run_attack(
+        classifier.model(),
+        x,
+        &goal,
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )?;
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    let adv = output
+        .adversarial
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading the adversarial image: {e:?}"))?;
+    let adv_img = triscope::imaging::PixelImage {
+        data: adv.clone(),
+        ..p.clone()
+    };
+    let adversarial = classifier.predict(&[&adv_img])?.remove(0);
+    let linf = adv
+        .iter()
+        .zip(&p.data)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (w, h) = (p.width as u32, p.height as u32);
+    let mut files = Vec::new();
+    // 16-bit PNG: lossless for 8-bit sources and within 1/65535 of the float values.
+    let to16 = |img: &triscope::imaging::PixelImage| -> Vec<u16> {
+        let plane = img.height * img.width;
+        (0..plane)
+            .flat_map(|i| {
+                (0..3).map(move |c| {
+                    let src = if img.channels == 1 { 0 } else { c };
+                    (img.data[src * plane + i].clamp(0.0, 1.0) * 65535.0).round() as u16
+                })
+            })
+            .collect()
+    };
+    let adv_path = out.join("adversarial.png");
+    image::ImageBuffer::<image::Rgb<u16>, _>::from_raw(w, h, to16(&adv_img))
+        .context("adversarial buffer")?
+        .save(&adv_path)
+        .with_context(|| format!("cannot write {}", adv_path.display()))?;
+    files.push(adv_path.display().to_string());
+    let clean_path = out.join("clean.png");
+    image::save_buffer(
+        &clean_path,
+        &p.to_rgb8(),
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("cannot write {}", clean_path.display()))?;
+    files.push(clean_path.display().to_string());
+    // Perturbation amplified to the full range: grey is zero, white +eps, black -eps.
+    let scale = if config.eps_linf > 0.0 {
+        0.5 / config.eps_linf
+    } else {
+        0.0
+    };
+    let amplified = triscope::imaging::PixelImage {
+        data: adv
+            .iter()
+            .zip(&p.data)
+            .map(|(a, b)| 0.5 + (a - b) * scale)
+            .collect(),
+        ..p.clone()
+    };
+    let pert_path = out.join("perturbation.png");
+    image::save_buffer(
+        &pert_path,
+        &amplified.to_rgb8(),
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("cannot write {}", pert_path.display()))?;
+    files.push(pert_path.display().to_string());
+    let npy_path = out.join("adversarial.npy");
+    triscope::npy::write_f32(&npy_path, &adv, &[p.channels, p.height, p.width])?;
+    files.push(npy_path.display().to_string());
+    let json_path = out.join("attack.json");
+    files.push(json_path.display().to_string());
+
+    let fooled = match (&goal, target) {
+        (AttackGoal::Targeted(_), Some(t)) => adversarial.class_index == t,
+        (AttackGoal::MultiLabel(_), _) => adversarial.positive_findings != clean.positive_findings,
+        _ => adversarial.class_index != label,
+    };
+    let summary = AttackSummary {
+        image: image.display().to_string(),
+        model: classifier.source.to_string(),
+        device: classifier.device().description.clone(),
+        method: method.name(),
+        eps_linf: config.eps_linf,
+        eps_linf_x255: config.eps_linf * 255.0,
+        alpha: config.alpha,
+        steps: if method == AttackMethod::Fgsm {
+            1
+        } else {
+            config.steps
+        },
+        random_start: config.random_start,
+        target_class: target.map(|t| cfg.class_names[t].clone()),
+        attacked_label: cfg.class_names[label].clone(),
+        clean: &clean,
+        adversarial: &adversarial,
+        fooled,
+        linf_norm: linf,
+        linf_norm_x255: linf * 255.0,
+        loss_per_step: output.loss_per_step.iter().map(|l| l[0]).collect(),
+        elapsed_secs,
+        files,
+    };
+    let text = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(&json_path, &text)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    if json {
+        println!("{text}");
+    } else {
+        println!("clean:");
+        print_prediction(image, &clean, 0.0);
+        println!(
+            "{} eps {:.1}/255, {} step(s) in {:.2}s: ||delta||_inf = {:.2}/255, {}",
+            method.name(),
+            config.eps_linf * 255.0,
+            summary.steps,
+            elapsed_secs,
+            linf * 255.0,
+            if fooled { "FOOLED" } else { "not fooled" }
+        );
+        println!("adversarial:");
+        print_prediction(&adv_path, &adversarial, 0.0);
+        println!("written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub struct EvalArgs {
+    pub data: PathBuf,
+    pub split: Option<String>,
+    pub attacks: String,
+    pub eps: String,
+    pub eps_sweep: Option<String>,
+    pub limit: Option<usize>,
+    pub batch_size: usize,
+    pub apgd_iterations: usize,
+    pub checks: bool,
+    pub seed: u64,
+}
+
+#[derive(Serialize)]
+struct EvalOutput<'a> {
+    model: String,
+    model_description: String,
+    dataset: String,
+    split: String,
+    device: String,
+    #[serde(flatten)]
+    report: &'a EvalReport,
+}
+
+pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) -> Result<ExitCode> {
+    // Everything is checked before any compute starts.
+    let attacks = EvalAttack::parse_list(&args.attacks)?;
+    let eps = parse_fraction(&args.eps)?;
+    if !(0.0..=1.0).contains(&eps) {
+        bail!("--eps must be in [0, 1] pixel units (8/255 = 0.031), got {eps}");
+    }
+    let sweep = args
+        .eps_sweep
+        .as_deref()
+        .map(parse_sweep)
+        .transpose()?
+        .unwrap_or_default();
+    if let Some(e) = sweep.iter().find(|e| !(0.0..=1.0).contains(*e)) {
+        bail!("--eps-sweep value {e} is outside [0, 1]");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let mut dataset = Dataset::open(&args.data, args.split.as_deref())?;
+    if let Some(n) = args.limit {
+        if n == 0 {
+            bail!("--limit must be at least 1");
+        }
+        dataset.limit(n);
+    }
+    let cfg = classifier.config().clone();
+    if dataset.multi_label != cfg.multi_label {
+        bail!(
+            "{} is {} but the model is {}",
+            args.data.display(),
+            if dataset.multi_label {
+                "multi-label"
+            } else {
+                "single-label"
+            },
+            if cfg.multi_label {
+                "multi-label"
+            } else {
+                "single-label"
+            }
+        );
+    }
+    let labels: Vec<Label> = if dataset.multi_label {
+        let map = dataset.map_classes_to(&cfg.class_names)?;
+        dataset
+            .samples
+            .iter()
+            .map(|s| match &s.label {
+                Label::Findings(f) => {
+                    let mut v = vec![0.0; cfg.num_classes];
+                    for (i, &m) in map.iter().enumerate() {
+                        v[m] = f[i];
+                    }
+                    Label::Findings(v)
+                }
+                Label::Class(c) => Label::Class(*c),
+            })
+            .collect()
+    } else {
+        let map = dataset.map_classes_to(&cfg.class_names)?;
+        dataset
+            .samples
+            .iter()
+            .map(|s| match &s.label {
+                Label::Class(c) => Label::Class(map[*c]),
+                Label::Findings(f) => Label::Findings(f.clone()),
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let options = EvalOptions {
+        attacks: attacks.clone(),
+        eps_linf: eps,
+        eps_sweep: sweep.clone(),
+        batch_size: args.batch_size,
+        apgd_iterations: args.apgd_iterations,
+        seed: args.seed,
+        checks: args.checks,
+    };
+    eprintln!(
+        "evaluating {} ({} split, {} images) with {} on {}: {}",
+        args.data.display(),
+        dataset.split,
+        dataset.len(),
+        classifier.source,
+        classifier.device().description,
+        attacks
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let bar = indicatif::ProgressBar::new(dataset.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images, {elapsed} elapsed, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (channels, resolution, mode) = (cfg.in_channels, cfg.resolution, classifier.resize_mode);
+    let mut report = evaluate(
+        classifier.model(),
+        &classifier.device().device,
+        &labels,
+        &mut |i| dataset.load(i, channels, resolution, mode),
+        &options,
+        &mut |done, _| bar.set_position(done as u64),
+        &AtomicBool::new(false),
+    )?;
+    bar.finish_and_clear();
+    report.class_names = cfg.class_names.clone();
+
+    let output = EvalOutput {
+        model: classifier.source.to_string(),
+        model_description: classifier.metadata.description.clone(),
+        dataset: args.data.display().to_string(),
+        split: dataset.split.clone(),
+        device: classifier.device().description.clone(),
+        report: &report,
+    };
+    let text = serde_json::to_string_pretty(&output)?;
+    let json_path = out.join("eval.json");
+    std::fs::write(&json_path, &text)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    let csv_path = out.join("eval.csv");
+    std::fs::write(&csv_path, eval_csv(&report))
+        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    let mut written = vec![json_path, csv_path];
+    if !report.sweep.is_empty() {
+        let chart = LineChart {
+            title: format!(
+                "{} under PGD-10 ({} images)",
+                if report.multi_label {
+                    "mean AUROC"
+                } else {
+                    "accuracy"
+                },
+                report.n
+            ),
+            x_label: "eps (x/255)".into(),
+            y_label: if report.multi_label {
+                "mean AUROC".into()
+            } else {
+                "accuracy".into()
+            },
+            series: vec![Series {
+                name: "PGD-10".into(),
+                points: report
+                    .sweep
+                    .iter()
+                    .map(|p| (p.eps_linf as f64 * 255.0, p.score))
+                    .collect(),
+                color: PALETTE[0],
+            }],
+            y_range: Some((0.0, 1.0)),
+            x_ticks: report
+                .sweep
+                .iter()
+                .map(|p| {
+                    (
+                        p.eps_linf as f64 * 255.0,
+                        format!("{}", (p.eps_linf * 255.0 * 100.0).round() / 100.0),
+                    )
+                })
+                .collect(),
+        };
+        let png = out.join("accuracy_vs_eps.png");
+        render_line_chart(&chart, 900, 520)?
+            .save(&png)
+            .with_context(|| format!("cannot write {}", png.display()))?;
+        written.push(png);
+    }
+    if json {
+        println!("{text}");
+    } else {
+        print_eval_table(&report);
+        for p in &written {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.4}"),
+        _ => "-".into(),
+    }
+}
+
+fn print_eval_table(r: &EvalReport) {
+    println!(
+        "{} images, eps {:.2}/255, {:.1}s",
+        r.n,
+        r.eps_linf * 255.0,
+        r.elapsed_secs
+    );
+    if r.multi_label {
+        println!(
+            "{:<16} {:>8} {:>10} {:>10}",
+            "attack", "eps/255", "mean AUROC", "mean AUPRC"
+        );
+        for res in &r.results {
+            let m = res.multi_label.as_ref();
+            println!(
+                "{:<16} {:>8.2} {:>10} {:>10}",
+                res.attack,
+                res.eps_linf * 255.0,
+                fmt(m.map(|m| m.mean_auroc)),
+                fmt(m.map(|m| m.mean_auprc))
+            );
+        }
+    } else {
+        println!(
+            "{:<16} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9}",
+            "attack", "eps/255", "top-1", "top-2", "balanced", "macro-F1", "success"
+        );
+        for res in &r.results {
+            let m = res.metrics.as_ref();
+            println!(
+                "{:<16} {:>8.2} {:>8} {:>8} {:>9} {:>8} {:>9}",
+                res.attack,
+                res.eps_linf * 255.0,
+                fmt(m.map(|m| m.accuracy)),
+                fmt(m.map(|m| m.top2_accuracy)),
+                fmt(m.map(|m| m.balanced_accuracy)),
+                fmt(m.map(|m| m.macro_f1)),
+                fmt(res.attack_success_rate)
+            );
+        }
+        if let Some(clean) = r.result("clean").and_then(|c| c.metrics.as_ref()) {
+            println!("per-class accuracy (clean / attacks):");
+            for (i, name) in r.class_names.iter().enumerate() {
+                let cols: Vec<String> = r
+                    .results
+                    .iter()
+                    .filter(|x| x.eps_linf == r.eps_linf || x.attack == "clean")
+                    .filter_map(|x| {
+                        x.metrics
+                            .as_ref()
+                            .map(|m| format!("{}={}", x.attack, fmt(Some(m.per_class_accuracy[i]))))
+                    })
+                    .collect();
+                let support: usize = clean.confusion[i].iter().sum();
+                println!("  {:<10} n={:<5} {}", name, support, cols.join("  "));
+            }
+        }
+    }
+    if r.checks.is_empty() {
+        return;
+    }
+    println!("fooled-evaluation checks:");
+    for c in &r.checks {
+        println!(
+            "  [{}] {}: {}",
+            if c.passed { "ok" } else { "WARN" },
+            c.name,
+            c.detail
+        );
+        if let Some(cause) = &c.likely_cause {
+            println!("         likely cause: {cause}");
+        }
+    }
+}
+
+fn eval_csv(r: &EvalReport) -> String {
+    let mut s = String::new();
+    if r.multi_label {
+        s.push_str("attack,eps_linf,n,mean_auroc,mean_auprc");
+        for name in &r.class_names {
+            s.push_str(&format!(",auroc_{name},auprc_{name}"));
+        }
+        s.push('\n');
+        for res in &r.results {
+            if let Some(m) = &res.multi_label {
+                s.push_str(&format!(
+                    "{},{},{},{},{}",
+                    res.attack, res.eps_linf, m.n, m.mean_auroc, m.mean_auprc
+                ));
+                for (a, p) in m.auroc.iter().zip(&m.auprc) {
+                    s.push_str(&format!(",{a},{p}"));
+                }
+                s.push('\n');
+            }
+        }
+        return s;
+    }
+    s.push_str(
+        "attack,eps_linf,n,accuracy,top2_accuracy,balanced_accuracy,macro_f1,attack_success_rate",
+    );
+    for name in &r.class_names {
+        s.push_str(&format!(",accuracy_{name}"));
+    }
+    s.push('\n');
+    for res in &r.results {
+        if let Some(m) = &res.metrics {
+            s.push_str(&format!(
+                "{},{},{},{},{},{},{},{}",
+                res.attack,
+                res.eps_linf,
+                m.n,
+                m.accuracy,
+                m.top2_accuracy,
+                m.balanced_accuracy,
+                m.macro_f1,
+                res.attack_success_rate
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            ));
+            for v in &m.per_class_accuracy {
+                s.push_str(&format!(",{v}"));
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_and_sweeps() {
+        assert!((parse_fraction("8/255").unwrap() - 8.0 / 255.0).abs() < 1e-9);
+        assert!((parse_fraction("0.5").unwrap() - 0.5).abs() < 1e-9);
+        assert!(parse_fraction("x/255").is_err());
+        assert!(parse_fraction("1/0").is_err());
+        let s = parse_sweep("0,1,2,4,8,16/255").unwrap();
+        assert_eq!(s.len(), 6);
+        assert!((s[5] - 16.0 / 255.0).abs() < 1e-9);
+        assert_eq!(parse_sweep("0.1,0.2").unwrap(), vec![0.1, 0.2]);
+    }
+}

@@ -1,0 +1,588 @@
+//! Datasets: HAM10000 (labels.csv with a split column), the NIH ChestX-ray14 subset
+//! (multi-label `Finding Labels`), MedMNIST `.npz` files and generic class-per-folder trees.
+//!
+//! Opening a dataset checks everything that can be checked before compute: the labels file,
+//! every listed image's existence, the split, the class names.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Result, TriscopeError};
+use crate::imaging::{PixelImage, ResizeMode, load_image, prepare};
+use crate::model::config::{CHESTXRAY14_FINDINGS, HAM10000_CLASSES};
+
+/// The layouts Triscope reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    Ham10000,
+    NihCxr14,
+    MedMnist,
+    ImageFolder,
+}
+
+/// A sample's ground truth.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Label {
+    /// Index into the dataset's class names.
+    Class(usize),
+    /// 0/1 per finding (multi-label).
+    Findings(Vec<f32>),
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    File(PathBuf),
+    Npz(usize),
+}
+
+/// One image with its label.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// File name or `split[index]`.
+    pub id: String,
+    source: Source,
+    pub label: Label,
+}
+
+/// Images of an in-memory MedMNIST split: `[n, h, w]` or `[n, h, w, 3]` u8.
+#[derive(Debug, Clone)]
+struct NpzImages {
+    pixels: Vec<u8>,
+    height: usize,
+    width: usize,
+    channels: usize,
+}
+
+/// A split of a dataset, ready to iterate.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub kind: DatasetKind,
+    pub root: PathBuf,
+    pub split: String,
+    pub class_names: Vec<String>,
+    pub multi_label: bool,
+    pub samples: Vec<Sample>,
+    npz: Option<NpzImages>,
+}
+
+impl Dataset {
+    /// Open `split` of the dataset at `root` (a folder or a `.npz` file). `split = None`
+    /// takes the natural evaluation split: `test` where there is one, else everything.
+    pub fn open(root: &Path, split: Option<&str>) -> Result<Self> {
+        if !root.exists() {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "dataset {} does not exist",
+                root.display()
+            )));
+        }
+        if root.is_file() {
+            if root.extension().is_some_and(|e| e == "npz") {
+                return open_medmnist(root, split.unwrap_or("test"));
+            }
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{} is a file but not a MedMNIST .npz; give a dataset folder or a .npz",
+                root.display()
+            )));
+        }
+        let labels = root.join("labels.csv");
+        if labels.is_file() {
+            let table = read_csv(&labels)?;
+            if table.column("dx").is_some() {
+                return open_ham(root, &table, split.unwrap_or("test"));
+            }
+            if table.column("Finding Labels").is_some() {
+                return open_nih(root, &table, split.unwrap_or("all"));
+            }
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{} has neither a 'dx' column (HAM10000) nor a 'Finding Labels' column (ChestX-ray14)",
+                labels.display()
+            )));
+        }
+        open_folder(root, split)
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Keep the first `n` samples (after a deterministic, class-interleaved order so that a
+    /// small limit still sees every class).
+    pub fn limit(&mut self, n: usize) {
+        if n >= self.samples.len() {
+            return;
+        }
+        let mut by_class: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+        for s in self.samples.drain(..) {
+            let key = match &s.label {
+                Label::Class(c) => format!("{c:04}"),
+                Label::Findings(f) => f.iter().map(|v| if *v > 0.5 { '1' } else { '0' }).collect(),
+            };
+            by_class.entry(key).or_default().push(s);
+        }
+        let mut queues: Vec<std::collections::VecDeque<Sample>> =
+            by_class.into_values().map(Into::into).collect();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let mut took = false;
+            for q in queues.iter_mut() {
+                if out.len() == n {
+                    break;
+                }
+                if let Some(s) = q.pop_front() {
+                    out.push(s);
+                    took = true;
+                }
+            }
+            if !took {
+                break;
+            }
+        }
+        self.samples = out;
+    }
+
+    /// Number of samples per class (single-label) or per finding (multi-label).
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.class_names.len()];
+        for s in &self.samples {
+            match &s.label {
+                Label::Class(c) => counts[*c] += 1,
+                Label::Findings(f) => {
+                    for (i, v) in f.iter().enumerate() {
+                        if *v > 0.5 {
+                            counts[i] += 1;
+                        }
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// Load sample `i` for a model with `channels` and `resolution`.
+    pub fn load(
+        &self,
+        i: usize,
+        channels: usize,
+        resolution: usize,
+        mode: ResizeMode,
+    ) -> Result<PixelImage> {
+        let sample = &self.samples[i];
+        match &sample.source {
+            Source::File(path) => load_image(path, channels, resolution, mode).map(|l| l.pixels),
+            Source::Npz(index) => {
+                let npz = self
+                    .npz
+                    .as_ref()
+                    .ok_or_else(|| TriscopeError::Compute("npz images missing".into()))?;
+                let n = npz.height * npz.width * npz.channels;
+                let raw = npz.pixels[index * n..(index + 1) * n].to_vec();
+                let img = match npz.channels {
+                    1 => image::GrayImage::from_raw(npz.width as u32, npz.height as u32, raw)
+                        .map(image::DynamicImage::ImageLuma8),
+                    _ => image::RgbImage::from_raw(npz.width as u32, npz.height as u32, raw)
+                        .map(image::DynamicImage::ImageRgb8),
+                }
+                .ok_or_else(|| {
+                    TriscopeError::Compute(format!("{}: bad image buffer", sample.id))
+                })?;
+                prepare(img, channels, resolution, mode).map_err(|reason| TriscopeError::BadImage {
+                    path: self.root.join(&sample.id),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// For single-label data: the model's class index of each dataset class, matched by name
+    /// (case-insensitive). A dataset class the model does not have is an error naming it.
+    pub fn map_classes_to(&self, model_classes: &[String]) -> Result<Vec<usize>> {
+        self.class_names
+            .iter()
+            .map(|name| {
+                model_classes
+                    .iter()
+                    .position(|m| m.eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        TriscopeError::InvalidArgument(format!(
+                            "class '{name}' of {} is not one of the model's classes ({})",
+                            self.root.display(),
+                            model_classes.join(", ")
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// A parsed CSV with a header row (quotes supported for fields with commas).
+struct Table {
+    path: PathBuf,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn column(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| h == name)
+    }
+
+    fn require(&self, name: &str) -> Result<usize> {
+        self.column(name).ok_or_else(|| {
+            TriscopeError::InvalidArgument(format!(
+                "{} has no '{name}' column",
+                self.path.display()
+            ))
+        })
+    }
+}
+
+fn read_csv(path: &Path) -> Result<Table> {
+    let text = std::fs::read_to_string(path).map_err(|source| TriscopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header =
+        split_csv_line(lines.next().ok_or_else(|| {
+            TriscopeError::InvalidArgument(format!("{} is empty", path.display()))
+        })?);
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let row = split_csv_line(line);
+        if row.len() < header.len().min(2) {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{} line {}: {} fields, the header has {}",
+                path.display(),
+                i + 2,
+                row.len(),
+                header.len()
+            )));
+        }
+        rows.push(row);
+    }
+    Ok(Table {
+        path: path.to_path_buf(),
+        header,
+        rows,
+    })
+}
+
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    out.push(field);
+    out
+}
+
+fn check_files_exist(root: &Path, samples: &[Sample]) -> Result<()> {
+    let missing: Vec<String> = samples
+        .iter()
+        .filter_map(|s| match &s.source {
+            Source::File(p) if !p.is_file() => Some(p.display().to_string()),
+            _ => None,
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(TriscopeError::InvalidArgument(format!(
+        "the labels of {} name {} missing image(s), e.g. {}",
+        root.display(),
+        missing.len(),
+        missing
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
+    let dx = table.require("dx")?;
+    let id = table.require("image_id")?;
+    let split_col = table.require("split")?;
+    let class_names: Vec<String> = HAM10000_CLASSES.iter().map(|s| s.to_string()).collect();
+    let splits: std::collections::BTreeSet<&str> =
+        table.rows.iter().map(|r| r[split_col].as_str()).collect();
+    if split != "all" && !splits.contains(split) {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "{} has no split '{split}' (it has: {}, or all)",
+            table.path.display(),
+            splits.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut samples = Vec::new();
+    for row in &table.rows {
+        if split != "all" && row[split_col] != split {
+            continue;
+        }
+        let class = class_names
+            .iter()
+            .position(|c| c == &row[dx])
+            .ok_or_else(|| {
+                TriscopeError::InvalidArgument(format!(
+                    "{}: image {} has diagnosis '{}', not one of {}",
+                    table.path.display(),
+                    row[id],
+                    row[dx],
+                    class_names.join(", ")
+                ))
+            })?;
+        samples.push(Sample {
+            id: format!("{}.jpg", row[id]),
+            source: Source::File(root.join("images").join(format!("{}.jpg", row[id]))),
+            label: Label::Class(class),
+        });
+    }
+    check_files_exist(root, &samples)?;
+    Ok(Dataset {
+        kind: DatasetKind::Ham10000,
+        root: root.to_path_buf(),
+        split: split.to_string(),
+        class_names,
+        multi_label: false,
+        samples,
+        npz: None,
+    })
+}
+
+fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
+    let file = table.require("Image Index")?;
+    let findings = table.require("Finding Labels")?;
+    if split != "all" {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "{} has no split column; use --split all",
+            table.path.display()
+        )));
+    }
+    let class_names: Vec<String> = CHESTXRAY14_FINDINGS.iter().map(|s| s.to_string()).collect();
+    let mut samples = Vec::new();
+    for row in &table.rows {
+        let mut vector = vec![0.0f32; class_names.len()];
+        for f in row[findings].split('|').map(str::trim) {
+            if f == "No Finding" || f.is_empty() {
+                continue;
+            }
+            let i = class_names.iter().position(|c| c == f).ok_or_else(|| {
+                TriscopeError::InvalidArgument(format!(
+                    "{}: image {} has finding '{f}', not one of the 14 ChestX-ray14 findings",
+                    table.path.display(),
+                    row[file]
+                ))
+            })?;
+            vector[i] = 1.0;
+        }
+        samples.push(Sample {
+            id: row[file].clone(),
+            source: Source::File(root.join("images").join(&row[file])),
+            label: Label::Findings(vector),
+        });
+    }
+    check_files_exist(root, &samples)?;
+    Ok(Dataset {
+        kind: DatasetKind::NihCxr14,
+        root: root.to_path_buf(),
+        split: split.to_string(),
+        class_names,
+        multi_label: true,
+        samples,
+        npz: None,
+    })
+}
+
+fn open_medmnist(path: &Path, split: &str) -> Result<Dataset> {
+    let bad =
+        |reason: String| TriscopeError::InvalidArgument(format!("{}: {reason}", path.display()));
+    let file = std::fs::File::open(path).map_err(|source| TriscopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable .npz ({e})")))?;
+    let mut read = |name: &str| -> Result<crate::npy::NpyArray> {
+        let mut entry = zip
+            .by_name(name)
+            .map_err(|_| bad(format!("has no {name} (is '{split}' a split of it?)")))?;
+        // Cap what a corrupt header may make us allocate.
+        if entry.size() > (4u64 << 30) {
+            return Err(bad(format!("{name} declares {} bytes", entry.size())));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("cannot read {name}: {e}")))?;
+        crate::npy::decode(&bytes).map_err(|e| bad(format!("{name}: {e}")))
+    };
+    let images = read(&format!("{split}_images.npy"))?;
+    let labels = read(&format!("{split}_labels.npy"))?;
+    let (n, height, width, channels) = match images.shape.as_slice() {
+        [n, h, w] => (*n, *h, *w, 1),
+        [n, h, w, 3] => (*n, *h, *w, 3),
+        other => {
+            return Err(bad(format!(
+                "images have shape {other:?}; expected [n, h, w] or [n, h, w, 3]"
+            )));
+        }
+    };
+    let pixels = images.as_u8().map_err(bad)?.to_vec();
+    let label_values = labels.to_i64().map_err(bad)?;
+    if label_values.len() != n {
+        return Err(bad(format!("{} labels for {n} images", label_values.len())));
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let max_label = label_values.iter().copied().max().unwrap_or(0).max(0) as usize;
+    let class_names: Vec<String> = if stem.starts_with("dermamnist") {
+        HAM10000_CLASSES.iter().map(|s| s.to_string()).collect()
+    } else if stem.starts_with("pneumoniamnist") {
+        vec!["normal".into(), "pneumonia".into()]
+    } else {
+        (0..=max_label).map(|i| format!("class_{i}")).collect()
+    };
+    let samples = label_values
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            if l < 0 || l as usize >= class_names.len() {
+                return Err(bad(format!(
+                    "label {l} of image {i} is outside 0..{}",
+                    class_names.len()
+                )));
+            }
+            Ok(Sample {
+                id: format!("{split}[{i}]"),
+                source: Source::Npz(i),
+                label: Label::Class(l as usize),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Dataset {
+        kind: DatasetKind::MedMnist,
+        root: path.to_path_buf(),
+        split: split.to_string(),
+        class_names,
+        multi_label: false,
+        samples,
+        npz: Some(NpzImages {
+            pixels,
+            height,
+            width,
+            channels,
+        }),
+    })
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
+            )
+        })
+        .unwrap_or(false)
+}
+
+fn open_folder(root: &Path, split: Option<&str>) -> Result<Dataset> {
+    let (base, split_name) = match split {
+        Some(s) if s != "all" => {
+            let sub = root.join(s);
+            if !sub.is_dir() {
+                return Err(TriscopeError::InvalidArgument(format!(
+                    "{} has no labels.csv and no '{s}' sub-folder",
+                    root.display()
+                )));
+            }
+            (sub, s.to_string())
+        }
+        _ => (root.to_path_buf(), "all".to_string()),
+    };
+    let list = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| TriscopeError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let class_dirs: Vec<PathBuf> = list(&base)?.into_iter().filter(|p| p.is_dir()).collect();
+    let mut class_names = Vec::new();
+    let mut samples = Vec::new();
+    for dir in &class_dirs {
+        let images: Vec<PathBuf> = list(dir)?.into_iter().filter(|p| is_image(p)).collect();
+        if images.is_empty() {
+            continue;
+        }
+        let class = class_names.len();
+        class_names.push(
+            dir.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        );
+        for p in images {
+            samples.push(Sample {
+                id: p.strip_prefix(&base).unwrap_or(&p).display().to_string(),
+                source: Source::File(p),
+                label: Label::Class(class),
+            });
+        }
+    }
+    if samples.is_empty() {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "{} has no labels: expected labels.csv (HAM10000 or ChestX-ray14 layout), a MedMNIST .npz, \
+             or one sub-folder of images per class",
+            base.display()
+        )));
+    }
+    Ok(Dataset {
+        kind: DatasetKind::ImageFolder,
+        root: base,
+        split: split_name,
+        class_names,
+        multi_label: false,
+        samples,
+        npz: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes() {
+        assert_eq!(split_csv_line("a,\"b,c\",d"), vec!["a", "b,c", "d"]);
+        assert_eq!(
+            split_csv_line("x,\"say \"\"hi\"\"\",,"),
+            vec!["x", "say \"hi\"", "", ""]
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! Classification metrics on plain data: accuracy, top-2, balanced accuracy, macro-F1,
+//! per-class recall, confusion matrices, AUROC and AUPRC.
+
+use serde::{Deserialize, Serialize};
+
+/// Single-label metrics of one evaluation (clean or under one attack).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    pub n: usize,
+    pub accuracy: f64,
+    pub top2_accuracy: f64,
+    /// Mean per-class recall over classes present in the labels.
+    pub balanced_accuracy: f64,
+    /// Mean per-class F1 over classes present in the labels or predictions.
+    pub macro_f1: f64,
+    /// Recall per class (NaN where the class has no sample).
+    pub per_class_accuracy: Vec<f64>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Metrics from per-sample score rows (`scores[i][class]`, any monotone score) and labels.
+pub fn class_metrics(scores: &[Vec<f32>], labels: &[usize], num_classes: usize) -> ClassMetrics {
+    let n = labels.len();
+    let mut confusion = vec![vec![0usize; num_classes]; num_classes];
+    let mut top2 = 0usize;
+    for (row, &y) in scores.iter().zip(labels) {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        confusion[y][order[0]] += 1;
+        if order.iter().take(2).any(|&c| c == y) {
+            top2 += 1;
+        }
+    }
+    let correct: usize = (0..num_classes).map(|c| confusion[c][c]).sum();
+    let mut per_class = Vec::with_capacity(num_classes);
+    let mut f1s = Vec::new();
+    for c in 0..num_classes {
+        let support: usize = confusion[c].iter().sum();
+        let predicted: usize = confusion.iter().map(|r| r[c]).sum();
+        let tp = confusion[c][c] as f64;
+        per_class.push(if support > 0 {
+            tp / support as f64
+        } else {
+            f64::NAN
+        });
+        if support > 0 || predicted > 0 {
+            let precision = if predicted > 0 {
+                tp / predicted as f64
+            } else {
+                0.0
+            };
+            let recall = if support > 0 {
+                tp / support as f64
+            } else {
+                0.0
+            };
+            f1s.push(if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            });
+        }
+    }
+    let present: Vec<f64> = per_class.iter().copied().filter(|v| !v.is_nan()).collect();
+    ClassMetrics {
+        n,
+        accuracy: ratio(correct, n),
+        top2_accuracy: ratio(top2, n),
+        balanced_accuracy: mean(&present),
+        macro_f1: mean(&f1s),
+        per_class_accuracy: per_class,
+        confusion,
+    }
+}
+
+/// Multi-label metrics: per-finding and mean AUROC and AUPRC (NaN where a finding has no
+/// positive or no negative sample; means skip NaN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiLabelMetrics {
+    pub n: usize,
+    pub auroc: Vec<f64>,
+    pub auprc: Vec<f64>,
+    pub mean_auroc: f64,
+    pub mean_auprc: f64,
+    /// Share of (sample, finding) decisions right at threshold 0.5.
+    pub label_accuracy: f64,
+}
+
+pub fn multi_label_metrics(probs: &[Vec<f32>], targets: &[Vec<f32>]) -> MultiLabelMetrics {
+    let k = targets.first().map(|t| t.len()).unwrap_or(0);
+    let mut auroc = Vec::with_capacity(k);
+    let mut auprc = Vec::with_capacity(k);
+    let mut right = 0usize;
+    for j in 0..k {
+        let s: Vec<f32> = probs.iter().map(|p| p[j]).collect();
+        let y: Vec<bool> = targets.iter().map(|t| t[j] > 0.5).collect();
+        auroc.push(roc_auc(&s, &y));
+        auprc.push(average_precision(&s, &y));
+        right += s
+            .iter()
+            .zip(&y)
+            .filter(|(p, t)| (**p >= 0.5) == **t)
+            .count();
+    }
+    let finite = |v: &[f64]| {
+        mean(
+            &v.iter()
+                .copied()
+                .filter(|x| !x.is_nan())
+                .collect::<Vec<_>>(),
+        )
+    };
+    MultiLabelMetrics {
+        n: targets.len(),
+        mean_auroc: finite(&auroc),
+        mean_auprc: finite(&auprc),
+        auroc,
+        auprc,
+        label_accuracy: ratio(right, targets.len() * k),
+    }
+}
+
+/// Area under the ROC curve (Mann-Whitney U with ties counted half); NaN if one class is absent.
+pub fn roc_auc(scores: &[f32], positive: &[bool]) -> f64 {
+    let pos = positive.iter().filter(|p| **p).count();
+    let neg = positive.len() - pos;
+    if pos == 0 || neg == 0 {
+        return f64::NAN;
+    }
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Average ranks over ties.
+    let mut rank_sum_pos = 0.0f64;
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            if positive[k] {
+                rank_sum_pos += avg_rank;
+            }
+        }
+        i = j + 1;
+    }
+    (rank_sum_pos - pos as f64 * (pos as f64 + 1.0) / 2.0) / (pos as f64 * neg as f64)
+}
+
+/// Average precision (sklearn's definition: sum over thresholds of (R_n - R_{n-1}) P_n,
+/// ties grouped); NaN without positives.
+pub fn average_precision(scores: &[f32], positive: &[bool]) -> f64 {
+    let total_pos = positive.iter().filter(|p| **p).count();
+    if total_pos == 0 {
+        return f64::NAN;
+    }
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        for &k in &idx[i..=j] {
+            if positive[k] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+        }
+        let recall = tp as f64 / total_pos as f64;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
+        i = j + 1;
+    }
+    ap
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perfect_inverted_and_known_values() {
+        let scores = vec![
+            vec![0.9, 0.1, 0.0],
+            vec![0.2, 0.7, 0.1],
+            vec![0.1, 0.2, 0.7],
+            vec![0.6, 0.3, 0.1],
+        ];
+        let labels = vec![0, 1, 2, 1];
+        let m = class_metrics(&scores, &labels, 3);
+        assert_eq!(
+            m.confusion,
+            vec![vec![1, 0, 0], vec![1, 1, 0], vec![0, 0, 1]]
+        );
+        assert!((m.accuracy - 0.75).abs() < 1e-12);
+        assert!((m.top2_accuracy - 1.0).abs() < 1e-12);
+        assert!((m.balanced_accuracy - (1.0 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
+        // F1: class0 p=.5 r=1 -> 2/3; class1 p=1 r=.5 -> 2/3; class2 1.
+        assert!((m.macro_f1 - (2.0 / 3.0 + 2.0 / 3.0 + 1.0) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auroc_and_ap_reference_values() {
+        // sklearn: roc_auc_score([0,0,1,1],[0.1,0.4,0.35,0.8]) = 0.75
+        let y = [false, false, true, true];
+        let s = [0.1, 0.4, 0.35, 0.8];
+        assert!((roc_auc(&s, &y) - 0.75).abs() < 1e-12);
+        // sklearn: average_precision_score(...) = 0.8333...
+        assert!((average_precision(&s, &y) - 0.833_333_333_333_333_4).abs() < 1e-12);
+        // Perfect and inverted rankings.
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &y), 1.0);
+        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &y), 0.0);
+        // All tied: 0.5.
+        assert_eq!(roc_auc(&[0.5; 4], &y), 0.5);
+        assert!(roc_auc(&[0.1, 0.2], &[true, true]).is_nan());
+    }
+}

@@ -1,0 +1,311 @@
+//! Small PNG line charts (accuracy against eps, loss curves) without a plotting stack:
+//! lines, markers, grid, ticks and text (Ubuntu Light, the font egui ships).
+
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
+use image::{Rgb, RgbImage};
+
+use crate::error::{Result, TriscopeError};
+
+/// One line of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub color: [u8; 3],
+}
+
+/// A line chart description.
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// Fixed y range (else from the data).
+    pub y_range: Option<(f64, f64)>,
+    /// Tick positions and labels on x (else 5 even ticks).
+    pub x_ticks: Vec<(f64, String)>,
+}
+
+/// Colour-blind-safe palette (Okabe-Ito).
+pub const PALETTE: [[u8; 3]; 7] = [
+    [0, 114, 178],
+    [213, 94, 0],
+    [0, 158, 115],
+    [204, 121, 167],
+    [230, 159, 0],
+    [86, 180, 233],
+    [0, 0, 0],
+];
+
+struct Canvas {
+    img: RgbImage,
+    font: FontRef<'static>,
+}
+
+impl Canvas {
+    fn blend(&mut self, x: i64, y: i64, color: [u8; 3], alpha: f32) {
+        if x < 0 || y < 0 || x >= self.img.width() as i64 || y >= self.img.height() as i64 {
+            return;
+        }
+        let p = self.img.get_pixel_mut(x as u32, y as u32);
+        for (channel, &target) in p.0.iter_mut().zip(&color) {
+            *channel = (*channel as f32 * (1.0 - alpha) + target as f32 * alpha).round() as u8;
+        }
+    }
+
+    fn dot(&mut self, x: f64, y: f64, radius: f64, color: [u8; 3]) {
+        let r = radius.ceil() as i64 + 1;
+        for dy in -r..=r {
+            for dx in -r..=r {
+                let d = ((dx as f64).powi(2) + (dy as f64).powi(2)).sqrt();
+                let cover = (radius + 0.5 - d).clamp(0.0, 1.0) as f32;
+                if cover > 0.0 {
+                    self.blend(x.round() as i64 + dx, y.round() as i64 + dy, color, cover);
+                }
+            }
+        }
+    }
+
+    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), width: f64, color: [u8; 3]) {
+        let steps = ((x1 - x0).abs().max((y1 - y0).abs()) * 2.0).ceil().max(1.0) as usize;
+        for i in 0..=steps {
+            let t = i as f64 / steps as f64;
+            self.dot(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, width / 2.0, color);
+        }
+    }
+
+    fn text_width(&self, text: &str, size: f32) -> f32 {
+        let font = self.font.as_scaled(PxScale::from(size));
+        text.chars().map(|c| font.h_advance(font.glyph_id(c))).sum()
+    }
+
+    /// Draw `text` with its left end at x and its baseline at y; `anchor` 0 left, 0.5 centre, 1 right.
+    fn text(&mut self, text: &str, x: f32, y: f32, size: f32, anchor: f32, color: [u8; 3]) {
+        let scale = PxScale::from(size);
+        let font = self.font.clone();
+        let scaled = font.as_scaled(scale);
+        let mut pen = x - anchor * self.text_width(text, size);
+        for ch in text.chars() {
+            let id = scaled.glyph_id(ch);
+            let glyph = id.with_scale_and_position(scale, point(pen, y));
+            pen += scaled.h_advance(id);
+            if let Some(outlined) = font.outline_glyph(glyph) {
+                let bounds = outlined.px_bounds();
+                let mut hits = Vec::new();
+                outlined.draw(|gx, gy, cover| hits.push((gx, gy, cover)));
+                for (gx, gy, cover) in hits {
+                    self.blend(
+                        bounds.min.x as i64 + gx as i64,
+                        bounds.min.y as i64 + gy as i64,
+                        color,
+                        cover,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Vertical text (rotated 90 degrees counter-clockwise) centred on (x, y).
+    fn text_vertical(&mut self, text: &str, x: f32, y: f32, size: f32, color: [u8; 3]) {
+        let w = self.text_width(text, size).ceil() as u32 + 4;
+        let h = (size * 1.4).ceil() as u32;
+        let mut tmp = Canvas {
+            img: RgbImage::from_pixel(w, h, Rgb([255, 255, 255])),
+            font: self.font.clone(),
+        };
+        tmp.text(text, 2.0, size, size, 0.0, color);
+        for ty in 0..h {
+            for tx in 0..w {
+                let p = tmp.img.get_pixel(tx, ty).0;
+                let ink = 1.0 - p[0].min(p[1]).min(p[2]) as f32 / 255.0;
+                if ink > 0.0 {
+                    let px = x as i64 - h as i64 / 2 + ty as i64;
+                    let py = y as i64 + w as i64 / 2 - tx as i64;
+                    self.blend(px, py, color, ink);
+                }
+            }
+        }
+    }
+}
+
+fn nice_ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
+    let span = (hi - lo).max(1e-12);
+    let raw = span / count as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= count as f64)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() * step;
+    let mut ticks = Vec::new();
+    let mut t = first;
+    while t <= hi + step * 1e-6 {
+        ticks.push(t);
+        t += step;
+    }
+    ticks
+}
+
+fn label(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round())
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Render `chart` to an RGB image of `width` x `height` pixels.
+pub fn render_line_chart(chart: &LineChart, width: u32, height: u32) -> Result<RgbImage> {
+    let font = FontRef::try_from_slice(epaint_default_fonts::UBUNTU_LIGHT)
+        .map_err(|e| TriscopeError::Compute(format!("font: {e}")))?;
+    let mut c = Canvas {
+        img: RgbImage::from_pixel(width, height, Rgb([255, 255, 255])),
+        font,
+    };
+    let (w, h) = (width as f64, height as f64);
+    let (left, right, top, bottom) = (80.0, w - 170.0, 50.0, h - 60.0);
+    let all: Vec<(f64, f64)> = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
+    let finite = |v: f64| v.is_finite();
+    let (mut x0, mut x1) = all
+        .iter()
+        .map(|p| p.0)
+        .filter(|v| finite(*v))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !x0.is_finite() {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let (y0, y1) = chart.y_range.unwrap_or_else(|| {
+        let (a, b) = all
+            .iter()
+            .map(|p| p.1)
+            .filter(|v| finite(*v))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        if a.is_finite() && b > a {
+            (a, b)
+        } else {
+            (0.0, 1.0)
+        }
+    });
+    let px = |x: f64| left + (x - x0) / (x1 - x0) * (right - left);
+    let py = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top);
+    let grid = [225, 225, 225];
+    let ink = [40, 40, 40];
+    for t in nice_ticks(y0, y1, 5) {
+        c.line((left, py(t)), (right, py(t)), 1.0, grid);
+        c.text(
+            &label(t),
+            (left - 8.0) as f32,
+            (py(t) + 5.0) as f32,
+            14.0,
+            1.0,
+            ink,
+        );
+    }
+    let x_ticks: Vec<(f64, String)> = if chart.x_ticks.is_empty() {
+        nice_ticks(x0, x1, 6)
+            .into_iter()
+            .map(|t| (t, label(t)))
+            .collect()
+    } else {
+        chart.x_ticks.clone()
+    };
+    for (t, text) in &x_ticks {
+        c.line((px(*t), top), (px(*t), bottom), 1.0, grid);
+        c.text(text, px(*t) as f32, (bottom + 20.0) as f32, 14.0, 0.5, ink);
+    }
+    c.line((left, bottom), (right, bottom), 1.5, ink);
+    c.line((left, top), (left, bottom), 1.5, ink);
+    c.text(&chart.title, (w / 2.0) as f32, 30.0, 20.0, 0.5, ink);
+    c.text(
+        &chart.x_label,
+        ((left + right) / 2.0) as f32,
+        (h - 15.0) as f32,
+        16.0,
+        0.5,
+        ink,
+    );
+    c.text_vertical(
+        &chart.y_label,
+        22.0,
+        ((top + bottom) / 2.0) as f32,
+        16.0,
+        ink,
+    );
+    for (i, s) in chart.series.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .filter(|p| finite(p.0) && finite(p.1))
+            .map(|&(x, y)| (px(x), py(y.clamp(y0, y1))))
+            .collect();
+        for pair in pts.windows(2) {
+            c.line(pair[0], pair[1], 2.5, s.color);
+        }
+        for &p in &pts {
+            c.dot(p.0, p.1, 4.0, s.color);
+        }
+        let ly = top + 10.0 + i as f64 * 24.0;
+        c.line((right + 15.0, ly), (right + 40.0, ly), 3.0, s.color);
+        c.text(
+            &s.name,
+            (right + 48.0) as f32,
+            (ly + 5.0) as f32,
+            14.0,
+            0.0,
+            ink,
+        );
+    }
+    Ok(c.img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_lines_in_their_colours() {
+        let chart = LineChart {
+            title: "accuracy vs eps".into(),
+            x_label: "eps (x/255)".into(),
+            y_label: "accuracy".into(),
+            series: vec![Series {
+                name: "PGD-10".into(),
+                points: vec![(0.0, 0.9), (4.0, 0.5), (8.0, 0.1)],
+                color: PALETTE[1],
+            }],
+            y_range: Some((0.0, 1.0)),
+            x_ticks: Vec::new(),
+        };
+        let img = render_line_chart(&chart, 640, 400).unwrap();
+        let orange = img.pixels().filter(|p| p.0 == PALETTE[1]).count();
+        assert!(orange > 200, "line pixels: {orange}");
+        let dark = img
+            .pixels()
+            .filter(|p| p.0[0] < 100 && p.0[1] < 100 && p.0[2] < 100)
+            .count();
+        assert!(dark > 300, "text and axes: {dark}");
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        let t = nice_ticks(0.0, 1.0, 5);
+        assert_eq!(t.len(), 6);
+        assert!((t[1] - 0.2).abs() < 1e-12 && (t[5] - 1.0).abs() < 1e-12);
+        assert_eq!(label(0.25), "0.25");
+        assert_eq!(label(2.0), "2");
+    }
+}

@@ -1,0 +1,405 @@
+//! Datasets, robust evaluation and the fooled-evaluation checks, both ways.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use common::*;
+use triscope::attack::Classify;
+use triscope::data::{Dataset, DatasetKind, Label};
+use triscope::device::ComputeDevice;
+use triscope::eval::{EvalAttack, EvalOptions, evaluate};
+use triscope::imaging::ResizeMode;
+use triscope::inference::Classifier;
+use triscope::model::ResNet50;
+
+const HAM: [(&str, &str); 7] = [
+    ("ISIC_0024470", "akiec"),
+    ("ISIC_0024403", "bcc"),
+    ("ISIC_0024324", "bkl"),
+    ("ISIC_0024330", "df"),
+    ("ISIC_0024410", "mel"),
+    ("ISIC_0024317", "nv"),
+    ("ISIC_0024370", "vasc"),
+];
+
+/// A HAM10000-layout folder built from the bundled samples: 5 test images, 2 train.
+fn ham_fixture(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("ham");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    let mut csv = String::from("image_id,lesion_id,dx,dx_type,age,sex,localization,split\n");
+    for (i, (id, dx)) in HAM.iter().enumerate() {
+        std::fs::copy(
+            sample(&format!("ham10000/{id}.jpg")),
+            root.join("images").join(format!("{id}.jpg")),
+        )
+        .unwrap();
+        let split = if i < 5 { "test" } else { "train" };
+        csv.push_str(&format!("{id},HAM_{i},{dx},histo,50.0,male,back,{split}\n"));
+    }
+    std::fs::write(root.join("labels.csv"), csv).unwrap();
+    root
+}
+
+fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims = if shape.len() == 1 {
+        format!("({},)", shape[0])
+    } else {
+        format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {dims}, }}");
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.push_str(&" ".repeat(pad));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn datasets_open_with_their_labels() {
+    let dir = TempDir::new("datasets");
+    let ham = ham_fixture(dir.path());
+    let test = Dataset::open(&ham, None).unwrap();
+    assert_eq!(
+        (test.kind, test.split.as_str(), test.len()),
+        (DatasetKind::Ham10000, "test", 5)
+    );
+    assert_eq!(test.samples[4].label, Label::Class(4)); // mel
+    let train = Dataset::open(&ham, Some("train")).unwrap();
+    assert_eq!(train.len(), 2);
+    let img = test.load(0, 3, 64, ResizeMode::ShorterSideCrop).unwrap();
+    assert_eq!((img.channels, img.height), (3, 64));
+
+    // NIH layout: multi-label findings.
+    let nih = dir.path().join("nih");
+    std::fs::create_dir_all(nih.join("images")).unwrap();
+    let mut csv = String::from("Image Index,Finding Labels,Follow-up #\n");
+    for (f, labels) in [
+        ("00000032_037.png", "Cardiomegaly|Edema|Infiltration"),
+        ("00000072_000.png", "No Finding"),
+    ] {
+        std::fs::copy(
+            sample(&format!("nih-cxr14/{f}")),
+            nih.join("images").join(f),
+        )
+        .unwrap();
+        csv.push_str(&format!("{f},{labels},0\n"));
+    }
+    std::fs::write(nih.join("labels.csv"), csv).unwrap();
+    let d = Dataset::open(&nih, None).unwrap();
+    assert!(d.multi_label);
+    let Label::Findings(f) = &d.samples[0].label else {
+        panic!()
+    };
+    assert_eq!(f.iter().sum::<f32>(), 3.0);
+    assert_eq!(f[1], 1.0); // Cardiomegaly
+    assert!(
+        Dataset::open(&nih, Some("test"))
+            .unwrap_err()
+            .to_string()
+            .contains("--split all")
+    );
+
+    // MedMNIST .npz (PneumoniaMNIST layout).
+    let npz = dir.path().join("pneumoniamnist.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());
+    let opts =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let pixels: Vec<u8> = (0..3 * 28 * 28).map(|i| (i % 251) as u8).collect();
+    zip.start_file("test_images.npy", opts).unwrap();
+    zip.write_all(&npy_u8(&[3, 28, 28], &pixels)).unwrap();
+    zip.start_file("test_labels.npy", opts).unwrap();
+    zip.write_all(&npy_u8(&[3, 1], &[0, 1, 1])).unwrap();
+    zip.finish().unwrap();
+    let m = Dataset::open(&npz, None).unwrap();
+    assert_eq!(m.class_names, vec!["normal", "pneumonia"]);
+    assert_eq!(m.class_counts(), vec![1, 2]);
+    let img = m.load(2, 1, 32, ResizeMode::Stretch).unwrap();
+    assert_eq!((img.channels, img.height, img.width), (1, 32, 32));
+    assert!(
+        Dataset::open(&npz, Some("val"))
+            .unwrap_err()
+            .to_string()
+            .contains("val_images.npy")
+    );
+
+    // Class-per-folder.
+    let folder = dir.path().join("folder");
+    for class in ["benign", "malignant"] {
+        std::fs::create_dir_all(folder.join(class)).unwrap();
+        image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
+            .save(folder.join(class).join("a.png"))
+            .unwrap();
+    }
+    let f = Dataset::open(&folder, None).unwrap();
+    assert_eq!(f.class_names, vec!["benign", "malignant"]);
+    assert_eq!(f.len(), 2);
+}
+
+#[test]
+fn bad_datasets_fail_before_compute() {
+    let dir = TempDir::new("bad-datasets");
+    let ham = ham_fixture(dir.path());
+    std::fs::remove_file(ham.join("images/ISIC_0024410.jpg")).unwrap();
+    let err = Dataset::open(&ham, None).unwrap_err().to_string();
+    assert!(
+        err.contains("missing image") && err.contains("ISIC_0024410.jpg"),
+        "{err}"
+    );
+    let err = Dataset::open(&ham, Some("validation"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no split 'validation'"), "{err}");
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = Dataset::open(&empty, None).unwrap_err().to_string();
+    assert!(err.contains("has no labels"), "{err}");
+    assert!(
+        Dataset::open(&dir.path().join("absent"), None)
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist")
+    );
+
+    // A class the model does not have.
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(folder.join("melanoma_x")).unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+        .save(folder.join("melanoma_x/a.png"))
+        .unwrap();
+    let d = Dataset::open(&folder, None).unwrap();
+    let names: Vec<String> = ["akiec", "mel"].iter().map(|s| s.to_string()).collect();
+    let err = d.map_classes_to(&names).unwrap_err().to_string();
+    assert!(
+        err.contains("class 'melanoma_x'") && err.contains("akiec, mel"),
+        "{err}"
+    );
+}
+
+/// A model whose input goes through a non-differentiable 8-level quantisation: gradients
+/// vanish, so gradient attacks stall. The checks must notice.
+struct Quantized(ResNet50);
+
+impl Classify for Quantized {
+    fn logits(&self, pixels: Tensor<4>) -> Tensor<2> {
+        // round() has a zero gradient: the attack sees nothing.
+        self.0.forward((pixels * 7.0).round() / 7.0)
+    }
+    fn num_classes(&self) -> usize {
+        self.0.config.num_classes
+    }
+}
+
+fn samples_dataset() -> (Classifier, Vec<Label>, Vec<triscope::imaging::PixelImage>) {
+    let classifier = Classifier::load(None, ComputeDevice::cpu()).unwrap();
+    let images: Vec<_> = HAM
+        .iter()
+        .map(|(id, _)| {
+            classifier
+                .load_image(&sample(&format!("ham10000/{id}.jpg")))
+                .unwrap()
+                .pixels
+        })
+        .collect();
+    let labels = (0..7).map(Label::Class).collect();
+    (classifier, labels, images)
+}
+
+#[test]
+fn checks_pass_on_a_real_model_and_trip_on_a_masked_one() {
+    let (classifier, labels, images) = samples_dataset();
+    let device = Device::flex();
+    let options = EvalOptions {
+        attacks: EvalAttack::parse_list("clean,fgsm,pgd10,pgd20,apgd-ce,apgd-t,aa").unwrap(),
+        apgd_iterations: 20,
+        batch_size: 4,
+        eps_sweep: vec![0.0, 2.0 / 255.0, 8.0 / 255.0],
+        ..EvalOptions::default()
+    };
+    let mut load = |i: usize| Ok(images[i].clone());
+    let report = evaluate(
+        classifier.model(),
+        &device,
+        &labels,
+        &mut load,
+        &options,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let clean = report.result("clean").unwrap().score;
+    for name in ["fgsm", "pgd10", "pgd20", "apgd-ce", "apgd-t", "aa"] {
+        let r = report
+            .result(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert!(
+            r.score <= clean + 1e-9,
+            "{name} {} > clean {clean}",
+            r.score
+        );
+        let m = r.metrics.as_ref().unwrap();
+        assert_eq!(m.n, 7);
+        assert_eq!(m.confusion.iter().flatten().sum::<usize>(), 7);
+    }
+    let aa = report.result("aa").unwrap().score;
+    assert!(aa <= report.result("apgd-ce").unwrap().score + 1e-9);
+    assert!(aa <= report.result("apgd-t").unwrap().score + 1e-9);
+    assert_eq!(report.sweep.len(), 3);
+    assert!(!report.checks.is_empty());
+    for c in &report.checks {
+        assert!(
+            c.passed,
+            "check failed on the real model: {} ({})",
+            c.name, c.detail
+        );
+    }
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    // The same model behind a gradient-masking quantisation.
+    let masked = Quantized(classifier.model().clone().valid());
+    let options = EvalOptions {
+        attacks: EvalAttack::parse_list("clean,pgd10,pgd20").unwrap(),
+        ..EvalOptions::default()
+    };
+    let report = evaluate(
+        &masked,
+        &device,
+        &labels,
+        &mut load,
+        &options,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert!(
+        failed.contains(&"the attack loss rises over the steps"),
+        "{failed:?}"
+    );
+    assert!(!report.warnings.is_empty());
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("gradient masking")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn eval_and_attack_commands_end_to_end() {
+    let dir = TempDir::new("cli-eval");
+    let ham = ham_fixture(dir.path());
+    let out = dir.path().join("eval");
+    let bin = env!("CARGO_BIN_EXE_triscope");
+    let o = Command::new(bin)
+        .args(["eval", "--data"])
+        .arg(&ham)
+        .args([
+            "--attacks",
+            "clean,fgsm,pgd10",
+            "--eps",
+            "4/255",
+            "--eps-sweep",
+            "0,2,4/255",
+            "--device",
+            "cpu",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("pgd10") && stdout.contains("fooled-evaluation checks"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["n"], 5);
+    assert_eq!(report["split"], "test");
+    let csv = std::fs::read_to_string(out.join("eval.csv")).unwrap();
+    assert!(csv.starts_with("attack,eps_linf,n,accuracy"), "{csv}");
+    let png = image::open(out.join("accuracy_vs_eps.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (900, 520));
+
+    // Bad arguments: clear errors before any compute.
+    for (args, expect) in [
+        (vec!["--eps=-1/255"], "[0, 1]"),
+        (vec!["--eps", "2"], "[0, 1]"),
+        (vec!["--attacks", "clean,bim"], "unknown attack 'bim'"),
+        (vec!["--split", "nope"], "no split 'nope'"),
+        (vec!["--batch-size", "0"], "batch-size"),
+    ] {
+        let o = Command::new(bin)
+            .args(["eval", "--data"])
+            .arg(&ham)
+            .args(&args)
+            .args(["--device", "cpu"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+
+    // One image, PGD: files and JSON.
+    let aout = dir.path().join("attack");
+    let o = Command::new(bin)
+        .arg("attack")
+        .arg(sample("ham10000/ISIC_0024410.jpg"))
+        .args([
+            "--method", "pgd", "--eps", "8/255", "--steps", "5", "--device", "cpu", "--json",
+            "--out",
+        ])
+        .arg(&aout)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["linf_norm"].as_f64().unwrap() <= 8.0 / 255.0 + 1e-6);
+    assert_eq!(v["loss_per_step"].as_array().unwrap().len(), 5);
+    let (shape, adv) =
+        triscope::npy::decode_f32(&std::fs::read(aout.join("adversarial.npy")).unwrap()).unwrap();
+    assert_eq!(shape, vec![3, 128, 128]);
+    assert!(adv.iter().all(|p| (0.0..=1.0).contains(p)));
+    for f in [
+        "adversarial.png",
+        "perturbation.png",
+        "clean.png",
+        "attack.json",
+    ] {
+        assert!(aout.join(f).exists(), "{f}");
+    }
+    let o = Command::new(bin)
+        .arg("attack")
+        .arg(sample("ham10000/ISIC_0024410.jpg"))
+        .args(["--steps", "0", "--device", "cpu", "--out"])
+        .arg(&aout)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at least 1 step"));
+}
