@@ -45,6 +45,34 @@ struct ModelArgs {
     resize: String,
 }
 
+/// The shape of a ResNet-50: outputs, channels, width, input size.
+#[derive(Args, Debug, Clone)]
+struct ArchArgs {
+    /// Outputs of the head (7 for HAM10000, 14 for ChestX-ray14)
+    #[arg(long, default_value_t = 7)]
+    num_classes: usize,
+    /// 1 for greyscale models (a 3-channel stem is adapted on import), 3 for RGB
+    #[arg(long, default_value_t = 3)]
+    in_channels: usize,
+    /// Stem and layer1 width (64 = torchvision's ResNet-50)
+    #[arg(long, default_value_t = 64)]
+    base_width: usize,
+    /// Input side in pixels
+    #[arg(long, default_value_t = 224)]
+    resolution: usize,
+}
+
+impl ArchArgs {
+    /// A config with generic class names for this shape (HAM10000 / ChestX-ray14 names for
+    /// 7 / 14 outputs).
+    fn config(&self) -> ModelConfig {
+        let mut config = ModelConfig::generic(self.num_classes, self.in_channels);
+        config.base_width = self.base_width;
+        config.resolution = self.resolution;
+        config
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Classify images: class, confidence and every class probability
@@ -86,17 +114,8 @@ enum Command {
     Import {
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        #[arg(long)]
-        num_classes: usize,
-        /// 1 for greyscale models (a 3-channel stem is adapted), 3 for RGB
-        #[arg(long, default_value_t = 3)]
-        in_channels: usize,
-        /// Stem and layer1 width (64 = torchvision's ResNet-50)
-        #[arg(long, default_value_t = 64)]
-        base_width: usize,
-        /// Input side in pixels
-        #[arg(long, default_value_t = 224)]
-        resolution: usize,
+        #[command(flatten)]
+        arch: ArchArgs,
         /// Comma-separated class names (default: HAM10000 for 7, ChestX-ray14 for 14)
         #[arg(long, value_delimiter = ',')]
         class_names: Option<Vec<String>>,
@@ -133,14 +152,8 @@ enum Command {
     },
     /// Write a seeded, untrained model (for tests and demos)
     Init {
-        #[arg(long, default_value_t = 7)]
-        num_classes: usize,
-        #[arg(long, default_value_t = 3)]
-        in_channels: usize,
-        #[arg(long, default_value_t = 64)]
-        base_width: usize,
-        #[arg(long, default_value_t = 224)]
-        resolution: usize,
+        #[command(flatten)]
+        arch: ArchArgs,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, value_name = "PATH")]
@@ -173,6 +186,18 @@ enum Command {
         /// Start PGD at the clean image instead of a random point of the eps-ball
         #[arg(long)]
         no_random_start: bool,
+        /// PGD threat model: linf (radius --eps) or l2 (radius --eps-l2)
+        #[arg(long, default_value = "linf")]
+        norm: String,
+        /// L2 radius in pixel units (with --norm l2)
+        #[arg(long, default_value = "0.5")]
+        eps_l2: String,
+        /// Independent random restarts (per sample the first success is kept)
+        #[arg(long, default_value_t = 1)]
+        restarts: usize,
+        /// Stop as soon as the image is fooled
+        #[arg(long)]
+        early_stop: bool,
         /// Targeted attack towards this class (index or name)
         #[arg(long, value_name = "CLASS")]
         target: Option<String>,
@@ -301,10 +326,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         ),
         Some(Command::Import {
             file,
-            num_classes,
-            in_channels,
-            base_width,
-            resolution,
+            arch,
             class_names,
             multi_label,
             mean,
@@ -315,10 +337,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             metrics,
             out,
         }) => {
-            let mut config = ModelConfig::generic(num_classes, 3);
-            config.set_in_channels(in_channels);
-            config.base_width = base_width;
-            config.resolution = resolution;
+            let mut config = arch.config();
             if let Some(names) = class_names {
                 config.class_names = names;
             }
@@ -386,17 +405,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Init {
-            num_classes,
-            in_channels,
-            base_width,
-            resolution,
-            seed,
-            out,
-        }) => {
-            let mut config = ModelConfig::generic(num_classes, in_channels);
-            config.base_width = base_width;
-            config.resolution = resolution;
+        Some(Command::Init { arch, seed, out }) => {
+            let config = arch.config();
+            config.validate()?;
             let device = ComputeDevice::cpu();
             let model = ResNet50::init(&config, seed, &device.device)?;
             let mut meta = CheckpointMetadata::now(
@@ -419,6 +430,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             alpha,
             steps,
             no_random_start,
+            norm,
+            eps_l2,
+            restarts,
+            early_stop,
             target,
             label,
             seed,
@@ -433,6 +448,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 alpha,
                 steps,
                 random_start: !no_random_start,
+                norm,
+                eps_l2,
+                restarts,
+                early_stop,
                 target,
                 label,
                 seed,

@@ -65,6 +65,10 @@ pub struct AttackArgs {
     pub alpha: String,
     pub steps: Option<usize>,
     pub random_start: bool,
+    pub norm: String,
+    pub eps_l2: String,
+    pub restarts: usize,
+    pub early_stop: bool,
     pub target: Option<String>,
     pub label: Option<String>,
     pub seed: u64,
@@ -76,7 +80,11 @@ struct AttackSummary<'a> {
     model: String,
     device: String,
     method: &'static str,
+    norm: triscope::attack::Norm,
     eps_linf: f32,
+    eps_l2: f32,
+    l2_norm: f32,
+    restarts: usize,
     eps_linf_x255: f32,
     alpha: f32,
     steps: usize,
@@ -113,6 +121,10 @@ pub fn attack(
     }
     config.random_start = args.random_start;
     config.seed = args.seed;
+    config.norm = args.norm.parse()?;
+    config.eps_l2 = parse_fraction(&args.eps_l2)?;
+    config.restarts = args.restarts;
+    config.early_stop = args.early_stop;
     config.validate()?;
     let cfg = classifier.config();
     if cfg.multi_label && (args.target.is_some() || method == AttackMethod::ApgdT) {
@@ -249,7 +261,16 @@ pub fn attack(
         model: classifier.source.to_string(),
         device: classifier.device().description.clone(),
         method: method.name(),
+        norm: config.norm,
         eps_linf: config.eps_linf,
+        eps_l2: config.eps_l2,
+        l2_norm: adv
+            .iter()
+            .zip(&p.data)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt(),
+        restarts: config.restarts,
         eps_linf_x255: config.eps_linf * 255.0,
         alpha: config.alpha,
         steps: if method == AttackMethod::Fgsm {

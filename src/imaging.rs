@@ -129,24 +129,7 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut reader = ImageReader::open(path)
-        .map_err(|source| TriscopeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(bad(
-            "unrecognised format (expected PNG, JPEG, BMP or TIFF)".into()
-        ));
-    }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let (w, h) = reader
+    let (w, h) = open_reader(path)?
         .into_dimensions()
         .map_err(|e| bad(describe_image_error(&e)))?;
     if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
@@ -161,19 +144,34 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
         return Err(bad(format!("it declares an empty size {w}x{h}")));
     }
     // into_dimensions consumed the reader; open it again to decode.
+    let reader = open_reader(path)?;
+    reader.decode().map_err(|e| bad(describe_image_error(&e)))
+}
+
+/// A reader with the format guessed from the content and the size and memory caps set.
+fn open_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
     let mut reader = ImageReader::open(path)
         .map_err(|source| TriscopeError::Io {
             path: path.to_path_buf(),
             source,
         })?
         .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| TriscopeError::BadImage {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if reader.format().is_none() {
+        return Err(TriscopeError::BadImage {
+            path: path.to_path_buf(),
+            reason: "unrecognised format (expected PNG, JPEG, BMP or TIFF)".into(),
+        });
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    reader.decode().map_err(|e| bad(describe_image_error(&e)))
+    Ok(reader)
 }
 
 fn describe_image_error(e: &image::ImageError) -> String {

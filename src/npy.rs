@@ -6,6 +6,12 @@ use crate::error::{Result, TriscopeError};
 
 /// Encode a C-order float32 array with `shape` as `.npy` bytes.
 pub fn encode_f32(values: &[f32], shape: &[usize]) -> Vec<u8> {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    encode("<f4", shape, &data)
+}
+
+/// Encode raw little-endian `data` of NumPy `dtype` (e.g. `<f4`, `|u1`) and `shape`.
+pub fn encode(dtype: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let shape_str = match shape.len() {
         1 => format!("({},)", shape[0]),
         _ => format!(
@@ -17,18 +23,17 @@ pub fn encode_f32(values: &[f32], shape: &[usize]) -> Vec<u8> {
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
+    let mut header =
+        format!("{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape_str}, }}");
     // magic(6) + version(2) + len(2) + header + '\n' must be a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(data);
     out
 }
 

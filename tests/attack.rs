@@ -314,3 +314,94 @@ fn cancellation_and_bad_goals() {
     assert!(err.to_string().contains("class 9 does not exist"), "{err}");
     assert_eq!("PGD".parse::<AttackMethod>().unwrap(), AttackMethod::Pgd);
 }
+
+#[test]
+fn pgd_l2_restarts_and_early_stop() {
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
+    let model = fixture_model(&device);
+    let x = &fx["input"];
+    let goal = AttackGoal::Untargeted(labels(&fx));
+    // L2: every perturbation within the L2 ball, pixels in [0, 1], loss up.
+    let mut config = AttackConfig::pgd(5);
+    config.norm = triscope::attack::Norm::L2;
+    config.eps_l2 = 0.5;
+    config.alpha = 0.1;
+    let out = run_attack(
+        &model,
+        batch(x, &device),
+        &goal,
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let adv = values(out.adversarial);
+    let n = 3 * 128 * 128;
+    for b in 0..3 {
+        let l2: f32 = adv[b * n..(b + 1) * n]
+            .iter()
+            .zip(x.item(b))
+            .map(|(a, c)| (a - c).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        assert!(l2 <= 0.5 + 1e-4, "image {b}: ||delta||_2 = {l2}");
+    }
+    assert!(adv.iter().all(|p| (0.0..=1.0).contains(p)));
+    let first: f32 = out.loss_per_step[0].iter().sum();
+    let last: f32 = out.loss_per_step[4].iter().sum();
+    assert!(last > first, "{first} -> {last}");
+    // L2 with FGSM is refused.
+    let mut bad = AttackConfig::fgsm();
+    bad.norm = triscope::attack::Norm::L2;
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("L-inf only")
+    );
+
+    // Early stop: at 16/255 PGD fools these images within a few steps and stops there.
+    let mut config = AttackConfig::pgd(50);
+    config.eps_linf = 16.0 / 255.0;
+    config.early_stop = true;
+    let out = run_attack(
+        &model,
+        batch(x, &device),
+        &goal,
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(
+        out.loss_per_step.len() < 50,
+        "no early stop: {} steps",
+        out.loss_per_step.len()
+    );
+    let logits = values(model.forward(out.adversarial));
+    let labels = labels(&fx);
+    for b in 0..3 {
+        assert_ne!(
+            argmax(&logits[b * 7..(b + 1) * 7]),
+            labels[b],
+            "image {b} not fooled"
+        );
+    }
+
+    // Restarts: three runs' loss curves are kept, the result stays in the ball.
+    let mut config = AttackConfig::pgd(2);
+    config.eps_linf = 1.0 / 255.0;
+    config.restarts = 3;
+    let out = run_attack(
+        &model,
+        batch(x, &device),
+        &goal,
+        &config,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(out.loss_per_step.len() >= 2 && out.loss_per_step.len().is_multiple_of(2));
+    assert_in_ball(&values(out.adversarial), &x.values, 1.0 / 255.0);
+}

@@ -46,27 +46,7 @@ fn ham_fixture(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims = if shape.len() == 1 {
-        format!("({},)", shape[0])
-    } else {
-        format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {dims}, }}");
-    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
-    header.push_str(&" ".repeat(pad));
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
+    triscope::npy::encode("|u1", shape, data)
 }
 
 #[test]

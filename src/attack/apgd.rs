@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{AttackGoal, AttackOutput, Classify, StepReport, check_goal, objective};
+use super::{
+    AttackGoal, AttackOutput, Classify, StepReport, bool_mask, check_goal, goal_reached,
+    logit_rows, objective,
+};
 use crate::error::{Result, TriscopeError};
 use crate::model::source::SplitMix64;
 
@@ -48,22 +51,8 @@ struct Eval {
     grad: Tensor<4>,
 }
 
-fn mask4(flags: &[bool], device: &Device) -> Tensor<4> {
-    let v: Vec<f32> = flags.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect();
-    Tensor::from_data(TensorData::new(v, [flags.len(), 1, 1, 1]), device)
-}
-
 fn blend(keep: Tensor<4>, take: Tensor<4>, mask: &Tensor<4>) -> Tensor<4> {
     keep * (mask.clone().neg() + 1.0) + take * mask.clone()
-}
-
-fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>> {
-    let [b, c] = t.dims();
-    let flat = t
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
-    Ok((0..b).map(|i| flat[i * c..(i + 1) * c].to_vec()).collect())
 }
 
 /// Loss per sample (ascended), logits and the input gradient at `x_adv`.
@@ -76,11 +65,11 @@ fn evaluate(
     let device = x_adv.device();
     let leaf = x_adv.clone().autodiff().require_grad();
     let logits = model.logits(leaf.clone()); // [b, classes]
-    let logit_rows = rows(logits.clone().inner())?;
+    let logit_values = logit_rows(logits.clone())?;
     let per_sample = match (loss, goal) {
         (ApgdLoss::CrossEntropy, _) => objective(logits, goal, &device)?,
         (ApgdLoss::TargetedDlr { targets }, AttackGoal::Untargeted(labels)) => {
-            dlr_targeted(logits, &logit_rows, labels, targets, &device)
+            dlr_targeted(logits, &logit_values, labels, targets, &device)
         }
         (ApgdLoss::TargetedDlr { .. }, _) => {
             return Err(TriscopeError::InvalidArgument(
@@ -100,7 +89,7 @@ fn evaluate(
         .ok_or_else(|| TriscopeError::Compute("no gradient reached the input".into()))?;
     Ok(Eval {
         loss: loss_values,
-        logits: logit_rows,
+        logits: logit_values,
         grad,
     })
 }
@@ -133,26 +122,9 @@ fn dlr_targeted(
     (num / den).neg().reshape([b])
 }
 
+/// Still classified as the attack does not want (the negation of the goal).
 fn predicted_correct(logits: &[Vec<f32>], goal: &AttackGoal) -> Vec<bool> {
-    match goal {
-        AttackGoal::Untargeted(labels) => logits
-            .iter()
-            .zip(labels)
-            .map(|(row, &y)| crate::explain::gradcam::argmax(row) == y)
-            .collect(),
-        // Targeted goals "succeed" when the target is predicted.
-        AttackGoal::Targeted(targets) => logits
-            .iter()
-            .zip(targets)
-            .map(|(row, &t)| crate::explain::gradcam::argmax(row) != t)
-            .collect(),
-        // Multi-label: "correct" while every finding's decision at 0.5 is unchanged.
-        AttackGoal::MultiLabel(truth) => logits
-            .iter()
-            .zip(truth)
-            .map(|(row, t)| row.iter().zip(t).all(|(z, y)| (*z >= 0.0) == (*y > 0.5)))
-            .collect(),
-    }
+    goal_reached(logits, goal).into_iter().map(|g| !g).collect()
 }
 
 /// One APGD run. Returns, per sample, the first adversarial point that fooled the model if
@@ -238,7 +210,11 @@ pub fn apgd(
         for (a, ok) in acc.iter_mut().zip(&pred_ok) {
             *a = *a && *ok;
         }
-        x_best_adv = blend(x_best_adv, x_adv.clone(), &mask4(&newly_fooled, &device));
+        x_best_adv = blend(
+            x_best_adv,
+            x_adv.clone(),
+            &bool_mask(&newly_fooled, &device),
+        );
 
         let improved: Vec<bool> = e
             .loss
@@ -246,7 +222,7 @@ pub fn apgd(
             .zip(&loss_best)
             .map(|(l, best)| l > best)
             .collect();
-        let m = mask4(&improved, &device);
+        let m = bool_mask(&improved, &device);
         x_best = blend(x_best, x_adv.clone(), &m);
         grad_best = blend(grad_best, grad.clone(), &m);
         for s in 0..b {
@@ -293,7 +269,7 @@ pub fn apgd(
                         step_size[s] /= 2.0;
                     }
                 }
-                let m = mask4(&reduce, &device);
+                let m = bool_mask(&reduce, &device);
                 x_adv = blend(x_adv, x_best.clone(), &m);
                 grad = blend(grad, grad_best.clone(), &m);
             }
@@ -302,7 +278,7 @@ pub fn apgd(
         }
     }
     // Fooled samples keep the point that fooled; the others the highest-loss point.
-    let robust = mask4(&acc, &device);
+    let robust = bool_mask(&acc, &device);
     let adversarial = blend(x_best_adv, x_best, &robust);
     Ok(AttackOutput {
         adversarial,
@@ -324,7 +300,7 @@ pub fn apgd_targeted(
     let classes = model.num_classes();
     let b = labels.len();
     let n_targets = 9.min(classes.saturating_sub(1));
-    let clean = rows(model.logits(x.clone()))?;
+    let clean = logit_rows(model.logits(x.clone()))?;
     let device = x.device();
     let goal = AttackGoal::Untargeted(labels.to_vec());
     let mut best = x.clone();
@@ -360,7 +336,7 @@ pub fn apgd_targeted(
                 cancel,
             )?
         };
-        let now = rows(model.logits(out.adversarial.clone()))?;
+        let now = logit_rows(model.logits(out.adversarial.clone()))?;
         let newly: Vec<bool> = now
             .iter()
             .zip(labels)
@@ -369,7 +345,7 @@ pub fn apgd_targeted(
             .collect();
         // Unfooled samples keep the latest run's point (highest loss of that run).
         let take: Vec<bool> = newly.iter().zip(&fooled).map(|(n, f)| *n || !*f).collect();
-        best = blend(best, out.adversarial, &mask4(&take, &device));
+        best = blend(best, out.adversarial, &bool_mask(&take, &device));
         for (f, n) in fooled.iter_mut().zip(&newly) {
             *f |= *n;
         }

@@ -89,6 +89,44 @@ pub struct AttackConfig {
     pub random_start: bool,
     /// Seed of the random start (host-side generator: identical on every backend).
     pub seed: u64,
+    /// Threat model of PGD: L-inf (radius `eps_linf`) or L2 (radius `eps_l2`).
+    #[serde(default)]
+    pub norm: Norm,
+    /// L2 radius in pixel units (used with `Norm::L2`), e.g. 0.5.
+    #[serde(default)]
+    pub eps_l2: f32,
+    /// PGD runs from independent random starts; per sample the first that succeeds is kept.
+    #[serde(default = "one")]
+    pub restarts: usize,
+    /// Stop PGD as soon as every sample of the batch is fooled.
+    #[serde(default)]
+    pub early_stop: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The norm of the perturbation budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    #[default]
+    Linf,
+    L2,
+}
+
+impl std::str::FromStr for Norm {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "linf" | "inf" => Ok(Self::Linf),
+            "l2" => Ok(Self::L2),
+            other => Err(TriscopeError::InvalidArgument(format!(
+                "unknown norm '{other}': use linf or l2"
+            ))),
+        }
+    }
 }
 
 impl AttackConfig {
@@ -101,6 +139,10 @@ impl AttackConfig {
             steps,
             random_start: true,
             seed: 0,
+            norm: Norm::Linf,
+            eps_l2: 0.5,
+            restarts: 1,
+            early_stop: false,
         }
     }
 
@@ -137,6 +179,23 @@ impl AttackConfig {
         }
         if self.method == AttackMethod::Pgd && !(self.alpha > 0.0 && self.alpha.is_finite()) {
             return bad(format!("alpha must be positive, got {}", self.alpha));
+        }
+        if self.norm == Norm::L2 {
+            if self.method != AttackMethod::Pgd {
+                return bad(format!(
+                    "{} is L-inf only; the L2 threat model needs pgd",
+                    self.method.name()
+                ));
+            }
+            if !(self.eps_l2 >= 0.0 && self.eps_l2.is_finite()) {
+                return bad(format!(
+                    "the L2 radius must be finite and >= 0, got {}",
+                    self.eps_l2
+                ));
+            }
+        }
+        if self.restarts == 0 {
+            return bad("restarts must be at least 1".into());
         }
         Ok(())
     }
@@ -215,18 +274,120 @@ pub fn run_attack(
         }
         AttackMethod::Fgsm | AttackMethod::Pgd => {}
     }
-    let [batch, channels, h, w] = x.dims();
-    let mut start = x.clone();
-    if config.method == AttackMethod::Pgd && config.random_start && config.eps_linf > 0.0 {
-        let mut rng = SplitMix64::new(config.seed);
-        let eps = config.eps_linf;
-        let n = batch * channels * h * w;
-        let noise: Vec<f32> = (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * eps).collect();
-        let noise =
-            Tensor::<4>::from_data(TensorData::new(noise, [batch, channels, h, w]), &x.device());
-        start = (start + noise).clamp(0.0, 1.0);
+    let mut best: Option<(AttackOutput, Vec<bool>)> = None;
+    for restart in 0..config.restarts {
+        let mut run_config = config.clone();
+        run_config.seed = config.seed.wrapping_add(restart as u64);
+        let start = random_start(&x, &run_config);
+        let out = run_attack_from(model, x.clone(), start, goal, &run_config, on_step, cancel)?;
+        if config.restarts == 1 {
+            return Ok(out);
+        }
+        let success = succeeded(model, &out.adversarial, goal)?;
+        best = Some(match best {
+            None => (out, success),
+            Some((prev, prev_success)) => {
+                // Keep each sample's first successful point; unsuccessful ones take the latest.
+                let take: Vec<bool> = prev_success.iter().map(|p| !p).collect();
+                let mask = bool_mask(&take, &x.device());
+                let adversarial =
+                    prev.adversarial.clone() * (mask.clone().neg() + 1.0) + out.adversarial * mask;
+                let mut loss_per_step = prev.loss_per_step;
+                loss_per_step.extend(out.loss_per_step);
+                let merged: Vec<bool> = success
+                    .iter()
+                    .zip(&prev_success)
+                    .map(|(s, p)| *s || *p)
+                    .collect();
+                (
+                    AttackOutput {
+                        adversarial,
+                        loss_per_step,
+                    },
+                    merged,
+                )
+            }
+        });
+        if best.as_ref().is_some_and(|(_, s)| s.iter().all(|v| *v)) {
+            break;
+        }
     }
-    run_attack_from(model, x, start, goal, config, on_step, cancel)
+    best.map(|(out, _)| out)
+        .ok_or_else(|| TriscopeError::InvalidArgument("restarts must be at least 1".into()))
+}
+
+/// `[batch, 1, 1, 1]` of 1.0 where `flags` is set: selects whole samples of a batch.
+pub(crate) fn bool_mask(flags: &[bool], device: &burn::tensor::Device) -> Tensor<4> {
+    let v: Vec<f32> = flags.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect();
+    Tensor::from_data(TensorData::new(v, [flags.len(), 1, 1, 1]), device)
+}
+
+/// The starting point of a run: `x` (FGSM, no random start), a uniform point of the L-inf
+/// ball, or a point of the L2 ball (random direction, radius uniform in [0, eps]).
+fn random_start(x: &Tensor<4>, config: &AttackConfig) -> Tensor<4> {
+    let [batch, channels, h, w] = x.dims();
+    if config.method != AttackMethod::Pgd || !config.random_start {
+        return x.clone();
+    }
+    let mut rng = SplitMix64::new(config.seed);
+    let per = channels * h * w;
+    let noise: Vec<f32> = match config.norm {
+        Norm::Linf => {
+            if config.eps_linf <= 0.0 {
+                return x.clone();
+            }
+            let eps = config.eps_linf;
+            (0..batch * per)
+                .map(|_| (rng.next_f32() * 2.0 - 1.0) * eps)
+                .collect()
+        }
+        Norm::L2 => {
+            let mut v: Vec<f32> = (0..batch * per).map(|_| rng.next_normal()).collect();
+            for s in 0..batch {
+                let chunk = &mut v[s * per..(s + 1) * per];
+                let norm = chunk.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                let radius = rng.next_f32() * config.eps_l2;
+                for a in chunk.iter_mut() {
+                    *a *= radius / norm;
+                }
+            }
+            v
+        }
+    };
+    let noise =
+        Tensor::<4>::from_data(TensorData::new(noise, [batch, channels, h, w]), &x.device());
+    (x.clone() + noise).clamp(0.0, 1.0)
+}
+
+/// Per-sample rows of a `[batch, classes]` tensor, read back to the host.
+pub(crate) fn logit_rows(logits: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    let [b, c] = logits.dims();
+    let flat = logits
+        .inner()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
+    Ok((0..b).map(|i| flat[i * c..(i + 1) * c].to_vec()).collect())
+}
+
+/// Per sample: did the attack reach its goal at `adv`?
+fn succeeded(model: &dyn Classify, adv: &Tensor<4>, goal: &AttackGoal) -> Result<Vec<bool>> {
+    Ok(goal_reached(&logit_rows(model.logits(adv.clone()))?, goal))
+}
+
+/// Per sample: does this row of logits meet the attack's goal (untargeted: not the true
+/// class; targeted: the target; multi-label: some finding's decision at 0.5 flipped)?
+pub(crate) fn goal_reached(rows: &[Vec<f32>], goal: &AttackGoal) -> Vec<bool> {
+    let argmax = crate::explain::gradcam::argmax;
+    match goal {
+        AttackGoal::Untargeted(y) => rows.iter().zip(y).map(|(r, &y)| argmax(r) != y).collect(),
+        AttackGoal::Targeted(t) => rows.iter().zip(t).map(|(r, &t)| argmax(r) == t).collect(),
+        AttackGoal::MultiLabel(truth) => rows
+            .iter()
+            .zip(truth)
+            .map(|(r, t)| r.iter().zip(t).any(|(z, y)| (*z >= 0.0) != (*y > 0.5)))
+            .collect(),
+    }
 }
 
 /// As [`run_attack`], from a given starting point `start` (inside the eps-ball of `x`)
@@ -263,7 +424,7 @@ pub fn run_attack_from(
     };
     let mut adv = start;
     let lower = (x.clone() - eps).clamp_min(0.0); // [b, C, H, W]
-    let upper = (x + eps).clamp_max(1.0);
+    let upper = (x.clone() + eps).clamp_max(1.0);
     let mut loss_per_step = Vec::with_capacity(steps);
     for step in 1..=steps {
         if cancel.load(Ordering::Relaxed) {
@@ -271,16 +432,37 @@ pub fn run_attack_from(
         }
         let leaf = adv.clone().autodiff().require_grad();
         let logits = model.logits(leaf.clone()); // [b, classes]
+        if config.early_stop
+            && goal_reached(&logit_rows(logits.clone())?, goal)
+                .iter()
+                .all(|v| *v)
+        {
+            break;
+        }
         let per_sample = objective(logits, goal, &device)?; // [b], ascended
         let loss = values(per_sample.clone().inner())?;
         let grads = per_sample.sum().backward();
         let grad = leaf
             .grad(&grads)
             .ok_or_else(|| TriscopeError::Compute("no gradient reached the input".into()))?;
-        // Step, then project onto the eps-ball intersected with [0, 1].
-        adv = (adv + grad.sign() * step_size)
-            .max_pair(lower.clone())
-            .min_pair(upper.clone());
+        adv = match config.norm {
+            // Sign step, then project onto the eps-ball intersected with [0, 1].
+            Norm::Linf => (adv + grad.sign() * step_size)
+                .max_pair(lower.clone())
+                .min_pair(upper.clone()),
+            // Normalised gradient step, then rescale delta into the L2 ball, then clamp.
+            Norm::L2 => {
+                let g_norm = grad.clone().powi_scalar(2).sum_dims(&[1, 2, 3]).sqrt() + 1e-10; // [b, 1, 1, 1]
+                let stepped = adv + grad / g_norm * step_size;
+                let delta = stepped - x.clone();
+                let d_norm = delta.clone().powi_scalar(2).sum_dims(&[1, 2, 3]).sqrt(); // [b, 1, 1, 1]
+                let factor = (d_norm + 1e-12)
+                    .recip()
+                    .mul_scalar(config.eps_l2)
+                    .clamp_max(1.0);
+                (x.clone() + delta * factor).clamp(0.0, 1.0)
+            }
+        };
         let report = StepReport {
             step,
             total_steps: steps,

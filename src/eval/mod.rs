@@ -15,7 +15,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Classify, run_attack};
+use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Classify, logit_rows, run_attack};
 use crate::data::Label;
 use crate::error::{Result, TriscopeError};
 use crate::explain::gradcam::argmax;
@@ -199,13 +199,7 @@ impl Column {
 }
 
 fn logits_rows(model: &dyn Classify, x: Tensor<4>) -> Result<Vec<Vec<f32>>> {
-    let logits = model.logits(x);
-    let [b, c] = logits.dims();
-    let flat = logits
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
-    Ok((0..b).map(|i| flat[i * c..(i + 1) * c].to_vec()).collect())
+    logit_rows(model.logits(x))
 }
 
 /// Evaluate `model` on `n` samples: `load(i)` gives sample i's pixels, `labels[i]` its label
