@@ -12,7 +12,9 @@ use crate::cli::{print_prediction, resolve_class};
 use triscope::attack::{AttackConfig, AttackGoal, AttackMethod, run_attack};
 use triscope::data::{Dataset, Label};
 use triscope::eval::{EvalAttack, EvalOptions, EvalReport, evaluate};
+use triscope::explain::{Colormap, TargetClass, overlay_rgb8, quality};
 use triscope::inference::{Classifier, Prediction};
+use triscope::model::LayerId;
 use triscope::plot::{LineChart, PALETTE, Series, render_line_chart};
 
 /// Parse an eps or step size: `8/255`, `0.0314`.
@@ -98,7 +100,18 @@ struct AttackSummary<'a> {
     linf_norm_x255: f32,
     loss_per_step: Vec<f32>,
     elapsed_secs: f64,
+    /// Grad-CAM (layer4, the clean prediction's class) of the clean vs the adversarial image.
+    explanation_stability: Stability,
     files: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Stability {
+    layer: &'static str,
+    class: String,
+    ssim: f64,
+    spearman: f64,
+    top15_intersection: f64,
 }
 
 pub fn attack(
@@ -245,6 +258,34 @@ pub fn attack(
     )
     .with_context(|| format!("cannot write {}", pert_path.display()))?;
     files.push(pert_path.display().to_string());
+    // How far the explanation drifts: the same class's Grad-CAM on both images.
+    let explained = TargetClass::Index(clean.class_index);
+    let cam_clean = classifier.explain(p, LayerId::Layer4, explained)?.gradcam;
+    let cam_adv = classifier
+        .explain(&adv_img, LayerId::Layer4, explained)?
+        .gradcam;
+    let stability = Stability {
+        layer: "layer4",
+        class: clean.class_name.clone(),
+        ssim: quality::ssim(
+            &cam_clean.map,
+            &cam_adv.map,
+            cam_clean.height,
+            cam_clean.width,
+        ),
+        spearman: quality::spearman(&cam_clean.map, &cam_adv.map),
+        top15_intersection: quality::top_k_intersection(&cam_clean.map, &cam_adv.map, 0.15),
+    };
+    for (name, cam, img) in [
+        ("gradcam_clean.png", &cam_clean, p),
+        ("gradcam_adversarial.png", &cam_adv, &adv_img),
+    ] {
+        let path = out.join(name);
+        let overlay = overlay_rgb8(&img.to_rgb8(), &cam.map, Colormap::Jet, 0.4);
+        image::save_buffer(&path, &overlay, w, h, image::ExtendedColorType::Rgb8)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        files.push(path.display().to_string());
+    }
     let npy_path = out.join("adversarial.npy");
     triscope::npy::write_f32(&npy_path, &adv, &[p.channels, p.height, p.width])?;
     files.push(npy_path.display().to_string());
@@ -288,6 +329,7 @@ pub fn attack(
         linf_norm_x255: linf * 255.0,
         loss_per_step: output.loss_per_step.iter().map(|l| l[0]).collect(),
         elapsed_secs,
+        explanation_stability: stability,
         files,
     };
     let text = serde_json::to_string_pretty(&summary)?;
@@ -309,6 +351,11 @@ pub fn attack(
         );
         println!("adversarial:");
         print_prediction(&adv_path, &adversarial, 0.0);
+        let st = &summary.explanation_stability;
+        println!(
+            "Grad-CAM drift ({} for '{}'): SSIM {:.3}, Spearman {:.3}, top-15% overlap {:.3}",
+            st.layer, st.class, st.ssim, st.spearman, st.top15_intersection
+        );
         println!("written to {}", out.display());
     }
     Ok(ExitCode::SUCCESS)

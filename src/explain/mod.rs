@@ -1,7 +1,8 @@
-//! Explanations: Grad-CAM and the colour maps and overlays that show it.
+//! Explanations: Grad-CAM, the colour maps and overlays that show it, and quality metrics.
 
 pub mod colormap;
 pub mod gradcam;
+pub mod quality;
 
 pub use colormap::{Colormap, heatmap_rgb8, overlay_rgb8};
 pub use gradcam::{GradCamBatch, GradCamMap, TargetClass, grad_cam};
