@@ -113,18 +113,47 @@ def bench_model(width, res, runs, rows):
     row("training step", 8, step)
 
 
+def bench_ops(runs, rows):
+    """Each distinct convolution of ResNet-50 at 224, forward, batch 1 (as bench --ops)."""
+    shapes = [(3, 64, 7, 2, 224, 1), (64, 64, 1, 1, 56, 1), (64, 64, 3, 1, 56, 3), (64, 256, 1, 1, 56, 4),
+              (256, 64, 1, 1, 56, 2), (256, 128, 1, 1, 56, 1), (128, 128, 3, 2, 56, 1), (128, 512, 1, 1, 28, 4),
+              (256, 512, 1, 2, 56, 1), (512, 128, 1, 1, 28, 3), (128, 128, 3, 1, 28, 3), (512, 256, 1, 1, 28, 1),
+              (256, 256, 3, 2, 28, 1), (256, 1024, 1, 1, 14, 6), (1024, 256, 1, 1, 14, 5), (256, 256, 3, 1, 14, 5),
+              (512, 512, 3, 1, 7, 2)]
+    total = 0.0
+    for c_in, c_out, k, stride, side, count in shapes:
+        x = torch.full((1, c_in, side, side), 0.5)
+        w = torch.full((c_out, c_in, k, k), 0.01)
+
+        def run():
+            with torch.no_grad():
+                torch.nn.functional.conv2d(x, w, stride=stride, padding=k // 2)
+
+        median, best = timed(run, runs)
+        total += median * count
+        op = f"conv {c_in}->{c_out} k{k} s{stride} @{side}"
+        rows.append({"operation": op, "base_width": 64, "resolution": 224, "batch": 1,
+                     "median_secs": median, "min_secs": best, "runs": runs})
+        print(f"torch {op:<32} x{count:<2} median {median:.4f} s", flush=True)
+    print(f"all convolutions of one ResNet-50 forward (weighted): {total:.3f} s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench_torch.json")
     ap.add_argument("--skip-full", action="store_true", help="only the narrow model")
+    ap.add_argument("--ops", action="store_true", help="time each ResNet-50 convolution instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    if not args.skip_full:
+    if args.ops:
+        bench_ops(args.runs, rows)
+    elif not args.skip_full:
         bench_model(64, 224, args.runs, rows)
-    bench_model(8, 128, args.runs, rows)
+    if not args.ops:
+        bench_model(8, 128, args.runs, rows)
     out = {"torch": torch.__version__, "threads": args.threads, "rows": rows}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)

@@ -3,6 +3,8 @@
 //!     python3 tools/bench_torch.py --threads 2 --out bench_torch.json   # optional, PyTorch side
 //!     cargo run --release --bin bench -- [--torch bench_torch.json] [--runs 5] [--wgpu]
 //!
+//! `--ops` instead times each distinct convolution of ResNet-50 at 224 (forward, batch 1).
+//!
 //! Rows: forward (batch 1 and 8), forward + backward to the input (frozen weights), Grad-CAM on
 //! layer4, PGD-10 (eps 8/255, alpha 2/255, random start), one training step (batch 8: forward,
 //! backward with weight gradients, SGD update), for the full ResNet-50 at 224 and the narrow
@@ -214,6 +216,78 @@ fn bench_model(
     Ok(())
 }
 
+/// Time the distinct convolutions of ResNet-50 at 224 (batch 1) one by one, forward only,
+/// to show where a forward pass spends its time. Prints per-shape medians and the total
+/// weighted by how often each shape occurs.
+fn bench_ops(dev: &ComputeDevice, runs: usize) -> Result<Vec<Row>> {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    // (c_in, c_out, kernel, stride, input side, occurrences in ResNet-50)
+    let shapes: [(usize, usize, usize, usize, usize, usize); 17] = [
+        (3, 64, 7, 2, 224, 1),
+        (64, 64, 1, 1, 56, 1),
+        (64, 64, 3, 1, 56, 3),
+        (64, 256, 1, 1, 56, 4),
+        (256, 64, 1, 1, 56, 2),
+        (256, 128, 1, 1, 56, 1),
+        (128, 128, 3, 2, 56, 1),
+        (128, 512, 1, 1, 28, 4),
+        (256, 512, 1, 2, 56, 1),
+        (512, 128, 1, 1, 28, 3),
+        (128, 128, 3, 1, 28, 3),
+        (512, 256, 1, 1, 28, 1),
+        (256, 256, 3, 2, 28, 1),
+        (256, 1024, 1, 1, 14, 6),
+        (1024, 256, 1, 1, 14, 5),
+        (256, 256, 3, 1, 14, 5),
+        (512, 512, 3, 1, 7, 2),
+    ];
+    let mut rows = Vec::new();
+    let mut total = 0.0;
+    for (c_in, c_out, k, stride, side, count) in shapes {
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![0.5f32; c_in * side * side], [1, c_in, side, side]),
+            &dev.device,
+        );
+        let w = Tensor::<4>::from_data(
+            TensorData::new(vec![0.01f32; c_out * c_in * k * k], [c_out, c_in, k, k]),
+            &dev.device,
+        );
+        let pad = k / 2;
+        let (median, min) = time_runs(runs, || {
+            sync(conv2d(
+                x.clone(),
+                w.clone(),
+                None,
+                ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+            ))
+        })?;
+        total += median * count as f64;
+        let op = format!("conv {c_in}->{c_out} k{k} s{stride} @{side}");
+        println!(
+            "{:<10} {:<32} x{count:<2} median {:>8.4} s",
+            short(&dev.description),
+            op,
+            median
+        );
+        rows.push(Row {
+            backend: dev.description.clone(),
+            operation: op,
+            base_width: 64,
+            resolution: 224,
+            batch: 1,
+            median_secs: median,
+            min_secs: min,
+            peak_rss_mib: f64::NAN,
+            runs,
+            torch_median_secs: None,
+            ratio_to_torch: None,
+        });
+    }
+    println!("all convolutions of one ResNet-50 forward (weighted): {total:.3} s");
+    Ok(rows)
+}
+
 fn short(description: &str) -> String {
     if description.starts_with("CPU") {
         "flex".into()
@@ -250,9 +324,13 @@ fn main() -> Result<()> {
             Err(e) => println!("wgpu: not available ({e})"),
         }
     }
-    for dev in &devices {
-        for config in &setups {
-            bench_model(dev, config, runs, &mut rows)?;
+    if args.iter().any(|a| a == "--ops") {
+        rows.extend(bench_ops(&devices[0], runs)?);
+    } else {
+        for dev in &devices {
+            for config in &setups {
+                bench_model(dev, config, runs, &mut rows)?;
+            }
         }
     }
 

@@ -527,6 +527,31 @@ fn run_checks(
     let mut checks = Vec::new();
     let clean = get("clean", 0.0).map(|r| r.score).unwrap_or(f64::NAN);
     let pgd10 = get("pgd10", eps);
+    // An attack never makes a model more accurate; when it does, its gradients point nowhere.
+    let raised: Vec<String> = all
+        .iter()
+        .filter(|r| r.attack != "clean" && r.attack != "uniform-noise" && r.score > clean + slack)
+        .map(|r| {
+            format!(
+                "{} at {:.0}/255: {:.4}",
+                r.attack,
+                r.eps_linf * 255.0,
+                r.score
+            )
+        })
+        .collect();
+    checks.push(Check {
+        name: "no attack raises accuracy above clean".into(),
+        passed: raised.is_empty(),
+        detail: if raised.is_empty() {
+            format!("clean {clean:.4}; every attack at or below it")
+        } else {
+            format!("clean {clean:.4}; {}", raised.join(", "))
+        },
+        likely_cause: (!raised.is_empty()).then(|| {
+            "shattered or noisy gradients (an untrained or gradient-masked model), or labels misaligned with the model's classes".into()
+        }),
+    });
     if let (Some(p10), Some(p20)) = (pgd10, get("pgd20", eps)) {
         let ok = p20.score <= p10.score + slack;
         checks.push(Check {
