@@ -171,41 +171,8 @@ enum Command {
     Attack {
         #[arg(value_name = "IMAGE")]
         image: PathBuf,
-        /// fgsm, pgd, apgd-ce or apgd-t
-        #[arg(long, default_value = "pgd")]
-        method: String,
-        /// L-inf radius in pixel units: 8/255 or 0.0314
-        #[arg(long, default_value = "8/255")]
-        eps: String,
-        /// PGD step size: 2/255 or 0.0078
-        #[arg(long, default_value = "2/255")]
-        alpha: String,
-        /// Iterations (PGD default 10, APGD 100)
-        #[arg(long)]
-        steps: Option<usize>,
-        /// Start PGD at the clean image instead of a random point of the eps-ball
-        #[arg(long)]
-        no_random_start: bool,
-        /// PGD threat model: linf (radius --eps) or l2 (radius --eps-l2)
-        #[arg(long, default_value = "linf")]
-        norm: String,
-        /// L2 radius in pixel units (with --norm l2)
-        #[arg(long, default_value = "0.5")]
-        eps_l2: String,
-        /// Independent random restarts (per sample the first success is kept)
-        #[arg(long, default_value_t = 1)]
-        restarts: usize,
-        /// Stop as soon as the image is fooled
-        #[arg(long)]
-        early_stop: bool,
-        /// Targeted attack towards this class (index or name)
-        #[arg(long, value_name = "CLASS")]
-        target: Option<String>,
-        /// True class (index or name); default: the model's own prediction
-        #[arg(long, value_name = "CLASS")]
-        label: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        attack: crate::cli_attack::AttackArgs,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[command(flatten)]
@@ -215,35 +182,8 @@ enum Command {
     },
     /// Clean and robust evaluation on a dataset, with fooled-evaluation checks
     Eval {
-        /// Dataset: a HAM10000 or ChestX-ray14 folder (labels.csv), a MedMNIST .npz, or a
-        /// folder with one sub-folder per class
-        #[arg(long, value_name = "PATH")]
-        data: PathBuf,
-        /// Split (default: test where there is one, else all)
-        #[arg(long)]
-        split: Option<String>,
-        /// Comma-separated: clean, fgsm, pgd10, pgd20, apgd-ce, apgd-t, aa
-        #[arg(long, default_value = "clean,fgsm,pgd10")]
-        attacks: String,
-        /// L-inf radius: 8/255 or 0.0314
-        #[arg(long, default_value = "8/255")]
-        eps: String,
-        /// PGD-10 accuracy at each radius, e.g. 0,1,2,4,8,16/255 (writes a PNG plot)
-        #[arg(long)]
-        eps_sweep: Option<String>,
-        /// Evaluate only the first N samples (classes interleaved)
-        #[arg(long)]
-        limit: Option<usize>,
-        #[arg(long, default_value_t = 16)]
-        batch_size: usize,
-        /// APGD iterations (AutoAttack standard: 100)
-        #[arg(long, default_value_t = 100)]
-        apgd_iterations: usize,
-        /// Skip the fooled-evaluation checks (they add PGD-10 at 64/255 and a noise baseline)
-        #[arg(long)]
-        no_checks: bool,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        eval: crate::cli_attack::EvalArgs,
         /// Output folder for eval.json, eval.csv and the plot
         #[arg(long, default_value = "out/eval", value_name = "DIR")]
         out: PathBuf,
@@ -425,72 +365,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Demo { out, model }) => demo(&out, &model),
         Some(Command::Attack {
             image,
-            method,
-            eps,
-            alpha,
-            steps,
-            no_random_start,
-            norm,
-            eps_l2,
-            restarts,
-            early_stop,
-            target,
-            label,
-            seed,
+            attack,
             out,
             model,
             json,
-        }) => crate::cli_attack::attack(
-            &image,
-            &crate::cli_attack::AttackArgs {
-                method,
-                eps,
-                alpha,
-                steps,
-                random_start: !no_random_start,
-                norm,
-                eps_l2,
-                restarts,
-                early_stop,
-                target,
-                label,
-                seed,
-            },
-            &out,
-            &open_classifier(&model)?,
-            json,
-        ),
+        }) => crate::cli_attack::attack(&image, &attack, &out, &open_classifier(&model)?, json),
         Some(Command::Eval {
-            data,
-            split,
-            attacks,
-            eps,
-            eps_sweep,
-            limit,
-            batch_size,
-            apgd_iterations,
-            no_checks,
-            seed,
+            eval,
             out,
             model,
             json,
-        }) => crate::cli_attack::eval(
-            &crate::cli_attack::EvalArgs {
-                data,
-                split,
-                attacks,
-                eps,
-                eps_sweep,
-                limit,
-                batch_size,
-                apgd_iterations,
-                checks: !no_checks,
-                seed,
-            },
-            &out,
-            &open_classifier(&model)?,
-            json,
-        ),
+        }) => crate::cli_attack::eval(&eval, &out, &open_classifier(&model)?, json),
     }
 }
 

@@ -61,18 +61,43 @@ pub fn parse_sweep(s: &str) -> Result<Vec<f32>> {
         .collect()
 }
 
+/// Options of `triscope attack`.
+#[derive(clap::Args, Debug)]
 pub struct AttackArgs {
+    /// fgsm, pgd, apgd-ce or apgd-t
+    #[arg(long, default_value = "pgd")]
     pub method: String,
+    /// L-inf radius in pixel units: 8/255 or 0.0314
+    #[arg(long, default_value = "8/255")]
     pub eps: String,
+    /// PGD step size: 2/255 or 0.0078
+    #[arg(long, default_value = "2/255")]
     pub alpha: String,
+    /// Iterations (PGD default 10, APGD 100)
+    #[arg(long)]
     pub steps: Option<usize>,
-    pub random_start: bool,
+    /// Start PGD at the clean image instead of a random point of the eps-ball
+    #[arg(long)]
+    pub no_random_start: bool,
+    /// PGD threat model: linf (radius --eps) or l2 (radius --eps-l2)
+    #[arg(long, default_value = "linf")]
     pub norm: String,
+    /// L2 radius in pixel units (with --norm l2)
+    #[arg(long, default_value = "0.5")]
     pub eps_l2: String,
+    /// Independent random restarts (per sample the first success is kept)
+    #[arg(long, default_value_t = 1)]
     pub restarts: usize,
+    /// Stop as soon as the image is fooled
+    #[arg(long)]
     pub early_stop: bool,
+    /// Targeted attack towards this class (index or name)
+    #[arg(long, value_name = "CLASS")]
     pub target: Option<String>,
+    /// True class (index or name); default: the model's own prediction
+    #[arg(long, value_name = "CLASS")]
     pub label: Option<String>,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
@@ -132,7 +157,7 @@ pub fn attack(
     if let Some(s) = args.steps {
         config.steps = s;
     }
-    config.random_start = args.random_start;
+    config.random_start = !args.no_random_start;
     config.seed = args.seed;
     config.norm = args.norm.parse()?;
     config.eps_l2 = parse_fraction(&args.eps_l2)?;
@@ -361,16 +386,37 @@ pub fn attack(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Options of `triscope eval`.
+#[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    /// Dataset: a HAM10000 or ChestX-ray14 folder (labels.csv), a MedMNIST .npz, or a
+    /// folder with one sub-folder per class
+    #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
+    /// Split (default: test where there is one, else all)
+    #[arg(long)]
     pub split: Option<String>,
+    /// Comma-separated: clean, fgsm, pgd10, pgd20, apgd-ce, apgd-t, aa
+    #[arg(long, default_value = "clean,fgsm,pgd10")]
     pub attacks: String,
+    /// L-inf radius: 8/255 or 0.0314
+    #[arg(long, default_value = "8/255")]
     pub eps: String,
+    /// PGD-10 accuracy at each radius, e.g. 0,1,2,4,8,16/255 (writes a PNG plot)
+    #[arg(long)]
     pub eps_sweep: Option<String>,
+    /// Evaluate only the first N samples (classes interleaved)
+    #[arg(long)]
     pub limit: Option<usize>,
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// APGD iterations (AutoAttack standard: 100)
+    #[arg(long, default_value_t = 100)]
     pub apgd_iterations: usize,
-    pub checks: bool,
+    /// Skip the fooled-evaluation checks (they add PGD-10 at 64/255 and a noise baseline)
+    #[arg(long)]
+    pub no_checks: bool,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
@@ -463,7 +509,7 @@ pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) ->
         batch_size: args.batch_size,
         apgd_iterations: args.apgd_iterations,
         seed: args.seed,
-        checks: args.checks,
+        checks: !args.no_checks,
     };
     eprintln!(
         "evaluating {} ({} split, {} images) with {} on {}: {}",

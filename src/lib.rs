@@ -15,6 +15,7 @@ pub mod inference;
 pub mod model;
 pub mod npy;
 pub mod plot;
+pub mod stats;
 pub mod weights;
 
 pub use error::{Result, TriscopeError};

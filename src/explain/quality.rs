@@ -3,6 +3,8 @@
 //! (IoU of the thresholded map, energy-based pointing game, pointing game with tolerance) and
 //! faithfulness (RISE insertion / deletion AUC).
 
+use crate::stats::average_ranks;
+
 /// SSIM as scikit-image's `structural_similarity(a, b, data_range=1, gaussian_weights=True,
 /// sigma=1.5, use_sample_covariance=False)`: Gaussian window (11 taps, reflect padding),
 /// K1 = 0.01, K2 = 0.03, mean over the image without a 5-pixel border.
@@ -93,30 +95,10 @@ fn gaussian_filter(v: &[f64], h: usize, w: usize, kernel: &[f64]) -> Vec<f64> {
     out
 }
 
-/// Average ranks (1-based), ties sharing their mean rank.
-fn ranks(v: &[f32]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            r[k] = avg;
-        }
-        i = j + 1;
-    }
-    r
-}
-
 /// Spearman rank correlation (scipy's `spearmanr`: Pearson correlation of average ranks).
 pub fn spearman(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let (ra, rb) = (ranks(a), ranks(b));
+    let (ra, rb) = (average_ranks(a), average_ranks(b));
     let n = ra.len() as f64;
     let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
     let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
