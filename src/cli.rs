@@ -440,14 +440,7 @@ fn demo(out: &Path, args: &ModelArgs) -> Result<ExitCode> {
         let overlay = overlay_rgb8(&loaded.pixels.to_rgb8(), &e.gradcam.map, Colormap::Jet, 0.4);
         let overlay_path = folder.join("overlay.png");
         let side = e.gradcam.width as u32;
-        image::save_buffer(
-            &overlay_path,
-            &overlay,
-            side,
-            side,
-            image::ExtendedColorType::Rgb8,
-        )
-        .with_context(|| format!("cannot write {}", overlay_path.display()))?;
+        save_rgb8(&overlay_path, &overlay, side, side)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -624,10 +617,7 @@ fn explain(
     ];
     let mut written = Vec::new();
     for (name, rgb) in files {
-        let path = out.join(name);
-        image::save_buffer(&path, &rgb, w, h, image::ExtendedColorType::Rgb8)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path.display().to_string());
+        written.push(save_rgb8(&out.join(name), &rgb, w, h)?);
     }
     let npy = out.join("heatmap.npy");
     triscope::npy::write_f32(&npy, &cam.map, &[cam.height, cam.width])?;
@@ -667,6 +657,13 @@ fn explain(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write interleaved RGB8 pixels as a PNG; returns the path for the list of written files.
+pub(crate) fn save_rgb8(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<String> {
+    image::save_buffer(path, rgb, width, height, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path.display().to_string())
 }
 
 /// A class given by index or by (case-insensitive) name.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
-use crate::cli::{print_prediction, resolve_class};
+use crate::cli::{print_prediction, resolve_class, save_rgb8};
 use triscope::attack::{AttackConfig, AttackGoal, AttackMethod, run_attack};
 use triscope::data::{Dataset, Label};
 use triscope::eval::{EvalAttack, EvalOptions, EvalReport, evaluate};
@@ -249,22 +249,10 @@ pub fn attack(
         .save(&adv_path)
         .with_context(|| format!("cannot write {}", adv_path.display()))?;
     files.push(adv_path.display().to_string());
-    let clean_path = out.join("clean.png");
-    image::save_buffer(
-        &clean_path,
-        &p.to_rgb8(),
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-    )
-    .with_context(|| format!("cannot write {}", clean_path.display()))?;
-    files.push(clean_path.display().to_string());
-    // Perturbation amplified to the full range: grey is zero, white +eps, black -eps.
-    let scale = if config.eps_linf > 0.0 {
-        0.5 / config.eps_linf
-    } else {
-        0.0
-    };
+    files.push(save_rgb8(&out.join("clean.png"), &p.to_rgb8(), w, h)?);
+    // Perturbation amplified to the full range: grey is zero, white is the largest positive
+    // change, black the largest negative one (L-inf and L2 attacks alike).
+    let scale = if linf > 0.0 { 0.5 / linf } else { 0.0 };
     let amplified = triscope::imaging::PixelImage {
         data: adv
             .iter()
@@ -273,16 +261,12 @@ pub fn attack(
             .collect(),
         ..p.clone()
     };
-    let pert_path = out.join("perturbation.png");
-    image::save_buffer(
-        &pert_path,
+    files.push(save_rgb8(
+        &out.join("perturbation.png"),
         &amplified.to_rgb8(),
         w,
         h,
-        image::ExtendedColorType::Rgb8,
-    )
-    .with_context(|| format!("cannot write {}", pert_path.display()))?;
-    files.push(pert_path.display().to_string());
+    )?);
     // How far the explanation drifts: the same class's Grad-CAM on both images.
     let explained = TargetClass::Index(clean.class_index);
     let cam_clean = classifier.explain(p, LayerId::Layer4, explained)?.gradcam;
@@ -305,11 +289,8 @@ pub fn attack(
         ("gradcam_clean.png", &cam_clean, p),
         ("gradcam_adversarial.png", &cam_adv, &adv_img),
     ] {
-        let path = out.join(name);
         let overlay = overlay_rgb8(&img.to_rgb8(), &cam.map, Colormap::Jet, 0.4);
-        image::save_buffer(&path, &overlay, w, h, image::ExtendedColorType::Rgb8)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        files.push(path.display().to_string());
+        files.push(save_rgb8(&out.join(name), &overlay, w, h)?);
     }
     let npy_path = out.join("adversarial.npy");
     triscope::npy::write_f32(&npy_path, &adv, &[p.channels, p.height, p.width])?;
@@ -366,12 +347,17 @@ pub fn attack(
         println!("clean:");
         print_prediction(image, &clean, 0.0);
         println!(
-            "{} eps {:.1}/255, {} step(s) in {:.2}s: ||delta||_inf = {:.2}/255, {}",
+            "{} {}, {} step(s) in {:.2}s: ||delta||_inf = {:.2}/255, ||delta||_2 = {:.3}, {}",
             method.name(),
-            config.eps_linf * 255.0,
+            match config.norm {
+                triscope::attack::Norm::Linf =>
+                    format!("L-inf eps {:.1}/255", config.eps_linf * 255.0),
+                triscope::attack::Norm::L2 => format!("L2 eps {:.3}", config.eps_l2),
+            },
             summary.steps,
             elapsed_secs,
             linf * 255.0,
+            summary.l2_norm,
             if fooled { "FOOLED" } else { "not fooled" }
         );
         println!("adversarial:");

@@ -34,6 +34,16 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec_as::<f32>().unwrap()
 }
 
+/// Run an attack with no progress callback and no cancellation.
+fn attack(
+    model: &ResNet50,
+    x: Tensor<4>,
+    goal: &AttackGoal,
+    config: &AttackConfig,
+) -> triscope::attack::AttackOutput {
+    run_attack(model, x, goal, config, &mut |_| {}, &AtomicBool::new(false)).unwrap()
+}
+
 fn labels(fx: &std::collections::HashMap<String, Array>) -> Vec<usize> {
     fx["labels"].values.iter().map(|v| *v as usize).collect()
 }
@@ -56,15 +66,12 @@ fn check_single_step_parity(
     let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
     let model = fixture_model(&device);
     let x = &fx["input"];
-    let out = run_attack(
+    let out = attack(
         &model,
         batch(x, &device),
         &AttackGoal::Untargeted(labels(&fx)),
         &config,
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    );
     let ours = values(out.adversarial.clone());
     let theirs = decode_adv(&x.values, &fx[code_key].values, unit);
     assert_in_ball(&ours, &x.values, config.eps_linf);
@@ -156,15 +163,7 @@ fn pgd_steps_match_torchattacks() {
             (p + sign * alpha).clamp(0.0, 1.0)
         })
         .collect();
-    let one = run_attack(
-        &model,
-        batch(x, &device),
-        &goal,
-        &config,
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let one = attack(&model, batch(x, &device), &goal, &config);
     let share = share_equal(&values(one.adversarial), &pgd1);
     assert!(
         share >= 0.99,
@@ -195,15 +194,12 @@ fn pgd_random_start_stays_in_bounds_raises_loss_and_reports_steps() {
     let last: f32 = out.loss_per_step[4].iter().sum();
     assert!(last > first, "PGD must raise the loss: {first} -> {last}");
     // Same seed, same result; another seed, another start.
-    let again = run_attack(
+    let again = attack(
         &model,
         batch(x, &device),
         &AttackGoal::Untargeted(labels(&fx)),
         &config,
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    );
     assert_eq!(again.loss_per_step, out.loss_per_step);
 }
 
@@ -221,15 +217,7 @@ fn targeted_pgd_pulls_towards_the_target() {
     config.eps_linf = 8.0 / 255.0;
     config.alpha = 0.25 / 255.0;
     config.random_start = false;
-    let out = run_attack(
-        &model,
-        x,
-        &AttackGoal::Targeted(vec![target; 3]),
-        &config,
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let out = attack(&model, x, &AttackGoal::Targeted(vec![target; 3]), &config);
     let after = values(triscope_softmax(model.forward(out.adversarial)));
     for b in 0..3 {
         assert!(after[b * 7 + target] > before[b * 7 + target], "image {b}");
@@ -259,15 +247,12 @@ fn multi_label_attack_raises_summed_bce() {
     let mut findings = vec![vec![0.0; 14]; 2];
     findings[0][1] = 1.0;
     findings[1][6] = 1.0;
-    let out = run_attack(
+    let out = attack(
         &model,
         x,
         &AttackGoal::MultiLabel(findings),
         &AttackConfig::pgd(4),
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    );
     let first: f32 = out.loss_per_step[0].iter().sum();
     let last: f32 = out.loss_per_step[3].iter().sum();
     assert!(last > first, "{first} -> {last}");
@@ -327,15 +312,7 @@ fn pgd_l2_restarts_and_early_stop() {
     config.norm = triscope::attack::Norm::L2;
     config.eps_l2 = 0.5;
     config.alpha = 0.1;
-    let out = run_attack(
-        &model,
-        batch(x, &device),
-        &goal,
-        &config,
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let out = attack(&model, batch(x, &device), &goal, &config);
     let adv = values(out.adversarial);
     let n = 3 * 128 * 128;
     for b in 0..3 {
@@ -365,15 +342,7 @@ fn pgd_l2_restarts_and_early_stop() {
     let mut config = AttackConfig::pgd(50);
     config.eps_linf = 16.0 / 255.0;
     config.early_stop = true;
-    let out = run_attack(
-        &model,
-        batch(x, &device),
-        &goal,
-        &config,
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let out = attack(&model, batch(x, &device), &goal, &config);
     assert!(
         out.loss_per_step.len() < 50,
         "no early stop: {} steps",
@@ -393,15 +362,7 @@ fn pgd_l2_restarts_and_early_stop() {
     let mut config = AttackConfig::pgd(2);
     config.eps_linf = 1.0 / 255.0;
     config.restarts = 3;
-    let out = run_attack(
-        &model,
-        batch(x, &device),
-        &goal,
-        &config,
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let out = attack(&model, batch(x, &device), &goal, &config);
     assert!(out.loss_per_step.len() >= 2 && out.loss_per_step.len().is_multiple_of(2));
     assert_in_ball(&values(out.adversarial), &x.values, 1.0 / 255.0);
 }
