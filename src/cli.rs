@@ -24,8 +24,8 @@ use triscope::weights::{
     version,
     about = "Robust and explainable medical image classification (ResNet-50, Grad-CAM)",
     long_about = "Robust and explainable medical image classification.\n\n\
-                  Without a subcommand Triscope will open the desktop workbench (coming in a \
-                  later release; for now it prints how to use the CLI)."
+                  Without a subcommand Triscope opens the desktop workbench on the embedded \
+                  default model and the bundled sample images."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -75,6 +75,18 @@ impl ArchArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Open the desktop workbench (the default without a subcommand)
+    Gui {
+        /// Triscope checkpoint to open (default: the last one used, else the embedded model)
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        /// Compute device: auto (GPU if there is a real one), cpu, gpu
+        #[arg(long, default_value = "auto", value_name = "auto|cpu|gpu")]
+        device: String,
+        /// Write this file once the first explanation is on screen (for scripted screenshots)
+        #[arg(long, value_name = "PATH", hide = true)]
+        ready_file: Option<PathBuf>,
+    },
     /// Classify images: class, confidence and every class probability
     Predict {
         #[arg(required = true, value_name = "IMAGE")]
@@ -236,10 +248,12 @@ fn init_tracing() {
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => {
-            println!("{}", usage_banner());
-            Ok(ExitCode::SUCCESS)
-        }
+        None => gui(None, "auto", None),
+        Some(Command::Gui {
+            model,
+            device,
+            ready_file,
+        }) => gui(model, &device, ready_file),
         Some(Command::Predict {
             images,
             model,
@@ -379,6 +393,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+fn gui(model: Option<PathBuf>, device: &str, ready_file: Option<PathBuf>) -> Result<ExitCode> {
+    let opened = crate::gui::run(crate::gui::GuiOptions {
+        model,
+        device: device.parse()?,
+        samples_dir: samples_dir(),
+        ready_file,
+    });
+    if let Err(e) = opened {
+        eprintln!("{e:#}\n\n{}", usage_banner());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The bundled samples: `assets/samples` under the current folder, else the source checkout.
 fn samples_dir() -> PathBuf {
     let local = PathBuf::from("assets/samples");
@@ -460,7 +488,7 @@ fn demo(out: &Path, args: &ModelArgs) -> Result<ExitCode> {
 
 fn usage_banner() -> String {
     "Triscope — robust and explainable medical image classification\n\n\
-     The desktop workbench is not part of this release yet. Use the command line:\n\
+     The desktop workbench needs a display. The command line works without one:\n\
      \x20 triscope demo\n\
      \x20 triscope predict assets/samples/ham10000/*.jpg\n\
      \x20 triscope explain assets/samples/ham10000/ISIC_0024410.jpg --layer layer4 --out out/explain\n\

@@ -83,6 +83,9 @@ pub struct ComputeDevice {
     pub description: String,
     /// True when the wgpu adapter is a software rasteriser (lavapipe).
     pub software_adapter: bool,
+    /// The wgpu instance, adapter, device and queue burn runs on, so a renderer can share
+    /// them (the desktop app draws heatmaps with the same device). `None` on the CPU.
+    pub wgpu_setup: Option<burn::tensor::wgpu::WgpuSetup>,
 }
 
 impl ComputeDevice {
@@ -96,6 +99,7 @@ impl ComputeDevice {
             backend: BackendKind::Flex,
             description: format!("CPU (burn flex, {threads} threads)"),
             software_adapter: false,
+            wgpu_setup: None,
         }
     }
 
@@ -136,6 +140,7 @@ impl ComputeDevice {
             backend: BackendKind::Wgpu,
             description,
             software_adapter,
+            wgpu_setup: Some(setup),
         })
     }
 

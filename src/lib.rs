@@ -17,5 +17,6 @@ pub mod npy;
 pub mod plot;
 pub mod stats;
 pub mod weights;
+pub mod workbench;
 
 pub use error::{Result, TriscopeError};

@@ -1,7 +1,8 @@
-//! The `triscope` binary: the command line (and, in a later release, the desktop app).
+//! The `triscope` binary: the desktop workbench and the command line.
 
 mod cli;
 mod cli_attack;
+mod gui;
 
 fn main() -> std::process::ExitCode {
     cli::run()

@@ -1,0 +1,736 @@
+//! The workbench window: menu, gallery, tabs (Explanation, Layers, Attack), predictions and
+//! a status bar. Compute runs on the `triscope-model` thread ([`WorkerHandle`]); file
+//! dialogs and exports on short-lived named threads; results come back over bounded
+//! channels and are drawn on the next frame.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Instant;
+
+use eframe::egui;
+use triscope::device::ComputeDevice;
+use triscope::explain::TargetClass;
+use triscope::workbench::{Job, ModelInfo, WorkerEvent, WorkerHandle};
+
+use super::attack::{AttackPanel, AttackProgress};
+use super::explain::ExplainPanel;
+use super::export::{ExportData, export_view};
+use super::gallery::{GalleryEntry, GalleryPanel, is_image, list_folder};
+use super::layers::LayersPanel;
+use super::overlay;
+use super::predictions::PredictionPanel;
+use super::state::{SavedState, Tab, ThemeChoice, UiAction};
+
+/// How the app starts.
+pub struct AppInit {
+    pub device: ComputeDevice,
+    /// Model file from the command line (overrides the remembered one).
+    pub model: Option<PathBuf>,
+    pub samples_dir: PathBuf,
+    /// Written once the first explanation has been drawn (for scripted screenshots).
+    pub ready_file: Option<PathBuf>,
+    /// Read the remembered state (off in tests, for reproducible screens).
+    pub restore_state: bool,
+    /// Whether burn and the renderer share one wgpu device.
+    pub shared_device: bool,
+}
+
+/// Results of background helpers (dialogs, exports).
+enum Background {
+    Image(PathBuf),
+    Folder(PathBuf, Result<Vec<GalleryEntry>, String>),
+    Model(PathBuf),
+    Exported(Result<(PathBuf, usize), String>),
+}
+
+/// Latest request id per job kind; events answering older ones are dropped.
+#[derive(Default)]
+struct Latest {
+    model: u64,
+    analysis: u64,
+    attack: u64,
+}
+
+pub struct TriscopeApp {
+    pub saved: SavedState,
+    worker: WorkerHandle,
+    pub model: Option<Arc<ModelInfo>>,
+    device_line: String,
+    pub gallery: GalleryPanel,
+    pub predictions: PredictionPanel,
+    pub explain: ExplainPanel,
+    pub layers: LayersPanel,
+    pub attack: AttackPanel,
+    pub current_image: Option<PathBuf>,
+    /// Class the explanation targets (`None`: predicted).
+    explain_class: Option<usize>,
+    latest: Latest,
+    /// Last finished operation and its time, for the status bar.
+    pub status: String,
+    pub errors: Vec<String>,
+    show_model_info: bool,
+    background_tx: SyncSender<Background>,
+    background_rx: Receiver<Background>,
+    ready_file: Option<PathBuf>,
+    ready_written: bool,
+    /// Longest time one frame's UI code took, in ms (shown in the status bar tooltip).
+    pub max_frame_ms: f32,
+    applied_theme: Option<ThemeChoice>,
+    applied_zoom: f32,
+    uses_shader: bool,
+}
+
+impl TriscopeApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, init: AppInit) -> Self {
+        let saved: SavedState = if init.restore_state {
+            cc.storage
+                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                .unwrap_or_default()
+        } else {
+            SavedState::default()
+        };
+        let gpu = overlay::install(cc.wgpu_render_state.as_ref());
+        let ctx = cc.egui_ctx.clone();
+        let device_line = format!(
+            "{}{}",
+            init.device.description,
+            if init.shared_device {
+                " · shared with the renderer"
+            } else {
+                ""
+            }
+        );
+        let wake = Box::new(move || ctx.request_repaint());
+        let (worker, errors) = match WorkerHandle::spawn(init.device, wake) {
+            Ok(w) => (w, Vec::new()),
+            Err(e) => panic_free_worker_error(e),
+        };
+        let (background_tx, background_rx) = sync_channel(16);
+        let mut app = Self {
+            gallery: GalleryPanel::new(&init.samples_dir),
+            predictions: PredictionPanel::default(),
+            explain: ExplainPanel::new(saved.explain.clone(), gpu),
+            layers: LayersPanel::new(saved.top_k, gpu),
+            attack: AttackPanel::new(saved.attack.clone(), gpu),
+            saved,
+            worker,
+            model: None,
+            device_line,
+            current_image: None,
+            explain_class: None,
+            latest: Latest::default(),
+            status: "loading the model…".into(),
+            errors,
+            show_model_info: false,
+            background_tx,
+            background_rx,
+            ready_file: init.ready_file,
+            ready_written: false,
+            max_frame_ms: 0.0,
+            applied_theme: None,
+            applied_zoom: 0.0,
+            uses_shader: gpu,
+        };
+        let model = init.model.or_else(|| app.saved.model_path.clone());
+        app.load_model(model);
+        app
+    }
+
+    /// True once an analysis of the current image is on screen.
+    pub fn has_analysis(&self) -> bool {
+        self.explain.analysis.is_some()
+    }
+
+    #[cfg(test)]
+    pub fn uses_shader(&self) -> bool {
+        self.uses_shader
+    }
+
+    pub fn load_model(&mut self, path: Option<PathBuf>) {
+        self.latest.model = self.worker.submit(Job::LoadModel { path });
+        self.status = "loading the model…".into();
+    }
+
+    pub fn open_image(&mut self, path: PathBuf) {
+        self.gallery.selected = Some(path.clone());
+        self.current_image = Some(path);
+        self.explain_class = None;
+        self.analyze();
+    }
+
+    fn analyze(&mut self) {
+        let Some(path) = self.current_image.clone() else {
+            return;
+        };
+        let target = match self.explain_class {
+            Some(c) => TargetClass::Index(c),
+            None => TargetClass::Predicted,
+        };
+        self.latest.analysis = self.worker.submit(Job::Analyze {
+            path,
+            target,
+            top_k: self.layers.top_k,
+        });
+        // A running attack belongs to the old analysis; the worker has cancelled it.
+        self.latest.attack = 0;
+        self.attack.running = false;
+    }
+
+    pub fn run_attack(&mut self) {
+        if self.attack.clean.is_none() {
+            return;
+        }
+        self.attack.layer = self.explain.settings.layer;
+        self.latest.attack = self.worker.submit(Job::Attack(self.attack.request()));
+        self.attack.running = true;
+        self.attack.progress = Some(AttackProgress {
+            request: self.latest.attack,
+            ..Default::default()
+        });
+    }
+
+    fn handle_action(&mut self, action: UiAction) {
+        match action {
+            UiAction::OpenImage(p) => self.open_image(p),
+            UiAction::ExplainClass(c) => {
+                self.explain_class = c;
+                self.analyze();
+            }
+            UiAction::SelectLayer(l) => {
+                self.explain.settings.layer = l;
+                self.layers.selected = l;
+                if self.attack.result.is_some() {
+                    self.run_attack();
+                }
+            }
+            UiAction::RunAttack => self.run_attack(),
+            UiAction::TopKChanged => self.analyze(),
+        }
+    }
+
+    /// Take in what the worker and the helpers sent; drop answers to superseded requests.
+    pub fn poll(&mut self, ctx: &egui::Context) {
+        for event in self.worker.poll() {
+            self.handle_event(ctx, event);
+        }
+        while let Ok(b) = self.background_rx.try_recv() {
+            match b {
+                Background::Image(p) => self.open_image(p),
+                Background::Folder(dir, Ok(entries)) => {
+                    self.saved.last_folder = Some(dir.clone());
+                    let first = entries.first().map(|e| e.path.clone());
+                    self.gallery.folder = Some((dir, entries));
+                    if let Some(p) = first {
+                        self.open_image(p);
+                    }
+                }
+                Background::Folder(dir, Err(e)) => self
+                    .errors
+                    .push(format!("cannot list {}: {e}", dir.display())),
+                Background::Model(p) => self.load_model(Some(p)),
+                Background::Exported(Ok((dir, n))) => {
+                    self.status = format!("exported {n} files to {}", dir.display())
+                }
+                Background::Exported(Err(e)) => self.errors.push(format!("export failed: {e}")),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, ctx: &egui::Context, event: WorkerEvent) {
+        match event {
+            WorkerEvent::ModelLoaded {
+                request,
+                info,
+                elapsed_secs,
+            } if request == self.latest.model => {
+                let info: Arc<ModelInfo> = Arc::from(info);
+                let cfg = &info.config;
+                self.explain.class_names = cfg.class_names.clone();
+                self.attack.class_names = cfg.class_names.clone();
+                self.attack.multi_label = cfg.multi_label;
+                if self.attack.settings.target_class >= cfg.num_classes {
+                    self.attack.settings.target_class = 0;
+                }
+                self.saved.model_path = match &info.source {
+                    s if s.starts_with("embedded") => None,
+                    s => Some(PathBuf::from(s)),
+                };
+                self.status = format!("model loaded in {elapsed_secs:.2} s");
+                let channels = cfg.in_channels;
+                self.model = Some(info);
+                // Re-analyse what is on screen with the new model, or open a first sample.
+                let image = self
+                    .current_image
+                    .clone()
+                    .or_else(|| self.saved.last_image.clone().filter(|p| p.is_file()))
+                    .or_else(|| self.gallery.first_sample_for(channels));
+                if let Some(p) = image {
+                    self.open_image(p);
+                }
+            }
+            WorkerEvent::Analysis(a) if a.request == self.latest.analysis => {
+                let a: Arc<triscope::workbench::Analysis> = Arc::from(a);
+                self.status = format!("analysis {:.2} s", a.elapsed_secs);
+                self.saved.last_image = Some(a.path.clone());
+                self.predictions.clean = Some(a.prediction.clone());
+                self.predictions.adversarial = None;
+                self.predictions.explained_class = Some(a.target_class);
+                self.explain.set_analysis(Arc::clone(&a));
+                self.layers.set_analysis(Arc::clone(&a));
+                self.attack.set_clean(a);
+                // Keep the attack view live: rerun it on the new image.
+                if self.saved.tab == Tab::Attack {
+                    self.run_attack();
+                }
+            }
+            WorkerEvent::AttackStep {
+                request,
+                step,
+                total_steps,
+                loss,
+                adversarial,
+            } if request == self.latest.attack => {
+                let mut p = self.attack.progress.clone().unwrap_or_default();
+                if p.request != request {
+                    p = AttackProgress {
+                        request,
+                        ..Default::default()
+                    };
+                }
+                p.step = step;
+                p.total_steps = total_steps;
+                p.losses.push(loss);
+                self.attack.on_step(ctx, p, adversarial.as_ref());
+            }
+            WorkerEvent::Attack(r) if r.request == self.latest.attack => {
+                let r: Arc<triscope::workbench::AttackResult> = Arc::from(r);
+                self.status = format!(
+                    "{} {} steps: {:.2} s ({:.3} s/step)",
+                    r.params.method.name(),
+                    r.loss_per_step.len(),
+                    r.elapsed_secs,
+                    r.secs_per_step
+                );
+                self.predictions.adversarial = Some(r.adversarial_prediction.clone());
+                self.attack.set_result(ctx, r);
+            }
+            WorkerEvent::Failed {
+                request,
+                what,
+                message,
+            } => {
+                self.errors.push(format!("{what}: {message}"));
+                if request == self.latest.attack {
+                    self.attack.running = false;
+                }
+                // A remembered model that no longer loads: fall back to the embedded one.
+                if request == self.latest.model && self.model.is_none() {
+                    self.saved.model_path = None;
+                    self.load_model(None);
+                }
+            }
+            _ => {} // stale
+        }
+    }
+
+    fn apply_look(&mut self, ctx: &egui::Context) {
+        if self.applied_theme != Some(self.saved.theme) {
+            ctx.set_theme(match self.saved.theme {
+                ThemeChoice::Dark => egui::Theme::Dark,
+                ThemeChoice::Light => egui::Theme::Light,
+            });
+            self.applied_theme = Some(self.saved.theme);
+        }
+        if (self.applied_zoom - self.saved.zoom).abs() > 1e-3 {
+            ctx.set_zoom_factor(self.saved.zoom);
+            self.applied_zoom = self.saved.zoom;
+        }
+    }
+
+    fn spawn_dialog(&self, kind: &'static str) {
+        let tx = self.background_tx.clone();
+        let start = self.saved.last_folder.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("triscope-dialog-{kind}"))
+            .spawn(move || {
+                let mut d = rfd::FileDialog::new();
+                if let Some(dir) = start {
+                    d = d.set_directory(dir);
+                }
+                let msg = match kind {
+                    "image" => d
+                        .add_filter("images", &super::gallery::IMAGE_EXTENSIONS)
+                        .pick_file()
+                        .map(Background::Image),
+                    "folder" => d.pick_folder().map(|dir| {
+                        let listed = list_folder(&dir).map_err(|e| e.to_string());
+                        Background::Folder(dir, listed)
+                    }),
+                    _ => d
+                        .add_filter("Triscope / torchvision safetensors", &["safetensors"])
+                        .pick_file()
+                        .map(Background::Model),
+                };
+                if let Some(m) = msg {
+                    let _ = tx.send(m);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot open a file dialog: {e}");
+        }
+    }
+
+    /// What the Export command writes, if there is an analysis.
+    pub fn export_data(&self) -> Option<ExportData> {
+        Some(ExportData {
+            analysis: self.explain.analysis.clone()?,
+            attack: self.attack.result.clone(),
+            settings: self.explain.settings.clone(),
+            model: self.model.clone(),
+        })
+    }
+
+    fn export(&mut self) {
+        let Some(data) = self.export_data() else {
+            self.errors.push("nothing to export yet".into());
+            return;
+        };
+        let tx = self.background_tx.clone();
+        let start = self.saved.last_folder.clone();
+        let spawned = std::thread::Builder::new()
+            .name("triscope-export".into())
+            .spawn(move || {
+                let mut d = rfd::FileDialog::new().set_title("Export the current view to a folder");
+                if let Some(dir) = start {
+                    d = d.set_directory(dir);
+                }
+                if let Some(dir) = d.pick_folder() {
+                    let r = export_view(&dir, &data)
+                        .map(|files| (dir, files.len()))
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = tx.send(Background::Exported(r));
+                }
+            });
+        if let Err(e) = spawned {
+            self.errors.push(format!("cannot start the export: {e}"));
+        }
+    }
+
+    fn dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        for p in dropped {
+            if p.is_dir() {
+                let listed = list_folder(&p).map_err(|e| e.to_string());
+                let _ = self.background_tx.try_send(Background::Folder(p, listed));
+            } else if is_image(&p) {
+                self.open_image(p);
+            } else if p.extension().is_some_and(|e| e == "safetensors") {
+                self.load_model(Some(p));
+            } else {
+                self.errors.push(format!(
+                    "{}: not an image Triscope reads (png, jpg, bmp, tiff, webp) or a .safetensors model",
+                    p.display()
+                ));
+            }
+        }
+    }
+
+    fn menu(&mut self, ui: &mut egui::Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open image…").clicked() {
+                    self.spawn_dialog("image");
+                }
+                if ui.button("Open folder…").clicked() {
+                    self.spawn_dialog("folder");
+                }
+                ui.separator();
+                if ui.button("Load model…").clicked() {
+                    self.spawn_dialog("model");
+                }
+                if ui.button("Use the embedded default model").clicked() {
+                    self.load_model(None);
+                }
+                ui.separator();
+                if ui.button("Export view…").clicked() {
+                    self.export();
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                ui.label("Theme");
+                ui.radio_value(&mut self.saved.theme, ThemeChoice::Dark, "Dark");
+                ui.radio_value(&mut self.saved.theme, ThemeChoice::Light, "Light");
+                ui.separator();
+                ui.add(
+                    egui::Slider::new(&mut self.saved.zoom, 0.75..=2.0)
+                        .text("text size")
+                        .fixed_decimals(2),
+                );
+            });
+            if ui.button("Model").clicked() {
+                self.show_model_info = !self.show_model_info;
+            }
+            ui.separator();
+            let label = match self.saved.theme {
+                ThemeChoice::Dark => "Light theme",
+                ThemeChoice::Light => "Dark theme",
+            };
+            if ui.button(label).on_hover_text("Switch theme").clicked() {
+                self.saved.theme = match self.saved.theme {
+                    ThemeChoice::Dark => ThemeChoice::Light,
+                    ThemeChoice::Light => ThemeChoice::Dark,
+                };
+            }
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let device = if self.model.as_ref().is_some_and(|m| m.device_is_gpu) {
+                format!("GPU · {}", self.device_line)
+            } else {
+                format!("{} · no GPU in use", self.device_line)
+            };
+            ui.label(device).on_hover_text(format!(
+                "heatmaps drawn by {}; slowest frame {:.1} ms",
+                if self.uses_shader {
+                    "the WGSL overlay shader"
+                } else {
+                    "the CPU (no wgpu renderer)"
+                },
+                self.max_frame_ms
+            ));
+            ui.separator();
+            ui.label(&self.status);
+            let queued = self.worker.queued_jobs();
+            if queued > 0 {
+                ui.separator();
+                ui.label(format!("{queued} queued"));
+            }
+        });
+    }
+
+    fn errors_ui(&mut self, ui: &mut egui::Ui) {
+        if self.errors.is_empty() {
+            return;
+        }
+        let mut clear = false;
+        egui::Frame::new()
+            .fill(ui.visuals().error_fg_color.gamma_multiply(0.15))
+            .inner_margin(6.0)
+            .show(ui, |ui| {
+                for e in self.errors.iter().rev().take(3) {
+                    ui.colored_label(ui.visuals().error_fg_color, e);
+                }
+                clear = ui.button("Dismiss").clicked();
+            });
+        if clear {
+            self.errors.clear();
+        }
+    }
+
+    fn model_window(&mut self, ctx: &egui::Context) {
+        let Some(info) = self.model.clone() else {
+            return;
+        };
+        let mut open = self.show_model_info;
+        egui::Window::new("Model")
+            .open(&mut open)
+            .resizable(true)
+            .default_width(420.0)
+            .show(ctx, |ui| model_info_ui(ui, &info));
+        self.show_model_info = open;
+    }
+
+    fn central(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            for t in Tab::ALL {
+                if ui
+                    .selectable_label(self.saved.tab == t, t.label())
+                    .clicked()
+                    && self.saved.tab != t
+                {
+                    self.saved.tab = t;
+                    if t == Tab::Attack && self.attack.result.is_none() && !self.attack.running {
+                        self.run_attack();
+                    }
+                }
+            }
+        });
+        ui.separator();
+        match self.saved.tab {
+            Tab::Explanation => self.explain.ui(ui),
+            Tab::Layers => self.layers.ui(ui),
+            Tab::Attack => {
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .show(ui, |ui| self.attack.ui(ui))
+                    .inner
+            }
+        }
+    }
+
+    fn drain_actions(&mut self) {
+        let mut actions = Vec::new();
+        actions.append(&mut self.gallery.actions);
+        actions.append(&mut self.predictions.actions);
+        actions.append(&mut self.explain.actions);
+        actions.append(&mut self.layers.actions);
+        actions.append(&mut self.attack.actions);
+        for a in actions {
+            self.handle_action(a);
+        }
+    }
+
+    fn write_ready_file(&mut self) {
+        if self.ready_written || !self.has_analysis() {
+            return;
+        }
+        self.ready_written = true;
+        if let Some(path) = &self.ready_file
+            && let Err(e) = std::fs::write(path, "explanation on screen\n")
+        {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+fn panic_free_worker_error(e: triscope::TriscopeError) -> (WorkerHandle, Vec<String>) {
+    // Spawning a thread only fails when the OS refuses; retry once with the CPU device so
+    // the window still opens and says what happened.
+    let handle = WorkerHandle::spawn(ComputeDevice::cpu(), Box::new(|| {}));
+    match handle {
+        Ok(h) => (h, vec![format!("model thread: {e}")]),
+        Err(e2) => {
+            tracing::error!("cannot start the model thread: {e}; {e2}");
+            std::process::exit(1);
+        }
+    }
+}
+
+pub fn model_info_ui(ui: &mut egui::Ui, info: &ModelInfo) {
+    let c = &info.config;
+    let m = &info.metadata;
+    egui::Grid::new("model-info")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            let mut row = |k: &str, v: String| {
+                ui.strong(k);
+                ui.label(v);
+                ui.end_row();
+            };
+            row("source", info.source.clone());
+            row("device", info.device.clone());
+            row(
+                "architecture",
+                format!("{} (base width {})", c.architecture, c.base_width),
+            );
+            row(
+                "input",
+                format!(
+                    "{} channel(s), {}×{} px",
+                    c.in_channels, c.resolution, c.resolution
+                ),
+            );
+            row(
+                "outputs",
+                format!(
+                    "{} ({})",
+                    c.num_classes,
+                    if c.multi_label {
+                        "multi-label, sigmoid"
+                    } else {
+                        "single-label, softmax"
+                    }
+                ),
+            );
+            row("classes", c.class_names.join(", "));
+            row(
+                "trained",
+                if m.trained {
+                    "yes".into()
+                } else {
+                    "NO (untrained)".into()
+                },
+            );
+            row("description", m.description.clone());
+            if let Some(d) = &m.dataset {
+                row("dataset", d.clone());
+            }
+            if let Some(s) = m.seed {
+                row("seed", s.to_string());
+            }
+            row(
+                "written",
+                format!("{} by Triscope {}", m.created_utc, m.triscope_version),
+            );
+            for (k, v) in &m.metrics {
+                row(k, format!("{v:.4}"));
+            }
+        });
+}
+
+impl eframe::App for TriscopeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
+        let ctx = ui.ctx().clone();
+        self.apply_look(&ctx);
+        self.poll(&ctx);
+        self.dropped_files(&ctx);
+
+        egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::Panel::left("gallery")
+            .resizable(true)
+            .default_size(230.0)
+            .show(ui, |ui| self.gallery.ui(ui));
+        egui::Panel::right("predictions")
+            .resizable(true)
+            .default_size(260.0)
+            .show(ui, |ui| {
+                ui.heading("Prediction");
+                if let Some(p) = &self.current_image {
+                    ui.weak(file_name(p));
+                }
+                ui.separator();
+                self.predictions.ui(ui);
+            });
+        egui::CentralPanel::default().show(ui, |ui| {
+            self.errors_ui(ui);
+            self.central(ui);
+        });
+        self.model_window(&ctx);
+        self.drain_actions();
+        // Settings live in the panels while running; keep the saved copy current.
+        self.saved.explain = self.explain.settings.clone();
+        self.saved.attack = self.attack.settings.clone();
+        self.saved.top_k = self.layers.top_k;
+        self.layers.selected = self.explain.settings.layer;
+        self.write_ready_file();
+        self.max_frame_ms = self
+            .max_frame_ms
+            .max(started.elapsed().as_secs_f32() * 1000.0);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.saved);
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}

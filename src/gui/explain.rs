@@ -1,0 +1,183 @@
+//! Explanation panel: the image with its Grad-CAM overlay (zoom, pan, opacity, colour map,
+//! layer, class).
+
+use std::sync::Arc;
+
+use eframe::egui;
+use triscope::explain::Colormap;
+use triscope::model::LayerId;
+use triscope::workbench::Analysis;
+
+use super::overlay::{OverlayPainter, OverlaySource, OverlayStyle};
+use super::state::{ExplainSettings, UiAction};
+
+/// The overlay of each layer's Grad-CAM on the display image of an analysis.
+pub fn layer_sources(analysis: &Analysis) -> Vec<Arc<OverlaySource>> {
+    analysis
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, view)| {
+            Arc::new(OverlaySource {
+                version: analysis.request * 8 + i as u64,
+                image: analysis.display.clone(),
+                heat: view.gradcam.map.clone(),
+                heat_width: view.gradcam.width,
+                heat_height: view.gradcam.height,
+            })
+        })
+        .collect()
+}
+
+pub struct ExplainPanel {
+    pub settings: ExplainSettings,
+    pub analysis: Option<Arc<Analysis>>,
+    pub sources: Vec<Arc<OverlaySource>>,
+    pub class_names: Vec<String>,
+    /// 1 = whole image; up to 16.
+    pub zoom: f32,
+    /// Centre of the view in texture coordinates.
+    pub center: [f32; 2],
+    pub painter: OverlayPainter,
+    pub actions: Vec<UiAction>,
+}
+
+impl ExplainPanel {
+    pub fn new(settings: ExplainSettings, gpu: bool) -> Self {
+        Self {
+            settings,
+            analysis: None,
+            sources: Vec::new(),
+            class_names: Vec::new(),
+            zoom: 1.0,
+            center: [0.5, 0.5],
+            painter: OverlayPainter::new(gpu),
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn set_analysis(&mut self, analysis: Arc<Analysis>) {
+        self.sources = layer_sources(&analysis);
+        self.analysis = Some(analysis);
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        self.controls(ui);
+        ui.separator();
+        let Some(analysis) = self.analysis.clone() else {
+            ui.centered_and_justified(|ui| {
+                ui.spinner();
+            });
+            return;
+        };
+        let layer = self.settings.layer;
+        let view = &analysis.layers[layer.index()];
+        let class = self
+            .class_names
+            .get(view.gradcam.class_index)
+            .cloned()
+            .unwrap_or_else(|| view.gradcam.class_index.to_string());
+        ui.label(format!(
+            "Grad-CAM of “{class}” at {} ({}×{} upsampled to {}×{}); file {}×{} px",
+            layer.name(),
+            view.gradcam.raw_height,
+            view.gradcam.raw_width,
+            view.gradcam.height,
+            view.gradcam.width,
+            analysis.source_width,
+            analysis.source_height,
+        ));
+        let avail = ui.available_size();
+        let side = avail.x.min(avail.y).max(64.0);
+        let (rect, response) =
+            ui.allocate_exact_size(egui::vec2(side, side), egui::Sense::click_and_drag());
+        self.zoom_and_pan(ui, &response, rect);
+        let half = 0.5 / self.zoom;
+        let style = OverlayStyle {
+            alpha: if self.settings.show_heatmap {
+                self.settings.alpha
+            } else {
+                0.0
+            },
+            colormap: self.settings.colormap,
+            uv_min: [self.center[0] - half, self.center[1] - half],
+            uv_max: [self.center[0] + half, self.center[1] + half],
+            ..OverlayStyle::default()
+        };
+        if let Some(src) = self.sources.get(layer.index()) {
+            self.painter.paint(ui, rect, "main", src, style);
+        }
+        response.on_hover_text("Scroll to zoom, drag to pan, double-click to reset");
+    }
+
+    fn zoom_and_pan(&mut self, ui: &egui::Ui, response: &egui::Response, rect: egui::Rect) {
+        if response.double_clicked() {
+            self.zoom = 1.0;
+            self.center = [0.5, 0.5];
+        }
+        if response.hovered() {
+            let scroll = ui.input(|i| i.smooth_scroll_delta.y);
+            if scroll != 0.0 {
+                self.zoom = (self.zoom * (scroll * 0.005).exp()).clamp(1.0, 16.0);
+            }
+        }
+        if response.dragged() {
+            let d = response.drag_delta();
+            self.center[0] -= d.x / rect.width() / self.zoom;
+            self.center[1] -= d.y / rect.height() / self.zoom;
+        }
+        let half = 0.5 / self.zoom;
+        for c in &mut self.center {
+            *c = c.clamp(half, 1.0 - half);
+        }
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui) {
+        let s = &mut self.settings;
+        ui.horizontal_wrapped(|ui| {
+            ui.checkbox(&mut s.show_heatmap, "Heatmap");
+            ui.add(
+                egui::Slider::new(&mut s.alpha, 0.0..=1.0)
+                    .text("opacity")
+                    .fixed_decimals(2),
+            );
+            egui::ComboBox::from_label("colour map")
+                .selected_text(s.colormap.name())
+                .show_ui(ui, |ui| {
+                    for c in Colormap::ALL {
+                        ui.selectable_value(&mut s.colormap, c, c.name());
+                    }
+                });
+        });
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Layer:");
+            for l in LayerId::ALL {
+                if ui.selectable_label(s.layer == l, l.name()).clicked() && s.layer != l {
+                    self.actions.push(UiAction::SelectLayer(l));
+                }
+            }
+            ui.separator();
+            let current = self
+                .analysis
+                .as_ref()
+                .map(|a| a.target_class)
+                .and_then(|c| self.class_names.get(c).cloned())
+                .unwrap_or_else(|| "predicted".into());
+            egui::ComboBox::from_label("class")
+                .selected_text(current)
+                .show_ui(ui, |ui| {
+                    if ui.selectable_label(false, "predicted class").clicked() {
+                        self.actions.push(UiAction::ExplainClass(None));
+                    }
+                    for (i, name) in self.class_names.iter().enumerate() {
+                        if ui.selectable_label(false, name).clicked() {
+                            self.actions.push(UiAction::ExplainClass(Some(i)));
+                        }
+                    }
+                });
+            if self.zoom > 1.0 {
+                ui.label(format!("zoom {:.1}×", self.zoom));
+            }
+        });
+    }
+}

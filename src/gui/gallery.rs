@@ -1,0 +1,158 @@
+//! The image list: bundled samples (with their ground truth) and an opened folder.
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui;
+
+use super::state::UiAction;
+
+/// Extensions the decoder reads.
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GalleryEntry {
+    pub path: PathBuf,
+    /// File name without folders.
+    pub name: String,
+    /// Ground truth from a labels.csv beside the images, if any.
+    pub truth: Option<String>,
+}
+
+pub struct GalleryPanel {
+    pub samples: Vec<GalleryEntry>,
+    pub folder: Option<(PathBuf, Vec<GalleryEntry>)>,
+    pub selected: Option<PathBuf>,
+    pub actions: Vec<UiAction>,
+}
+
+impl GalleryPanel {
+    pub fn new(samples_dir: &Path) -> Self {
+        Self {
+            samples: list_samples(samples_dir),
+            folder: None,
+            selected: None,
+            actions: Vec::new(),
+        }
+    }
+
+    /// The first sample of the kind a model with `in_channels` expects.
+    pub fn first_sample_for(&self, in_channels: usize) -> Option<PathBuf> {
+        let want = if in_channels == 1 {
+            "nih-cxr14"
+        } else {
+            "ham10000"
+        };
+        self.samples
+            .iter()
+            .find(|e| e.path.components().any(|c| c.as_os_str() == want))
+            .or(self.samples.first())
+            .map(|e| e.path.clone())
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                if let Some((dir, entries)) = &self.folder {
+                    ui.strong(format!("Folder: {}", short(dir)));
+                    if entries.is_empty() {
+                        ui.weak("no images in this folder");
+                    }
+                    Self::list(ui, entries, &mut self.selected, &mut self.actions);
+                    ui.separator();
+                }
+                ui.strong("Samples");
+                Self::list(ui, &self.samples, &mut self.selected, &mut self.actions);
+                ui.add_space(6.0);
+                ui.weak("Drop an image or a folder on the window to open it.");
+            });
+    }
+
+    fn list(
+        ui: &mut egui::Ui,
+        entries: &[GalleryEntry],
+        selected: &mut Option<PathBuf>,
+        actions: &mut Vec<UiAction>,
+    ) {
+        for e in entries {
+            let is_selected = selected.as_deref() == Some(e.path.as_path());
+            let text = match &e.truth {
+                Some(t) => format!("{}  ·  {t}", e.name),
+                None => e.name.clone(),
+            };
+            let r = ui
+                .selectable_label(is_selected, text)
+                .on_hover_text(e.path.display().to_string());
+            if r.clicked() && !is_selected {
+                *selected = Some(e.path.clone());
+                actions.push(UiAction::OpenImage(e.path.clone()));
+            }
+        }
+    }
+}
+
+fn short(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Images of a folder, sorted by name (not recursive).
+pub fn list_folder(dir: &Path) -> std::io::Result<Vec<GalleryEntry>> {
+    let mut out: Vec<GalleryEntry> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_image(p))
+        .map(|path| GalleryEntry {
+            name: short(&path),
+            path,
+            truth: None,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+pub fn is_image(p: &Path) -> bool {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// The bundled samples listed in `labels.csv` (`image,label`), in file order.
+fn list_samples(dir: &Path) -> Vec<GalleryEntry> {
+    let Ok(csv) = std::fs::read_to_string(dir.join("labels.csv")) else {
+        return Vec::new();
+    };
+    csv.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (image, label) = line.split_once(',')?;
+            let path = dir.join(image.trim());
+            path.is_file().then(|| GalleryEntry {
+                name: short(&path),
+                path,
+                truth: Some(label.trim().replace('|', ", ")),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_come_with_their_labels() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
+        let g = GalleryPanel::new(&dir);
+        assert_eq!(g.samples.len(), 10);
+        assert_eq!(g.samples[0].truth.as_deref(), Some("akiec"));
+        let first_rgb = g.first_sample_for(3).expect("a sample");
+        assert!(first_rgb.to_string_lossy().contains("ham10000"));
+        let first_grey = g.first_sample_for(1).expect("a sample");
+        assert!(first_grey.to_string_lossy().contains("nih-cxr14"));
+        let listed = list_folder(&dir.join("nih-cxr14")).expect("listing");
+        assert_eq!(listed.len(), 3);
+    }
+}

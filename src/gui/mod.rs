@@ -1,0 +1,76 @@
+//! The desktop workbench (eframe/egui with the wgpu renderer).
+//!
+//! Only the binary knows egui; the library's [`triscope::workbench`] worker owns the model
+//! and answers in plain data.
+
+pub mod app;
+pub mod attack;
+pub mod explain;
+pub mod export;
+pub mod gallery;
+pub mod layers;
+pub mod overlay;
+pub mod predictions;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use eframe::egui;
+use eframe::egui_wgpu::{WgpuSetup, WgpuSetupExisting};
+use triscope::device::{ComputeDevice, DeviceChoice};
+
+pub use app::{AppInit, TriscopeApp};
+
+/// Start options from the command line.
+pub struct GuiOptions {
+    pub model: Option<PathBuf>,
+    pub device: DeviceChoice,
+    pub samples_dir: PathBuf,
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Open the window and run until it is closed.
+pub fn run(opts: GuiOptions) -> Result<()> {
+    let device = ComputeDevice::select(opts.device)?;
+    let mut native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Triscope")
+            .with_app_id("triscope")
+            .with_inner_size([1440.0, 900.0])
+            .with_min_inner_size([900.0, 600.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    // On a real GPU burn created the wgpu device; the renderer adopts it so both share one
+    // device and queue. (The reverse fails: eframe's device lacks TIMESTAMP_QUERY.)
+    let mut shared_device = false;
+    if device.is_gpu()
+        && let Some(setup) = &device.wgpu_setup
+    {
+        native.wgpu_options.wgpu_setup = WgpuSetup::Existing(WgpuSetupExisting {
+            instance: setup.instance.clone(),
+            adapter: setup.adapter.clone(),
+            device: setup.device.clone(),
+            queue: setup.queue.clone(),
+        });
+        shared_device = true;
+    }
+    let init = AppInit {
+        device,
+        model: opts.model,
+        samples_dir: opts.samples_dir,
+        ready_file: opts.ready_file,
+        restore_state: true,
+        shared_device,
+    };
+    eframe::run_native(
+        "Triscope",
+        native,
+        Box::new(move |cc| Ok(Box::new(TriscopeApp::new(cc, init)))),
+    )
+    .map_err(|e| anyhow!("the window could not open: {e}"))
+}

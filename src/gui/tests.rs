@@ -1,0 +1,210 @@
+//! The real app driven headless with egui_kittest, rendered with wgpu (lavapipe in CI), on
+//! the CPU backend with the embedded narrow model.
+//!
+//! Snapshots live in `tests/snapshots`; `UPDATE_SNAPSHOTS=1 cargo test --release` rewrites
+//! them after a deliberate UI change (look at the new PNGs before committing them).
+
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, SnapshotOptions};
+use triscope::device::ComputeDevice;
+use triscope::model::LayerId;
+
+use super::app::{AppInit, TriscopeApp};
+use super::export::export_view;
+use super::state::{Tab, ThemeChoice};
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")
+}
+
+fn harness() -> Harness<'static, TriscopeApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 820.0))
+        .wgpu()
+        .build_eframe(|cc| {
+            TriscopeApp::new(
+                cc,
+                AppInit {
+                    device: ComputeDevice::cpu(),
+                    model: None,
+                    samples_dir: samples(),
+                    ready_file: None,
+                    restore_state: false,
+                    shared_device: false,
+                },
+            )
+        })
+}
+
+/// Step the UI (as frames would) until `done` holds; the worker runs meanwhile.
+fn wait_until(
+    h: &mut Harness<'static, TriscopeApp>,
+    what: &str,
+    done: impl Fn(&TriscopeApp) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !done(h.state()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; errors: {:?}",
+            h.state().errors
+        );
+        h.step();
+        sleep(Duration::from_millis(20));
+    }
+    h.step();
+    assert!(
+        h.state().errors.is_empty(),
+        "errors: {:?}",
+        h.state().errors
+    );
+}
+
+/// Fixed status text and masked timings so snapshots do not depend on the machine's speed.
+fn snapshot(h: &mut Harness<'static, TriscopeApp>, name: &str) {
+    h.state_mut().status = "ready".into();
+    h.run_steps(3);
+    let timed: Vec<egui::Rect> = h
+        .query_all_by_label_contains("s/step")
+        .map(|n| n.rect())
+        .collect();
+    for r in timed {
+        h.mask(r);
+    }
+    let options = SnapshotOptions::new().threshold(1.0).max_failed_pixels(400);
+    h.snapshot_options(name, &options);
+}
+
+#[test]
+fn opens_on_a_sample_explained_and_switches_layer_and_theme() {
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let app = h.state();
+    assert!(app.uses_shader(), "the overlay runs in the WGSL shader");
+    let first = app.current_image.clone().expect("an image is open");
+    assert!(first.ends_with("ham10000/ISIC_0024470.jpg"), "{first:?}");
+    let prediction = app.predictions.clean.clone().expect("a prediction");
+    assert_eq!(prediction.scores.len(), 7);
+    h.get_by_label_contains("Grad-CAM of");
+    snapshot(&mut h, "explanation_dark");
+
+    // Layer choice: the label and the settings follow, the maps are already computed.
+    h.get_by_label("layer2").click();
+    h.run_steps(2);
+    assert_eq!(h.state().explain.settings.layer, LayerId::Layer2);
+    h.get_by_label_contains("at layer2");
+
+    // Another sample from the gallery.
+    h.get_by_label_contains("ISIC_0024410.jpg").click();
+    wait_until(&mut h, "the second analysis", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.path.ends_with("ISIC_0024410.jpg"))
+    });
+
+    // Theme switch.
+    h.get_by_label("Light theme").click();
+    h.run_steps(2);
+    assert_eq!(h.state().saved.theme, ThemeChoice::Light);
+    h.get_by_label("Dark theme");
+}
+
+#[test]
+fn eps_slider_runs_a_live_attack_and_the_result_arrives() {
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    h.get_by_label("Attack").click();
+    h.run_steps(2);
+    assert_eq!(h.state().saved.tab, Tab::Attack);
+    // Opening the tab runs the attack at the default eps (2/255).
+    wait_until(&mut h, "the first attack", |a| a.attack.result.is_some());
+
+    // Move the eps slider to 6/255: a new attack starts and its result replaces the old.
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "ε (L∞)")
+        .set_value_accesskit(6.0);
+    h.run_steps(2);
+    assert_eq!(h.state().attack.settings.eps_255, 6.0);
+    wait_until(&mut h, "the attack at 6/255", |a| {
+        a.attack
+            .result
+            .as_ref()
+            .is_some_and(|r| (r.params.eps_linf - 6.0 / 255.0).abs() < 1e-6)
+    });
+    let r = h.state().attack.result.clone().expect("a result");
+    assert_eq!(r.loss_per_step.len(), 10, "one loss per PGD step");
+    assert!(
+        r.linf_255 <= 6.0 + 1e-3 && r.linf_255 > 1.0,
+        "L-inf {}",
+        r.linf_255
+    );
+    assert!((-1.0..=1.0).contains(&r.cam_ssim));
+    let adv = h
+        .state()
+        .predictions
+        .adversarial
+        .clone()
+        .expect("adversarial bars");
+    assert_eq!(adv, r.adversarial_prediction);
+    h.get_by_label_contains("SSIM");
+    snapshot(&mut h, "attack_dark");
+
+    // Export writes the view (no dialog: the same function the menu's thread calls).
+    let dir = std::env::temp_dir().join(format!("triscope-export-{}", std::process::id()));
+    let data = h.state().export_data().expect("something to export");
+    let files = export_view(&dir, &data).expect("export");
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .collect();
+    for want in [
+        "image.png",
+        "overlay.png",
+        "heatmap.png",
+        "adversarial.png",
+        "perturbation.png",
+        "adversarial_overlay.png",
+        "summary.json",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("json"))
+            .expect("valid json");
+    assert_eq!(summary["attack"]["params"]["method"], "pgd");
+    let overlay = image::open(dir.join("overlay.png")).expect("png");
+    assert_eq!(overlay.width() as usize, data.analysis.display.width);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn layers_panel_shows_every_stage() {
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    h.get_by_label("Light theme").click();
+    h.get_by_label("Layers").click();
+    h.run_steps(2);
+    let a = h.state().layers.analysis.clone().expect("analysis");
+    assert_eq!(a.layers.len(), 4);
+    for (view, want_channels) in a.layers.iter().zip([64, 128, 256, 512]) {
+        // The embedded model has base width 16: 4w, 8w, 16w, 32w channels.
+        assert_eq!(view.channels, want_channels);
+        assert_eq!(view.top_maps.len(), 8);
+        assert_eq!(view.gradcam.map.len(), 128 * 128);
+    }
+    h.get_by_label_contains("layer1 (3 blocks)");
+    h.get_by_label_contains("class-level evidence");
+    // Clicking a stage of the strip selects that layer for the explanation.
+    h.get_by_label_contains("layer3 (6 blocks)").click();
+    h.run_steps(2);
+    assert_eq!(h.state().explain.settings.layer, LayerId::Layer3);
+    snapshot(&mut h, "layers_light");
+}

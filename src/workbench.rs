@@ -1,0 +1,885 @@
+//! The model worker behind the desktop app: one named thread owns the model and answers
+//! jobs with plain data (images as RGB8, maps as `Vec<f32>`); no tensor crosses the boundary.
+//!
+//! Jobs wait in a [`JobQueue`] that holds at most one job of each kind: a newer attack
+//! request replaces a queued one and cancels the running one (its flag is checked before
+//! every step), a newer analysis cancels any attack. Events go back over a bounded channel,
+//! each tagged with the request id it answers, so the UI drops stale ones.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{
+    AttackConfig, AttackGoal, AttackMethod, StepReport, run_attack, run_attack_from,
+};
+use crate::device::ComputeDevice;
+use crate::error::{Result, TriscopeError};
+use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
+use crate::explain::quality::{spearman, ssim};
+use crate::imaging::{PixelImage, decode, prepare};
+use crate::inference::{Classifier, Prediction};
+use crate::model::{LayerId, ModelConfig};
+use crate::weights::CheckpointMetadata;
+
+/// Events waiting for the UI at most; the worker blocks (back-pressure) beyond this.
+pub const EVENT_CAPACITY: usize = 64;
+/// Longest side of the display copy of an image (the model sees its own resolution).
+pub const DISPLAY_MAX_SIDE: usize = 512;
+/// Most feature maps returned per layer.
+pub const MAX_TOP_K: usize = 64;
+
+/// An interleaved 8-bit RGB image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    /// `height * width * 3` bytes, row-major.
+    pub rgb: Vec<u8>,
+}
+
+impl RgbImage {
+    pub fn from_pixels(p: &PixelImage) -> Self {
+        Self {
+            width: p.width,
+            height: p.height,
+            rgb: p.to_rgb8(),
+        }
+    }
+}
+
+/// What the UI shows about the loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub config: ModelConfig,
+    pub metadata: CheckpointMetadata,
+    /// "embedded default (...)" or the file path.
+    pub source: String,
+    /// The device line, e.g. "CPU (burn flex, 2 threads)".
+    pub device: String,
+    pub device_is_gpu: bool,
+}
+
+/// One feature map of a layer, min-max normalised to [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureMap {
+    pub channel: usize,
+    /// Spatial mean of the activation (the ranking key).
+    pub mean_activation: f32,
+    /// `height * width` values of the layer's resolution.
+    pub values: Vec<f32>,
+}
+
+/// One stage of the network as the Layers panel shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerView {
+    pub layer: LayerId,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// The most active channels, in decreasing mean activation.
+    pub top_maps: Vec<FeatureMap>,
+    /// Grad-CAM of the analysis target at this layer, at input resolution.
+    pub gradcam: GradCamMap,
+}
+
+/// Prediction, Grad-CAM at every layer and the most active feature maps of one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub request: u64,
+    pub path: PathBuf,
+    /// Size of the decoded file.
+    pub source_width: u32,
+    pub source_height: u32,
+    /// The model input (model resolution, same crop as `display`).
+    pub model_input: RgbImage,
+    /// A sharper copy of the same crop for the screen.
+    pub display: RgbImage,
+    pub prediction: Prediction,
+    /// The class the Grad-CAMs explain.
+    pub target_class: usize,
+    /// layer1..layer4.
+    pub layers: Vec<LayerView>,
+    pub elapsed_secs: f64,
+}
+
+/// An attack as the Attack panel asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackRequest {
+    pub method: AttackMethod,
+    /// L-inf radius in [0, 1] pixel units.
+    pub eps_linf: f32,
+    /// PGD step size in pixel units.
+    pub alpha: f32,
+    pub steps: usize,
+    /// `Some(class)` for a targeted attack.
+    pub target: Option<usize>,
+    /// Layer of the clean-vs-adversarial Grad-CAM comparison.
+    pub layer: LayerId,
+    pub seed: u64,
+}
+
+/// The outcome of an attack on the current image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackResult {
+    pub request: u64,
+    pub params: AttackRequest,
+    pub adversarial: RgbImage,
+    /// `0.5 + delta / (2 * max|delta|)`: the perturbation amplified to be visible.
+    pub perturbation: RgbImage,
+    /// Largest |delta| in 1/255 units.
+    pub linf_255: f32,
+    pub l2: f32,
+    pub clean: Prediction,
+    pub adversarial_prediction: Prediction,
+    /// Both Grad-CAMs explain the clean prediction's class, at `params.layer`.
+    pub clean_cam: GradCamMap,
+    pub adversarial_cam: GradCamMap,
+    /// Explanation stability: SSIM and Spearman of the two maps.
+    pub cam_ssim: f64,
+    pub cam_spearman: f64,
+    /// The attack loss at each step (ascended; the targeted loss is reported negated).
+    pub loss_per_step: Vec<f32>,
+    pub elapsed_secs: f64,
+    pub secs_per_step: f64,
+}
+
+/// Work for the model thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Load a checkpoint, or the embedded default with `None`.
+    LoadModel { path: Option<PathBuf> },
+    /// Decode an image and analyse it (it becomes the image attacks run on).
+    Analyze {
+        path: PathBuf,
+        target: TargetClass,
+        top_k: usize,
+    },
+    /// Attack the last analysed image.
+    Attack(AttackRequest),
+}
+
+impl Job {
+    fn kind(&self) -> usize {
+        match self {
+            Self::LoadModel { .. } => 0,
+            Self::Analyze { .. } => 1,
+            Self::Attack(_) => 2,
+        }
+    }
+}
+
+/// What the model thread reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    ModelLoaded {
+        request: u64,
+        info: Box<ModelInfo>,
+        elapsed_secs: f64,
+    },
+    Analysis(Box<Analysis>),
+    AttackStep {
+        request: u64,
+        step: usize,
+        total_steps: usize,
+        loss: f32,
+        /// The current adversarial image (PGD and FGSM; APGD reports its loss only).
+        adversarial: Option<RgbImage>,
+    },
+    Attack(Box<AttackResult>),
+    /// A job failed; `what` says which ("loading model", "analysing image.png", ...).
+    Failed {
+        request: u64,
+        what: String,
+        message: String,
+    },
+}
+
+impl WorkerEvent {
+    pub fn request(&self) -> u64 {
+        match self {
+            Self::ModelLoaded { request, .. }
+            | Self::AttackStep { request, .. }
+            | Self::Failed { request, .. } => *request,
+            Self::Analysis(a) => a.request,
+            Self::Attack(a) => a.request,
+        }
+    }
+}
+
+struct Queued {
+    request: u64,
+    job: Job,
+    cancel: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Queued>,
+    /// Cancel flag of the attack now running, if any.
+    running_attack: Option<Arc<AtomicBool>>,
+    closed: bool,
+}
+
+/// At most one queued job per kind; newer jobs replace older ones of the same kind.
+#[derive(Default)]
+pub struct JobQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+impl JobQueue {
+    fn push(&self, queued: Queued) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        let kind = queued.job.kind();
+        // A new attack or image makes the running and queued attacks stale.
+        if kind >= 1 {
+            if let Some(flag) = s.running_attack.take() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            s.jobs.retain(|q| q.job.kind() != 2);
+        }
+        s.jobs.retain(|q| q.job.kind() != kind);
+        s.jobs.push_back(queued);
+        self.ready.notify_one();
+    }
+
+    fn pop(&self) -> Option<Queued> {
+        let mut s = self.state.lock().ok()?;
+        loop {
+            if s.closed {
+                return None;
+            }
+            if let Some(q) = s.jobs.pop_front() {
+                if q.job.kind() == 2 {
+                    s.running_attack = Some(q.cancel.clone());
+                }
+                return Some(q);
+            }
+            s = self.ready.wait(s).ok()?;
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.closed = true;
+            if let Some(flag) = s.running_attack.take() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+        self.ready.notify_all();
+    }
+
+    /// Jobs waiting (not counting the running one).
+    pub fn len(&self) -> usize {
+        self.state.lock().map(|s| s.jobs.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The UI's side of the model thread.
+pub struct WorkerHandle {
+    queue: Arc<JobQueue>,
+    events: Receiver<WorkerEvent>,
+    next_request: AtomicU64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Start the model thread on `device`. `wake` is called after each event is sent (the UI
+    /// passes its repaint request). The model is loaded by a first [`Job::LoadModel`].
+    pub fn spawn(device: ComputeDevice, wake: Box<dyn Fn() + Send>) -> Result<Self> {
+        let queue = Arc::new(JobQueue::default());
+        let (tx, rx) = sync_channel(EVENT_CAPACITY);
+        let worker_queue = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("triscope-model".into())
+            .spawn(move || {
+                let mut worker = ModelWorker {
+                    device,
+                    classifier: None,
+                    image: None,
+                    events: tx,
+                    wake,
+                };
+                while let Some(q) = worker_queue.pop() {
+                    if !worker.run(q) {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| TriscopeError::Compute(format!("cannot start the model thread: {e}")))?;
+        Ok(Self {
+            queue,
+            events: rx,
+            next_request: AtomicU64::new(1),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue a job; returns its request id (events answering it carry the same id).
+    pub fn submit(&self, job: Job) -> u64 {
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.queue.push(Queued {
+            request,
+            job,
+            cancel: Arc::new(AtomicBool::new(false)),
+        });
+        request
+    }
+
+    /// Events that have arrived, without waiting.
+    pub fn poll(&self) -> Vec<WorkerEvent> {
+        self.events.try_iter().collect()
+    }
+
+    /// Wait up to `timeout` for the next event (tests and the CLI; the UI uses [`Self::poll`]).
+    pub fn wait_event(&self, timeout: std::time::Duration) -> Option<WorkerEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    pub fn queued_jobs(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        // Stop taking jobs and cancel a running attack. The thread is not joined: it ends
+        // after its current step, when its next send finds the receiver gone.
+        self.queue.close();
+        drop(self.thread.take());
+    }
+}
+
+/// The image attacks run on: the model input and its clean analysis.
+struct CurrentImage {
+    pixels: PixelImage,
+    clean: Prediction,
+}
+
+struct ModelWorker {
+    device: ComputeDevice,
+    classifier: Option<Classifier>,
+    image: Option<CurrentImage>,
+    events: SyncSender<WorkerEvent>,
+    wake: Box<dyn Fn() + Send>,
+}
+
+impl ModelWorker {
+    /// Send an event; false when the UI has gone (the thread then ends).
+    fn send(&self, event: WorkerEvent) -> bool {
+        let ok = self.events.send(event).is_ok();
+        (self.wake)();
+        ok
+    }
+
+    /// Like [`Self::send`] but drops progress events when the UI is behind.
+    fn send_progress(&self, event: WorkerEvent) {
+        match self.events.try_send(event) {
+            Ok(()) | Err(TrySendError::Full(_)) => (self.wake)(),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn run(&mut self, q: Queued) -> bool {
+        let Queued {
+            request,
+            job,
+            cancel,
+        } = q;
+        let what = match &job {
+            Job::LoadModel { path: Some(p) } => format!("loading model {}", p.display()),
+            Job::LoadModel { path: None } => "loading the embedded model".to_string(),
+            Job::Analyze { path, .. } => format!("analysing {}", path.display()),
+            Job::Attack(r) => format!("running {}", r.method.name()),
+        };
+        let outcome = match job {
+            Job::LoadModel { path } => self.load_model(request, path.as_deref()),
+            Job::Analyze {
+                path,
+                target,
+                top_k,
+            } => self
+                .analyze(request, &path, target, top_k)
+                .map(|a| WorkerEvent::Analysis(Box::new(a))),
+            Job::Attack(params) => self
+                .attack(request, params, &cancel)
+                .map(|a| WorkerEvent::Attack(Box::new(a))),
+        };
+        match outcome {
+            Ok(event) => self.send(event),
+            Err(TriscopeError::Cancelled) => true,
+            Err(e) => {
+                tracing::warn!("{what}: {e}");
+                self.send(WorkerEvent::Failed {
+                    request,
+                    what,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    fn classifier(&self) -> Result<&Classifier> {
+        self.classifier
+            .as_ref()
+            .ok_or_else(|| TriscopeError::InvalidArgument("no model is loaded".into()))
+    }
+
+    fn load_model(&mut self, request: u64, path: Option<&Path>) -> Result<WorkerEvent> {
+        let started = Instant::now();
+        let classifier = Classifier::load(path, self.device.clone())?;
+        let info = ModelInfo {
+            config: classifier.config().clone(),
+            metadata: classifier.metadata.clone(),
+            source: classifier.source.to_string(),
+            device: self.device.description.clone(),
+            device_is_gpu: self.device.is_gpu(),
+        };
+        self.classifier = Some(classifier);
+        self.image = None;
+        Ok(WorkerEvent::ModelLoaded {
+            request,
+            info: Box::new(info),
+            elapsed_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn analyze(
+        &mut self,
+        request: u64,
+        path: &Path,
+        target: TargetClass,
+        top_k: usize,
+    ) -> Result<Analysis> {
+        let started = Instant::now();
+        let classifier = self.classifier()?;
+        let cfg = classifier.config().clone();
+        let decoded = decode(path)?;
+        let (source_width, source_height) = (decoded.width(), decoded.height());
+        let bad = |reason| TriscopeError::BadImage {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let display_side = display_side(source_width, source_height, cfg.resolution);
+        let display = prepare(
+            decoded.clone(),
+            cfg.in_channels,
+            display_side,
+            classifier.resize_mode,
+        )
+        .map_err(bad)?;
+        let pixels = prepare(
+            decoded,
+            cfg.in_channels,
+            cfg.resolution,
+            classifier.resize_mode,
+        )
+        .map_err(bad)?;
+        let x = pixel_tensor(&pixels, classifier)?; // [1, C, R, R]
+
+        // One forward for the prediction and the feature maps.
+        let taps = classifier.model().forward_taps(x.clone(), None);
+        let logits = tensor_values(taps.logits)?;
+        let prediction = classifier.prediction_from_logits(&logits);
+        let target_class = match target {
+            TargetClass::Predicted => prediction.class_index,
+            TargetClass::Index(i) if i < cfg.num_classes => i,
+            TargetClass::Index(i) => {
+                return Err(TriscopeError::InvalidArgument(format!(
+                    "class {i} does not exist; the model has {} classes",
+                    cfg.num_classes
+                )));
+            }
+        };
+        let mut layers = Vec::with_capacity(4);
+        for (layer, activation) in LayerId::ALL.into_iter().zip(taps.layers) {
+            let [_, channels, height, width] = activation.dims(); // [1, C, h, w]
+            let values = tensor_values(activation)?;
+            let top_maps = top_feature_maps(&values, channels, height * width, top_k);
+            let gradcam = single_cam(classifier, x.clone(), layer, target_class)?;
+            layers.push(LayerView {
+                layer,
+                channels,
+                height,
+                width,
+                top_maps,
+                gradcam,
+            });
+        }
+        self.image = Some(CurrentImage {
+            pixels: pixels.clone(),
+            clean: prediction.clone(),
+        });
+        Ok(Analysis {
+            request,
+            path: path.to_path_buf(),
+            source_width,
+            source_height,
+            model_input: RgbImage::from_pixels(&pixels),
+            display: RgbImage::from_pixels(&display),
+            prediction,
+            target_class,
+            layers,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn attack(
+        &mut self,
+        request: u64,
+        params: AttackRequest,
+        cancel: &AtomicBool,
+    ) -> Result<AttackResult> {
+        let started = Instant::now();
+        let classifier = self.classifier()?;
+        let image = self
+            .image
+            .as_ref()
+            .ok_or_else(|| TriscopeError::InvalidArgument("no image to attack yet".into()))?;
+        let cfg = classifier.config();
+        let model = classifier.model();
+        let clean = image.clean.clone();
+        let goal = match (params.target, cfg.multi_label) {
+            (Some(t), false) if t < cfg.num_classes => AttackGoal::Targeted(vec![t]),
+            (Some(t), false) => {
+                return Err(TriscopeError::InvalidArgument(format!(
+                    "target class {t} does not exist"
+                )));
+            }
+            (Some(_), true) => {
+                return Err(TriscopeError::InvalidArgument(
+                    "targeted attacks need a single-label model".into(),
+                ));
+            }
+            // Without ground truth in the app, the clean decision is what the attack flips.
+            (None, false) => AttackGoal::Untargeted(vec![clean.class_index]),
+            (None, true) => AttackGoal::MultiLabel(vec![
+                clean
+                    .scores
+                    .iter()
+                    .map(|s| if s.probability >= 0.5 { 1.0 } else { 0.0 })
+                    .collect(),
+            ]),
+        };
+        let config = AttackConfig {
+            method: params.method,
+            eps_linf: params.eps_linf,
+            alpha: params.alpha,
+            steps: params.steps,
+            random_start: params.method == AttackMethod::Pgd,
+            seed: params.seed,
+            ..AttackConfig::pgd(params.steps)
+        };
+        config.validate()?;
+        let x = pixel_tensor(&image.pixels, classifier)?; // [1, C, R, R]
+        let [_, c, h, w] = x.dims();
+        let mut loss_per_step = Vec::new();
+        let adversarial = match params.method {
+            // Step by step so the UI can show the image after each one.
+            AttackMethod::Pgd | AttackMethod::Fgsm => {
+                let total = if params.method == AttackMethod::Fgsm {
+                    1
+                } else {
+                    params.steps
+                };
+                let single = AttackConfig {
+                    steps: 1,
+                    ..config.clone()
+                };
+                let mut adv = start_point(&x, &config);
+                let mut ignore = |_: &StepReport| {};
+                for step in 1..=total {
+                    let out = run_attack_from(
+                        model,
+                        x.clone(),
+                        adv,
+                        &goal,
+                        &single,
+                        &mut ignore,
+                        cancel,
+                    )?;
+                    adv = out.adversarial;
+                    let loss = out.loss_per_step.first().and_then(|l| l.first()).copied();
+                    let loss = loss.unwrap_or(f32::NAN);
+                    loss_per_step.push(loss);
+                    let preview = PixelImage {
+                        channels: c,
+                        height: h,
+                        width: w,
+                        data: tensor_values(adv.clone())?,
+                    };
+                    self.send_progress(WorkerEvent::AttackStep {
+                        request,
+                        step,
+                        total_steps: total,
+                        loss,
+                        adversarial: Some(RgbImage::from_pixels(&preview)),
+                    });
+                }
+                adv
+            }
+            AttackMethod::ApgdCe | AttackMethod::ApgdT => {
+                let mut on_step = |r: &StepReport| {
+                    let loss = r.loss.first().copied().unwrap_or(f32::NAN);
+                    loss_per_step.push(loss);
+                    self.send_progress(WorkerEvent::AttackStep {
+                        request,
+                        step: r.step,
+                        total_steps: r.total_steps,
+                        loss,
+                        adversarial: None,
+                    });
+                };
+                run_attack(model, x.clone(), &goal, &config, &mut on_step, cancel)?.adversarial
+            }
+        };
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TriscopeError::Cancelled);
+        }
+        let adv_values = tensor_values(adversarial.clone())?;
+        let adv_pixels = PixelImage {
+            channels: c,
+            height: h,
+            width: w,
+            data: adv_values,
+        };
+        let delta: Vec<f32> = adv_pixels
+            .data
+            .iter()
+            .zip(&image.pixels.data)
+            .map(|(a, b)| a - b)
+            .collect();
+        let linf = delta.iter().fold(0.0f32, |m, d| m.max(d.abs()));
+        let l2 = delta.iter().map(|d| d * d).sum::<f32>().sqrt();
+        let scale = if linf > 0.0 { 0.5 / linf } else { 0.0 };
+        let perturbation = PixelImage {
+            channels: c,
+            height: h,
+            width: w,
+            data: delta.iter().map(|d| 0.5 + d * scale).collect(),
+        };
+        let adv_logits = tensor_values(model.forward(adversarial.clone()))?;
+        let adversarial_prediction = classifier.prediction_from_logits(&adv_logits);
+        let clean_cam = single_cam(classifier, x, params.layer, clean.class_index)?;
+        let adversarial_cam = single_cam(classifier, adversarial, params.layer, clean.class_index)?;
+        let cam_ssim = ssim(
+            &clean_cam.map,
+            &adversarial_cam.map,
+            clean_cam.height,
+            clean_cam.width,
+        );
+        let cam_spearman = spearman(&clean_cam.map, &adversarial_cam.map);
+        let elapsed_secs = started.elapsed().as_secs_f64();
+        let steps_done = loss_per_step.len().max(1);
+        Ok(AttackResult {
+            request,
+            params,
+            adversarial: RgbImage::from_pixels(&adv_pixels),
+            perturbation: RgbImage::from_pixels(&perturbation),
+            linf_255: linf * 255.0,
+            l2,
+            clean,
+            adversarial_prediction,
+            clean_cam,
+            adversarial_cam,
+            cam_ssim,
+            cam_spearman,
+            loss_per_step,
+            elapsed_secs,
+            secs_per_step: elapsed_secs / steps_done as f64,
+        })
+    }
+}
+
+/// Side of the display copy: the model's resolution at least, the file's shorter side at
+/// most (no invented detail), capped at [`DISPLAY_MAX_SIDE`].
+fn display_side(width: u32, height: u32, model_resolution: usize) -> usize {
+    let shorter = width.min(height) as usize;
+    shorter.min(DISPLAY_MAX_SIDE).max(model_resolution)
+}
+
+/// PGD's random start (uniform in the eps-ball, clamped), or `x` itself for FGSM.
+fn start_point(x: &Tensor<4>, config: &AttackConfig) -> Tensor<4> {
+    if config.method != AttackMethod::Pgd || !config.random_start || config.eps_linf <= 0.0 {
+        return x.clone();
+    }
+    let [b, c, h, w] = x.dims();
+    let mut rng = crate::model::source::SplitMix64::new(config.seed);
+    let eps = config.eps_linf;
+    let noise: Vec<f32> = (0..b * c * h * w)
+        .map(|_| (rng.next_f32() * 2.0 - 1.0) * eps)
+        .collect();
+    let noise = Tensor::<4>::from_data(TensorData::new(noise, [b, c, h, w]), &x.device());
+    (x.clone() + noise).clamp(0.0, 1.0)
+}
+
+fn pixel_tensor(p: &PixelImage, classifier: &Classifier) -> Result<Tensor<4>> {
+    let cfg = classifier.config();
+    if p.channels != cfg.in_channels || p.height != cfg.resolution || p.width != cfg.resolution {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "image is {}x{}x{}, the model takes {}x{}x{}",
+            p.channels, p.height, p.width, cfg.in_channels, cfg.resolution, cfg.resolution
+        )));
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(p.data.clone(), [1, p.channels, p.height, p.width]),
+        &classifier.device().device,
+    ))
+}
+
+fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| TriscopeError::Compute(format!("reading a tensor back: {e:?}")))
+}
+
+fn single_cam(
+    classifier: &Classifier,
+    x: Tensor<4>,
+    layer: LayerId,
+    class: usize,
+) -> Result<GradCamMap> {
+    grad_cam(classifier.model(), x, layer, TargetClass::Index(class))?
+        .maps
+        .into_iter()
+        .next()
+        .ok_or_else(|| TriscopeError::Compute("Grad-CAM returned no map".into()))
+}
+
+/// The `k` channels with the largest spatial mean, each min-max normalised.
+/// `values` is one image's `[channels, plane]` activation.
+pub fn top_feature_maps(
+    values: &[f32],
+    channels: usize,
+    plane: usize,
+    k: usize,
+) -> Vec<FeatureMap> {
+    let k = k.min(channels).min(MAX_TOP_K);
+    let mut means: Vec<(usize, f32)> = (0..channels)
+        .map(|c| {
+            let s: f32 = values[c * plane..(c + 1) * plane].iter().sum();
+            (c, s / plane.max(1) as f32)
+        })
+        .collect();
+    means.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    means
+        .into_iter()
+        .take(k)
+        .map(|(channel, mean_activation)| {
+            let map = &values[channel * plane..(channel + 1) * plane];
+            let lo = map.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let range = hi - lo;
+            let values = map
+                .iter()
+                .map(|v| if range > 0.0 { (v - lo) / range } else { 0.0 })
+                .collect();
+            FeatureMap {
+                channel,
+                mean_activation,
+                values,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_maps_rank_by_mean_and_normalise() {
+        // 3 channels of 2 pixels: means 1.5, 3.0, -1.0.
+        let v = [1.0, 2.0, 2.0, 4.0, -1.0, -1.0];
+        let top = top_feature_maps(&v, 3, 2, 2);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].channel, 1);
+        assert_eq!(top[1].channel, 0);
+        assert_eq!(top[0].values, vec![0.0, 1.0]);
+        // A constant map normalises to zeros, not NaN.
+        let flat = top_feature_maps(&v, 3, 2, 3);
+        assert_eq!(flat[2].values, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn display_side_stays_between_model_and_file() {
+        assert_eq!(display_side(600, 450, 224), 450);
+        assert_eq!(display_side(4000, 3000, 224), DISPLAY_MAX_SIDE);
+        assert_eq!(display_side(100, 80, 224), 224);
+    }
+
+    #[test]
+    fn queue_keeps_one_job_per_kind_and_cancels_running_attack() {
+        let q = JobQueue::default();
+        let attack = |eps: f32| {
+            Job::Attack(AttackRequest {
+                method: AttackMethod::Pgd,
+                eps_linf: eps,
+                alpha: 0.01,
+                steps: 2,
+                target: None,
+                layer: LayerId::Layer4,
+                seed: 0,
+            })
+        };
+        let flag = |_| Arc::new(AtomicBool::new(false));
+        let running = flag(0);
+        q.push(Queued {
+            request: 1,
+            job: attack(0.01),
+            cancel: running.clone(),
+        });
+        let first = q.pop().expect("a job");
+        assert_eq!(first.request, 1);
+        q.push(Queued {
+            request: 2,
+            job: attack(0.02),
+            cancel: flag(0),
+        });
+        assert!(running.load(Ordering::Relaxed), "running attack cancelled");
+        q.push(Queued {
+            request: 3,
+            job: attack(0.03),
+            cancel: flag(0),
+        });
+        assert_eq!(q.len(), 1, "older queued attack replaced");
+        q.push(Queued {
+            request: 4,
+            job: Job::LoadModel { path: None },
+            cancel: flag(0),
+        });
+        q.push(Queued {
+            request: 5,
+            job: Job::Analyze {
+                path: PathBuf::from("x.png"),
+                target: TargetClass::Predicted,
+                top_k: 4,
+            },
+            cancel: flag(0),
+        });
+        // The analysis drops the queued attack (its image changes).
+        let order: Vec<u64> = std::iter::from_fn(|| {
+            if q.is_empty() {
+                None
+            } else {
+                q.pop().map(|j| j.request)
+            }
+        })
+        .collect();
+        assert_eq!(order, vec![4, 5]);
+    }
+}

@@ -1,0 +1,170 @@
+//! The model worker behind the app: answers in plain data, cancels superseded attacks,
+//! reports bad input as an event instead of dying.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use triscope::attack::AttackMethod;
+use triscope::device::ComputeDevice;
+use triscope::explain::TargetClass;
+use triscope::model::LayerId;
+use triscope::workbench::{AttackRequest, Job, WorkerEvent, WorkerHandle};
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/samples/ham10000")
+        .join(name)
+}
+
+/// Events until `stop` matches one (returned last), or a timeout.
+fn collect_until(w: &WorkerHandle, stop: impl Fn(&WorkerEvent) -> bool) -> Vec<WorkerEvent> {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(e) = w.wait_event(Duration::from_millis(200)) {
+            let last = stop(&e);
+            seen.push(e);
+            if last {
+                return seen;
+            }
+        }
+    }
+    panic!("timed out; events so far: {}", seen.len());
+}
+
+fn pgd(steps: usize, eps_255: f32) -> AttackRequest {
+    AttackRequest {
+        method: AttackMethod::Pgd,
+        eps_linf: eps_255 / 255.0,
+        alpha: 1.0 / 255.0,
+        steps,
+        target: None,
+        layer: LayerId::Layer4,
+        seed: 0,
+    }
+}
+
+fn ready_worker() -> WorkerHandle {
+    let w = WorkerHandle::spawn(ComputeDevice::cpu(), Box::new(|| {})).expect("worker");
+    w.submit(Job::LoadModel { path: None });
+    let analyze = w.submit(Job::Analyze {
+        path: sample("ISIC_0024410.jpg"),
+        target: TargetClass::Predicted,
+        top_k: 4,
+    });
+    let events = collect_until(&w, |e| e.request() == analyze);
+    match events.last() {
+        Some(WorkerEvent::Analysis(a)) => {
+            assert_eq!(a.layers.len(), 4);
+            assert_eq!(a.model_input.width, 128);
+            assert_eq!(
+                a.display.width, 150,
+                "the display copy keeps the file's 150-px shorter side"
+            );
+            assert_eq!(a.layers[0].top_maps.len(), 4);
+        }
+        other => panic!("expected an analysis, got {other:?}"),
+    }
+    w
+}
+
+#[test]
+fn newer_attack_cancels_the_running_one() {
+    let w = ready_worker();
+    let slow = w.submit(Job::Attack(pgd(200, 8.0)));
+    // Let it start, then supersede it.
+    let first_step = collect_until(&w, |e| matches!(e, WorkerEvent::AttackStep { .. }));
+    assert_eq!(first_step.last().map(|e| e.request()), Some(slow));
+    let fast = w.submit(Job::Attack(pgd(3, 2.0)));
+    let events = collect_until(
+        &w,
+        |e| matches!(e, WorkerEvent::Attack(r) if r.request == fast),
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Attack(r) if r.request == slow)),
+        "the superseded attack must not deliver a result"
+    );
+    let slow_steps = events
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::AttackStep { request, .. } if *request == slow))
+        .count();
+    assert!(
+        slow_steps < 199,
+        "the old attack ran on ({slow_steps} more steps)"
+    );
+    let Some(WorkerEvent::Attack(r)) = events.last() else {
+        panic!("no result");
+    };
+    assert_eq!(r.loss_per_step.len(), 3);
+    assert!(r.linf_255 <= 2.0 + 1e-3);
+    let steps: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::AttackStep {
+                request,
+                step,
+                adversarial,
+                ..
+            } if *request == fast => {
+                assert!(adversarial.is_some(), "PGD steps carry the current image");
+                Some(*step)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3]);
+}
+
+#[test]
+fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
+    let w = ready_worker();
+    let dir = std::env::temp_dir().join(format!("triscope-wb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let broken = dir.join("broken.png");
+    std::fs::write(&broken, b"\x89PNG\r\n\x1a\nnot really").expect("write");
+    let bad = w.submit(Job::Analyze {
+        path: broken.clone(),
+        target: TargetClass::Predicted,
+        top_k: 4,
+    });
+    let events = collect_until(&w, |e| e.request() == bad);
+    match events.last() {
+        Some(WorkerEvent::Failed { what, message, .. }) => {
+            assert!(what.contains("broken.png"), "{what}");
+            assert!(message.contains("broken.png"), "{message}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let missing_model = w.submit(Job::LoadModel {
+        path: Some(dir.join("nope.safetensors")),
+    });
+    let events = collect_until(&w, |e| e.request() == missing_model);
+    assert!(matches!(events.last(), Some(WorkerEvent::Failed { .. })));
+    // A class the model does not have.
+    let bad_class = w.submit(Job::Analyze {
+        path: sample("ISIC_0024317.jpg"),
+        target: TargetClass::Index(99),
+        top_k: 4,
+    });
+    let events = collect_until(&w, |e| e.request() == bad_class);
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Failed { message, .. }) if message.contains("99"))
+    );
+    // Still answering.
+    let ok = w.submit(Job::Analyze {
+        path: sample("ISIC_0024317.jpg"),
+        target: TargetClass::Index(2),
+        top_k: 2,
+    });
+    let events = collect_until(&w, |e| e.request() == ok);
+    match events.last() {
+        Some(WorkerEvent::Analysis(a)) => {
+            assert_eq!(a.target_class, 2);
+            assert!(a.layers.iter().all(|l| l.gradcam.class_index == 2));
+        }
+        other => panic!("expected an analysis, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
