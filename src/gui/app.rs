@@ -70,6 +70,8 @@ pub struct TriscopeApp {
     pub status: String,
     pub errors: Vec<String>,
     show_model_info: bool,
+    /// Text of the File menu's path field (works where no file-dialog portal is running).
+    path_input: String,
     background_tx: SyncSender<Background>,
     background_rx: Receiver<Background>,
     ready_file: Option<PathBuf>,
@@ -123,6 +125,7 @@ impl TriscopeApp {
             status: "loading the model…".into(),
             errors,
             show_model_info: false,
+            path_input: String::new(),
             background_tx,
             background_rx,
             ready_file: init.ready_file,
@@ -426,19 +429,28 @@ impl TriscopeApp {
                 .collect()
         });
         for p in dropped {
-            if p.is_dir() {
-                let listed = list_folder(&p).map_err(|e| e.to_string());
-                let _ = self.background_tx.try_send(Background::Folder(p, listed));
-            } else if is_image(&p) {
-                self.open_image(p);
-            } else if p.extension().is_some_and(|e| e == "safetensors") {
-                self.load_model(Some(p));
-            } else {
-                self.errors.push(format!(
-                    "{}: not an image Triscope reads (png, jpg, bmp, tiff, webp) or a .safetensors model",
-                    p.display()
-                ));
-            }
+            self.open_path(p);
+        }
+    }
+
+    /// A dropped or typed path: a folder becomes the browsable list, an image is analysed,
+    /// a .safetensors file is loaded as the model.
+    pub fn open_path(&mut self, p: PathBuf) {
+        if p.is_dir() {
+            let listed = list_folder(&p).map_err(|e| e.to_string());
+            let _ = self.background_tx.try_send(Background::Folder(p, listed));
+        } else if !p.exists() {
+            self.errors
+                .push(format!("{}: no such file or folder", p.display()));
+        } else if is_image(&p) {
+            self.open_image(p);
+        } else if p.extension().is_some_and(|e| e == "safetensors") {
+            self.load_model(Some(p));
+        } else {
+            self.errors.push(format!(
+                "{}: not an image Triscope reads (png, jpg, bmp, tiff, webp) or a .safetensors model",
+                p.display()
+            ));
         }
     }
 
@@ -451,6 +463,20 @@ impl TriscopeApp {
                 if ui.button("Open folder…").clicked() {
                     self.spawn_dialog("folder");
                 }
+                ui.horizontal(|ui| {
+                    let edit = ui.add(
+                        egui::TextEdit::singleline(&mut self.path_input)
+                            .hint_text("or type a path: image, folder, .safetensors")
+                            .desired_width(280.0),
+                    );
+                    let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                    if (ui.button("Open").clicked() || enter) && !self.path_input.trim().is_empty()
+                    {
+                        let p = PathBuf::from(self.path_input.trim());
+                        self.open_path(p);
+                        ui.close();
+                    }
+                });
                 ui.separator();
                 if ui.button("Load model…").clicked() {
                     self.spawn_dialog("model");
@@ -548,7 +574,8 @@ impl TriscopeApp {
         egui::Window::new("Model")
             .open(&mut open)
             .resizable(true)
-            .default_width(420.0)
+            .default_width(560.0)
+            .max_width(640.0)
             .show(ctx, |ui| model_info_ui(ui, &info));
         self.show_model_info = open;
     }
@@ -625,10 +652,11 @@ pub fn model_info_ui(ui: &mut egui::Ui, info: &ModelInfo) {
     egui::Grid::new("model-info")
         .num_columns(2)
         .striped(true)
+        .max_col_width(400.0)
         .show(ui, |ui| {
             let mut row = |k: &str, v: String| {
                 ui.strong(k);
-                ui.label(v);
+                ui.add(egui::Label::new(v).wrap());
                 ui.end_row();
             };
             row("source", info.source.clone());

@@ -125,3 +125,57 @@ pub enum UiAction {
     RunAttack,
     TopKChanged,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct MemoryStorage(HashMap<String, String>);
+
+    impl eframe::Storage for MemoryStorage {
+        fn get_string(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+        fn set_string(&mut self, key: &str, value: String) {
+            self.0.insert(key.to_string(), value);
+        }
+        fn remove_string(&mut self, key: &str) {
+            self.0.remove(key);
+        }
+        fn flush(&mut self) {}
+    }
+
+    #[test]
+    fn saved_state_round_trips_through_eframe_storage() {
+        let mut s = SavedState {
+            theme: ThemeChoice::Light,
+            zoom: 1.5,
+            tab: Tab::Attack,
+            last_folder: Some(PathBuf::from("/data/ham")),
+            last_image: Some(PathBuf::from("/data/ham/a.jpg")),
+            model_path: Some(PathBuf::from("/models/m.safetensors")),
+            top_k: 12,
+            ..SavedState::default()
+        };
+        s.explain.alpha = 0.7;
+        s.explain.colormap = Colormap::Viridis;
+        s.explain.layer = LayerId::Layer2;
+        s.attack.eps_255 = 4.0;
+        s.attack.method = AttackMethod::ApgdCe;
+        s.attack.targeted = true;
+        s.attack.target_class = 3;
+        let mut storage = MemoryStorage::default();
+        eframe::set_value(&mut storage, eframe::APP_KEY, &s);
+        let back: SavedState =
+            eframe::get_value(&storage, eframe::APP_KEY).expect("stored state reads back");
+        assert_eq!(back, s);
+        // State written by an older version (fields missing) still loads, with defaults.
+        eframe::Storage::set_string(&mut storage, eframe::APP_KEY, "(theme: Light)".into());
+        let partial: SavedState = eframe::get_value(&storage, eframe::APP_KEY).expect("partial");
+        assert_eq!(partial.theme, ThemeChoice::Light);
+        assert_eq!(partial.attack, AttackSettings::default());
+    }
+}

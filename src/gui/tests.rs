@@ -113,6 +113,23 @@ fn opens_on_a_sample_explained_and_switches_layer_and_theme() {
     h.run_steps(2);
     assert_eq!(h.state().saved.theme, ThemeChoice::Light);
     h.get_by_label("Dark theme");
+    snapshot(&mut h, "explanation_light");
+
+    // The model window shows the config and the training metadata.
+    h.get_by_label("Model").click();
+    h.run_steps(2);
+    assert!(
+        h.query_all_by_label_contains("(base width 16)").count() >= 1,
+        "the architecture row"
+    );
+    h.get_by_label("akiec, bcc, bkl, df, mel, nv, vasc");
+    snapshot(&mut h, "model_window_light");
+
+    // A typed path that does not exist is an error message, not a crash.
+    h.state_mut()
+        .open_path(PathBuf::from("/nonexistent/lesion.png"));
+    h.run_steps(2);
+    assert!(h.state().errors.iter().any(|e| e.contains("no such file")));
 }
 
 #[test]
@@ -153,6 +170,8 @@ fn eps_slider_runs_a_live_attack_and_the_result_arrives() {
     assert_eq!(adv, r.adversarial_prediction);
     h.get_by_label_contains("SSIM");
     snapshot(&mut h, "attack_dark");
+    h.get_by_label("Light theme").click();
+    snapshot(&mut h, "attack_light");
 
     // Export writes the view (no dialog: the same function the menu's thread calls).
     let dir = std::env::temp_dir().join(format!("triscope-export-{}", std::process::id()));
@@ -207,4 +226,6 @@ fn layers_panel_shows_every_stage() {
     h.run_steps(2);
     assert_eq!(h.state().explain.settings.layer, LayerId::Layer3);
     snapshot(&mut h, "layers_light");
+    h.get_by_label("Dark theme").click();
+    snapshot(&mut h, "layers_dark");
 }
