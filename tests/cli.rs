@@ -27,10 +27,19 @@ fn s(p: &std::path::Path) -> String {
 }
 
 #[test]
-fn no_subcommand_prints_usage() {
-    let o = triscope(&[]);
-    assert!(o.status.success());
-    assert!(stdout(&o).contains("triscope predict"), "{}", stdout(&o));
+fn no_subcommand_without_a_display_says_so_and_lists_the_cli() {
+    // Without a subcommand the binary opens the app; with no display it must fail clearly.
+    let o = Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("run triscope");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("window could not open"), "{err}");
+    assert!(err.contains("needs a display"), "{err}");
+    assert!(err.contains("triscope predict"), "{err}");
 }
 
 #[test]
