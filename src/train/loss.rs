@@ -181,7 +181,7 @@ mod tests {
     use super::*;
 
     fn value(t: Tensor<1>) -> f32 {
-        t.into_data().to_vec::<f32>().unwrap()[0]
+        t.into_data().try_into_vec_as::<f32>().unwrap()[0]
     }
 
     #[test]

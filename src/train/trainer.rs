@@ -274,6 +274,15 @@ struct StableIds {
 impl ModuleMapper for StableIds {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (_, tensor, mapper) = param.consume();
+        // A fresh row-major copy: a loaded model and a trained one then hold every weight in
+        // the same memory layout (the loader's fc weight is a transposed view), so their
+        // matrix products sum in the same order and a resumed run matches bit for bit.
+        let device = tensor.device();
+        let require_grad = tensor.is_require_grad();
+        let mut tensor = Tensor::<D>::from_data(tensor.into_data(), &device);
+        if require_grad {
+            tensor = tensor.require_grad();
+        }
         self.next += 1;
         Param::from_mapped_value(ParamId::from(self.next), tensor, mapper)
     }
