@@ -447,16 +447,18 @@ pub fn save_checkpoint_with_extras(
     write_atomic(path, &bytes)
 }
 
+/// Named byte blobs of a checkpoint (training state).
+pub type ExtraBlobs = HashMap<String, Vec<u8>>;
+
 /// The extra header entries and byte blobs of a checkpoint written by
 /// [`save_checkpoint_with_extras`].
-pub fn read_extras(path: &Path) -> Result<(HashMap<String, String>, HashMap<String, Vec<u8>>)> {
+pub fn read_extras(path: &Path) -> Result<(HashMap<String, String>, ExtraBlobs)> {
     let bytes = read_bounded(path)?;
     let bad = |reason: String| TriscopeError::BadCheckpoint {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, meta) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
     let header = meta
         .metadata()

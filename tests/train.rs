@@ -149,8 +149,7 @@ fn trades_inner_loop_stays_in_the_ball_and_raises_the_kl() {
         steps: 5,
         step_size: 2.0 / 255.0,
     };
-    let adv =
-        loss::trades_adversarial(&model, &x, &attack, &mut SplitMix64::new(1)).unwrap();
+    let adv = loss::trades_adversarial(&model, &x, &attack, &mut SplitMix64::new(1)).unwrap();
     let xs: Vec<f32> = x.clone().into_data().try_into_vec_as::<f32>().unwrap();
     let advs: Vec<f32> = adv.clone().into_data().try_into_vec_as::<f32>().unwrap();
     for (a, b) in advs.iter().zip(&xs) {
@@ -173,7 +172,10 @@ fn trades_inner_loop_stays_in_the_ball_and_raises_the_kl() {
     let corner = Tensor::<4>::from_data(TensorData::new(corner, x.dims()), &plain);
     let k_random = kl(corner);
     let k1 = kl(adv);
-    assert!(k1 > k0 && k1 > k_random, "KL start {k0}, random {k_random}, TRADES {k1}");
+    assert!(
+        k1 > k0 && k1 > k_random,
+        "KL start {k0}, random {k_random}, TRADES {k1}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -191,10 +193,7 @@ fn tiny_config(loss_type: &str, epochs: usize, extra: &[&str]) -> TrainConfig {
         format!("robustness.loss_type={loss_type}"),
         "robustness.attack.steps=2".into(),
         "robustness.val_robust_samples=4".into(),
-        format!(
-            "data.root={}",
-            fixture("train_tiny").display()
-        ),
+        format!("data.root={}", fixture("train_tiny").display()),
         "data.dataset=tiny".into(),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
@@ -349,7 +348,10 @@ fn resume_after_a_kill_matches_the_uninterrupted_run() {
         .unwrap()
         .run(&TrainControl::new(), &mut |_| {})
         .unwrap();
-    assert_eq!(metrics_without_times(&full), metrics_without_times(&stopped));
+    assert_eq!(
+        metrics_without_times(&full),
+        metrics_without_times(&stopped)
+    );
     assert_eq!(
         weights_of(&full.join("last.safetensors")),
         weights_of(&stopped.join("last.safetensors"))
@@ -442,7 +444,10 @@ fn nan_loss_stops_the_run_and_keeps_the_checkpoint() {
         })
         .unwrap_err()
         .to_string();
-    assert!(err.contains("the loss became") && err.contains("epoch 1 step"), "{err}");
+    assert!(
+        err.contains("the loss became") && err.contains("epoch 1 step"),
+        "{err}"
+    );
     assert_eq!(failed.as_deref(), Some(err.as_str()));
     // The checkpoint of the last finite step is there and intact.
     let (header, blobs) = weights::read_extras(&dir.join("last.safetensors")).unwrap();
@@ -464,7 +469,10 @@ fn bad_runs_fail_with_clear_errors() {
     .err()
     .unwrap()
     .to_string();
-    assert!(err.contains("cannot write") && err.contains("blocker"), "{err}");
+    assert!(
+        err.contains("cannot write") && err.contains("blocker"),
+        "{err}"
+    );
     let _ = std::fs::remove_file(&file);
 
     // A class in the labels that the config does not declare.
@@ -522,19 +530,41 @@ fn cli_trains_resumes_and_rejects_bad_configs() {
     .unwrap();
     let run = dir.join("run");
     let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
-    let out = triscope(&["train", "--config", c, "--out", r, "--device", "cpu", "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = triscope(&[
+        "train", "--config", c, "--out", r, "--device", "cpu", "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("done: 1 epochs"));
     // More epochs through --set, then resume: continues from epoch 2.
     let run2 = dir.join("run2");
     let r2 = run2.to_str().unwrap();
     let out = triscope(&[
-        "train", "--config", c, "--set", "training.epochs=2", "--out", r2, "--device", "cpu",
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.epochs=2",
+        "--out",
+        r2,
+        "--device",
+        "cpu",
         "--quiet",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = triscope(&["train", "--resume", r2, "--device", "cpu", "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A finished run resumes to nothing new.
     assert!(String::from_utf8_lossy(&out.stdout).contains("done: 2 epochs"));
     // The same folder again is refused.
@@ -542,11 +572,33 @@ fn cli_trains_resumes_and_rejects_bad_configs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
     // Unknown key, named with the file.
-    let out = triscope(&["train", "--config", c, "--set", "training.lr_max=1", "--out", r2]);
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.lr_max=1",
+        "--out",
+        r2,
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("lr_max") && err.contains("tiny.yaml"), "{err}");
-    let out = triscope(&["train", "--config", c, "--set", "training.lr=-1", "--out", r2]);
+    assert!(
+        !out.status.success() && err.contains("lr_max") && err.contains("tiny.yaml"),
+        "{err}"
+    );
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.lr=-1",
+        "--out",
+        r2,
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("training.lr"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("training.lr"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

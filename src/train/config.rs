@@ -20,7 +20,7 @@ use crate::model::ModelConfig;
 use crate::model::config::{IMAGENET_MEAN, IMAGENET_STD};
 
 /// The whole training configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub architecture: ArchitectureSection,
@@ -358,7 +358,10 @@ impl TrainConfig {
         if let Some(w) = &self.architecture.weights
             && !w.is_file()
         {
-            return bad(format!("architecture.weights {} does not exist", w.display()));
+            return bad(format!(
+                "architecture.weights {} does not exist",
+                w.display()
+            ));
         }
         if self.classifier.global_pool != "avg" {
             return bad(format!(
@@ -493,19 +496,6 @@ impl TrainConfig {
     }
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            architecture: ArchitectureSection::default(),
-            input: InputSection::default(),
-            classifier: ClassifierSection::default(),
-            training: TrainingSection::default(),
-            robustness: RobustnessSection::default(),
-            data: DataSection::default(),
-        }
-    }
-}
-
 /// Apply `a.b.c=value` to a YAML tree; `value` is parsed as YAML (`3`, `0.1`, `true`, `[1, 2]`).
 pub fn apply_override(
     root: &mut serde_norway::Value,
@@ -604,7 +594,10 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
         let e = parse("training: {lr: 0.1, learning_rate: 3}", &[])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("learning_rate") && e.contains("test.yaml"), "{e}");
+        assert!(
+            e.contains("learning_rate") && e.contains("test.yaml"),
+            "{e}"
+        );
         let e = parse("bogus_section: 1", &[]).unwrap_err().to_string();
         assert!(e.contains("bogus_section"), "{e}");
         let e = parse("", &["training.epochz=3"]).unwrap_err().to_string();
@@ -633,14 +626,13 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
 
     #[test]
     fn missing_root_is_named() {
-        let e = TrainConfig::from_yaml(
-            "data: {root: /no/such/dataset}",
-            Path::new("c.yaml"),
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("/no/such/dataset") && e.contains("c.yaml"), "{e}");
+        let e = TrainConfig::from_yaml("data: {root: /no/such/dataset}", Path::new("c.yaml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/no/such/dataset") && e.contains("c.yaml"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub fn binary_cross_entropy(
     let flat: Vec<f32> = targets.iter().flatten().copied().collect();
     let y = Tensor::<2>::from_data(TensorData::new(flat, [b, c]), &device);
     // BCE = -(y log s(z) + (1 - y) log s(-z))
-    let per = (log_sigmoid(logits.clone()) * y.clone() + log_sigmoid(logits.neg()) * (y.neg() + 1.0))
+    let per = (log_sigmoid(logits.clone()) * y.clone()
+        + log_sigmoid(logits.neg()) * (y.neg() + 1.0))
         .neg(); // [b, c]
     let w: Vec<f32> = (0..c).map(|k| weights.map_or(1.0, |w| w[k])).collect();
     let w = Tensor::<2>::from_data(TensorData::new(w, [1, c]), &device);

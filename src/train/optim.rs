@@ -17,7 +17,8 @@ pub const WARMUP_START_FRACTION: f64 = 0.01;
 pub fn learning_rate(t: &TrainingSection, progress_epochs: f64) -> f64 {
     let p = progress_epochs.max(0.0);
     if t.warmup_epochs > 0.0 && p < t.warmup_epochs {
-        return t.lr * (WARMUP_START_FRACTION + (1.0 - WARMUP_START_FRACTION) * p / t.warmup_epochs);
+        return t.lr
+            * (WARMUP_START_FRACTION + (1.0 - WARMUP_START_FRACTION) * p / t.warmup_epochs);
     }
     match t.scheduler {
         SchedulerKind::Constant => t.lr,

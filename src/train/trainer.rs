@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -188,12 +188,19 @@ pub enum TrainEvent {
     Started(RunInfo),
     Step(StepMetrics),
     /// Validation of this 1-based epoch begins.
-    Validating { epoch: usize },
+    Validating {
+        epoch: usize,
+    },
     Epoch(EpochMetrics),
-    Checkpoint { kind: CheckpointKind, path: PathBuf },
+    Checkpoint {
+        kind: CheckpointKind,
+        path: PathBuf,
+    },
     Paused,
     Resumed,
-    Stopped { checkpoint: Option<PathBuf> },
+    Stopped {
+        checkpoint: Option<PathBuf>,
+    },
     Finished(TrainSummary),
     /// The run ended with this error (NaN loss, I/O, ...); earlier checkpoints are intact.
     Failed(String),
@@ -362,7 +369,9 @@ impl Trainer {
         let class_map = check_classes(&train, &val, &model_config)?;
         let class_weights = match config.training.class_weights {
             ClassWeights::None => None,
-            ClassWeights::InverseFrequency => Some(inverse_frequency(&train, &class_map, &model_config)),
+            ClassWeights::InverseFrequency => {
+                Some(inverse_frequency(&train, &class_map, &model_config))
+            }
         };
         let ad_device = device.device.clone().autodiff();
         let model = initial_model(&config, &model_config, &ad_device)?;
@@ -493,7 +502,9 @@ impl Trainer {
                 };
                 self.run(&c, &mut send)
             })
-            .map_err(|e| TriscopeError::Compute(format!("cannot start the training thread: {e}")))?;
+            .map_err(|e| {
+                TriscopeError::Compute(format!("cannot start the training thread: {e}"))
+            })?;
         Ok(TrainHandle {
             events: rx,
             control,
@@ -567,7 +578,9 @@ impl Trainer {
                 LoaderSpec {
                     channels: self.model_config.in_channels,
                     resolution: self.model_config.resolution,
-                    augment: t.augment.then_some((AugmentParams::default(), t.seed, epoch)),
+                    augment: t
+                        .augment
+                        .then_some((AugmentParams::default(), t.seed, epoch)),
                     workers: t.workers,
                     prefetch: t.prefetch_batches,
                 },
@@ -630,12 +643,15 @@ impl Trainer {
                     images_per_s: n as f64 / step_time.max(1e-9),
                     elapsed_s: elapsed(&started),
                 };
-                if self.state.global_step % t.log_every_steps == 0 {
+                if self.state.global_step.is_multiple_of(t.log_every_steps) {
                     log.append(&MetricsLine::Step(metrics.clone()))?;
                 }
                 on_event(TrainEvent::Step(metrics));
                 if t.checkpoint_every_steps > 0
-                    && self.state.global_step % t.checkpoint_every_steps == 0
+                    && self
+                        .state
+                        .global_step
+                        .is_multiple_of(t.checkpoint_every_steps)
                     && self.state.batch_in_epoch < steps_per_epoch
                 {
                     self.state.elapsed_s = elapsed(&started);
@@ -809,8 +825,10 @@ impl Trainer {
                 let x = Tensor::<4>::from_data(data(), &plain);
                 let clean_acc = targets.accuracy(&logit_rows(eval.forward(x.clone()))?);
                 let goal = targets.goal();
-                let seed = keyed_rng(self.config.training.seed, stream::ATTACK, step_key, 0).next_u64();
-                let x_adv = loss::pgd_adversarial(&eval, &x, &goal, &inner, seed, control.cancel_flag())?;
+                let seed =
+                    keyed_rng(self.config.training.seed, stream::ATTACK, step_key, 0).next_u64();
+                let x_adv =
+                    loss::pgd_adversarial(&eval, &x, &goal, &inner, seed, control.cancel_flag())?;
                 let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
                 let logits_adv = model.forward(x_adv); // [b, classes]
                 let loss = targets.loss(logits_adv.clone(), w);
@@ -856,7 +874,11 @@ impl Trainer {
                 self.state.epoch + 1,
                 self.state.global_step + 1,
                 last.display(),
-                if last.is_file() { "" } else { " (none written yet)" }
+                if last.is_file() {
+                    ""
+                } else {
+                    " (none written yet)"
+                }
             )));
         }
         let grads = parts.total.backward();
@@ -908,7 +930,8 @@ impl Trainer {
         for batch in loader {
             let batch = batch?;
             let targets = self.labels(&batch);
-            let x = Tensor::<4>::from_data(TensorData::new(batch.pixels.clone(), batch.shape), &plain);
+            let x =
+                Tensor::<4>::from_data(TensorData::new(batch.pixels.clone(), batch.shape), &plain);
             let logits = eval.forward(x.clone()); // [b, classes]
             loss_sum += scalar(targets.loss(logits.clone(), None))? * batch.shape[0] as f64;
             rows.extend(logit_rows(logits)?);
@@ -1194,9 +1217,17 @@ fn inverse_frequency(train: &Dataset, class_map: &[usize], model: &ModelConfig) 
 }
 
 /// A seeded network, or pretrained weights with a fresh head when the class count differs.
-fn initial_model(config: &TrainConfig, model_config: &ModelConfig, device: &Device) -> Result<ResNet50> {
+fn initial_model(
+    config: &TrainConfig,
+    model_config: &ModelConfig,
+    device: &Device,
+) -> Result<ResNet50> {
     let seed = config.training.seed;
-    let Some(path) = config.architecture.weights.as_ref().filter(|_| config.architecture.pretrained)
+    let Some(path) = config
+        .architecture
+        .weights
+        .as_ref()
+        .filter(|_| config.architecture.pretrained)
     else {
         return ResNet50::init(model_config, seed, device);
     };
