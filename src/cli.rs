@@ -205,6 +205,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model from a YAML config (clean, PGD-AT or TRADES), or resume a run
+    Train {
+        #[command(flatten)]
+        train: crate::cli_train::TrainArgs,
+    },
     /// Show a checkpoint's config and metadata
     Info {
         /// Checkpoint; default: the embedded model
@@ -390,6 +395,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             model,
             json,
         }) => crate::cli_attack::eval(&eval, &out, &open_classifier(&model)?, json),
+        Some(Command::Train { train }) => crate::cli_train::train(&train),
     }
 }
 

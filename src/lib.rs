@@ -16,6 +16,7 @@ pub mod model;
 pub mod npy;
 pub mod plot;
 pub mod stats;
+pub mod train;
 pub mod weights;
 pub mod workbench;
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_attack;
+mod cli_train;
 mod gui;
 
 fn main() -> std::process::ExitCode {

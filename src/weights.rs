@@ -24,6 +24,8 @@ pub const METADATA_KEY: &str = "triscope.metadata";
 pub const FORMAT_KEY: &str = "format";
 /// Value of [`FORMAT_KEY`] in Triscope checkpoints.
 pub const FORMAT_CHECKPOINT: &str = "triscope-checkpoint-v1";
+/// Prefix of header keys and tensor names that are not network weights (training state).
+pub const EXTRA_PREFIX: &str = "triscope.";
 /// Largest checkpoint file accepted (a full-width ResNet-50 in f32 is ~100 MB).
 pub const MAX_CHECKPOINT_BYTES: u64 = 2 << 30;
 
@@ -153,6 +155,10 @@ impl SafetensorsSource {
         };
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
+            // Training state (optimizer bytes) rides along under reserved names.
+            if name.starts_with(EXTRA_PREFIX) {
+                continue;
+            }
             tensors.insert(
                 name,
                 (view.shape().to_vec(), view.dtype(), view.data().to_vec()),
@@ -363,6 +369,14 @@ pub fn read_header(path: &Path) -> Result<CheckpointHeader> {
 
 /// Serialise the model as safetensors bytes in torchvision's layout, with `header` entries.
 fn serialize_model(model: &ResNet50, header: HashMap<String, String>) -> Result<Vec<u8>> {
+    serialize_model_with(model, header, &[])
+}
+
+fn serialize_model_with(
+    model: &ResNet50,
+    header: HashMap<String, String>,
+    extra_blobs: &[(String, Vec<u8>)],
+) -> Result<Vec<u8>> {
     let named = model.named_tensors()?;
     let mut blobs: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> =
         Vec::with_capacity(named.len() * 5 / 4);
@@ -375,6 +389,9 @@ fn serialize_model(model: &ResNet50, header: HashMap<String, String>) -> Result<
         if let Some(key) = counter {
             blobs.push((key, Vec::new(), Dtype::I64, 0i64.to_le_bytes().to_vec()));
         }
+    }
+    for (key, bytes) in extra_blobs {
+        blobs.push((key.clone(), vec![bytes.len()], Dtype::U8, bytes.clone()));
     }
     let views = blobs
         .iter()
@@ -396,6 +413,67 @@ pub fn save_checkpoint(model: &ResNet50, metadata: &CheckpointMetadata, path: &P
     header.insert(METADATA_KEY.to_string(), to_json(metadata)?);
     let bytes = serialize_model(model, header)?;
     write_atomic(path, &bytes)
+}
+
+/// Save a checkpoint that also carries extra header entries and byte blobs (names starting
+/// with [`EXTRA_PREFIX`]; the weight loader ignores them), atomically.
+pub fn save_checkpoint_with_extras(
+    model: &ResNet50,
+    metadata: &CheckpointMetadata,
+    extra_header: &[(String, String)],
+    extra_blobs: &[(String, Vec<u8>)],
+    path: &Path,
+) -> Result<()> {
+    let mut header = HashMap::new();
+    header.insert(FORMAT_KEY.to_string(), FORMAT_CHECKPOINT.to_string());
+    header.insert(CONFIG_KEY.to_string(), to_json(&model.config)?);
+    header.insert(METADATA_KEY.to_string(), to_json(metadata)?);
+    for (k, v) in extra_header {
+        if !k.starts_with(EXTRA_PREFIX) {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "extra header key {k} must start with {EXTRA_PREFIX}"
+            )));
+        }
+        header.insert(k.clone(), v.clone());
+    }
+    for (k, _) in extra_blobs {
+        if !k.starts_with(EXTRA_PREFIX) {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "extra tensor {k} must start with {EXTRA_PREFIX}"
+            )));
+        }
+    }
+    let bytes = serialize_model_with(model, header, extra_blobs)?;
+    write_atomic(path, &bytes)
+}
+
+/// Named byte blobs of a checkpoint (training state).
+pub type ExtraBlobs = HashMap<String, Vec<u8>>;
+
+/// The extra header entries and byte blobs of a checkpoint written by
+/// [`save_checkpoint_with_extras`].
+pub fn read_extras(path: &Path) -> Result<(HashMap<String, String>, ExtraBlobs)> {
+    let bytes = read_bounded(path)?;
+    let bad = |reason: String| TriscopeError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
+    let header = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(EXTRA_PREFIX))
+        .collect();
+    let blobs = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, view)| name.starts_with(EXTRA_PREFIX) && view.dtype() == Dtype::U8)
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect();
+    Ok((header, blobs))
 }
 
 /// Export a torchvision state dict (safetensors) that

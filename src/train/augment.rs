@@ -1,0 +1,258 @@
+//! Training augmentation on prepared images, deterministic in its generator: random resized
+//! crop (area 0.8-1.0, aspect 3/4-4/3), horizontal and vertical flips, rotation up to 15
+//! degrees (zero fill, as torchvision), colour jitter (brightness, contrast, saturation 0.2,
+//! hue 0.1; brightness and contrast only on 1-channel images). The geometric part is one
+//! inverse mapping with bilinear sampling, so the image is resampled once.
+
+use crate::imaging::PixelImage;
+use crate::model::source::SplitMix64;
+
+/// Ranges of the augmentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AugmentParams {
+    /// Area fraction of the crop.
+    pub crop_scale: (f32, f32),
+    /// Width / height of the crop.
+    pub crop_ratio: (f32, f32),
+    pub hflip: bool,
+    pub vflip: bool,
+    /// Largest rotation in degrees (either way).
+    pub rotation_deg: f32,
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    /// Largest hue shift, in turns (0.1 = 36 degrees).
+    pub hue: f32,
+}
+
+impl Default for AugmentParams {
+    fn default() -> Self {
+        Self {
+            crop_scale: (0.8, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            hflip: true,
+            vflip: true,
+            rotation_deg: 15.0,
+            brightness: 0.2,
+            contrast: 0.2,
+            saturation: 0.2,
+            hue: 0.1,
+        }
+    }
+}
+
+fn uniform(rng: &mut SplitMix64, lo: f32, hi: f32) -> f32 {
+    lo + (hi - lo) * rng.next_f32()
+}
+
+/// One augmented copy of `img` (same size). Draws a fixed number of values from `rng`.
+pub fn augment(img: &PixelImage, p: &AugmentParams, rng: &mut SplitMix64) -> PixelImage {
+    let (h, w) = (img.height as f32, img.width as f32);
+    // Random resized crop.
+    let area = uniform(rng, p.crop_scale.0, p.crop_scale.1) * h * w;
+    let log_ratio = uniform(rng, p.crop_ratio.0.ln(), p.crop_ratio.1.ln());
+    let ratio = log_ratio.exp();
+    let crop_w = (area * ratio).sqrt().min(w);
+    let crop_h = (area / ratio).sqrt().min(h);
+    let x0 = uniform(rng, 0.0, w - crop_w);
+    let y0 = uniform(rng, 0.0, h - crop_h);
+    let flip_h = p.hflip && rng.next_f32() < 0.5;
+    let flip_v = p.vflip && rng.next_f32() < 0.5;
+    let angle = uniform(rng, -p.rotation_deg, p.rotation_deg).to_radians();
+    let brightness = uniform(rng, 1.0 - p.brightness, 1.0 + p.brightness);
+    let contrast = uniform(rng, 1.0 - p.contrast, 1.0 + p.contrast);
+    let saturation = uniform(rng, 1.0 - p.saturation, 1.0 + p.saturation);
+    let hue = uniform(rng, -p.hue, p.hue);
+
+    let mut out = geometric(img, (x0, y0, crop_w, crop_h), flip_h, flip_v, angle);
+    jitter(&mut out, brightness, contrast, saturation, hue);
+    out
+}
+
+/// Output pixel -> (undo rotation about the centre) -> (undo flips) -> crop coordinates ->
+/// bilinear sample of the source. Points rotated in from outside are 0.
+fn geometric(
+    img: &PixelImage,
+    crop: (f32, f32, f32, f32),
+    flip_h: bool,
+    flip_v: bool,
+    angle: f32,
+) -> PixelImage {
+    let (hh, ww) = (img.height, img.width);
+    let (x0, y0, cw, ch) = crop;
+    let (cx, cy) = ((ww as f32 - 1.0) / 2.0, (hh as f32 - 1.0) / 2.0);
+    let (sin, cos) = angle.sin_cos();
+    let plane = hh * ww;
+    let mut data = vec![0.0f32; img.channels * plane];
+    for v in 0..hh {
+        for u in 0..ww {
+            // Inverse rotation (the output is the input rotated by `angle`).
+            let (dx, dy) = (u as f32 - cx, v as f32 - cy);
+            let rx = cos * dx + sin * dy + cx;
+            let ry = -sin * dx + cos * dy + cy;
+            if rx < -0.5 || ry < -0.5 || rx > ww as f32 - 0.5 || ry > hh as f32 - 0.5 {
+                continue;
+            }
+            let fx = if flip_h { ww as f32 - 1.0 - rx } else { rx };
+            let fy = if flip_v { hh as f32 - 1.0 - ry } else { ry };
+            // Crop-and-resize: pixel centres of the output map into the crop box.
+            let sx = x0 + (fx + 0.5) * cw / ww as f32 - 0.5;
+            let sy = y0 + (fy + 0.5) * ch / hh as f32 - 0.5;
+            let sx = sx.clamp(0.0, ww as f32 - 1.0);
+            let sy = sy.clamp(0.0, hh as f32 - 1.0);
+            let (ix, iy) = (sx.floor() as usize, sy.floor() as usize);
+            let (ix1, iy1) = ((ix + 1).min(ww - 1), (iy + 1).min(hh - 1));
+            let (ax, ay) = (sx - ix as f32, sy - iy as f32);
+            for c in 0..img.channels {
+                let src = img.plane(c);
+                let top = src[iy * ww + ix] * (1.0 - ax) + src[iy * ww + ix1] * ax;
+                let bottom = src[iy1 * ww + ix] * (1.0 - ax) + src[iy1 * ww + ix1] * ax;
+                data[c * plane + v * ww + u] = top * (1.0 - ay) + bottom * ay;
+            }
+        }
+    }
+    PixelImage {
+        channels: img.channels,
+        height: hh,
+        width: ww,
+        data,
+    }
+}
+
+fn luma(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
+/// Brightness, contrast, saturation, hue in that order (torchvision's definitions), clamped
+/// to [0, 1] after each.
+fn jitter(img: &mut PixelImage, brightness: f32, contrast: f32, saturation: f32, hue: f32) {
+    let plane = img.height * img.width;
+    for v in img.data.iter_mut() {
+        *v = (*v * brightness).clamp(0.0, 1.0);
+    }
+    let mean = if img.channels == 3 {
+        (0..plane)
+            .map(|i| luma(img.data[i], img.data[plane + i], img.data[2 * plane + i]))
+            .sum::<f32>()
+            / plane as f32
+    } else {
+        img.data.iter().sum::<f32>() / img.data.len().max(1) as f32
+    };
+    for v in img.data.iter_mut() {
+        *v = ((*v - mean) * contrast + mean).clamp(0.0, 1.0);
+    }
+    if img.channels != 3 {
+        return;
+    }
+    let (r, rest) = img.data.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for i in 0..plane {
+        let l = luma(r[i], g[i], b[i]);
+        let mut px = [r[i], g[i], b[i]].map(|c| ((c - l) * saturation + l).clamp(0.0, 1.0));
+        if hue != 0.0 {
+            px = shift_hue(px, hue);
+        }
+        r[i] = px[0];
+        g[i] = px[1];
+        b[i] = px[2];
+    }
+}
+
+/// Rotate the hue of an RGB pixel by `turns` through HSV.
+fn shift_hue([r, g, b]: [f32; 3], turns: f32) -> [f32; 3] {
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let delta = max - min;
+    if delta <= 0.0 {
+        return [r, g, b];
+    }
+    let h = if max == r {
+        ((g - b) / delta).rem_euclid(6.0)
+    } else if max == g {
+        (b - r) / delta + 2.0
+    } else {
+        (r - g) / delta + 4.0
+    } / 6.0;
+    let h = (h + turns).rem_euclid(1.0) * 6.0;
+    let s = delta / max;
+    let v = max;
+    let i = h.floor();
+    let f = h - i;
+    let p = v * (1.0 - s);
+    let q = v * (1.0 - s * f);
+    let t = v * (1.0 - s * (1.0 - f));
+    match i as i32 {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(channels: usize, n: usize) -> PixelImage {
+        let plane = n * n;
+        let data = (0..channels * plane)
+            .map(|i| ((i % plane) as f32 / plane as f32 + 0.1 * (i / plane) as f32).min(1.0))
+            .collect();
+        PixelImage {
+            channels,
+            height: n,
+            width: n,
+            data,
+        }
+    }
+
+    #[test]
+    fn deterministic_in_the_seed_and_in_range() {
+        let img = ramp(3, 24);
+        let p = AugmentParams::default();
+        let a = augment(&img, &p, &mut SplitMix64::new(5));
+        let b = augment(&img, &p, &mut SplitMix64::new(5));
+        let c = augment(&img, &p, &mut SplitMix64::new(6));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.data.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!((a.height, a.width, a.channels), (24, 24, 3));
+        let g = augment(&ramp(1, 16), &p, &mut SplitMix64::new(1));
+        assert_eq!(g.data.len(), 256);
+    }
+
+    #[test]
+    fn identity_parameters_keep_the_image() {
+        let img = ramp(3, 16);
+        let p = AugmentParams {
+            crop_scale: (1.0, 1.0),
+            crop_ratio: (1.0, 1.0),
+            hflip: false,
+            vflip: false,
+            rotation_deg: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+        };
+        let out = augment(&img, &p, &mut SplitMix64::new(3));
+        for (a, b) in out.data.iter().zip(&img.data) {
+            assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn hue_round_trip() {
+        let px = [0.8, 0.3, 0.1];
+        let back = shift_hue(shift_hue(px, 0.1), -0.1);
+        for (a, b) in back.iter().zip(px) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        let full = shift_hue(px, 1.0);
+        for (a, b) in full.iter().zip(px) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! The training configuration: a YAML file in the shape of the project's seed config, every
+//! field defaulted, unknown keys rejected by name, `--set a.b=c` overrides.
+//!
+//! ```yaml
+//! architecture: {name: resnet50, base_width: 64, pretrained: false, weights: null}
+//! input: {channels: 3, resolution: 224, normalization: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}
+//! classifier: {num_classes: 7, dropout: 0.0, global_pool: avg}
+//! training: {optimizer: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true, scheduler: cosine,
+//!            warmup_epochs: 5, eta_min: 1e-5, epochs: 100, batch_size: 64, seed: 42, class_weights: inverse_frequency}
+//! robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, steps: 10, step_size: 0.008}}
+//! data: {dataset: ham10000, root: ../shared/data/ham10000, train_split: train, val_split: val}
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TriscopeError};
+use crate::model::ModelConfig;
+use crate::model::config::{IMAGENET_MEAN, IMAGENET_STD};
+
+/// The whole training configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub architecture: ArchitectureSection,
+    pub input: InputSection,
+    pub classifier: ClassifierSection,
+    pub training: TrainingSection,
+    pub robustness: RobustnessSection,
+    pub data: DataSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchitectureSection {
+    /// Only `resnet50`.
+    pub name: String,
+    /// Width of the stem and layer1 (64 = torchvision's ResNet-50; 8-32 are narrow variants).
+    pub base_width: usize,
+    /// Start from `weights` (a Triscope checkpoint or a torchvision safetensors state dict).
+    pub pretrained: bool,
+    /// The file of pretrained weights (required with `pretrained: true`; nothing is downloaded).
+    pub weights: Option<PathBuf>,
+}
+
+impl Default for ArchitectureSection {
+    fn default() -> Self {
+        Self {
+            name: "resnet50".into(),
+            base_width: 64,
+            pretrained: false,
+            weights: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputSection {
+    /// 1 (greyscale) or 3 (RGB).
+    pub channels: usize,
+    /// Side of the square input in pixels.
+    pub resolution: usize,
+    pub normalization: Normalization,
+}
+
+impl Default for InputSection {
+    fn default() -> Self {
+        Self {
+            channels: 3,
+            resolution: 224,
+            normalization: Normalization::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Normalization {
+    /// Per-channel mean (inside the model; pixels are in [0, 1] outside). A single value is
+    /// replicated; three values on a 1-channel model are averaged.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Self {
+            mean: IMAGENET_MEAN.to_vec(),
+            std: IMAGENET_STD.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierSection {
+    /// Outputs of the head; 0 = the dataset's class count.
+    pub num_classes: usize,
+    /// Class names in output order; empty = the dataset's. Every class in the labels must be
+    /// one of them.
+    pub class_names: Vec<String>,
+    pub dropout: f64,
+    /// Only `avg`.
+    pub global_pool: String,
+}
+
+impl Default for ClassifierSection {
+    fn default() -> Self {
+        Self {
+            num_classes: 0,
+            class_names: Vec::new(),
+            dropout: 0.0,
+            global_pool: "avg".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    AdamW,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    /// Linear warmup from 1% of lr, then cosine annealing to `eta_min`.
+    Cosine,
+    /// Linear warmup, then constant lr.
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeights {
+    None,
+    /// 1 / class frequency in the training split, normalised to mean 1 over classes.
+    InverseFrequency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSection {
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    pub scheduler: SchedulerKind,
+    pub warmup_epochs: f64,
+    pub eta_min: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub class_weights: ClassWeights,
+    /// Apply the training augmentation (random resized crop, flips, rotation, colour jitter).
+    pub augment: bool,
+    /// Threads decoding and augmenting images ahead of the model.
+    pub workers: usize,
+    /// Batches decoded ahead of the model (bounded queue).
+    pub prefetch_batches: usize,
+    /// Also write `last` every this many steps (0 = at the end of each epoch only).
+    pub checkpoint_every_steps: usize,
+    /// Write a step line to metrics.jsonl every this many steps.
+    pub log_every_steps: usize,
+    /// Devices for data parallel training (1 = one device; see `train::parallel`).
+    pub devices: usize,
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: true,
+            scheduler: SchedulerKind::Cosine,
+            warmup_epochs: 5.0,
+            eta_min: 1e-5,
+            epochs: 100,
+            batch_size: 64,
+            seed: 42,
+            class_weights: ClassWeights::InverseFrequency,
+            augment: true,
+            workers: 2,
+            prefetch_batches: 4,
+            checkpoint_every_steps: 0,
+            log_every_steps: 1,
+            devices: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Cross-entropy (BCE for multi-label) on clean images.
+    Clean,
+    /// Madry et al.: cross-entropy on PGD examples.
+    #[serde(alias = "pgd", alias = "madry")]
+    PgdAt,
+    /// Zhang et al.: CE(f(x), y) + beta * KL(p(x) || p(x')).
+    Trades,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RobustnessSection {
+    pub loss_type: LossType,
+    /// TRADES' trade-off weight.
+    pub beta: f64,
+    pub attack: AttackSection,
+    /// Validation samples attacked each epoch for robust accuracy (0 = none, all = usize::MAX).
+    pub val_robust_samples: usize,
+}
+
+impl Default for RobustnessSection {
+    fn default() -> Self {
+        Self {
+            loss_type: LossType::Trades,
+            beta: 6.0,
+            attack: AttackSection::default(),
+            val_robust_samples: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttackSection {
+    /// Only `pgd` (L-inf).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// L-inf radius in [0, 1] pixel units (8/255 = 0.031).
+    pub epsilon: f32,
+    pub steps: usize,
+    /// Step size in pixel units.
+    pub step_size: f32,
+}
+
+impl Default for AttackSection {
+    fn default() -> Self {
+        Self {
+            kind: "pgd".into(),
+            epsilon: 0.031,
+            steps: 10,
+            step_size: 0.008,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// A name recorded in checkpoints (ham10000, pneumoniamnist, ...).
+    pub dataset: String,
+    /// Dataset folder or MedMNIST `.npz`; relative paths are taken from the working directory,
+    /// then from the config file's folder.
+    pub root: PathBuf,
+    pub train_split: String,
+    pub val_split: String,
+    /// Use at most this many training / validation samples (class-interleaved; 0 = all).
+    pub train_limit: usize,
+    pub val_limit: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            dataset: "ham10000".into(),
+            root: PathBuf::from("../shared/data/ham10000"),
+            train_split: "train".into(),
+            val_split: "val".into(),
+            train_limit: 0,
+            val_limit: 0,
+        }
+    }
+}
+
+fn config_error(origin: &Path, msg: impl std::fmt::Display) -> TriscopeError {
+    TriscopeError::BadConfig(format!("{}: {msg}", origin.display()))
+}
+
+impl TrainConfig {
+    /// Parse YAML `text` (`origin` names it in errors), apply `overrides` (`a.b=c`), resolve
+    /// the data root and validate.
+    pub fn from_yaml(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
+        let mut value: serde_norway::Value = if text.trim().is_empty() {
+            serde_norway::Value::Mapping(Default::default())
+        } else {
+            serde_norway::from_str(text).map_err(|e| config_error(origin, e))?
+        };
+        if value.is_null() {
+            value = serde_norway::Value::Mapping(Default::default());
+        }
+        for o in overrides {
+            apply_override(&mut value, o).map_err(|e| config_error(origin, e))?;
+        }
+        let mut config: TrainConfig =
+            serde_norway::from_value(value).map_err(|e| config_error(origin, e))?;
+        config.resolve_root(origin.parent());
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Read and check a config file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| TriscopeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path, overrides)
+    }
+
+    /// The config as YAML (what a run folder stores as `config.yaml`).
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_norway::to_string(self)
+            .map_err(|e| TriscopeError::Compute(format!("writing the config as YAML: {e}")))
+    }
+
+    /// A relative root that does not exist from the working directory is tried from the
+    /// config file's folder.
+    fn resolve_root(&mut self, config_dir: Option<&Path>) {
+        let root = &self.data.root;
+        if root.is_absolute() || root.exists() {
+            return;
+        }
+        if let Some(dir) = config_dir {
+            let alt = dir.join(root);
+            if alt.exists() {
+                self.data.root = alt;
+            }
+        }
+    }
+
+    /// Check every value; errors name the file and the key.
+    pub fn validate(&self, origin: &Path) -> Result<()> {
+        let bad = |m: String| Err(config_error(origin, m));
+        let t = &self.training;
+        if self.architecture.name != "resnet50" {
+            return bad(format!(
+                "architecture.name '{}' is not supported (only resnet50)",
+                self.architecture.name
+            ));
+        }
+        if self.architecture.pretrained && self.architecture.weights.is_none() {
+            return bad(
+                "architecture.pretrained is true but architecture.weights names no file \
+                 (nothing is downloaded; give a torchvision .safetensors state dict or a Triscope checkpoint)"
+                    .into(),
+            );
+        }
+        if let Some(w) = &self.architecture.weights
+            && !w.is_file()
+        {
+            return bad(format!(
+                "architecture.weights {} does not exist",
+                w.display()
+            ));
+        }
+        if self.classifier.global_pool != "avg" {
+            return bad(format!(
+                "classifier.global_pool '{}' is not supported (only avg)",
+                self.classifier.global_pool
+            ));
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return bad(format!("training.lr must be > 0, got {}", t.lr));
+        }
+        if t.epochs == 0 {
+            return bad("training.epochs must be at least 1, got 0".into());
+        }
+        if t.batch_size == 0 {
+            return bad("training.batch_size must be at least 1, got 0".into());
+        }
+        if !(t.eta_min.is_finite() && t.eta_min >= 0.0 && t.eta_min <= t.lr) {
+            return bad(format!(
+                "training.eta_min must be in [0, lr = {}], got {}",
+                t.lr, t.eta_min
+            ));
+        }
+        if !(t.warmup_epochs.is_finite() && t.warmup_epochs >= 0.0) {
+            return bad(format!(
+                "training.warmup_epochs must be >= 0, got {}",
+                t.warmup_epochs
+            ));
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            return bad(format!(
+                "training.momentum must be in [0, 1), got {}",
+                t.momentum
+            ));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return bad(format!(
+                "training.weight_decay must be >= 0, got {}",
+                t.weight_decay
+            ));
+        }
+        if t.nesterov && t.optimizer == OptimizerKind::Sgd && t.momentum == 0.0 {
+            return bad("training.nesterov needs training.momentum > 0".into());
+        }
+        if t.workers == 0 || t.workers > 64 {
+            return bad(format!(
+                "training.workers must be in 1..=64, got {}",
+                t.workers
+            ));
+        }
+        if t.prefetch_batches == 0 {
+            return bad("training.prefetch_batches must be at least 1".into());
+        }
+        if t.log_every_steps == 0 {
+            return bad("training.log_every_steps must be at least 1".into());
+        }
+        if t.devices == 0 {
+            return bad("training.devices must be at least 1".into());
+        }
+        let r = &self.robustness;
+        if self.robustness.attack.kind != "pgd" {
+            return bad(format!(
+                "robustness.attack.type '{}' is not supported (only pgd, L-inf)",
+                r.attack.kind
+            ));
+        }
+        if r.loss_type != LossType::Clean {
+            if !(r.attack.epsilon.is_finite() && (0.0..=1.0).contains(&r.attack.epsilon)) {
+                return bad(format!(
+                    "robustness.attack.epsilon must be in [0, 1] (pixel scale, 8/255 = 0.031), got {}",
+                    r.attack.epsilon
+                ));
+            }
+            if r.attack.steps == 0 {
+                return bad("robustness.attack.steps must be at least 1".into());
+            }
+            if !(r.attack.step_size.is_finite() && r.attack.step_size > 0.0) {
+                return bad(format!(
+                    "robustness.attack.step_size must be > 0, got {}",
+                    r.attack.step_size
+                ));
+            }
+        }
+        if r.loss_type == LossType::Trades && !(r.beta.is_finite() && r.beta >= 0.0) {
+            return bad(format!("robustness.beta must be >= 0, got {}", r.beta));
+        }
+        if !self.data.root.exists() {
+            return bad(format!(
+                "data.root {} does not exist",
+                self.data.root.display()
+            ));
+        }
+        // The model-side checks (channels, resolution, width, normalisation, dropout).
+        let mut probe = self.model_config(vec!["c".into()])?;
+        probe.class_names = vec!["c".into(); probe.num_classes];
+        probe.validate().map_err(|e| config_error(origin, e))?;
+        Ok(())
+    }
+
+    /// The model config for `class_names` (the classifier's names when given, else the
+    /// dataset's).
+    pub fn model_config(&self, dataset_classes: Vec<String>) -> Result<ModelConfig> {
+        let class_names = if self.classifier.class_names.is_empty() {
+            dataset_classes
+        } else {
+            self.classifier.class_names.clone()
+        };
+        let num_classes = if self.classifier.num_classes == 0 {
+            class_names.len()
+        } else {
+            self.classifier.num_classes
+        };
+        let channels = self.input.channels;
+        let fit = |v: &[f32]| -> Vec<f32> {
+            match (v.len(), channels) {
+                (1, c) => vec![v[0]; c],
+                (3, 1) => vec![v.iter().sum::<f32>() / 3.0],
+                _ => v.to_vec(),
+            }
+        };
+        Ok(ModelConfig {
+            architecture: self.architecture.name.clone(),
+            num_classes,
+            in_channels: channels,
+            base_width: self.architecture.base_width,
+            dropout: self.classifier.dropout,
+            resolution: self.input.resolution,
+            mean: fit(&self.input.normalization.mean),
+            std: fit(&self.input.normalization.std),
+            class_names,
+            multi_label: false,
+        })
+    }
+}
+
+/// Apply `a.b.c=value` to a YAML tree; `value` is parsed as YAML (`3`, `0.1`, `true`, `[1, 2]`).
+pub fn apply_override(
+    root: &mut serde_norway::Value,
+    assignment: &str,
+) -> std::result::Result<(), String> {
+    let (path, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| format!("--set {assignment}: expected KEY=VALUE, e.g. training.epochs=3"))?;
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(format!("--set {assignment}: empty key in '{path}'"));
+    }
+    let value: serde_norway::Value = if raw.trim().is_empty() {
+        serde_norway::Value::Null
+    } else {
+        serde_norway::from_str(raw).map_err(|e| format!("--set {assignment}: {e}"))?
+    };
+    let mut node = root;
+    for (i, key) in keys.iter().enumerate() {
+        if !node.is_mapping() {
+            if node.is_null() {
+                *node = serde_norway::Value::Mapping(Default::default());
+            } else {
+                return Err(format!(
+                    "--set {assignment}: '{}' is not a section",
+                    keys[..i].join(".")
+                ));
+            }
+        }
+        let map = node
+            .as_mapping_mut()
+            .ok_or_else(|| format!("--set {assignment}: not a section"))?;
+        let k = serde_norway::Value::String((*key).to_string());
+        if i + 1 == keys.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        if !map.contains_key(&k) {
+            map.insert(k.clone(), serde_norway::Value::Null);
+        }
+        node = map
+            .get_mut(&k)
+            .ok_or_else(|| format!("--set {assignment}: cannot reach '{key}'"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn here() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<TrainConfig> {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let text = format!("data: {{root: {}}}\n{text}", here().display());
+        TrainConfig::from_yaml(&text, Path::new("test.yaml"), &o)
+    }
+
+    #[test]
+    fn seed_shape_parses() {
+        let yaml = r#"
+architecture: {name: resnet50, pretrained: false, weights: null, base_width: 16}
+input: {channels: 3, resolution: 224, normalization: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}
+classifier: {num_classes: 7, dropout: 0.0, global_pool: avg}
+training: {optimizer: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true, scheduler: cosine, warmup_epochs: 5, eta_min: 1e-5, epochs: 100, batch_size: 64, seed: 42, class_weights: inverse_frequency}
+robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, steps: 10, step_size: 0.008}}
+"#;
+        let c = TrainConfig::from_yaml(
+            &format!("{yaml}data: {{dataset: x, root: {}}}", here().display()),
+            Path::new("seed.yaml"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.architecture.base_width, 16);
+        assert_eq!(c.robustness.loss_type, LossType::Trades);
+        assert_eq!(c.training.weight_decay, 1e-4);
+        assert_eq!(c.robustness.attack.steps, 10);
+        // Round trip through YAML.
+        let again =
+            TrainConfig::from_yaml(&c.to_yaml().unwrap(), Path::new("again.yaml"), &[]).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn everything_has_a_default() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.training.epochs, 100);
+        assert_eq!(c.input.resolution, 224);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse("training: {lr: 0.1, learning_rate: 3}", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("learning_rate") && e.contains("test.yaml"),
+            "{e}"
+        );
+        let e = parse("bogus_section: 1", &[]).unwrap_err().to_string();
+        assert!(e.contains("bogus_section"), "{e}");
+        let e = parse("", &["training.epochz=3"]).unwrap_err().to_string();
+        assert!(e.contains("epochz"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values() {
+        let e = parse("training: {epochs: many}", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epochs") || e.contains("invalid type"), "{e}");
+        let e = parse("training: {lr: 0}", &[]).unwrap_err().to_string();
+        assert!(e.contains("training.lr"), "{e}");
+        let e = parse("training: {lr: -1}", &[]).unwrap_err().to_string();
+        assert!(e.contains("training.lr"), "{e}");
+        let e = parse("training: {epochs: 0}", &[]).unwrap_err().to_string();
+        assert!(e.contains("training.epochs"), "{e}");
+        let e = parse("robustness: {loss_type: fancy}", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fancy"), "{e}");
+        let e = parse("input: {channels: 2}", &[]).unwrap_err().to_string();
+        assert!(e.contains("in_channels"), "{e}");
+    }
+
+    #[test]
+    fn missing_root_is_named() {
+        let e = TrainConfig::from_yaml("data: {root: /no/such/dataset}", Path::new("c.yaml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/no/such/dataset") && e.contains("c.yaml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let c = parse(
+            "training: {epochs: 9}",
+            &[
+                "training.epochs=3",
+                "robustness.loss_type=pgd_at",
+                "input.normalization.mean=[0.5]",
+                "input.normalization.std=[0.25]",
+                "input.channels=1",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.training.epochs, 3);
+        assert_eq!(c.robustness.loss_type, LossType::PgdAt);
+        let m = c.model_config(vec!["a".into(), "b".into()]).unwrap();
+        assert_eq!(m.mean, vec![0.5]);
+        assert_eq!(m.num_classes, 2);
+        assert!(parse("", &["training.epochs"]).is_err());
+        assert!(parse("", &["training.lr.x=1"]).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! Batches decoded (and augmented) on worker threads ahead of the model.
+//!
+//! Workers take batch numbers from a shared counter, decode the batch and send it over a
+//! bounded channel; the consumer hands batches out in order. Each image's augmentation draws
+//! from a generator keyed by (seed, epoch, sample index), so the result does not depend on
+//! which thread decoded it or when. A worker never runs more than `prefetch` batches ahead of
+//! the consumer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::augment::{AugmentParams, augment};
+use crate::data::{Dataset, Label};
+use crate::error::{Result, TriscopeError};
+use crate::imaging::ResizeMode;
+use crate::model::source::SplitMix64;
+
+/// One batch on the host: `[n, C, H, W]` pixels in [0, 1] and the labels.
+#[derive(Debug, Clone)]
+pub struct HostBatch {
+    /// Position of the batch in the epoch (0-based).
+    pub index: usize,
+    pub pixels: Vec<f32>,
+    pub labels: Vec<Label>,
+    pub shape: [usize; 4],
+}
+
+/// What the workers need to know.
+#[derive(Debug, Clone)]
+pub struct LoaderSpec {
+    pub channels: usize,
+    pub resolution: usize,
+    /// Augmentation and the seed/epoch keying its generator; None = plain images.
+    pub augment: Option<(AugmentParams, u64, usize)>,
+    pub workers: usize,
+    pub prefetch: usize,
+}
+
+/// Stream keys of the keyed generators (kept apart so no two uses share a sequence).
+pub mod stream {
+    pub const SHUFFLE: u64 = 1;
+    pub const AUGMENT: u64 = 2;
+    pub const ATTACK: u64 = 3;
+    pub const DROPOUT: u64 = 4;
+    pub const VAL_ATTACK: u64 = 5;
+}
+
+/// A generator for (seed, stream, a, b): SplitMix64 on a mixed key.
+pub fn keyed_rng(seed: u64, stream: u64, a: u64, b: u64) -> SplitMix64 {
+    let mut k = SplitMix64::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let x = k.next_u64() ^ a.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut k = SplitMix64::new(x);
+    let y = k.next_u64() ^ b.wrapping_mul(0x8CB9_2BA7_2F3D_8DD7);
+    SplitMix64::new(y)
+}
+
+/// The order of `n` samples in `epoch` (Fisher-Yates on the keyed generator).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = keyed_rng(seed, stream::SHUFFLE, epoch as u64, 0);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Ordered batches from worker threads. Dropping it stops the workers.
+pub struct Loader {
+    rx: Receiver<(usize, Result<HostBatch>)>,
+    pending: BTreeMap<usize, Result<HostBatch>>,
+    next: usize,
+    total: usize,
+    consumed: Arc<AtomicUsize>,
+    quit: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Loader {
+    /// Start workers over `batches` (sample indices of `dataset` per batch, in order).
+    pub fn spawn(dataset: Arc<Dataset>, batches: Vec<Vec<usize>>, spec: LoaderSpec) -> Self {
+        let total = batches.len();
+        let (tx, rx) = sync_channel(spec.prefetch.max(1));
+        let counter = Arc::new(AtomicUsize::new(0));
+        let consumed = Arc::new(AtomicUsize::new(0));
+        let quit = Arc::new(AtomicBool::new(false));
+        let batches = Arc::new(batches);
+        let tx = Arc::new(Mutex::new(tx));
+        let handles = (0..spec.workers.max(1).min(total.max(1)))
+            .filter_map(|w| {
+                let (dataset, batches, spec) = (dataset.clone(), batches.clone(), spec.clone());
+                let (counter, consumed, quit) = (counter.clone(), consumed.clone(), quit.clone());
+                let tx: SyncSender<_> = match tx.lock() {
+                    Ok(t) => t.clone(),
+                    Err(_) => return None,
+                };
+                std::thread::Builder::new()
+                    .name(format!("triscope-loader-{w}"))
+                    .spawn(move || {
+                        worker(&dataset, &batches, &spec, &counter, &consumed, &quit, &tx)
+                    })
+                    .ok()
+            })
+            .collect();
+        Self {
+            rx,
+            pending: BTreeMap::new(),
+            next: 0,
+            total,
+            consumed,
+            quit,
+            handles,
+        }
+    }
+}
+
+fn worker(
+    dataset: &Dataset,
+    batches: &[Vec<usize>],
+    spec: &LoaderSpec,
+    counter: &AtomicUsize,
+    consumed: &AtomicUsize,
+    quit: &AtomicBool,
+    tx: &SyncSender<(usize, Result<HostBatch>)>,
+) {
+    loop {
+        let i = counter.fetch_add(1, Ordering::SeqCst);
+        if i >= batches.len() {
+            return;
+        }
+        // Stay within `prefetch` batches of the consumer.
+        while i >= consumed.load(Ordering::SeqCst) + spec.prefetch.max(1) {
+            if quit.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if quit.load(Ordering::SeqCst) {
+            return;
+        }
+        let batch = load_batch(dataset, i, &batches[i], spec);
+        if tx.send((i, batch)).is_err() {
+            return;
+        }
+    }
+}
+
+fn load_batch(
+    dataset: &Dataset,
+    index: usize,
+    samples: &[usize],
+    spec: &LoaderSpec,
+) -> Result<HostBatch> {
+    let (c, r) = (spec.channels, spec.resolution);
+    let mut pixels = Vec::with_capacity(samples.len() * c * r * r);
+    let mut labels = Vec::with_capacity(samples.len());
+    for &k in samples {
+        let mut img = dataset.load(k, c, r, ResizeMode::ShorterSideCrop)?;
+        if let Some((params, seed, epoch)) = &spec.augment {
+            let mut rng = keyed_rng(*seed, stream::AUGMENT, *epoch as u64, k as u64);
+            img = augment(&img, params, &mut rng);
+        }
+        pixels.extend_from_slice(&img.data);
+        labels.push(dataset.samples[k].label.clone());
+    }
+    Ok(HostBatch {
+        index,
+        pixels,
+        labels,
+        shape: [samples.len(), c, r, r],
+    })
+}
+
+impl Iterator for Loader {
+    type Item = Result<HostBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.total {
+            return None;
+        }
+        loop {
+            if let Some(b) = self.pending.remove(&self.next) {
+                self.next += 1;
+                self.consumed.store(self.next, Ordering::SeqCst);
+                return Some(b);
+            }
+            match self.rx.recv() {
+                Ok((i, b)) => {
+                    self.pending.insert(i, b);
+                }
+                Err(_) => {
+                    self.next = self.total;
+                    return Some(Err(TriscopeError::Compute(
+                        "the data loader threads stopped early".into(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::SeqCst);
+        // Unblock senders, then wait for the workers.
+        while self.rx.try_recv().is_ok() {}
+        for h in self.handles.drain(..) {
+            while !h.is_finished() {
+                while self.rx.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_are_permutations_and_keyed() {
+        let a = epoch_order(50, 7, 0);
+        let b = epoch_order(50, 7, 0);
+        let c = epoch_order(50, 7, 1);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+        let mut x = keyed_rng(1, 2, 3, 4);
+        let mut y = keyed_rng(1, 2, 3, 5);
+        assert_ne!(x.next_u64(), y.next_u64());
+    }
+}

@@ -1,0 +1,19 @@
+//! Training: clean, PGD adversarial (Madry) and TRADES, with reproducible, resumable runs.
+//!
+//! A [`Trainer`] runs on its own thread ([`Trainer::spawn`]) and reports plain-data
+//! [`TrainEvent`]s over a channel; a shared [`TrainControl`] pauses, resumes and stops it.
+//! Each run folder holds `config.yaml` (resolved), `metrics.jsonl` (one JSON object per logged
+//! step and per epoch) and the `last.safetensors` / `best.safetensors` checkpoints.
+
+pub mod augment;
+pub mod config;
+pub mod loader;
+pub mod loss;
+pub mod optim;
+mod trainer;
+
+pub use config::{LossType, TrainConfig};
+pub use trainer::{
+    CheckpointKind, EpochMetrics, MetricsLine, OPTIMIZER_KEY, RunInfo, StepMetrics,
+    TRAIN_STATE_KEY, TrainControl, TrainEvent, TrainHandle, TrainState, TrainSummary, Trainer,
+};

@@ -1,0 +1,1276 @@
+//! The training loop, its events and controls, run folders and checkpoints.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::nn::DropoutConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::augment::AugmentParams;
+use super::config::{ClassWeights, LossType, TrainConfig};
+use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order, keyed_rng, stream};
+use super::loss::{self, InnerAttack, LossParts};
+use super::optim::{build_optimizer, learning_rate};
+use crate::attack::{AttackGoal, logit_rows};
+use crate::data::{Dataset, Label};
+use crate::device::ComputeDevice;
+use crate::error::{Result, TriscopeError};
+use crate::eval::metrics::{class_metrics, multi_label_metrics};
+use crate::explain::gradcam::argmax;
+use crate::model::source::{ParamBuilder, SeededInit};
+use crate::model::{ModelConfig, ResNet50};
+use crate::weights::{self, CheckpointMetadata};
+
+/// Header key of the [`TrainState`] JSON in a checkpoint.
+pub const TRAIN_STATE_KEY: &str = "triscope.train_state";
+/// Tensor (u8) holding the optimizer state (burn's burnpack bytes) in `last`.
+pub const OPTIMIZER_KEY: &str = "triscope.optimizer";
+const CONFIG_FILE: &str = "config.yaml";
+const METRICS_FILE: &str = "metrics.jsonl";
+const LAST_FILE: &str = "last.safetensors";
+const BEST_FILE: &str = "best.safetensors";
+
+/// Pause, resume and stop a running [`Trainer`] from another thread.
+#[derive(Debug, Default)]
+pub struct TrainControl {
+    paused: AtomicBool,
+    stop: AtomicBool,
+    abort: AtomicBool,
+}
+
+impl TrainControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    /// Hold before the next step until [`resume`](Self::resume) or a stop.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+    /// Stop after the current step, writing `last` so that `--resume` continues exactly.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    /// Stop after the current step without writing a checkpoint (the run folder keeps its
+    /// previous `last`, as after a crash or a kill).
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+    pub fn is_stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.abort.load(Ordering::SeqCst)
+    }
+    /// The flag attacks poll to cancel early.
+    fn cancel_flag(&self) -> &AtomicBool {
+        &self.abort
+    }
+}
+
+/// Which checkpoint of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointKind {
+    Last,
+    Best,
+}
+
+/// One logged training step. Times (`images_per_s`, `elapsed_s`) are the only fields that
+/// differ between two runs of the same config on the CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// 1-based global step.
+    pub step: usize,
+    /// 1-based batch within the epoch, and the epoch's batch count.
+    pub batch: usize,
+    pub batches: usize,
+    pub lr: f64,
+    pub loss: f64,
+    /// Cross-entropy (BCE) part: clean for TRADES and clean training, adversarial for PGD-AT.
+    pub loss_natural: f64,
+    /// TRADES' KL term, unscaled.
+    pub loss_robust: Option<f64>,
+    /// Batch accuracy on clean images (TRADES and clean: train-mode forward; PGD-AT:
+    /// inference-mode forward before the attack).
+    pub clean_acc: f64,
+    /// Batch accuracy on the training attack's images (train-mode forward).
+    pub robust_acc: Option<f64>,
+    pub images_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+/// One epoch: training averages and validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: usize,
+    /// lr of the epoch's last step.
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_loss_natural: f64,
+    pub train_loss_robust: Option<f64>,
+    pub train_clean_acc: f64,
+    pub train_robust_acc: Option<f64>,
+    /// Unweighted cross-entropy (BCE) on the validation split.
+    pub val_loss: f64,
+    /// Accuracy (multi-label: per-decision accuracy at 0.5).
+    pub val_clean_acc: f64,
+    /// Balanced accuracy (multi-label: mean AUROC).
+    pub val_balanced_acc: f64,
+    /// Under PGD with the training attack's eps and steps, on the first
+    /// `val_robust_samples` validation images.
+    pub val_robust_acc: Option<f64>,
+    pub val_robust_balanced_acc: Option<f64>,
+    pub val_robust_samples: usize,
+    /// This epoch's model became `best`.
+    pub best: bool,
+    pub images_per_s: f64,
+    pub epoch_time_s: f64,
+    pub elapsed_s: f64,
+}
+
+/// A line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MetricsLine {
+    Step(StepMetrics),
+    Epoch(EpochMetrics),
+}
+
+/// What a starting run looks like.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub run_dir: PathBuf,
+    pub device: String,
+    pub train_samples: usize,
+    pub val_samples: usize,
+    pub class_names: Vec<String>,
+    pub steps_per_epoch: usize,
+    pub epochs: usize,
+    /// 0-based epoch and global step the run starts (or continues) at.
+    pub start_epoch: usize,
+    pub start_step: usize,
+    pub resumed: bool,
+    pub loss_type: LossType,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub epochs_done: usize,
+    pub steps_done: usize,
+    pub best_epoch: Option<usize>,
+    pub best_score: Option<f64>,
+    pub last: Option<PathBuf>,
+    pub best: Option<PathBuf>,
+    /// Stopped by [`TrainControl::stop`] before the last epoch.
+    pub stopped: bool,
+}
+
+/// Everything a [`Trainer`] reports, as plain data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    Started(RunInfo),
+    Step(StepMetrics),
+    /// Validation of this 1-based epoch begins.
+    Validating {
+        epoch: usize,
+    },
+    Epoch(EpochMetrics),
+    Checkpoint {
+        kind: CheckpointKind,
+        path: PathBuf,
+    },
+    Paused,
+    Resumed,
+    Stopped {
+        checkpoint: Option<PathBuf>,
+    },
+    Finished(TrainSummary),
+    /// The run ended with this error (NaN loss, I/O, ...); earlier checkpoints are intact.
+    Failed(String),
+}
+
+/// Running sums over the current epoch's steps (kept in checkpoints so that a mid-epoch
+/// resume reports the same epoch averages).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochAccum {
+    pub samples: usize,
+    pub loss_sum: f64,
+    pub natural_sum: f64,
+    pub robust_sum: f64,
+    pub clean_correct: f64,
+    pub robust_correct: f64,
+    pub train_time_s: f64,
+}
+
+/// Random state: every generator is SplitMix64 keyed by (seed, stream, epoch or step,
+/// sample), so the position in the run is the whole state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RngState {
+    pub scheme: String,
+    pub seed: u64,
+    /// Shuffle and augmentation generators are keyed by this epoch (0-based).
+    pub epoch: usize,
+    /// Attack-noise and dropout generators are keyed by this global step (0-based).
+    pub step: usize,
+}
+
+/// What `last` carries besides weights and optimizer state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format: u32,
+    pub config: TrainConfig,
+    /// 0-based epoch in progress (or next to start, when `batch_in_epoch` is 0).
+    pub epoch: usize,
+    /// Batches of `epoch` already trained.
+    pub batch_in_epoch: usize,
+    /// Steps trained in total.
+    pub global_step: usize,
+    /// Scheduler state: the schedule is a function of the step; this is the last lr used.
+    pub lr: f64,
+    pub best_score: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub accum: EpochAccum,
+    /// Length of metrics.jsonl when the checkpoint was written (a resume cuts what follows).
+    pub metrics_log_bytes: u64,
+    pub rng: RngState,
+    pub class_names: Vec<String>,
+    pub class_weights: Option<Vec<f32>>,
+    pub git_commit: Option<String>,
+    pub elapsed_s: f64,
+}
+
+/// A handle on a trainer running on its own thread.
+pub struct TrainHandle {
+    pub events: Receiver<TrainEvent>,
+    pub control: Arc<TrainControl>,
+    thread: JoinHandle<Result<TrainSummary>>,
+}
+
+impl TrainHandle {
+    /// Wait for the run to end.
+    pub fn join(self) -> Result<TrainSummary> {
+        self.thread
+            .join()
+            .map_err(|_| TriscopeError::Compute("the training thread panicked".into()))?
+    }
+}
+
+/// Gives every parameter an id from its position in the network, so the optimizer state
+/// (keyed by parameter id) finds its parameters again after a resume.
+struct StableIds {
+    next: u64,
+}
+
+impl ModuleMapper for StableIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (_, tensor, mapper) = param.consume();
+        // A fresh row-major copy: a loaded model and a trained one then hold every weight in
+        // the same memory layout (the loader's fc weight is a transposed view), so their
+        // matrix products sum in the same order and a resumed run matches bit for bit.
+        let device = tensor.device();
+        let require_grad = tensor.is_require_grad();
+        let mut tensor = Tensor::<D>::from_data(tensor.into_data(), &device);
+        if require_grad {
+            tensor = tensor.require_grad();
+        }
+        self.next += 1;
+        Param::from_mapped_value(ParamId::from(self.next), tensor, mapper)
+    }
+}
+
+/// A prepared run: datasets opened and checked, model and optimizer built.
+pub struct Trainer {
+    config: TrainConfig,
+    run_dir: PathBuf,
+    device: ComputeDevice,
+    train: Arc<Dataset>,
+    val: Arc<Dataset>,
+    /// Dataset class index -> model output (single-label).
+    class_map: Vec<usize>,
+    model_config: ModelConfig,
+    model: ResNet50,
+    optimizer: ModuleOptimizer,
+    state: TrainState,
+    resumed: bool,
+}
+
+fn write_err(path: &Path) -> impl Fn(std::io::Error) -> TriscopeError + '_ {
+    move |source| TriscopeError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_split(config: &TrainConfig, split: &str, limit: usize) -> Result<Dataset> {
+    let mut ds = Dataset::open(&config.data.root, Some(split))?;
+    if limit > 0 {
+        ds.limit(limit);
+    }
+    if ds.is_empty() {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "split '{split}' of {} has no samples",
+            config.data.root.display()
+        )));
+    }
+    Ok(ds)
+}
+
+/// The git commit Triscope was built from, when the source tree is still there.
+fn git_commit() -> Option<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !dir.join(".git").exists() {
+        return None;
+    }
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl Trainer {
+    /// Prepare a new run in `run_dir` (created; it must not hold a run already).
+    pub fn new(config: TrainConfig, run_dir: &Path, device: ComputeDevice) -> Result<Self> {
+        if run_dir.join(LAST_FILE).exists() {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{} already holds a run; continue it with --resume {} or choose another --out",
+                run_dir.display(),
+                run_dir.display()
+            )));
+        }
+        let train = open_split(&config, &config.data.train_split, config.data.train_limit)?;
+        let val = open_split(&config, &config.data.val_split, config.data.val_limit)?;
+        let mut model_config = config.model_config(train.class_names.clone())?;
+        model_config.multi_label = train.multi_label;
+        model_config
+            .validate()
+            .map_err(|e| TriscopeError::BadConfig(format!("{e}")))?;
+        let class_map = check_classes(&train, &val, &model_config)?;
+        let class_weights = match config.training.class_weights {
+            ClassWeights::None => None,
+            ClassWeights::InverseFrequency => {
+                Some(inverse_frequency(&train, &class_map, &model_config))
+            }
+        };
+        let ad_device = device.device.clone().autodiff();
+        let model = initial_model(&config, &model_config, &ad_device)?;
+        let model = model.map(&mut StableIds { next: 0 });
+        let optimizer = build_optimizer(&config.training);
+        // The run folder, checked for writing before any compute.
+        std::fs::create_dir_all(run_dir).map_err(write_err(run_dir))?;
+        weights::write_atomic(&run_dir.join(CONFIG_FILE), config.to_yaml()?.as_bytes())?;
+        let metrics = run_dir.join(METRICS_FILE);
+        std::fs::write(&metrics, b"").map_err(write_err(&metrics))?;
+        let state = TrainState {
+            format: 1,
+            config: config.clone(),
+            epoch: 0,
+            batch_in_epoch: 0,
+            global_step: 0,
+            lr: learning_rate(&config.training, 0.0),
+            best_score: None,
+            best_epoch: None,
+            accum: EpochAccum::default(),
+            metrics_log_bytes: 0,
+            rng: RngState {
+                scheme: "splitmix64 keyed by (seed, stream, epoch | step, sample)".into(),
+                seed: config.training.seed,
+                epoch: 0,
+                step: 0,
+            },
+            class_names: model_config.class_names.clone(),
+            class_weights,
+            git_commit: git_commit(),
+            elapsed_s: 0.0,
+        };
+        Ok(Self {
+            config,
+            run_dir: run_dir.to_path_buf(),
+            device,
+            train: Arc::new(train),
+            val: Arc::new(val),
+            class_map,
+            model_config,
+            model,
+            optimizer,
+            state,
+            resumed: false,
+        })
+    }
+
+    /// Continue the run in `run_dir` from its `last` checkpoint.
+    pub fn resume(run_dir: &Path, device: ComputeDevice) -> Result<Self> {
+        let last = run_dir.join(LAST_FILE);
+        if !last.is_file() {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{} has no {LAST_FILE}: nothing to resume",
+                run_dir.display()
+            )));
+        }
+        let (header, blobs) = weights::read_extras(&last)?;
+        let bad = |reason: String| TriscopeError::BadCheckpoint {
+            path: last.clone(),
+            reason,
+        };
+        let state: TrainState = serde_json::from_str(
+            header
+                .get(TRAIN_STATE_KEY)
+                .ok_or_else(|| bad("it holds no training state".into()))?,
+        )
+        .map_err(|e| bad(format!("its training state is invalid: {e}")))?;
+        let optim_bytes = blobs
+            .get(OPTIMIZER_KEY)
+            .ok_or_else(|| bad("it holds no optimizer state".into()))?;
+        let config = state.config.clone();
+        let train = open_split(&config, &config.data.train_split, config.data.train_limit)?;
+        let val = open_split(&config, &config.data.val_split, config.data.val_limit)?;
+        let ad_device = device.device.clone().autodiff();
+        let loaded = weights::load_checkpoint(&last, &ad_device)?;
+        let model_config = loaded.model.config.clone();
+        let class_map = check_classes(&train, &val, &model_config)?;
+        let model = loaded.model.map(&mut StableIds { next: 0 });
+        let optimizer = build_optimizer(&config.training)
+            .from_bytes(Bytes::from_bytes_vec(optim_bytes.clone()))
+            .map_err(|e| bad(format!("its optimizer state is unreadable: {e:?}")))?;
+        // Cut log lines written after the checkpoint (a killed run).
+        let metrics = run_dir.join(METRICS_FILE);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&metrics)
+            .map_err(write_err(&metrics))?;
+        file.set_len(state.metrics_log_bytes)
+            .map_err(write_err(&metrics))?;
+        Ok(Self {
+            config,
+            run_dir: run_dir.to_path_buf(),
+            device,
+            train: Arc::new(train),
+            val: Arc::new(val),
+            class_map,
+            model_config,
+            model,
+            optimizer,
+            state,
+            resumed: true,
+        })
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Batches per epoch: full batches only (the remainder is dropped; it changes with the
+    /// shuffle), at least one.
+    pub fn steps_per_epoch(&self) -> usize {
+        (self.train.len() / self.config.training.batch_size.min(self.train.len())).max(1)
+    }
+
+    /// Run on a new thread; events arrive on the handle's channel.
+    pub fn spawn(self) -> Result<TrainHandle> {
+        let (tx, rx) = channel();
+        let control = TrainControl::new();
+        let c = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("triscope-train".into())
+            .spawn(move || {
+                let mut send = |e: TrainEvent| {
+                    let _ = tx.send(e);
+                };
+                self.run(&c, &mut send)
+            })
+            .map_err(|e| {
+                TriscopeError::Compute(format!("cannot start the training thread: {e}"))
+            })?;
+        Ok(TrainHandle {
+            events: rx,
+            control,
+            thread,
+        })
+    }
+
+    /// Train to the configured epoch count (or a stop), reporting to `on_event`.
+    pub fn run(
+        mut self,
+        control: &TrainControl,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<TrainSummary> {
+        let result = self.run_inner(control, on_event);
+        if let Err(e) = &result {
+            on_event(TrainEvent::Failed(e.to_string()));
+        }
+        result
+    }
+
+    fn run_inner(
+        &mut self,
+        control: &TrainControl,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<TrainSummary> {
+        let t = self.config.training.clone();
+        if t.devices > 1 {
+            return Err(TriscopeError::BadConfig(
+                "training.devices > 1: multi-device data parallel training is not available in \
+                 this build (see ARCHITECTURE.md, Training); use 1"
+                    .into(),
+            ));
+        }
+        let steps_per_epoch = self.steps_per_epoch();
+        let batch_size = t.batch_size.min(self.train.len());
+        on_event(TrainEvent::Started(RunInfo {
+            run_dir: self.run_dir.clone(),
+            device: self.device.description.clone(),
+            train_samples: self.train.len(),
+            val_samples: self.val.len(),
+            class_names: self.model_config.class_names.clone(),
+            steps_per_epoch,
+            epochs: t.epochs,
+            start_epoch: self.state.epoch,
+            start_step: self.state.global_step,
+            resumed: self.resumed,
+            loss_type: self.config.robustness.loss_type,
+        }));
+        let mut log = MetricsLog::open(&self.run_dir.join(METRICS_FILE))?;
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed_s;
+        let elapsed = |s: &Instant| elapsed_before + s.elapsed().as_secs_f64();
+        let mut last_path = None;
+        let mut best_path = self
+            .run_dir
+            .join(BEST_FILE)
+            .is_file()
+            .then(|| self.run_dir.join(BEST_FILE));
+        while self.state.epoch < t.epochs {
+            let epoch = self.state.epoch;
+            let order = epoch_order(self.train.len(), t.seed, epoch);
+            let batches: Vec<Vec<usize>> = order
+                .chunks(batch_size)
+                .take(steps_per_epoch)
+                .map(|c| c.to_vec())
+                .collect();
+            let start_batch = self.state.batch_in_epoch;
+            let loader = Loader::spawn(
+                self.train.clone(),
+                batches[start_batch.min(batches.len())..].to_vec(),
+                LoaderSpec {
+                    channels: self.model_config.in_channels,
+                    resolution: self.model_config.resolution,
+                    augment: t
+                        .augment
+                        .then_some((AugmentParams::default(), t.seed, epoch)),
+                    workers: t.workers,
+                    prefetch: t.prefetch_batches,
+                },
+            );
+            let mut step_clock = Instant::now();
+            for batch in loader {
+                let batch = batch?;
+                if control.is_paused() && !control.is_stop_requested() {
+                    on_event(TrainEvent::Paused);
+                    while control.is_paused() && !control.is_stop_requested() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    on_event(TrainEvent::Resumed);
+                    step_clock = Instant::now();
+                }
+                if control.abort.load(Ordering::SeqCst) {
+                    return Err(TriscopeError::Cancelled);
+                }
+                if control.stop.load(Ordering::SeqCst) {
+                    self.state.elapsed_s = elapsed(&started);
+                    let path = self.save(CheckpointKind::Last, &log, BTreeMap::new())?;
+                    on_event(TrainEvent::Checkpoint {
+                        kind: CheckpointKind::Last,
+                        path: path.clone(),
+                    });
+                    on_event(TrainEvent::Stopped {
+                        checkpoint: Some(path.clone()),
+                    });
+                    return Ok(self.summary(Some(path), best_path, true));
+                }
+                let progress = self.state.global_step as f64 / steps_per_epoch as f64;
+                let lr = learning_rate(&t, progress);
+                let outcome = self.step(&batch, lr, control)?;
+                let n = batch.shape[0];
+                let step_time = step_clock.elapsed().as_secs_f64();
+                step_clock = Instant::now();
+                let a = &mut self.state.accum;
+                a.samples += n;
+                a.loss_sum += outcome.loss * n as f64;
+                a.natural_sum += outcome.natural * n as f64;
+                a.robust_sum += outcome.robust.unwrap_or(0.0) * n as f64;
+                a.clean_correct += outcome.clean_acc * n as f64;
+                a.robust_correct += outcome.robust_acc.unwrap_or(0.0) * n as f64;
+                a.train_time_s += step_time;
+                self.state.global_step += 1;
+                self.state.batch_in_epoch += 1;
+                self.state.lr = lr;
+                self.state.rng.step = self.state.global_step;
+                let metrics = StepMetrics {
+                    epoch: epoch + 1,
+                    step: self.state.global_step,
+                    batch: self.state.batch_in_epoch,
+                    batches: steps_per_epoch,
+                    lr,
+                    loss: outcome.loss,
+                    loss_natural: outcome.natural,
+                    loss_robust: outcome.robust,
+                    clean_acc: outcome.clean_acc,
+                    robust_acc: outcome.robust_acc,
+                    images_per_s: n as f64 / step_time.max(1e-9),
+                    elapsed_s: elapsed(&started),
+                };
+                if self.state.global_step.is_multiple_of(t.log_every_steps) {
+                    log.append(&MetricsLine::Step(metrics.clone()))?;
+                }
+                on_event(TrainEvent::Step(metrics));
+                if t.checkpoint_every_steps > 0
+                    && self
+                        .state
+                        .global_step
+                        .is_multiple_of(t.checkpoint_every_steps)
+                    && self.state.batch_in_epoch < steps_per_epoch
+                {
+                    self.state.elapsed_s = elapsed(&started);
+                    let path = self.save(CheckpointKind::Last, &log, BTreeMap::new())?;
+                    on_event(TrainEvent::Checkpoint {
+                        kind: CheckpointKind::Last,
+                        path,
+                    });
+                }
+            }
+            // Validation and the epoch's line.
+            on_event(TrainEvent::Validating { epoch: epoch + 1 });
+            let val = self.validate(control)?;
+            let adversarial = self.config.robustness.loss_type != LossType::Clean;
+            let score = if adversarial {
+                val.robust_acc.unwrap_or(val.balanced_acc)
+            } else {
+                val.balanced_acc
+            };
+            let is_best = self.state.best_score.is_none_or(|b| score > b);
+            let a = self.state.accum.clone();
+            let samples = a.samples.max(1) as f64;
+            let em = EpochMetrics {
+                epoch: epoch + 1,
+                step: self.state.global_step,
+                lr: self.state.lr,
+                train_loss: a.loss_sum / samples,
+                train_loss_natural: a.natural_sum / samples,
+                train_loss_robust: (self.config.robustness.loss_type == LossType::Trades)
+                    .then_some(a.robust_sum / samples),
+                train_clean_acc: a.clean_correct / samples,
+                train_robust_acc: adversarial.then_some(a.robust_correct / samples),
+                val_loss: val.loss,
+                val_clean_acc: val.acc,
+                val_balanced_acc: val.balanced_acc,
+                val_robust_acc: val.robust_acc,
+                val_robust_balanced_acc: val.robust_balanced_acc,
+                val_robust_samples: val.robust_samples,
+                best: is_best,
+                images_per_s: a.samples as f64 / a.train_time_s.max(1e-9),
+                epoch_time_s: a.train_time_s,
+                elapsed_s: elapsed(&started),
+            };
+            log.append(&MetricsLine::Epoch(em.clone()))?;
+            let mut numbers = BTreeMap::new();
+            numbers.insert("epoch".to_string(), (epoch + 1) as f64);
+            numbers.insert("val_clean_acc".to_string(), val.acc);
+            numbers.insert("val_balanced_acc".to_string(), val.balanced_acc);
+            if let Some(r) = val.robust_acc {
+                numbers.insert("val_robust_acc".to_string(), r);
+            }
+            numbers.insert("train_loss".to_string(), em.train_loss);
+            // The epoch is done: the state points at the next one.
+            self.state.epoch += 1;
+            self.state.batch_in_epoch = 0;
+            self.state.accum = EpochAccum::default();
+            self.state.rng.epoch = self.state.epoch;
+            if is_best {
+                self.state.best_score = Some(score);
+                self.state.best_epoch = Some(epoch + 1);
+            }
+            self.state.elapsed_s = elapsed(&started);
+            if is_best {
+                let path = self.save(CheckpointKind::Best, &log, numbers.clone())?;
+                on_event(TrainEvent::Checkpoint {
+                    kind: CheckpointKind::Best,
+                    path: path.clone(),
+                });
+                best_path = Some(path);
+            }
+            let path = self.save(CheckpointKind::Last, &log, numbers)?;
+            on_event(TrainEvent::Checkpoint {
+                kind: CheckpointKind::Last,
+                path: path.clone(),
+            });
+            last_path = Some(path);
+            on_event(TrainEvent::Epoch(em));
+        }
+        let summary = self.summary(last_path, best_path, false);
+        on_event(TrainEvent::Finished(summary.clone()));
+        Ok(summary)
+    }
+
+    fn summary(&self, last: Option<PathBuf>, best: Option<PathBuf>, stopped: bool) -> TrainSummary {
+        TrainSummary {
+            run_dir: self.run_dir.clone(),
+            epochs_done: self.state.epoch,
+            steps_done: self.state.global_step,
+            best_epoch: self.state.best_epoch,
+            best_score: self.state.best_score,
+            last: last.or_else(|| {
+                let p = self.run_dir.join(LAST_FILE);
+                p.is_file().then_some(p)
+            }),
+            best,
+            stopped,
+        }
+    }
+
+    /// The current model.
+    pub fn model(&self) -> &ResNet50 {
+        &self.model
+    }
+
+    fn labels(&self, batch: &HostBatch) -> Targets {
+        if self.model_config.multi_label {
+            Targets::Multi(
+                batch
+                    .labels
+                    .iter()
+                    .map(|l| match l {
+                        Label::Findings(f) => f.clone(),
+                        Label::Class(c) => {
+                            let mut v = vec![0.0; self.model_config.num_classes];
+                            v[self.class_map[*c]] = 1.0;
+                            v
+                        }
+                    })
+                    .collect(),
+            )
+        } else {
+            Targets::Single(
+                batch
+                    .labels
+                    .iter()
+                    .map(|l| match l {
+                        Label::Class(c) => self.class_map[*c],
+                        Label::Findings(_) => 0,
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    /// One optimisation step on `batch`.
+    fn step(&mut self, batch: &HostBatch, lr: f64, control: &TrainControl) -> Result<StepOutcome> {
+        let plain = self.device.device.clone();
+        let ad = plain.clone().autodiff();
+        let data = || TensorData::new(batch.pixels.clone(), batch.shape);
+        let targets = self.labels(batch);
+        let weights = self.state.class_weights.clone();
+        let w = weights.as_deref();
+        let r = &self.config.robustness;
+        let inner = InnerAttack {
+            epsilon: r.attack.epsilon,
+            steps: r.attack.steps,
+            step_size: r.attack.step_size,
+        };
+        let step_key = self.state.global_step as u64;
+        if self.model_config.dropout > 0.0 {
+            ad.seed(keyed_rng(self.config.training.seed, stream::DROPOUT, step_key, 0).next_u64());
+        }
+        let model = &self.model;
+        let (parts, clean_acc, robust_acc) = match (r.loss_type, &targets) {
+            (LossType::Clean, _) => {
+                let logits = model.forward(Tensor::from_data(data(), &ad)); // [b, classes]
+                let loss = targets.loss(logits.clone(), w);
+                let acc = targets.accuracy(&logit_rows(logits)?);
+                (
+                    LossParts {
+                        total: loss.clone(),
+                        natural: loss,
+                        robust: None,
+                    },
+                    acc,
+                    None,
+                )
+            }
+            (LossType::PgdAt, _) => {
+                let eval = model.valid();
+                let x = Tensor::<4>::from_data(data(), &plain);
+                let clean_acc = targets.accuracy(&logit_rows(eval.forward(x.clone()))?);
+                let goal = targets.goal();
+                let seed =
+                    keyed_rng(self.config.training.seed, stream::ATTACK, step_key, 0).next_u64();
+                let x_adv =
+                    loss::pgd_adversarial(&eval, &x, &goal, &inner, seed, control.cancel_flag())?;
+                let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
+                let logits_adv = model.forward(x_adv); // [b, classes]
+                let loss = targets.loss(logits_adv.clone(), w);
+                let robust_acc = targets.accuracy(&logit_rows(logits_adv)?);
+                (
+                    LossParts {
+                        total: loss.clone(),
+                        natural: loss,
+                        robust: None,
+                    },
+                    clean_acc,
+                    Some(robust_acc),
+                )
+            }
+            (LossType::Trades, Targets::Single(labels)) => {
+                let eval = model.valid();
+                let x = Tensor::<4>::from_data(data(), &plain);
+                let mut rng = keyed_rng(self.config.training.seed, stream::ATTACK, step_key, 0);
+                let x_adv = loss::trades_adversarial(&eval, &x, &inner, &mut rng)?;
+                let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
+                let x = Tensor::<4>::from_data(data(), &ad);
+                let (parts, logits, logits_adv) =
+                    loss::trades_outer(model, x, x_adv, labels, w, r.beta as f32);
+                let clean = targets.accuracy(&logit_rows(logits)?);
+                let robust = targets.accuracy(&logit_rows(logits_adv)?);
+                (parts, clean, Some(robust))
+            }
+            (LossType::Trades, Targets::Multi(_)) => {
+                return Err(TriscopeError::BadConfig(
+                    "robustness.loss_type trades needs single-label classes; use pgd_at for multi-label data"
+                        .into(),
+                ));
+            }
+        };
+        let loss_value = scalar(parts.total.clone())?;
+        let natural = scalar(parts.natural.clone())?;
+        let robust = parts.robust.clone().map(scalar).transpose()?;
+        if !loss_value.is_finite() {
+            let last = self.run_dir.join(LAST_FILE);
+            return Err(TriscopeError::Compute(format!(
+                "the loss became {loss_value} at epoch {} step {} (lr {lr:.3e}); the run stopped. \
+                 The last good checkpoint is {}{}. Lower training.lr or check the data.",
+                self.state.epoch + 1,
+                self.state.global_step + 1,
+                last.display(),
+                if last.is_file() {
+                    ""
+                } else {
+                    " (none written yet)"
+                }
+            )));
+        }
+        let grads = parts.total.backward();
+        let grads = GradientsParams::from_grads(grads, &self.model);
+        let model = self.model.clone();
+        self.model = self.optimizer.step(lr, model, grads);
+        Ok(StepOutcome {
+            loss: loss_value,
+            natural,
+            robust,
+            clean_acc,
+            robust_acc,
+        })
+    }
+
+    /// Clean (and robust) metrics on the validation split, model in inference mode.
+    fn validate(&self, control: &TrainControl) -> Result<ValResult> {
+        let eval = self.model.valid();
+        let plain = self.device.device.clone();
+        let bs = self.config.training.batch_size;
+        let idx: Vec<usize> = (0..self.val.len()).collect();
+        let batches: Vec<Vec<usize>> = idx.chunks(bs).map(|c| c.to_vec()).collect();
+        let loader = Loader::spawn(
+            self.val.clone(),
+            batches,
+            LoaderSpec {
+                channels: self.model_config.in_channels,
+                resolution: self.model_config.resolution,
+                augment: None,
+                workers: self.config.training.workers,
+                prefetch: self.config.training.prefetch_batches,
+            },
+        );
+        let r = &self.config.robustness;
+        let robust_wanted = if r.loss_type == LossType::Clean {
+            0
+        } else {
+            r.val_robust_samples.min(self.val.len())
+        };
+        let inner = InnerAttack {
+            epsilon: r.attack.epsilon,
+            steps: r.attack.steps,
+            step_size: r.attack.step_size,
+        };
+        let mut rows = Vec::new();
+        let mut adv_rows = Vec::new();
+        let mut all = Vec::new();
+        let mut loss_sum = 0.0f64;
+        for batch in loader {
+            let batch = batch?;
+            let targets = self.labels(&batch);
+            let x =
+                Tensor::<4>::from_data(TensorData::new(batch.pixels.clone(), batch.shape), &plain);
+            let logits = eval.forward(x.clone()); // [b, classes]
+            loss_sum += scalar(targets.loss(logits.clone(), None))? * batch.shape[0] as f64;
+            rows.extend(logit_rows(logits)?);
+            let room = robust_wanted.saturating_sub(adv_rows.len());
+            if room > 0 {
+                let take = room.min(batch.shape[0]);
+                let [_, c, h, w] = batch.shape;
+                let x_part = x.clone().slice([0..take, 0..c, 0..h, 0..w]);
+                let t_part = targets.take(take);
+                let seed = keyed_rng(
+                    self.config.training.seed,
+                    stream::VAL_ATTACK,
+                    batch.index as u64,
+                    0,
+                )
+                .next_u64();
+                let x_adv = loss::pgd_adversarial(
+                    &eval,
+                    &x_part,
+                    &t_part.goal(),
+                    &inner,
+                    seed,
+                    control.cancel_flag(),
+                )?;
+                adv_rows.extend(logit_rows(eval.forward(x_adv))?);
+            }
+            all.push(targets);
+        }
+        let targets = Targets::concat(all);
+        let n = rows.len().max(1) as f64;
+        let (acc, balanced_acc) = targets.metrics(&rows, self.model_config.num_classes);
+        let (robust_acc, robust_balanced_acc) = if adv_rows.is_empty() {
+            (None, None)
+        } else {
+            let (a, b) = targets
+                .take(adv_rows.len())
+                .metrics(&adv_rows, self.model_config.num_classes);
+            (Some(a), Some(b))
+        };
+        Ok(ValResult {
+            loss: loss_sum / n,
+            acc,
+            balanced_acc,
+            robust_acc,
+            robust_balanced_acc,
+            robust_samples: adv_rows.len(),
+        })
+    }
+
+    /// Write `last` (weights, optimizer, state) or `best` (weights, state) atomically.
+    fn save(
+        &mut self,
+        kind: CheckpointKind,
+        log: &MetricsLog,
+        metrics: BTreeMap<String, f64>,
+    ) -> Result<PathBuf> {
+        self.state.metrics_log_bytes = log.len()?;
+        let state_json = serde_json::to_string(&self.state)
+            .map_err(|e| TriscopeError::Compute(format!("training state as JSON: {e}")))?;
+        let mut metadata = CheckpointMetadata::now(
+            format!(
+                "ResNet-50 (base width {}) trained by triscope train ({:?} loss) on {}, epoch {}",
+                self.model_config.base_width,
+                self.config.robustness.loss_type,
+                self.config.data.dataset,
+                self.state.epoch
+            ),
+            true,
+        );
+        metadata.dataset = Some(self.config.data.dataset.clone());
+        metadata.seed = Some(self.config.training.seed);
+        metadata.metrics = metrics;
+        let header = vec![(TRAIN_STATE_KEY.to_string(), state_json)];
+        let model = self.model.valid();
+        let (file, blobs) = match kind {
+            CheckpointKind::Last => {
+                let bytes = self
+                    .optimizer
+                    .into_bytes()
+                    .map_err(|e| TriscopeError::Compute(format!("optimizer state: {e:?}")))?;
+                (LAST_FILE, vec![(OPTIMIZER_KEY.to_string(), bytes.to_vec())])
+            }
+            CheckpointKind::Best => (BEST_FILE, Vec::new()),
+        };
+        let path = self.run_dir.join(file);
+        weights::save_checkpoint_with_extras(&model, &metadata, &header, &blobs, &path)?;
+        Ok(path)
+    }
+}
+
+struct StepOutcome {
+    loss: f64,
+    natural: f64,
+    robust: Option<f64>,
+    clean_acc: f64,
+    robust_acc: Option<f64>,
+}
+
+struct ValResult {
+    loss: f64,
+    acc: f64,
+    balanced_acc: f64,
+    robust_acc: Option<f64>,
+    robust_balanced_acc: Option<f64>,
+    robust_samples: usize,
+}
+
+/// Labels of a batch in model outputs.
+enum Targets {
+    Single(Vec<usize>),
+    Multi(Vec<Vec<f32>>),
+}
+
+impl Targets {
+    fn loss(&self, logits: Tensor<2>, weights: Option<&[f32]>) -> Tensor<1> {
+        match self {
+            Self::Single(y) => loss::cross_entropy(logits, y, weights),
+            Self::Multi(t) => loss::binary_cross_entropy(logits, t, weights),
+        }
+    }
+
+    fn goal(&self) -> AttackGoal {
+        match self {
+            Self::Single(y) => AttackGoal::Untargeted(y.clone()),
+            Self::Multi(t) => AttackGoal::MultiLabel(t.clone()),
+        }
+    }
+
+    fn take(&self, n: usize) -> Self {
+        match self {
+            Self::Single(y) => Self::Single(y[..n.min(y.len())].to_vec()),
+            Self::Multi(t) => Self::Multi(t[..n.min(t.len())].to_vec()),
+        }
+    }
+
+    fn concat(parts: Vec<Self>) -> Self {
+        let mut single = Vec::new();
+        let mut multi = Vec::new();
+        for p in parts {
+            match p {
+                Self::Single(y) => single.extend(y),
+                Self::Multi(t) => multi.extend(t),
+            }
+        }
+        if multi.is_empty() {
+            Self::Single(single)
+        } else {
+            Self::Multi(multi)
+        }
+    }
+
+    /// Share of correct predictions (multi-label: decisions at 0.5).
+    fn accuracy(&self, rows: &[Vec<f32>]) -> f64 {
+        let n = rows.len().max(1) as f64;
+        match self {
+            Self::Single(y) => {
+                rows.iter().zip(y).filter(|(r, y)| argmax(r) == **y).count() as f64 / n
+            }
+            Self::Multi(t) => {
+                let total: usize = t.iter().map(Vec::len).sum();
+                let right = rows
+                    .iter()
+                    .zip(t)
+                    .flat_map(|(r, t)| r.iter().zip(t).map(|(z, y)| (*z >= 0.0) == (*y > 0.5)))
+                    .filter(|ok| *ok)
+                    .count();
+                right as f64 / total.max(1) as f64
+            }
+        }
+    }
+
+    /// (accuracy, balanced accuracy) — multi-label: (decision accuracy, mean AUROC).
+    fn metrics(&self, rows: &[Vec<f32>], classes: usize) -> (f64, f64) {
+        match self {
+            Self::Single(y) => {
+                let m = class_metrics(rows, y, classes);
+                (m.accuracy, m.balanced_accuracy)
+            }
+            Self::Multi(t) => {
+                let probs: Vec<Vec<f32>> = rows
+                    .iter()
+                    .map(|r| r.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect())
+                    .collect();
+                let m = multi_label_metrics(&probs, t);
+                (m.label_accuracy, m.mean_auroc)
+            }
+        }
+    }
+}
+
+fn scalar(t: Tensor<1>) -> Result<f64> {
+    let v = t
+        .inner()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| TriscopeError::Compute(format!("reading the loss: {e:?}")))?;
+    Ok(v.first().copied().unwrap_or(f32::NAN) as f64)
+}
+
+/// Appends JSON lines, flushed at once.
+struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(write_err(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn append(&mut self, line: &MetricsLine) -> Result<()> {
+        let mut s = serde_json::to_string(line)
+            .map_err(|e| TriscopeError::Compute(format!("metrics as JSON: {e}")))?;
+        s.push('\n');
+        self.file
+            .write_all(s.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(write_err(&self.path))
+    }
+
+    fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(write_err(&self.path))
+    }
+}
+
+/// Dataset class -> model output, for both splits; every dataset class must be declared.
+fn check_classes(train: &Dataset, val: &Dataset, model: &ModelConfig) -> Result<Vec<usize>> {
+    if train.multi_label {
+        if train.class_names.len() != model.num_classes {
+            return Err(TriscopeError::BadConfig(format!(
+                "{} has {} findings, the config {} classes",
+                train.root.display(),
+                train.class_names.len(),
+                model.num_classes
+            )));
+        }
+        return Ok((0..model.num_classes).collect());
+    }
+    let map = train.map_classes_to(&model.class_names)?;
+    let val_map = val.map_classes_to(&model.class_names)?;
+    if val.class_names != train.class_names {
+        // Folder datasets list the classes found per split; names must still agree.
+        return Err(TriscopeError::InvalidArgument(format!(
+            "the train split has classes [{}] and the val split [{}]",
+            train.class_names.join(", "),
+            val.class_names.join(", ")
+        )));
+    }
+    debug_assert_eq!(map, val_map);
+    Ok(map)
+}
+
+/// 1 / (class count) in the training split, normalised to mean 1 over the classes present
+/// (absent classes get 0).
+fn inverse_frequency(train: &Dataset, class_map: &[usize], model: &ModelConfig) -> Vec<f32> {
+    let mut counts = vec![0usize; model.num_classes];
+    for (dataset_class, n) in train.class_counts().into_iter().enumerate() {
+        let k = if train.multi_label {
+            dataset_class
+        } else {
+            class_map[dataset_class]
+        };
+        counts[k] += n;
+    }
+    let inv: Vec<f64> = counts
+        .iter()
+        .map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f64 })
+        .collect();
+    let present = counts.iter().filter(|&&n| n > 0).count().max(1) as f64;
+    let mean = inv.iter().sum::<f64>() / present;
+    inv.iter().map(|v| (v / mean) as f32).collect()
+}
+
+/// A seeded network, or pretrained weights with a fresh head when the class count differs.
+fn initial_model(
+    config: &TrainConfig,
+    model_config: &ModelConfig,
+    device: &Device,
+) -> Result<ResNet50> {
+    let seed = config.training.seed;
+    let Some(path) = config
+        .architecture
+        .weights
+        .as_ref()
+        .filter(|_| config.architecture.pretrained)
+    else {
+        return ResNet50::init(model_config, seed, device);
+    };
+    let header = weights::read_header(path)?;
+    let file_classes = match &header.config {
+        Some(c) => c.num_classes,
+        None => fc_classes(path)?,
+    };
+    let mut source_config = model_config.clone();
+    source_config.num_classes = file_classes;
+    source_config.class_names = (0..file_classes).map(|i| format!("class_{i}")).collect();
+    let mut model = weights::import_state_dict(
+        path,
+        &source_config,
+        Some(weights::StemAdaptation::Mean),
+        device,
+    )?;
+    if file_classes != model_config.num_classes {
+        let mut init = SeededInit::new(seed ^ 0xFC);
+        let mut builder = ParamBuilder::new(&mut init, device.clone());
+        model.fc = builder.linear("fc", model_config.embedding_dim(), model_config.num_classes);
+    }
+    model.dropout = DropoutConfig::new(model_config.dropout).init();
+    model.config = model_config.clone();
+    Ok(model)
+}
+
+/// The class count of a state dict's `fc.bias`.
+fn fc_classes(path: &Path) -> Result<usize> {
+    let bytes = std::fs::read(path).map_err(|source| TriscopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| TriscopeError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e}")))?;
+    let bias = st
+        .tensor("fc.bias")
+        .map_err(|_| bad("it has no fc.bias (not a ResNet state dict?)".into()))?;
+    bias.shape()
+        .first()
+        .copied()
+        .ok_or_else(|| bad("fc.bias has no shape".into()))
+}

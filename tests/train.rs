@@ -1,0 +1,604 @@
+//! Training: losses against PyTorch, TRADES' inner loop, reproducible and resumable tiny runs,
+//! controls, bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{fixture, load_arrays};
+use triscope::attack::Classify;
+use triscope::device::ComputeDevice;
+use triscope::model::ModelConfig;
+use triscope::model::source::SplitMix64;
+use triscope::train::loss::{self, InnerAttack};
+use triscope::train::{MetricsLine, TrainConfig, TrainControl, TrainEvent, Trainer};
+use triscope::weights;
+
+fn fixture_model(device: &Device) -> triscope::model::ResNet50 {
+    let mut config = ModelConfig::generic(7, 3);
+    config.base_width = 8;
+    config.resolution = 32;
+    weights::import_state_dict(
+        &fixture("resnet50_w8_c7.safetensors"),
+        &config,
+        None,
+        device,
+    )
+    .unwrap()
+}
+
+fn tensor4(a: &common::Array, device: &Device) -> Tensor<4> {
+    let s: [usize; 4] = a.shape.clone().try_into().unwrap();
+    Tensor::from_data(TensorData::new(a.values.clone(), s), device)
+}
+
+fn value(t: Tensor<1>) -> f32 {
+    t.inner().into_data().try_into_vec_as::<f32>().unwrap()[0]
+}
+
+fn close(name: &str, got: f32, want: f32, rel: f32) {
+    let tol = rel * want.abs().max(1.0);
+    assert!(
+        (got - want).abs() <= tol,
+        "{name}: got {got}, PyTorch {want}"
+    );
+}
+
+#[test]
+fn losses_match_pytorch() {
+    let f = load_arrays(&fixture("train_losses_w8_c7.safetensors"));
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let labels: Vec<usize> = f["labels"].values.iter().map(|v| *v as usize).collect();
+    let w = f["class_weights"].values.clone();
+    let targets: Vec<Vec<f32>> = f["bce_targets"]
+        .values
+        .chunks(7)
+        .map(|c| c.to_vec())
+        .collect();
+
+    // Inference mode.
+    let eval = fixture_model(&plain);
+    let logits = eval.forward(tensor4(&f["x"], &plain));
+    close(
+        "ce_eval",
+        value(loss::cross_entropy(logits, &labels, None)),
+        f["ce_eval"].values[0],
+        1e-3,
+    );
+
+    // Training mode (batch statistics): each check on a fresh copy of the network.
+    let train = fixture_model(&ad);
+    let logits = train.forward(tensor4(&f["x"], &ad));
+    close(
+        "ce_train_weighted",
+        value(loss::cross_entropy(logits.clone(), &labels, Some(&w))),
+        f["ce_train_weighted"].values[0],
+        1e-3,
+    );
+    close(
+        "bce_train_weighted",
+        value(loss::binary_cross_entropy(logits, &targets, Some(&w))),
+        f["bce_train_weighted"].values[0],
+        1e-3,
+    );
+
+    let train = fixture_model(&ad);
+    let (parts, _, _) = loss::trades_outer(
+        &train,
+        tensor4(&f["x"], &ad),
+        tensor4(&f["trades_x_adv"], &ad),
+        &labels,
+        None,
+        6.0,
+    );
+    close(
+        "trades_natural",
+        value(parts.natural.clone()),
+        f["trades_natural"].values[0],
+        1e-3,
+    );
+    close(
+        "trades_robust",
+        value(parts.robust.clone().unwrap()),
+        f["trades_robust"].values[0],
+        2e-3,
+    );
+    close(
+        "trades_total",
+        value(parts.total.clone()),
+        f["trades_total"].values[0],
+        1e-3,
+    );
+    // The gradient flows through both branches as in PyTorch.
+    let grads = parts.total.backward();
+    let g = train.fc.weight.val().grad(&grads).unwrap(); // burn layout [in, out]
+    let g: Vec<f32> = g.transpose().into_data().try_into_vec_as::<f32>().unwrap(); // [out, in]
+    let want = &f["trades_grad_fc_weight"].values;
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = g
+        .iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 5e-3 * scale,
+        "fc gradient differs by {worst} (scale {scale})"
+    );
+
+    let train = fixture_model(&ad);
+    let logits = train.forward(tensor4(&f["pgd_x_adv"], &ad));
+    close(
+        "pgd_at_loss",
+        value(loss::cross_entropy(logits, &labels, None)),
+        f["pgd_at_loss"].values[0],
+        1e-3,
+    );
+}
+
+#[test]
+fn trades_inner_loop_stays_in_the_ball_and_raises_the_kl() {
+    let f = load_arrays(&fixture("train_losses_w8_c7.safetensors"));
+    let plain = Device::flex();
+    let model = fixture_model(&plain);
+    let x = tensor4(&f["x"], &plain);
+    let attack = InnerAttack {
+        epsilon: 8.0 / 255.0,
+        steps: 5,
+        step_size: 2.0 / 255.0,
+    };
+    let adv = loss::trades_adversarial(&model, &x, &attack, &mut SplitMix64::new(1)).unwrap();
+    let xs: Vec<f32> = x.clone().into_data().try_into_vec_as::<f32>().unwrap();
+    let advs: Vec<f32> = adv.clone().into_data().try_into_vec_as::<f32>().unwrap();
+    for (a, b) in advs.iter().zip(&xs) {
+        assert!((0.0..=1.0).contains(a), "{a} outside [0, 1]");
+        assert!((a - b).abs() <= 8.0 / 255.0 + 1e-6, "{a} vs {b}");
+    }
+    let kl = |other: Tensor<4>| {
+        value(loss::kl_batchmean(
+            model.logits(x.clone()),
+            model.logits(other),
+        ))
+    };
+    // Better than the start and than a random corner of the same ball.
+    let k0 = kl(x.clone() + 0.001);
+    let mut rng = SplitMix64::new(9);
+    let corner: Vec<f32> = xs
+        .iter()
+        .map(|v| (v + if rng.next_f32() < 0.5 { -8.0 } else { 8.0 } / 255.0).clamp(0.0, 1.0))
+        .collect();
+    let corner = Tensor::<4>::from_data(TensorData::new(corner, x.dims()), &plain);
+    let k_random = kl(corner);
+    let k1 = kl(adv);
+    assert!(
+        k1 > k0 && k1 > k_random,
+        "KL start {k0}, random {k_random}, TRADES {k1}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tiny runs on tests/fixtures/train_tiny (2 classes, 24 train / 8 val images of 32x32).
+
+fn tiny_config(loss_type: &str, epochs: usize, extra: &[&str]) -> TrainConfig {
+    let mut sets: Vec<String> = vec![
+        "architecture.base_width=4".into(),
+        "input.resolution=32".into(),
+        format!("training.epochs={epochs}"),
+        "training.batch_size=8".into(),
+        "training.lr=0.05".into(),
+        "training.warmup_epochs=1".into(),
+        "training.seed=3".into(),
+        format!("robustness.loss_type={loss_type}"),
+        "robustness.attack.steps=2".into(),
+        "robustness.val_robust_samples=4".into(),
+        format!("data.root={}", fixture("train_tiny").display()),
+        "data.dataset=tiny".into(),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::from_yaml("", Path::new("tiny.yaml"), &sets).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("triscope-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn train(config: TrainConfig, dir: &Path) -> Vec<TrainEvent> {
+    let trainer = Trainer::new(config, dir, ComputeDevice::cpu()).unwrap();
+    let control = TrainControl::new();
+    let mut events = Vec::new();
+    trainer.run(&control, &mut |e| events.push(e)).unwrap();
+    events
+}
+
+/// metrics.jsonl without the wall-clock fields.
+fn metrics_without_times(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let _: MetricsLine = serde_json::from_str(l).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            for k in ["images_per_s", "elapsed_s", "epoch_time_s"] {
+                o.remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+fn weights_of(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    let m = weights::load_checkpoint(path, &Device::flex()).unwrap();
+    m.model
+        .named_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.key, t.values))
+        .collect()
+}
+
+#[test]
+fn same_config_and_seed_give_identical_runs() {
+    let (a, b) = (temp_dir("repro-a"), temp_dir("repro-b"));
+    let config = tiny_config("pgd_at", 2, &[]);
+    let events = train(config.clone(), &a);
+    train(config, &b);
+    let ma = metrics_without_times(&a);
+    assert_eq!(ma, metrics_without_times(&b));
+    // 3 steps per epoch, 2 epochs: 6 step lines and 2 epoch lines.
+    assert_eq!(ma.len(), 8, "{ma:?}");
+    assert_eq!(
+        weights_of(&a.join("last.safetensors")),
+        weights_of(&b.join("last.safetensors"))
+    );
+    assert!(a.join("best.safetensors").is_file() && a.join("config.yaml").is_file());
+    // Training changed the weights, and the events cover the run.
+    let init = triscope::model::ResNet50::init(
+        &weights::load_checkpoint(&a.join("last.safetensors"), &Device::flex())
+            .unwrap()
+            .model
+            .config,
+        3,
+        &Device::flex(),
+    )
+    .unwrap();
+    let init: BTreeMap<String, Vec<f32>> = init
+        .named_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.key, t.values))
+        .collect();
+    assert_ne!(init, weights_of(&a.join("last.safetensors")));
+    assert!(matches!(events.first(), Some(TrainEvent::Started(_))));
+    assert!(matches!(events.last(), Some(TrainEvent::Finished(_))));
+    let epochs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Epoch(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    assert!(epochs[0].val_robust_acc.is_some() && epochs[0].train_robust_acc.is_some());
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn resume_after_a_kill_matches_the_uninterrupted_run() {
+    let full = temp_dir("resume-full");
+    let killed = temp_dir("resume-killed");
+    let stopped = temp_dir("resume-stopped");
+    let config = tiny_config("trades", 3, &["training.checkpoint_every_steps=2"]);
+    train(config.clone(), &full);
+
+    // Killed during step 5 (epoch 2): the last checkpoint is from step 4, and the log has a
+    // line for step 5 that the resume must cut.
+    let trainer = Trainer::new(config.clone(), &killed, ComputeDevice::cpu()).unwrap();
+    let control = TrainControl::new();
+    let c = control.clone();
+    let err = trainer
+        .run(&control, &mut |e| {
+            if let TrainEvent::Step(s) = &e
+                && s.step == 5
+            {
+                c.abort();
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(err, triscope::TriscopeError::Cancelled), "{err}");
+    let resumed = Trainer::resume(&killed, ComputeDevice::cpu()).unwrap();
+    let mut events = Vec::new();
+    resumed
+        .run(&TrainControl::new(), &mut |e| events.push(e))
+        .unwrap();
+    match events.first() {
+        Some(TrainEvent::Started(info)) => {
+            assert!(info.resumed);
+            assert_eq!(info.start_step, 4);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(metrics_without_times(&full), metrics_without_times(&killed));
+    assert_eq!(
+        weights_of(&full.join("last.safetensors")),
+        weights_of(&killed.join("last.safetensors"))
+    );
+
+    // Stopped (mid-epoch checkpoint written at the stop) and resumed.
+    let trainer = Trainer::new(config, &stopped, ComputeDevice::cpu()).unwrap();
+    let control = TrainControl::new();
+    let c = control.clone();
+    let summary = trainer
+        .run(&control, &mut |e| {
+            if let TrainEvent::Step(s) = &e
+                && s.step == 7
+            {
+                c.stop();
+            }
+        })
+        .unwrap();
+    assert!(summary.stopped);
+    assert_eq!(summary.steps_done, 7);
+    Trainer::resume(&stopped, ComputeDevice::cpu())
+        .unwrap()
+        .run(&TrainControl::new(), &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        metrics_without_times(&full),
+        metrics_without_times(&stopped)
+    );
+    assert_eq!(
+        weights_of(&full.join("last.safetensors")),
+        weights_of(&stopped.join("last.safetensors"))
+    );
+    for d in [full, killed, stopped] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn spawned_trainer_pauses_resumes_and_stops() {
+    let dir = temp_dir("spawn");
+    let config = tiny_config("clean", 50, &["training.augment=true"]);
+    let handle = Trainer::new(config, &dir, ComputeDevice::cpu())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut paused_at = None;
+    for e in handle.events.iter() {
+        match &e {
+            TrainEvent::Step(s) if s.step == 2 => {
+                handle.control.pause();
+                paused_at = Some(std::time::Instant::now());
+            }
+            TrainEvent::Paused => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                handle.control.resume();
+            }
+            TrainEvent::Step(s) if s.step == 4 => handle.control.stop(),
+            _ => {}
+        }
+        seen.push(e);
+    }
+    let summary = handle.join().unwrap();
+    assert!(paused_at.is_some());
+    // Events are asynchronous: the trainer may run a few steps past the one that asked to
+    // stop, but it stops long before its 150 steps, at a step boundary it reported.
+    assert!(
+        summary.stopped && summary.steps_done >= 4 && summary.steps_done < 150,
+        "{summary:?}"
+    );
+    let last_step = seen
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some(s.step),
+            _ => None,
+        })
+        .max();
+    assert_eq!(last_step, Some(summary.steps_done));
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|e| match e {
+            TrainEvent::Paused => "paused",
+            TrainEvent::Resumed => "resumed",
+            TrainEvent::Stopped { .. } => "stopped",
+            _ => "",
+        })
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert_eq!(kinds, vec!["paused", "resumed", "stopped"]);
+    assert!(dir.join("last.safetensors").is_file());
+    // The stopped run's checkpoint is a normal model for the other commands.
+    let m = weights::load_checkpoint(&dir.join("last.safetensors"), &Device::flex()).unwrap();
+    assert_eq!(m.model.config.class_names, vec!["mel", "nv"]);
+    assert_eq!(m.metadata.dataset.as_deref(), Some("tiny"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nan_loss_stops_the_run_and_keeps_the_checkpoint() {
+    let dir = temp_dir("nan");
+    let config = tiny_config(
+        "clean",
+        3,
+        &[
+            "training.lr=1e30",
+            "training.warmup_epochs=0",
+            "training.scheduler=constant",
+            "training.checkpoint_every_steps=1",
+        ],
+    );
+    let trainer = Trainer::new(config, &dir, ComputeDevice::cpu()).unwrap();
+    let mut failed = None;
+    let err = trainer
+        .run(&TrainControl::new(), &mut |e| {
+            if let TrainEvent::Failed(m) = e {
+                failed = Some(m);
+            }
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the loss became") && err.contains("epoch 1 step"),
+        "{err}"
+    );
+    assert_eq!(failed.as_deref(), Some(err.as_str()));
+    // The checkpoint of the last finite step is there and intact.
+    let (header, blobs) = weights::read_extras(&dir.join("last.safetensors")).unwrap();
+    assert!(header.contains_key(triscope::train::TRAIN_STATE_KEY));
+    assert!(blobs.contains_key(triscope::train::OPTIMIZER_KEY));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_runs_fail_with_clear_errors() {
+    // Unwritable run folder (a path below a regular file).
+    let file = temp_dir("blocker");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Trainer::new(
+        tiny_config("clean", 1, &[]),
+        &file.join("run"),
+        ComputeDevice::cpu(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("cannot write") && err.contains("blocker"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&file);
+
+    // A class in the labels that the config does not declare.
+    let err = Trainer::new(
+        tiny_config("clean", 1, &["classifier.class_names=[mel, bcc]"]),
+        &temp_dir("undeclared"),
+        ComputeDevice::cpu(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("'nv'"), "{err}");
+
+    // Resuming a folder without a run.
+    let err = Trainer::resume(&temp_dir("empty"), ComputeDevice::cpu())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nothing to resume"), "{err}");
+    let _ = AtomicBool::new(false);
+}
+
+#[test]
+fn shipped_configs_parse() {
+    for name in ["ham10000_trades.yaml", "pneumoniamnist.yaml"] {
+        let path = common::root().join("configs").join(name);
+        // The data root may be absent (a checkout without ../shared): point it at a fixture.
+        let root = format!("data.root={}", fixture("train_tiny").display());
+        let c = TrainConfig::load(&path, &[root]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(c.training.epochs > 0);
+    }
+}
+
+fn triscope(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_trains_resumes_and_rejects_bad_configs() {
+    let dir = temp_dir("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tiny.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "architecture: {{base_width: 4}}\ninput: {{resolution: 32}}\n\
+             training: {{epochs: 1, batch_size: 8, warmup_epochs: 0}}\n\
+             robustness: {{loss_type: clean}}\ndata: {{dataset: tiny, root: {}}}\n",
+            fixture("train_tiny").display()
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
+    let out = triscope(&[
+        "train", "--config", c, "--out", r, "--device", "cpu", "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done: 1 epochs"));
+    // More epochs through --set, then resume: continues from epoch 2.
+    let run2 = dir.join("run2");
+    let r2 = run2.to_str().unwrap();
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.epochs=2",
+        "--out",
+        r2,
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = triscope(&["train", "--resume", r2, "--device", "cpu", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A finished run resumes to nothing new.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done: 2 epochs"));
+    // The same folder again is refused.
+    let out = triscope(&["train", "--config", c, "--out", r, "--device", "cpu"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    // Unknown key, named with the file.
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.lr_max=1",
+        "--out",
+        r2,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("lr_max") && err.contains("tiny.yaml"),
+        "{err}"
+    );
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.lr=-1",
+        "--out",
+        r2,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("training.lr"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
