@@ -21,6 +21,7 @@ use super::layers::LayersPanel;
 use super::overlay;
 use super::predictions::PredictionPanel;
 use super::state::{SavedState, Tab, ThemeChoice, UiAction};
+use super::training::TrainingPanel;
 
 /// How the app starts.
 pub struct AppInit {
@@ -62,6 +63,7 @@ pub struct TriscopeApp {
     pub explain: ExplainPanel,
     pub layers: LayersPanel,
     pub attack: AttackPanel,
+    pub training: TrainingPanel,
     pub current_image: Option<PathBuf>,
     /// Class the explanation targets (`None`: predicted).
     explain_class: Option<usize>,
@@ -103,6 +105,7 @@ impl TriscopeApp {
                 ""
             }
         );
+        let train_ctx = ctx.clone();
         let wake = Box::new(move || ctx.request_repaint());
         let (worker, errors) = match WorkerHandle::spawn(init.device, wake) {
             Ok(w) => (w, Vec::new()),
@@ -115,6 +118,7 @@ impl TriscopeApp {
             explain: ExplainPanel::new(saved.explain.clone(), gpu),
             layers: LayersPanel::new(saved.top_k, gpu),
             attack: AttackPanel::new(saved.attack.clone(), gpu),
+            training: TrainingPanel::new(saved.training.clone()),
             saved,
             worker,
             model: None,
@@ -135,6 +139,7 @@ impl TriscopeApp {
             applied_zoom: 0.0,
             uses_shader: gpu,
         };
+        app.training.wake = Some(Arc::new(move || train_ctx.request_repaint()));
         let model = init.model.or_else(|| app.saved.model_path.clone());
         app.load_model(model);
         app
@@ -209,11 +214,17 @@ impl TriscopeApp {
             }
             UiAction::RunAttack => self.run_attack(),
             UiAction::TopKChanged => self.analyze(),
+            UiAction::LoadModel(p) => {
+                self.load_model(Some(p));
+                self.saved.tab = Tab::Explanation;
+            }
         }
     }
 
     /// Take in what the worker and the helpers sent; drop answers to superseded requests.
     pub fn poll(&mut self, ctx: &egui::Context) {
+        // Training events are taken every frame, whichever tab is shown.
+        self.training.poll();
         for event in self.worker.poll() {
             self.handle_event(ctx, event);
         }
@@ -539,6 +550,10 @@ impl TriscopeApp {
             ));
             ui.separator();
             ui.label(&self.status);
+            if self.training.is_running() {
+                ui.separator();
+                ui.label(format!("training: {}", self.training.status));
+            }
             let queued = self.worker.queued_jobs();
             if queued > 0 {
                 ui.separator();
@@ -605,6 +620,7 @@ impl TriscopeApp {
                     .show(ui, |ui| self.attack.ui(ui))
                     .inner
             }
+            Tab::Training => self.training.ui(ui),
         }
     }
 
@@ -615,6 +631,7 @@ impl TriscopeApp {
         actions.append(&mut self.explain.actions);
         actions.append(&mut self.layers.actions);
         actions.append(&mut self.attack.actions);
+        actions.append(&mut self.training.actions);
         for a in actions {
             self.handle_action(a);
         }
@@ -745,6 +762,7 @@ impl eframe::App for TriscopeApp {
         self.saved.explain = self.explain.settings.clone();
         self.saved.attack = self.attack.settings.clone();
         self.saved.top_k = self.layers.top_k;
+        self.saved.training = self.training.form.clone();
         self.layers.selected = self.explain.settings.layer;
         self.write_ready_file();
         self.max_frame_ms = self

@@ -12,6 +12,7 @@ pub mod layers;
 pub mod overlay;
 pub mod predictions;
 pub mod state;
+pub mod training;
 
 #[cfg(test)]
 mod tests;

@@ -21,15 +21,22 @@ pub enum Tab {
     Explanation,
     Layers,
     Attack,
+    Training,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 3] = [Self::Explanation, Self::Layers, Self::Attack];
+    pub const ALL: [Tab; 4] = [
+        Self::Explanation,
+        Self::Layers,
+        Self::Attack,
+        Self::Training,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Self::Explanation => "Explanation",
             Self::Layers => "Layers",
             Self::Attack => "Attack",
+            Self::Training => "Training",
         }
     }
 }
@@ -96,6 +103,7 @@ pub struct SavedState {
     pub attack: AttackSettings,
     /// Feature maps shown per layer.
     pub top_k: usize,
+    pub training: super::training::TrainForm,
 }
 
 impl Default for SavedState {
@@ -110,6 +118,7 @@ impl Default for SavedState {
             explain: ExplainSettings::default(),
             attack: AttackSettings::default(),
             top_k: 8,
+            training: super::training::TrainForm::default(),
         }
     }
 }
@@ -124,6 +133,8 @@ pub enum UiAction {
     /// Attack settings changed: rerun the attack.
     RunAttack,
     TopKChanged,
+    /// Load this checkpoint as the workbench's model.
+    LoadModel(PathBuf),
 }
 
 #[cfg(test)]

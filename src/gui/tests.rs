@@ -258,3 +258,54 @@ fn layers_panel_shows_every_stage() {
     h.get_by_label("Dark theme").click();
     snapshot(&mut h, "layers_dark");
 }
+
+#[test]
+fn training_panel_trains_a_tiny_run_live_and_loads_its_checkpoint() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let runs = std::env::temp_dir().join(format!("triscope-gui-train-{}", std::process::id()));
+    h.state_mut().training.form.runs_dir = runs.display().to_string();
+    h.state_mut().training.form.config_path = "tests/fixtures/train_tiny.yaml".into();
+    h.get_by_label("Training").click();
+    h.run_steps(2);
+    h.get_by_label("Read it into the form").click();
+    h.run_steps(2);
+    let form = h.state().training.form.clone();
+    assert_eq!((form.base_width, form.resolution, form.epochs), (4, 32, 2));
+    h.get_by_label("Start training").click();
+    wait_until(&mut h, "the run to finish", |a| {
+        !a.training.is_running() && a.training.epochs.len() == 2
+    });
+    let t = &h.state().training;
+    assert!(t.errors.is_empty(), "{:?}", t.errors);
+    assert!(!t.steps.is_empty(), "step events reached the panel");
+    assert!(t.epochs.iter().all(|e| e.val_robust_acc.is_some()));
+    assert!(t.status.starts_with("finished: 2 epochs"), "{}", t.status);
+    snapshot(&mut h, "training_dark");
+
+    let checkpoint = h
+        .state()
+        .training
+        .newest_checkpoint
+        .clone()
+        .expect("a checkpoint");
+    h.get_by_label("Load the newest checkpoint into the workbench")
+        .click();
+    wait_until(&mut h, "the trained model and its analysis", |a| {
+        a.model.as_ref().is_some_and(|m| m.config.resolution == 32)
+            && a.explain
+                .analysis
+                .as_ref()
+                .is_some_and(|x| x.model_input.width == 32)
+    });
+    let m = h.state().model.clone().expect("model");
+    assert_eq!(m.source, checkpoint.display().to_string());
+    assert_eq!(
+        m.config.class_names,
+        vec!["mel".to_string(), "nv".to_string()]
+    );
+    let _ = std::fs::remove_dir_all(&runs);
+}

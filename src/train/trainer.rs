@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,9 @@ const CONFIG_FILE: &str = "config.yaml";
 const METRICS_FILE: &str = "metrics.jsonl";
 const LAST_FILE: &str = "last.safetensors";
 const BEST_FILE: &str = "best.safetensors";
+
+/// Events a spawned trainer may have waiting for its receiver.
+pub const EVENT_CAPACITY: usize = 256;
 
 /// Pause, resume and stop a running [`Trainer`] from another thread.
 #[derive(Debug, Default)]
@@ -491,16 +494,49 @@ impl Trainer {
 
     /// Run on a new thread; events arrive on the handle's channel.
     pub fn spawn(self) -> Result<TrainHandle> {
-        let (tx, rx) = channel();
+        self.spawn_with_wake(Box::new(|| {}))
+    }
+
+    /// As [`Self::spawn`], calling `wake` after each event (a UI passes its repaint request).
+    /// The channel is bounded: per-step events are dropped while the receiver is
+    /// [`EVENT_CAPACITY`] behind (the metrics log keeps them all); every other event waits
+    /// for room, so epochs, checkpoints and the end of the run always arrive.
+    pub fn spawn_with_wake(self, wake: Box<dyn Fn() + Send>) -> Result<TrainHandle> {
+        Self::spawn_prepared(move || Ok(self), wake)
+    }
+
+    /// Build the trainer with `prepare` on the new thread (opening datasets takes time a UI
+    /// must not wait for), then run it. A failing `prepare` ends the run with
+    /// [`TrainEvent::Failed`].
+    pub fn spawn_prepared(
+        prepare: impl FnOnce() -> Result<Trainer> + Send + 'static,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Result<TrainHandle> {
+        let (tx, rx) = sync_channel(EVENT_CAPACITY);
         let control = TrainControl::new();
         let c = control.clone();
         let thread = std::thread::Builder::new()
             .name("triscope-train".into())
             .spawn(move || {
                 let mut send = |e: TrainEvent| {
-                    let _ = tx.send(e);
+                    match e {
+                        TrainEvent::Step(_) => match tx.try_send(e) {
+                            Ok(()) | Err(TrySendError::Full(_)) => {}
+                            Err(TrySendError::Disconnected(_)) => {}
+                        },
+                        _ => {
+                            let _ = tx.send(e);
+                        }
+                    }
+                    wake();
                 };
-                self.run(&c, &mut send)
+                match prepare() {
+                    Ok(trainer) => trainer.run(&c, &mut send),
+                    Err(e) => {
+                        send(TrainEvent::Failed(e.to_string()));
+                        Err(e)
+                    }
+                }
             })
             .map_err(|e| {
                 TriscopeError::Compute(format!("cannot start the training thread: {e}"))

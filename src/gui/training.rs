@@ -1,0 +1,456 @@
+//! Training panel: pick a config, edit its main fields, start / pause / resume / stop a run on
+//! the `triscope-train` thread, watch losses, accuracies and the learning rate live, and load
+//! the newest checkpoint into the workbench with one click.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eframe::egui;
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+use serde::{Deserialize, Serialize};
+use triscope::device::ComputeDevice;
+use triscope::train::config::LossType;
+use triscope::train::{
+    EpochMetrics, RunInfo, StepMetrics, TrainConfig, TrainEvent, TrainHandle, Trainer,
+};
+
+use super::state::UiAction;
+
+/// The form: a config file plus the fields a user most often changes (sent as overrides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainForm {
+    pub config_path: String,
+    pub loss_type: LossType,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub eps_255: f32,
+    pub attack_steps: usize,
+    pub base_width: usize,
+    pub resolution: usize,
+    pub data_root: String,
+    /// Use at most this many training images (0 = all).
+    pub train_limit: usize,
+    pub val_limit: usize,
+    /// Parent folder of run folders.
+    pub runs_dir: String,
+}
+
+impl Default for TrainForm {
+    fn default() -> Self {
+        Self {
+            config_path: "configs/quick_demo.yaml".into(),
+            loss_type: LossType::Trades,
+            epochs: 2,
+            batch_size: 32,
+            lr: 0.05,
+            eps_255: 2.0,
+            attack_steps: 2,
+            base_width: 8,
+            resolution: 64,
+            data_root: "../shared/data/ham10000".into(),
+            train_limit: 512,
+            val_limit: 128,
+            runs_dir: "runs".into(),
+        }
+    }
+}
+
+impl TrainForm {
+    /// Fill the fields from a config file's values.
+    pub fn take_from(&mut self, c: &TrainConfig) {
+        self.loss_type = c.robustness.loss_type;
+        self.epochs = c.training.epochs;
+        self.batch_size = c.training.batch_size;
+        self.lr = c.training.lr;
+        self.eps_255 = (c.robustness.attack.epsilon * 255.0 * 100.0).round() / 100.0;
+        self.attack_steps = c.robustness.attack.steps;
+        self.base_width = c.architecture.base_width;
+        self.resolution = c.input.resolution;
+        self.data_root = c.data.root.display().to_string();
+        self.train_limit = c.data.train_limit;
+        self.val_limit = c.data.val_limit;
+    }
+
+    /// The form's fields as `--set` overrides on top of the config file.
+    pub fn overrides(&self) -> Vec<String> {
+        let loss = match self.loss_type {
+            LossType::Clean => "clean",
+            LossType::PgdAt => "pgd_at",
+            LossType::Trades => "trades",
+        };
+        let eps = self.eps_255 / 255.0;
+        vec![
+            format!("robustness.loss_type={loss}"),
+            format!("training.epochs={}", self.epochs),
+            format!("training.batch_size={}", self.batch_size),
+            format!("training.lr={}", self.lr),
+            format!("robustness.attack.epsilon={eps}"),
+            format!("robustness.attack.steps={}", self.attack_steps),
+            // The usual PGD step: 2.5 * eps / steps (Madry et al.).
+            format!(
+                "robustness.attack.step_size={}",
+                2.5 * eps / self.attack_steps.max(1) as f32
+            ),
+            format!("architecture.base_width={}", self.base_width),
+            format!("input.resolution={}", self.resolution),
+            format!("data.root={}", self.data_root),
+            format!("data.train_limit={}", self.train_limit),
+            format!("data.val_limit={}", self.val_limit),
+        ]
+    }
+}
+
+/// A run in progress (or just ended).
+struct Run {
+    handle: TrainHandle,
+    info: Option<RunInfo>,
+    paused: bool,
+    finished: bool,
+}
+
+pub struct TrainingPanel {
+    pub form: TrainForm,
+    run: Option<Run>,
+    pub steps: Vec<StepMetrics>,
+    pub epochs: Vec<EpochMetrics>,
+    /// Newest checkpoint written (best if there is one, else last).
+    pub newest_checkpoint: Option<PathBuf>,
+    pub status: String,
+    pub errors: Vec<String>,
+    pub actions: Vec<UiAction>,
+    /// Asks the UI to repaint when an event is sent (set by the app).
+    pub wake: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl TrainingPanel {
+    pub fn new(form: TrainForm) -> Self {
+        Self {
+            form,
+            run: None,
+            steps: Vec::new(),
+            epochs: Vec::new(),
+            newest_checkpoint: None,
+            status: "No run yet.".into(),
+            errors: Vec::new(),
+            actions: Vec::new(),
+            wake: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| !r.finished)
+    }
+
+    /// Read the config file into the form (a small YAML file: read on the UI thread).
+    pub fn load_config_into_form(&mut self) {
+        let path = PathBuf::from(self.form.config_path.trim());
+        match TrainConfig::load(&path, &[]) {
+            Ok(c) => {
+                self.form.take_from(&c);
+                self.status = format!("read {}", path.display());
+            }
+            Err(e) => self.errors.push(e.to_string()),
+        }
+    }
+
+    /// Start a run on the `triscope-train` thread: the config is read and the datasets are
+    /// opened there, so the UI never waits on them.
+    pub fn start(&mut self) {
+        if self.is_running() {
+            return;
+        }
+        let config_path = PathBuf::from(self.form.config_path.trim());
+        let overrides = self.form.overrides();
+        let run_dir = Path::new(self.form.runs_dir.trim()).join(format!(
+            "gui-{}",
+            triscope::weights::utc_now_rfc3339().replace(':', "")
+        ));
+        let wake = self.wake.clone();
+        let prepare = move || {
+            TrainConfig::load(&config_path, &overrides)
+                .and_then(|c| Trainer::new(c, &run_dir, ComputeDevice::cpu()))
+        };
+        let wake_fn = Box::new(move || {
+            if let Some(w) = &wake {
+                w();
+            }
+        });
+        match Trainer::spawn_prepared(prepare, wake_fn) {
+            Ok(handle) => {
+                self.steps.clear();
+                self.epochs.clear();
+                self.newest_checkpoint = None;
+                self.status = "preparing the run (reading the data)…".into();
+                self.run = Some(Run {
+                    handle,
+                    info: None,
+                    paused: false,
+                    finished: false,
+                });
+            }
+            Err(e) => self.errors.push(e.to_string()),
+        }
+    }
+
+    /// Take in the run's events.
+    pub fn poll(&mut self) {
+        let Some(run) = &mut self.run else {
+            return;
+        };
+        while let Ok(e) = run.handle.events.try_recv() {
+            match e {
+                TrainEvent::Started(info) => {
+                    self.status = format!(
+                        "{} {}: {} train / {} val images, {} steps per epoch",
+                        if info.resumed { "resumed" } else { "training" },
+                        info.run_dir.display(),
+                        info.train_samples,
+                        info.val_samples,
+                        info.steps_per_epoch
+                    );
+                    run.info = Some(info);
+                }
+                TrainEvent::Step(s) => {
+                    self.status = format!(
+                        "epoch {} · batch {}/{} · loss {:.4} · {:.1} img/s",
+                        s.epoch, s.batch, s.batches, s.loss, s.images_per_s
+                    );
+                    self.steps.push(s);
+                }
+                TrainEvent::Validating { epoch } => {
+                    self.status = format!("validating epoch {epoch}…");
+                }
+                TrainEvent::Epoch(m) => self.epochs.push(m),
+                TrainEvent::Checkpoint { path, .. } => self.newest_checkpoint = Some(path),
+                TrainEvent::Paused => run.paused = true,
+                TrainEvent::Resumed => run.paused = false,
+                TrainEvent::Stopped { checkpoint } => {
+                    run.finished = true;
+                    self.status = match checkpoint {
+                        Some(p) => format!("stopped; resume from {}", p.display()),
+                        None => "stopped".into(),
+                    };
+                }
+                TrainEvent::Finished(summary) => {
+                    run.finished = true;
+                    if let Some(best) = summary.best.clone().or(summary.last.clone()) {
+                        self.newest_checkpoint = Some(best);
+                    }
+                    self.status = format!(
+                        "finished: {} epochs, {} steps{}",
+                        summary.epochs_done,
+                        summary.steps_done,
+                        summary
+                            .best_score
+                            .map(|s| format!(", best score {s:.3}"))
+                            .unwrap_or_default()
+                    );
+                }
+                TrainEvent::Failed(msg) => {
+                    run.finished = true;
+                    self.status = "the run failed".into();
+                    self.errors.push(format!("training: {msg}"));
+                }
+            }
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        self.poll();
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                self.form_ui(ui);
+                ui.separator();
+                self.controls_ui(ui);
+                ui.label(&self.status);
+                for e in self.errors.iter().rev().take(2) {
+                    ui.colored_label(ui.visuals().error_fg_color, e);
+                }
+                ui.separator();
+                self.plots_ui(ui);
+            });
+    }
+
+    fn form_ui(&mut self, ui: &mut egui::Ui) {
+        let running = self.is_running();
+        ui.add_enabled_ui(!running, |ui| {
+            ui.horizontal(|ui| {
+                ui.label("Config");
+                ui.add(egui::TextEdit::singleline(&mut self.form.config_path).desired_width(320.0));
+                if ui.button("Read it into the form").clicked() {
+                    self.load_config_into_form();
+                }
+            });
+            let f = &mut self.form;
+            egui::Grid::new("train-form").num_columns(4).spacing([16.0, 6.0]).show(ui, |ui| {
+                ui.label("loss");
+                egui::ComboBox::from_id_salt("train-loss")
+                    .selected_text(match f.loss_type {
+                        LossType::Clean => "clean",
+                        LossType::PgdAt => "PGD-AT",
+                        LossType::Trades => "TRADES",
+                    })
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut f.loss_type, LossType::Clean, "clean");
+                        ui.selectable_value(&mut f.loss_type, LossType::PgdAt, "PGD-AT");
+                        ui.selectable_value(&mut f.loss_type, LossType::Trades, "TRADES");
+                    });
+                ui.label("epochs");
+                ui.add(egui::DragValue::new(&mut f.epochs).range(1..=1000));
+                ui.end_row();
+                ui.label("ε (/255)");
+                ui.add(egui::DragValue::new(&mut f.eps_255).range(0.0..=16.0).speed(0.25));
+                ui.label("attack steps");
+                ui.add(egui::DragValue::new(&mut f.attack_steps).range(1..=20));
+                ui.end_row();
+                ui.label("batch size");
+                ui.add(egui::DragValue::new(&mut f.batch_size).range(1..=512));
+                ui.label("learning rate");
+                ui.add(egui::DragValue::new(&mut f.lr).range(1e-6..=1.0).speed(0.001));
+                ui.end_row();
+                ui.label("base width");
+                ui.add(egui::DragValue::new(&mut f.base_width).range(4..=64));
+                ui.label("resolution (px)");
+                ui.add(egui::DragValue::new(&mut f.resolution).range(32..=512));
+                ui.end_row();
+                ui.label("train / val images");
+                ui.horizontal(|ui| {
+                    ui.add(egui::DragValue::new(&mut f.train_limit).range(0..=100_000));
+                    ui.add(egui::DragValue::new(&mut f.val_limit).range(0..=100_000));
+                });
+                ui.label("data");
+                ui.add(egui::TextEdit::singleline(&mut f.data_root).desired_width(220.0));
+                ui.end_row();
+            });
+            ui.weak("0 images = the whole split. Runs go to runs/gui-<time>/ (config, metrics.jsonl, last and best checkpoints); `triscope train --resume` continues one.");
+        });
+    }
+
+    fn controls_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let running = self.is_running();
+            if ui
+                .add_enabled(!running, egui::Button::new("Start training"))
+                .clicked()
+            {
+                self.start();
+            }
+            if let Some(run) = &mut self.run
+                && !run.finished
+            {
+                if run.paused {
+                    if ui.button("Resume").clicked() {
+                        run.handle.control.resume();
+                        run.paused = false;
+                    }
+                } else if ui.button("Pause").clicked() {
+                    run.handle.control.pause();
+                    run.paused = true;
+                }
+                if ui
+                    .button("Stop")
+                    .on_hover_text("Stop after this step and write `last`")
+                    .clicked()
+                {
+                    run.handle.control.stop();
+                }
+                ui.spinner();
+            }
+            if let Some(p) = self.newest_checkpoint.clone()
+                && ui
+                    .button("Load the newest checkpoint into the workbench")
+                    .on_hover_text(p.display().to_string())
+                    .clicked()
+            {
+                self.actions.push(UiAction::LoadModel(p));
+            }
+        });
+    }
+
+    fn plots_ui(&mut self, ui: &mut egui::Ui) {
+        let step_line = |name: &str, f: &dyn Fn(&StepMetrics) -> Option<f64>| {
+            let pts: PlotPoints = self
+                .steps
+                .iter()
+                .filter_map(|s| f(s).map(|v| [s.step as f64, v]))
+                .collect();
+            Line::new(name.to_string(), pts)
+        };
+        let epoch_points = |name: &str, f: &dyn Fn(&EpochMetrics) -> Option<f64>| {
+            let pts: PlotPoints = self
+                .epochs
+                .iter()
+                .filter_map(|e| f(e).map(|v| [e.step as f64, v]))
+                .collect();
+            Points::new(name.to_string(), pts).radius(4.0)
+        };
+        let height = 150.0;
+        ui.strong("Loss");
+        Plot::new("train-loss")
+            .height(height)
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .show(ui, |p| {
+                p.line(step_line("train loss", &|s| Some(s.loss)));
+                p.line(step_line("natural (CE)", &|s| Some(s.loss_natural)));
+                p.line(step_line("robust (KL)", &|s| s.loss_robust));
+                p.points(epoch_points("val loss", &|e| Some(e.val_loss)));
+            });
+        ui.strong("Accuracy");
+        Plot::new("train-acc")
+            .height(height)
+            .legend(Legend::default())
+            .include_y(0.0)
+            .include_y(1.0)
+            .x_axis_label("step")
+            .show(ui, |p| {
+                p.line(step_line("train clean", &|s| Some(s.clean_acc)));
+                p.line(step_line("train robust", &|s| s.robust_acc));
+                p.points(epoch_points("val clean", &|e| Some(e.val_clean_acc)));
+                p.points(epoch_points("val balanced", &|e| Some(e.val_balanced_acc)));
+                p.points(epoch_points("val robust", &|e| e.val_robust_acc));
+            });
+        ui.strong("Learning rate");
+        Plot::new("train-lr")
+            .height(100.0)
+            .x_axis_label("step")
+            .show(ui, |p| {
+                p.line(step_line("lr", &|s| Some(s.lr)));
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_overrides_apply_to_a_config() {
+        let form = TrainForm {
+            loss_type: LossType::PgdAt,
+            epochs: 3,
+            eps_255: 4.0,
+            attack_steps: 5,
+            base_width: 8,
+            resolution: 48,
+            train_limit: 100,
+            ..TrainForm::default()
+        };
+        let c = TrainConfig::from_yaml("", Path::new("form.yaml"), &form.overrides())
+            .expect("the form's overrides are valid config keys");
+        assert_eq!(c.robustness.loss_type, LossType::PgdAt);
+        assert_eq!(c.training.epochs, 3);
+        assert!((c.robustness.attack.epsilon - 4.0 / 255.0).abs() < 1e-6);
+        assert!((c.robustness.attack.step_size - 2.5 * (4.0 / 255.0) / 5.0).abs() < 1e-6);
+        assert_eq!(c.architecture.base_width, 8);
+        assert_eq!(c.input.resolution, 48);
+        assert_eq!(c.data.train_limit, 100);
+        let mut back = TrainForm::default();
+        back.take_from(&c);
+        assert_eq!(back.epochs, 3);
+        assert_eq!(back.eps_255, 4.0);
+    }
+}
