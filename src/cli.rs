@@ -404,6 +404,7 @@ fn gui(model: Option<PathBuf>, device: &str, ready_file: Option<PathBuf>) -> Res
         model,
         device: device.parse()?,
         samples_dir: samples_dir(),
+        models_dir: bundled_dir("models"),
         ready_file,
     });
     if let Err(e) = opened {
@@ -413,14 +414,19 @@ fn gui(model: Option<PathBuf>, device: &str, ready_file: Option<PathBuf>) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// The bundled samples: `assets/samples` under the current folder, else the source checkout.
-fn samples_dir() -> PathBuf {
-    let local = PathBuf::from("assets/samples");
+/// A bundled folder (`assets/samples`, `models`): under the current folder, else the source
+/// checkout.
+fn bundled_dir(relative: &str) -> PathBuf {
+    let local = PathBuf::from(relative);
     if local.is_dir() {
         local
     } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
     }
+}
+
+fn samples_dir() -> PathBuf {
+    bundled_dir("assets/samples")
 }
 
 fn demo(out: &Path, args: &ModelArgs) -> Result<ExitCode> {

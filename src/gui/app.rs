@@ -29,6 +29,8 @@ pub struct AppInit {
     /// Model file from the command line (overrides the remembered one).
     pub model: Option<PathBuf>,
     pub samples_dir: PathBuf,
+    /// Bundled checkpoints, offered in the File menu.
+    pub models_dir: PathBuf,
     /// Written once the first explanation has been drawn (for scripted screenshots).
     pub ready_file: Option<PathBuf>,
     /// Read the remembered state (off in tests, for reproducible screens).
@@ -72,6 +74,8 @@ pub struct TriscopeApp {
     pub status: String,
     pub errors: Vec<String>,
     show_model_info: bool,
+    /// `*.safetensors` files of the models folder (listed once at start).
+    bundled_models: Vec<PathBuf>,
     /// Text of the File menu's path field (works where no file-dialog portal is running).
     path_input: String,
     background_tx: SyncSender<Background>,
@@ -129,6 +133,7 @@ impl TriscopeApp {
             status: "loading the model…".into(),
             errors,
             show_model_info: false,
+            bundled_models: list_models(&init.models_dir),
             path_input: String::new(),
             background_tx,
             background_rx,
@@ -272,13 +277,24 @@ impl TriscopeApp {
                 };
                 self.status = format!("model loaded in {elapsed_secs:.2} s");
                 let channels = cfg.in_channels;
+                let previous_channels = self.model.as_ref().map(|m| m.config.in_channels);
                 self.model = Some(info);
-                // Re-analyse what is on screen with the new model, or open a first sample.
-                let image = self
+                // Re-analyse what is on screen with the new model, or open a first sample. A
+                // bundled sample of the other modality (skin for a chest model, or the
+                // reverse) is swapped for one that fits the new model.
+                let on_sample = self
                     .current_image
-                    .clone()
-                    .or_else(|| self.saved.last_image.clone().filter(|p| p.is_file()))
-                    .or_else(|| self.gallery.first_sample_for(channels));
+                    .as_ref()
+                    .is_some_and(|p| self.gallery.samples.iter().any(|e| &e.path == p));
+                let modality_changed = previous_channels.is_some_and(|c| c != channels);
+                let image = if on_sample && modality_changed {
+                    self.gallery.first_sample_for(channels)
+                } else {
+                    self.current_image
+                        .clone()
+                        .or_else(|| self.saved.last_image.clone().filter(|p| p.is_file()))
+                        .or_else(|| self.gallery.first_sample_for(channels))
+                };
                 if let Some(p) = image {
                     self.open_image(p);
                 }
@@ -494,6 +510,20 @@ impl TriscopeApp {
                 }
                 if ui.button("Use the embedded default model").clicked() {
                     self.load_model(None);
+                }
+                if !self.bundled_models.is_empty() {
+                    ui.menu_button("Bundled models", |ui| {
+                        for p in self.bundled_models.clone() {
+                            if ui
+                                .button(file_name(&p))
+                                .on_hover_text(p.display().to_string())
+                                .clicked()
+                            {
+                                self.load_model(Some(p));
+                                ui.close();
+                            }
+                        }
+                    });
                 }
                 ui.separator();
                 if ui.button("Export view…").clicked() {
@@ -773,6 +803,21 @@ impl eframe::App for TriscopeApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.saved);
     }
+}
+
+/// Checkpoints in `dir`, sorted by name.
+fn list_models(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 fn file_name(p: &Path) -> String {

@@ -31,6 +31,8 @@ pub struct GuiOptions {
     pub model: Option<PathBuf>,
     pub device: DeviceChoice,
     pub samples_dir: PathBuf,
+    /// Bundled checkpoints, offered in the File menu.
+    pub models_dir: PathBuf,
     pub ready_file: Option<PathBuf>,
 }
 
@@ -64,6 +66,7 @@ pub fn run(opts: GuiOptions) -> Result<()> {
         device,
         model: opts.model,
         samples_dir: opts.samples_dir,
+        models_dir: opts.models_dir,
         ready_file: opts.ready_file,
         restore_state: true,
         shared_device,

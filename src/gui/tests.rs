@@ -53,6 +53,7 @@ fn harness() -> Harness<'static, TriscopeApp> {
                     device: ComputeDevice::cpu(),
                     model: None,
                     samples_dir: samples(),
+                    models_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
                     ready_file: None,
                     restore_state: false,
                     shared_device: false,
@@ -308,4 +309,38 @@ fn training_panel_trains_a_tiny_run_live_and_loads_its_checkpoint() {
         vec!["mel".to_string(), "nv".to_string()]
     );
     let _ = std::fs::remove_dir_all(&runs);
+}
+
+#[test]
+fn bundled_chest_xray_model_loads_from_the_menu_and_explains_a_grey_image() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Bundled models").click();
+    h.run_steps(2);
+    h.get_by_label("pneumoniamnist_default.safetensors").click();
+    wait_until(&mut h, "the chest X-ray model and its analysis", |a| {
+        a.model.as_ref().is_some_and(|m| m.config.in_channels == 1)
+            && a.explain.analysis.as_ref().is_some_and(|x| {
+                x.prediction.scores.len() == 2 && x.path.to_string_lossy().contains("nih-cxr14")
+            })
+    });
+    let a = h.state().explain.analysis.clone().expect("analysis");
+    // A grey model shows the image grey: every displayed pixel has r == g == b.
+    assert!(
+        a.display
+            .rgb
+            .chunks(3)
+            .all(|p| p[0] == p[1] && p[1] == p[2])
+    );
+    assert_eq!(a.model_input.width, 64);
+    // Both classes have their bar in the Prediction panel.
+    for class in ["normal", "pneumonia"] {
+        assert!(h.query_all_by_label_contains(class).count() >= 1, "{class}");
+    }
+    snapshot(&mut h, "chest_xray_dark");
 }
