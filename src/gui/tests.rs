@@ -344,3 +344,50 @@ fn bundled_chest_xray_model_loads_from_the_menu_and_explains_a_grey_image() {
     }
     snapshot(&mut h, "chest_xray_dark");
 }
+
+#[test]
+fn frames_stay_cheap_while_an_attack_and_a_training_run_compute() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let runs = std::env::temp_dir().join(format!("triscope-gui-load-{}", std::process::id()));
+    {
+        let app = h.state_mut();
+        app.training.form.runs_dir = runs.display().to_string();
+        app.training.form.config_path = "tests/fixtures/train_tiny.yaml".into();
+        app.training.load_config_into_form();
+        app.training.form.epochs = 4;
+        app.training.start();
+        app.saved.tab = Tab::Attack;
+        app.attack.settings.steps = 100;
+        app.run_attack();
+    }
+    // Warm-up frames build textures and fonts once; measure the frames after them.
+    h.run_steps(5);
+    h.state_mut().max_frame_ms = 0.0;
+    let frames_before = h.state().frames;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut busy_frames = 0;
+    while (h.state().training.is_running() || h.state().attack.running) && Instant::now() < deadline
+    {
+        h.step();
+        busy_frames += 1;
+        sleep(Duration::from_millis(5));
+    }
+    assert!(
+        busy_frames >= 20,
+        "only {busy_frames} frames while computing"
+    );
+    assert!(h.state().frames - frames_before >= busy_frames);
+    let worst = h.state().max_frame_ms;
+    assert!(
+        worst < 16.0,
+        "a frame spent {worst:.1} ms of UI-thread CPU while the workers computed"
+    );
+    eprintln!("{busy_frames} frames while computing; most UI-thread CPU in one frame: {worst:.2} ms");
+    assert!(h.state().attack.result.is_some(), "the attack finished");
+    assert_eq!(h.state().training.epochs.len(), 4, "the run finished");
+    let _ = std::fs::remove_dir_all(&runs);
+}
