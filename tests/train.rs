@@ -602,3 +602,105 @@ fn cli_trains_resumes_and_rejects_bad_configs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `triscope train` child killed with SIGKILL while it writes a checkpoint, three times,
+/// resumed each time: no checkpoint is ever torn, and the finished run has the metrics and
+/// weights of a run never interrupted.
+#[test]
+fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
+    let dir = temp_dir("sigkill");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tiny.yaml");
+    // A checkpoint after every step, so writes are a large share of the run's time.
+    std::fs::write(
+        &config,
+        format!(
+            "architecture: {{base_width: 4}}\ninput: {{resolution: 32}}\n\
+             training: {{epochs: 3, batch_size: 8, warmup_epochs: 0, checkpoint_every_steps: 1, seed: 5}}\n\
+             robustness: {{loss_type: clean}}\ndata: {{dataset: tiny, root: {}}}\n",
+            fixture("train_tiny").display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let reference = dir.join("reference");
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--out",
+        reference.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let killed = dir.join("killed");
+    let last = killed.join("last.safetensors");
+    let mut kills_mid_write = 0;
+    for round in 0..3 {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_triscope"));
+        if round == 0 {
+            cmd.args(["train", "--config", c, "--out", killed.to_str().unwrap()]);
+        } else {
+            cmd.args(["train", "--resume", killed.to_str().unwrap()]);
+        }
+        let mut child = cmd
+            .args(["--device", "cpu", "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let temp = killed.join(format!(".last.safetensors.tmp{}", child.id()));
+        // Spin until this process is rewriting an existing `last` (its temporary file
+        // exists), then kill.
+        let writing = || temp.exists() && last.exists();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !writing() && std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        if writing() {
+            kills_mid_write += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Whatever the moment, `last` is whole: it loads, with its training state.
+        assert!(last.is_file(), "round {round}: no last checkpoint");
+        weights::load_checkpoint(&last, &Device::flex())
+            .unwrap_or_else(|e| panic!("round {round}: torn checkpoint: {e}"));
+    }
+    assert!(
+        kills_mid_write >= 1,
+        "no kill landed during a checkpoint write"
+    );
+    let out = triscope(&[
+        "train",
+        "--resume",
+        killed.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        metrics_without_times(&killed),
+        metrics_without_times(&reference)
+    );
+    assert_eq!(
+        weights_of(&killed.join("last.safetensors")),
+        weights_of(&reference.join("last.safetensors"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -386,7 +386,9 @@ fn frames_stay_cheap_while_an_attack_and_a_training_run_compute() {
         worst < 16.0,
         "a frame spent {worst:.1} ms of UI-thread CPU while the workers computed"
     );
-    eprintln!("{busy_frames} frames while computing; most UI-thread CPU in one frame: {worst:.2} ms");
+    eprintln!(
+        "{busy_frames} frames while computing; most UI-thread CPU in one frame: {worst:.2} ms"
+    );
     assert!(h.state().attack.result.is_some(), "the attack finished");
     assert_eq!(h.state().training.epochs.len(), 4, "the run finished");
     let _ = std::fs::remove_dir_all(&runs);
