@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
-use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute};
+use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, argmax, grad_cam};
 use crate::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
 use crate::model::{LayerId, ModelConfig, ResNet50};
@@ -248,11 +248,27 @@ impl Classifier {
         target: TargetClass,
         options: &AttributionOptions,
     ) -> Result<AttributionResult> {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.attribute_with(image, method, target, options, &mut |_, _| {}, &never)
+    }
+
+    /// [`Classifier::attribute`] with `progress(done, total)` model evaluations and a cancel
+    /// flag checked between batches (see [`attribute_with`]).
+    pub fn attribute_with(
+        &self,
+        image: &PixelImage,
+        method: Method,
+        target: TargetClass,
+        options: &AttributionOptions,
+        progress: &mut dyn FnMut(usize, usize),
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<AttributionResult> {
         let x = self.batch_tensor(&[image])?; // [1, C, R, R]
-        let attribution = attribute(&self.model, x, method, target, options)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| TriscopeError::Compute(format!("{method} returned no map")))?;
+        let attribution =
+            attribute_with(&self.model, x, method, target, options, progress, cancel)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| TriscopeError::Compute(format!("{method} returned no map")))?;
         let prediction = self.prediction_from_logits(&attribution.logits);
         Ok(AttributionResult {
             prediction,

@@ -12,6 +12,7 @@ use triscope::device::ComputeDevice;
 use triscope::explain::attribution::eigen_projection;
 use triscope::explain::{
     AttributionMap, AttributionOptions, IgQuadrature, Method, TargetClass, attribute,
+    attribute_with,
 };
 use triscope::inference::Classifier;
 use triscope::model::{LayerId, ModelConfig, ResNet50};
@@ -477,6 +478,52 @@ fn every_method_explains_a_fixed_class_and_rejects_bad_settings() {
     };
     let e = err(Method::IntegratedGradients, &bad, TargetClass::Predicted);
     assert!(e.contains("at least 2 steps"), "{e}");
+}
+
+#[test]
+fn progress_counts_model_evaluations_and_cancel_stops() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let device = Device::flex();
+    let model = fixture_model(&device);
+    let options = AttributionOptions {
+        ig_steps: 10,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let never = AtomicBool::new(false);
+    attribute_with(
+        &model,
+        inputs(2, &device),
+        Method::IntegratedGradients,
+        TargetClass::Predicted,
+        &options,
+        &mut |done, total| seen.push((done, total)),
+        &never,
+    )
+    .unwrap();
+    // Two images x 10 steps in batches of 4, 4, 2.
+    let done: Vec<usize> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(done, vec![4, 8, 10, 14, 18, 20, 20]);
+    assert!(seen.iter().all(|s| s.1 == 20));
+
+    let cancel = AtomicBool::new(false);
+    let mut calls = 0;
+    let err = attribute_with(
+        &model,
+        inputs(1, &device),
+        Method::ScoreCam,
+        TargetClass::Predicted,
+        &options,
+        &mut |_, _| {
+            calls += 1;
+            cancel.store(true, Ordering::Relaxed);
+        },
+        &cancel,
+    )
+    .unwrap_err();
+    assert!(matches!(err, triscope::TriscopeError::Cancelled), "{err}");
+    assert_eq!(calls, 1, "stopped after the first batch");
 }
 
 /// Seconds per method for one image, on the fixture model (base width 8) and the embedded

@@ -31,6 +31,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -279,6 +280,30 @@ pub fn attribute(
     target: TargetClass,
     options: &AttributionOptions,
 ) -> Result<Vec<AttributionMap>> {
+    attribute_with(
+        model,
+        pixels,
+        method,
+        target,
+        options,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`attribute`] with progress and cancellation, for front ends: `progress(done, total)`
+/// counts model evaluations (images through the network, `total` = images x passes per
+/// image: channels for Score-CAM, samples, steps, windows; 1 for single-pass methods);
+/// setting `cancel` stops between batches with [`TriscopeError::Cancelled`].
+pub fn attribute_with(
+    model: &ResNet50,
+    pixels: Tensor<4>,
+    method: Method,
+    target: TargetClass,
+    options: &AttributionOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<Vec<AttributionMap>> {
     let [batch, channels, height, width] = pixels.dims();
     if batch == 0 {
         return Ok(Vec::new());
@@ -299,7 +324,31 @@ pub fn attribute(
         height,
         width,
     };
-    match method {
+    let passes = match method {
+        Method::ScoreCam => options.layer.channels(model.config.base_width),
+        Method::SmoothGrad => options.smoothgrad_samples,
+        Method::IntegratedGradients => options.ig_steps,
+        Method::Occlusion => {
+            let n = |side| {
+                window_starts(
+                    side,
+                    options.occlusion_window_px,
+                    options.occlusion_stride_px,
+                )
+                .len()
+            };
+            n(height) * n(width)
+        }
+        _ => 1,
+    };
+    let mut hooks = Hooks {
+        progress,
+        cancel,
+        done: 0,
+        total: batch * passes,
+    };
+    hooks.check()?;
+    let maps = match method {
         Method::GradCam => {
             let cams = grad_cam(model, pixels, options.layer, target)?;
             Ok(cams
@@ -322,12 +371,41 @@ pub fn attribute(
         Method::GradCamPlusPlus | Method::XGradCam | Method::LayerCam | Method::HiResCam => {
             gradient_cam(model, pixels, method, target, options.layer, dims)
         }
-        Method::ScoreCam => score_cam(model, pixels, target, options, dims),
+        Method::ScoreCam => score_cam(model, pixels, target, options, dims, &mut hooks),
         Method::EigenCam => eigen_cam(model, pixels, target, options.layer, dims),
         Method::Saliency => saliency(model, pixels, target, dims),
-        Method::SmoothGrad => smooth_grad(model, pixels, target, options, dims),
-        Method::IntegratedGradients => integrated_gradients(model, pixels, target, options, dims),
-        Method::Occlusion => occlusion(model, pixels, target, options, dims),
+        Method::SmoothGrad => smooth_grad(model, pixels, target, options, dims, &mut hooks),
+        Method::IntegratedGradients => {
+            integrated_gradients(model, pixels, target, options, dims, &mut hooks)
+        }
+        Method::Occlusion => occlusion(model, pixels, target, options, dims, &mut hooks),
+    }?;
+    hooks.done = hooks.total;
+    (hooks.progress)(hooks.done, hooks.total);
+    Ok(maps)
+}
+
+/// Progress and cancellation between batches of model evaluations.
+struct Hooks<'a> {
+    progress: &'a mut dyn FnMut(usize, usize),
+    cancel: &'a AtomicBool,
+    done: usize,
+    total: usize,
+}
+
+impl Hooks<'_> {
+    fn check(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(TriscopeError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// `n` more evaluations done; errors when cancelled.
+    fn advance(&mut self, n: usize) -> Result<()> {
+        self.done = (self.done + n).min(self.total);
+        (self.progress)(self.done, self.total);
+        self.check()
     }
 }
 
@@ -577,6 +655,7 @@ fn score_cam(
     target: TargetClass,
     options: &AttributionOptions,
     dims: Dims,
+    hooks: &mut Hooks<'_>,
 ) -> Result<Vec<AttributionMap>> {
     let device = pixels.device();
     let layer = options.layer;
@@ -625,6 +704,7 @@ fn score_cam(
                     .iter()
                     .map(|row| row[classes[b]]),
             );
+            hooks.advance(chunk.len())?;
         }
         let weights = softmax(&scores);
         let mut raw = weighted_sum(acts_b, &weights, hw);
@@ -941,6 +1021,7 @@ fn smooth_grad(
     target: TargetClass,
     options: &AttributionOptions,
     dims: Dims,
+    hooks: &mut Hooks<'_>,
 ) -> Result<Vec<AttributionMap>> {
     let device = pixels.device();
     let (logits, classes) = logits_and_classes(model, pixels.clone(), target)?;
@@ -975,6 +1056,7 @@ fn smooth_grad(
                     *s += g.abs() as f64;
                 }
             }
+            hooks.advance(count)?;
         }
         let raw: Vec<f32> = sum_abs
             .iter()
@@ -1051,6 +1133,7 @@ fn integrated_gradients(
     target: TargetClass,
     options: &AttributionOptions,
     dims: Dims,
+    hooks: &mut Hooks<'_>,
 ) -> Result<Vec<AttributionMap>> {
     let device = pixels.device();
     let (logits, classes) = logits_and_classes(model, pixels.clone(), target)?;
@@ -1078,6 +1161,7 @@ fn integrated_gradients(
                     *t += step * *g as f64;
                 }
             }
+            hooks.advance(chunk.len())?;
         }
         let raw: Vec<f32> = total
             .iter()
@@ -1109,6 +1193,7 @@ fn occlusion(
     target: TargetClass,
     options: &AttributionOptions,
     dims: Dims,
+    hooks: &mut Hooks<'_>,
 ) -> Result<Vec<AttributionMap>> {
     let device = pixels.device();
     let (logits, classes) = logits_and_classes(model, pixels.clone(), target)?;
@@ -1153,6 +1238,7 @@ fn occlusion(
                     }
                 }
             }
+            hooks.advance(chunk.len())?;
         }
         let per_pixel: Vec<f32> = total
             .iter()

@@ -5,6 +5,8 @@ pub mod colormap;
 pub mod gradcam;
 pub mod quality;
 
-pub use attribution::{AttributionMap, AttributionOptions, IgQuadrature, Method, attribute};
+pub use attribution::{
+    AttributionMap, AttributionOptions, IgQuadrature, Method, attribute, attribute_with,
+};
 pub use colormap::{Colormap, heatmap_rgb8, overlay_rgb8};
 pub use gradcam::{GradCamBatch, GradCamMap, TargetClass, grad_cam};
