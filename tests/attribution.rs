@@ -143,9 +143,11 @@ fn eigen_cam_matches_get_2d_projection_up_to_the_svd_sign() {
                 &maps[b].map,
                 fx[&format!("eigencam_{layer}_aligned")].item(b),
             );
-            assert!(d <= 2e-3, "{layer} image {b}: aligned map differs by {d}");
+            println!("eigencam {layer} image {b}: aligned map max abs diff {d:.2e}");
+            assert!(d <= 1e-3, "{layer} image {b}: aligned map differs by {d}");
             if same < opposite {
                 let d = max_abs_diff(&maps[b].map, fx[&format!("cam_eigencam_{layer}")].item(b));
+                println!("eigencam {layer} image {b}: EigenCAM map max abs diff {d:.2e}");
                 assert!(d <= 1e-3, "{layer} image {b}: EigenCAM map differs by {d}");
             }
         }
