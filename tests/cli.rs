@@ -449,6 +449,31 @@ fn explain_a_folder_writes_overlays_and_a_csv() {
         stdout(&o)
     );
 
+    // A broken file is a CSV row with its error; the others are still explained; exit code 1.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::write(mixed.join("broken.png"), b"\x89PNG\r\n\x1a\n broken").unwrap();
+    std::fs::copy(sample("ham10000/ISIC_0024317.jpg"), mixed.join("good.jpg")).unwrap();
+    let mixed_out = dir.path().join("mixed_out");
+    let o = triscope(&[
+        "explain",
+        &s(&mixed),
+        "--method",
+        "saliency",
+        "--out",
+        &s(&mixed_out),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("broken.png"), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(mixed_out.join("predictions.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows[0].starts_with("broken.png,error: "), "{csv}");
+    assert!(rows[1].starts_with("good.jpg,ok,"), "{csv}");
+    assert!(mixed_out.join("good_overlay.png").is_file());
+
     // An empty folder is an error, not an empty CSV.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
