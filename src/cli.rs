@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use triscope::device::{ComputeDevice, DeviceChoice};
-use triscope::explain::{Colormap, TargetClass, heatmap_rgb8, overlay_rgb8};
+use triscope::explain::{Colormap, TargetClass, overlay_rgb8};
 use triscope::imaging::ResizeMode;
 use triscope::inference::{Classifier, Prediction};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
@@ -97,25 +97,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Grad-CAM of an image: heatmap.png, overlay.png, heatmap.npy, prediction.json
+    /// Explain an image (heatmap.png, overlay.png, heatmap.npy, attribution.npy,
+    /// prediction.json) or every image of a folder (heatmaps, overlays, predictions.csv)
     Explain {
-        #[arg(value_name = "IMAGE")]
+        #[arg(value_name = "IMAGE|FOLDER")]
         image: PathBuf,
-        /// Layer to explain: layer1, layer2, layer3 or layer4
-        #[arg(long, default_value = "layer4")]
-        layer: String,
-        /// Class to explain, by index or name; default: the predicted class
-        #[arg(long = "class", value_name = "C")]
-        class: Option<String>,
+        #[command(flatten)]
+        explain: crate::cli_explain::ExplainArgs,
         /// Output folder
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Colour map: jet or viridis (colour-blind safe)
-        #[arg(long, default_value = "jet")]
-        colormap: String,
-        /// Heatmap opacity in the overlay, 0..1
-        #[arg(long, default_value_t = 0.4)]
-        alpha: f32,
         #[command(flatten)]
         model: ModelArgs,
         /// Print the JSON summary on stdout
@@ -266,23 +257,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }) => predict(&images, &model, json),
         Some(Command::Explain {
             image,
-            layer,
-            class,
+            explain,
             out,
-            colormap,
-            alpha,
             model,
             json,
-        }) => explain(
-            &image,
-            &layer,
-            class.as_deref(),
-            &out,
-            &colormap,
-            alpha,
-            &model,
-            json,
-        ),
+        }) => crate::cli_explain::explain(&image, &explain, &out, &open_classifier(&model)?, json),
         Some(Command::Import {
             file,
             arch,
@@ -599,104 +578,6 @@ pub(crate) fn print_prediction(path: &Path, p: &Prediction, elapsed_secs: f64) {
         let bar = "#".repeat((s.probability * 30.0).round() as usize);
         println!("    {:<20} {:>6.3}  {bar}", s.name, s.probability);
     }
-}
-
-#[derive(Serialize)]
-struct ExplainSummary<'a> {
-    image: String,
-    model: String,
-    model_trained: bool,
-    device: String,
-    layer: String,
-    explained_class_index: usize,
-    explained_class_name: String,
-    prediction: &'a Prediction,
-    heatmap_size: [usize; 2],
-    colormap: &'static str,
-    alpha: f32,
-    elapsed_secs: f64,
-    files: Vec<String>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn explain(
-    image: &Path,
-    layer: &str,
-    class: Option<&str>,
-    out: &Path,
-    colormap: &str,
-    alpha: f32,
-    args: &ModelArgs,
-    json: bool,
-) -> Result<ExitCode> {
-    let layer: LayerId = layer.parse()?;
-    let colormap: Colormap = colormap.parse()?;
-    if !(0.0..=1.0).contains(&alpha) {
-        bail!("--alpha must be between 0 and 1, got {alpha}");
-    }
-    let classifier = open_classifier(args)?;
-    let target = match class {
-        None => TargetClass::Predicted,
-        Some(c) => TargetClass::Index(resolve_class(classifier.config(), c)?),
-    };
-    let loaded = classifier.load_image(image)?;
-    let started = Instant::now();
-    let explanation = classifier.explain(&loaded.pixels, layer, target)?;
-    let elapsed_secs = started.elapsed().as_secs_f64();
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-
-    let cam = &explanation.gradcam;
-    let (w, h) = (cam.width as u32, cam.height as u32);
-    let input_rgb = loaded.pixels.to_rgb8();
-    let heat = heatmap_rgb8(&cam.map, colormap);
-    let overlay = overlay_rgb8(&input_rgb, &cam.map, colormap, alpha);
-    let files = [
-        ("input.png", input_rgb),
-        ("heatmap.png", heat),
-        ("overlay.png", overlay),
-    ];
-    let mut written = Vec::new();
-    for (name, rgb) in files {
-        written.push(save_rgb8(&out.join(name), &rgb, w, h)?);
-    }
-    let npy = out.join("heatmap.npy");
-    triscope::npy::write_f32(&npy, &cam.map, &[cam.height, cam.width])?;
-    written.push(npy.display().to_string());
-    let summary_path = out.join("prediction.json");
-    written.push(summary_path.display().to_string());
-    let summary = ExplainSummary {
-        image: image.display().to_string(),
-        model: classifier.source.to_string(),
-        model_trained: classifier.metadata.trained,
-        device: classifier.device().description.clone(),
-        layer: layer.to_string(),
-        explained_class_index: cam.class_index,
-        explained_class_name: classifier.config().class_names[cam.class_index].clone(),
-        prediction: &explanation.prediction,
-        heatmap_size: [cam.height, cam.width],
-        colormap: colormap.name(),
-        alpha,
-        elapsed_secs,
-        files: written.clone(),
-    };
-    let text = serde_json::to_string_pretty(&summary)?;
-    std::fs::write(&summary_path, &text)
-        .with_context(|| format!("cannot write {}", summary_path.display()))?;
-    if json {
-        println!("{text}");
-    } else {
-        print_prediction(image, &explanation.prediction, elapsed_secs);
-        println!(
-            "Grad-CAM on {layer} for class '{}' ({}x{} -> {}x{}) written to {}",
-            summary.explained_class_name,
-            cam.raw_height,
-            cam.raw_width,
-            cam.height,
-            cam.width,
-            out.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Write interleaved RGB8 pixels as a PNG; returns the path for the list of written files.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
+use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, argmax, grad_cam};
 use crate::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
 use crate::model::{LayerId, ModelConfig, ResNet50};
@@ -50,6 +51,13 @@ pub struct Prediction {
 pub struct Explanation {
     pub prediction: Prediction,
     pub gradcam: GradCamMap,
+}
+
+/// A prediction with an attribution map of any [`Method`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributionResult {
+    pub prediction: Prediction,
+    pub attribution: AttributionMap,
 }
 
 /// Where a model came from.
@@ -226,6 +234,45 @@ impl Classifier {
         Ok(Explanation {
             prediction,
             gradcam,
+        })
+    }
+}
+
+impl Classifier {
+    /// Prediction and an attribution map of `method` for one image (the prediction comes
+    /// from the logits of the method's own forward pass).
+    pub fn attribute(
+        &self,
+        image: &PixelImage,
+        method: Method,
+        target: TargetClass,
+        options: &AttributionOptions,
+    ) -> Result<AttributionResult> {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.attribute_with(image, method, target, options, &mut |_, _| {}, &never)
+    }
+
+    /// [`Classifier::attribute`] with `progress(done, total)` model evaluations and a cancel
+    /// flag checked between batches (see [`attribute_with`]).
+    pub fn attribute_with(
+        &self,
+        image: &PixelImage,
+        method: Method,
+        target: TargetClass,
+        options: &AttributionOptions,
+        progress: &mut dyn FnMut(usize, usize),
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<AttributionResult> {
+        let x = self.batch_tensor(&[image])?; // [1, C, R, R]
+        let attribution =
+            attribute_with(&self.model, x, method, target, options, progress, cancel)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| TriscopeError::Compute(format!("{method} returned no map")))?;
+        let prediction = self.prediction_from_logits(&attribution.logits);
+        Ok(AttributionResult {
+            prediction,
+            attribution,
         })
     }
 }

@@ -330,3 +330,154 @@ fn demo_explains_every_bundled_sample() {
         assert!(out.join(id).join("overlay.png").exists(), "{id} overlay");
     }
 }
+
+#[test]
+fn explain_with_other_methods_writes_the_same_files() {
+    let dir = TempDir::new("cli-methods");
+    let img = s(&sample("ham10000/ISIC_0024410.jpg"));
+    let cases: [(&str, &[&str], &str, usize); 4] = [
+        ("gradcam++", &["--layer", "layer3"], "layer3", 2),
+        ("ig", &["--ig-steps", "4"], "input", 3),
+        (
+            "smoothgrad",
+            &["--smoothgrad-samples", "2", "--smoothgrad-sigma", "0.1"],
+            "input",
+            3,
+        ),
+        (
+            "occlusion",
+            &["--occlusion-window", "64", "--occlusion-stride", "64"],
+            "input",
+            3,
+        ),
+    ];
+    for (method, extra, layer, raw_dims) in cases {
+        let out = dir.path().join(method.replace('+', "p"));
+        let out_s = s(&out);
+        let mut args = vec![
+            "explain", &img, "--method", method, "--out", &out_s, "--device", "cpu",
+        ];
+        args.extend_from_slice(extra);
+        let o = triscope(&args);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("prediction.json")).unwrap()).unwrap();
+        assert_eq!(json["method"], method);
+        assert_eq!(json["layer"], layer);
+        for name in ["heatmap.png", "overlay.png", "input.png"] {
+            assert!(out.join(name).is_file(), "{method}: {name}");
+        }
+        let (shape, values) =
+            triscope::npy::decode_f32(&std::fs::read(out.join("heatmap.npy")).unwrap()).unwrap();
+        assert_eq!(shape.len(), 2);
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)), "{method}");
+        let (raw_shape, _) =
+            triscope::npy::decode_f32(&std::fs::read(out.join("attribution.npy")).unwrap())
+                .unwrap();
+        assert_eq!(raw_shape.len(), raw_dims, "{method}");
+        assert!(stdout(&o).contains(&json["method_label"].as_str().unwrap().to_string()));
+    }
+    let o = triscope(&[
+        "explain",
+        &img,
+        "--method",
+        "lime",
+        "--out",
+        &s(dir.path()),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown attribution method 'lime'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn explain_a_folder_writes_overlays_and_a_csv() {
+    let dir = TempDir::new("cli-batch");
+    let out = dir.path().join("batch");
+    let samples = root().join("assets").join("samples");
+    let o = triscope(&[
+        "explain",
+        &s(&samples),
+        "--method",
+        "layercam",
+        "--out",
+        &s(&out),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(
+        &header[..4],
+        ["image", "status", "predicted_index", "predicted_class"]
+    );
+    assert!(header.contains(&"p_mel"), "{}", lines[0]);
+    // 7 skin images and 3 chest X-rays; the markdown and CSV files are skipped.
+    assert_eq!(lines.len(), 11, "{csv}");
+    for line in &lines[1..] {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells.len(), header.len(), "{line}");
+        assert_eq!(cells[1], "ok", "{line}");
+        assert_eq!(cells[7], "layercam");
+        let p: f64 = header
+            .iter()
+            .zip(&cells)
+            .filter(|(h, _)| h.starts_with("p_"))
+            .map(|(_, c)| c.parse::<f64>().unwrap())
+            .sum();
+        assert!((p - 1.0).abs() < 1e-3, "{line}");
+    }
+    assert!(csv.contains("ham10000/ISIC_0024410.jpg"), "{csv}");
+    for rel in [
+        "ham10000/ISIC_0024410_heatmap.png",
+        "ham10000/ISIC_0024410_overlay.png",
+        "nih-cxr14/00000072_000_overlay.png",
+    ] {
+        let png = image::open(out.join(rel)).unwrap();
+        assert_eq!(png.width(), png.height(), "{rel}");
+    }
+    assert!(
+        stdout(&o).contains("10 of 10 images explained with LayerCAM"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A broken file is a CSV row with its error; the others are still explained; exit code 1.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::write(mixed.join("broken.png"), b"\x89PNG\r\n\x1a\n broken").unwrap();
+    std::fs::copy(sample("ham10000/ISIC_0024317.jpg"), mixed.join("good.jpg")).unwrap();
+    let mixed_out = dir.path().join("mixed_out");
+    let o = triscope(&[
+        "explain",
+        &s(&mixed),
+        "--method",
+        "saliency",
+        "--out",
+        &s(&mixed_out),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("broken.png"), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(mixed_out.join("predictions.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows[0].starts_with("broken.png,error: "), "{csv}");
+    assert!(rows[1].starts_with("good.jpg,ok,"), "{csv}");
+    assert!(mixed_out.join("good_overlay.png").is_file());
+
+    // An empty folder is an error, not an empty CSV.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = triscope(&["explain", &s(&empty), "--out", &s(&out), "--device", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("holds no images"), "{}", stderr(&o));
+}

@@ -45,6 +45,10 @@ pub fn load_arrays(path: &Path) -> HashMap<String, Array> {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
                 Dtype::I8 => data.iter().map(|&b| b as i8 as f32).collect(),
                 Dtype::I64 => data
                     .chunks_exact(8)

@@ -1,0 +1,436 @@
+//! `triscope explain`: one image (heatmap, overlay, npy, JSON) or a folder (heatmaps and
+//! overlays for every image plus a CSV of predictions), with any attribution method.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use crate::cli::{print_prediction, resolve_class, save_rgb8};
+use triscope::explain::{
+    AttributionMap, AttributionOptions, Colormap, Method, TargetClass, heatmap_rgb8, overlay_rgb8,
+};
+use triscope::inference::{AttributionResult, Classifier, Prediction};
+use triscope::model::LayerId;
+
+/// What to explain and how to draw it.
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// Attribution method: gradcam, gradcam++, xgradcam, layercam, hirescam, scorecam,
+    /// eigencam (on --layer), saliency, smoothgrad, ig, occlusion (on the input pixels)
+    #[arg(long, default_value = "gradcam")]
+    method: String,
+    /// Layer the CAM methods explain: layer1, layer2, layer3 or layer4
+    #[arg(long, default_value = "layer4")]
+    layer: String,
+    /// Class to explain, by index or name; default: the predicted class
+    #[arg(long = "class", value_name = "C")]
+    class: Option<String>,
+    /// Colour map: jet or viridis (colour-blind safe)
+    #[arg(long, default_value = "jet")]
+    colormap: String,
+    /// Heatmap opacity in the overlay, 0..1
+    #[arg(long, default_value_t = 0.4)]
+    alpha: f32,
+    /// Integrated Gradients: steps from the black baseline (Gauss-Legendre, as Captum)
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    ig_steps: usize,
+    /// SmoothGrad: noisy samples averaged
+    #[arg(long, default_value_t = 25, value_name = "N")]
+    smoothgrad_samples: usize,
+    /// SmoothGrad: noise std as a fraction of the image's value range
+    #[arg(long, default_value_t = 0.15, value_name = "F")]
+    smoothgrad_sigma: f32,
+    /// SmoothGrad: seed of the noise
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    smoothgrad_seed: u64,
+    /// Occlusion: window side in pixels (of the model's input)
+    #[arg(long, default_value_t = 16, value_name = "PX")]
+    occlusion_window: usize,
+    /// Occlusion: stride between windows in pixels
+    #[arg(long, default_value_t = 8, value_name = "PX")]
+    occlusion_stride: usize,
+}
+
+/// Parsed settings shared by the single-image and the folder modes.
+struct Plan {
+    method: Method,
+    target: TargetClass,
+    options: AttributionOptions,
+    colormap: Colormap,
+    alpha: f32,
+}
+
+impl ExplainArgs {
+    fn plan(&self, classifier: &Classifier) -> Result<Plan> {
+        let method: Method = self.method.parse()?;
+        let layer: LayerId = self.layer.parse()?;
+        let colormap: Colormap = self.colormap.parse()?;
+        if !(0.0..=1.0).contains(&self.alpha) {
+            bail!("--alpha must be between 0 and 1, got {}", self.alpha);
+        }
+        let target = match &self.class {
+            None => TargetClass::Predicted,
+            Some(c) => TargetClass::Index(resolve_class(classifier.config(), c)?),
+        };
+        let options = AttributionOptions {
+            layer,
+            ig_steps: self.ig_steps,
+            smoothgrad_samples: self.smoothgrad_samples,
+            smoothgrad_sigma: self.smoothgrad_sigma,
+            smoothgrad_seed: self.smoothgrad_seed,
+            occlusion_window_px: self.occlusion_window,
+            occlusion_stride_px: self.occlusion_stride,
+            ..Default::default()
+        };
+        Ok(Plan {
+            method,
+            target,
+            options,
+            colormap,
+            alpha: self.alpha,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct ExplainSummary<'a> {
+    image: String,
+    model: String,
+    model_trained: bool,
+    device: String,
+    method: &'static str,
+    method_label: &'static str,
+    /// The explained layer (CAM methods), else "input".
+    layer: String,
+    explained_class_index: usize,
+    explained_class_name: String,
+    prediction: &'a Prediction,
+    heatmap_size: [usize; 2],
+    /// Shape of attribution.npy (`[h, w]` for CAMs, `[C, H, W]` for input-space methods).
+    attribution_shape: &'a [usize],
+    options: &'a AttributionOptions,
+    colormap: &'static str,
+    alpha: f32,
+    elapsed_secs: f64,
+    files: Vec<String>,
+}
+
+/// `triscope explain PATH`: a folder explains every image in it (recursively).
+pub fn explain(
+    path: &Path,
+    args: &ExplainArgs,
+    out: &Path,
+    classifier: &Classifier,
+    json: bool,
+) -> Result<ExitCode> {
+    let plan = args.plan(classifier)?;
+    if path.is_dir() {
+        return explain_folder(path, &plan, out, classifier, json);
+    }
+    let loaded = classifier.load_image(path)?;
+    let started = Instant::now();
+    let result = classifier.attribute(&loaded.pixels, plan.method, plan.target, &plan.options)?;
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let a = &result.attribution;
+    let input_rgb = loaded.pixels.to_rgb8();
+    let mut written = write_images(out, "", &input_rgb, a, &plan)?;
+    let input_path = out.join("input.png");
+    written.insert(
+        0,
+        save_rgb8(&input_path, &input_rgb, a.width as u32, a.height as u32)?,
+    );
+    let npy = out.join("heatmap.npy");
+    triscope::npy::write_f32(&npy, &a.map, &[a.height, a.width])?;
+    written.push(npy.display().to_string());
+    let raw = out.join("attribution.npy");
+    triscope::npy::write_f32(&raw, &a.raw, &a.raw_shape)?;
+    written.push(raw.display().to_string());
+    let summary_path = out.join("prediction.json");
+    written.push(summary_path.display().to_string());
+    let summary = ExplainSummary {
+        image: path.display().to_string(),
+        model: classifier.source.to_string(),
+        model_trained: classifier.metadata.trained,
+        device: classifier.device().description.clone(),
+        method: plan.method.name(),
+        method_label: plan.method.label(),
+        layer: layer_name(a),
+        explained_class_index: a.class_index,
+        explained_class_name: classifier.config().class_names[a.class_index].clone(),
+        prediction: &result.prediction,
+        heatmap_size: [a.height, a.width],
+        attribution_shape: &a.raw_shape,
+        options: &plan.options,
+        colormap: plan.colormap.name(),
+        alpha: plan.alpha,
+        elapsed_secs,
+        files: written,
+    };
+    let text = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(&summary_path, &text)
+        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    if json {
+        println!("{text}");
+    } else {
+        print_prediction(path, &result.prediction, elapsed_secs);
+        let shape: Vec<String> = a.raw_shape.iter().map(|d| d.to_string()).collect();
+        println!(
+            "{} on {} for class '{}' ({} -> {}x{}) written to {}",
+            plan.method.label(),
+            summary.layer,
+            summary.explained_class_name,
+            shape.join("x"),
+            a.height,
+            a.width,
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn layer_name(a: &AttributionMap) -> String {
+    a.layer
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "input".into())
+}
+
+/// heatmap.png and overlay.png (with `prefix` before each name); returns the paths written.
+fn write_images(
+    dir: &Path,
+    prefix: &str,
+    input_rgb: &[u8],
+    a: &AttributionMap,
+    plan: &Plan,
+) -> Result<Vec<String>> {
+    let (w, h) = (a.width as u32, a.height as u32);
+    let heat = heatmap_rgb8(&a.map, plan.colormap);
+    let overlay = overlay_rgb8(input_rgb, &a.map, plan.colormap, plan.alpha);
+    Ok(vec![
+        save_rgb8(&dir.join(format!("{prefix}heatmap.png")), &heat, w, h)?,
+        save_rgb8(&dir.join(format!("{prefix}overlay.png")), &overlay, w, h)?,
+    ])
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        matches!(
+            e.to_ascii_lowercase().as_str(),
+            "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
+        )
+    })
+}
+
+/// Image files under `dir`, recursively, sorted.
+fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
+        for entry in entries {
+            let p = entry
+                .with_context(|| format!("cannot list {}", d.display()))?
+                .path();
+            if p.is_dir() {
+                pending.push(p);
+            } else if is_image(&p) {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// One CSV field, quoted when it holds a comma, a quote or a newline.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[derive(Serialize)]
+struct BatchRecord {
+    image: String,
+    status: String,
+    predicted_index: Option<usize>,
+    predicted_class: Option<String>,
+    confidence: Option<f32>,
+    explained_index: Option<usize>,
+    explained_class: Option<String>,
+    probabilities: Vec<f32>,
+    heatmap: Option<String>,
+    overlay: Option<String>,
+    elapsed_secs: f64,
+}
+
+fn explain_folder(
+    dir: &Path,
+    plan: &Plan,
+    out: &Path,
+    classifier: &Classifier,
+    json: bool,
+) -> Result<ExitCode> {
+    let images = list_images(dir)?;
+    if images.is_empty() {
+        bail!(
+            "{} holds no images (png, jpg, jpeg, bmp, tif, tiff)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let bar = indicatif::ProgressBar::new(images.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images, {elapsed} elapsed, eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut records = Vec::with_capacity(images.len());
+    for path in &images {
+        let rel = path.strip_prefix(dir).unwrap_or(path);
+        bar.set_message(rel.display().to_string());
+        let started = Instant::now();
+        let result = classifier.load_image(path).and_then(|loaded| {
+            classifier
+                .attribute(&loaded.pixels, plan.method, plan.target, &plan.options)
+                .map(|r| (loaded, r))
+        });
+        let record = match result {
+            Ok((loaded, r)) => {
+                let folder = out.join(rel.parent().unwrap_or(Path::new("")));
+                std::fs::create_dir_all(&folder)
+                    .with_context(|| format!("cannot create {}", folder.display()))?;
+                let stem = rel
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let files = write_images(
+                    &folder,
+                    &format!("{stem}_"),
+                    &loaded.pixels.to_rgb8(),
+                    &r.attribution,
+                    plan,
+                )?;
+                success_record(rel, &r, classifier, files, started.elapsed().as_secs_f64())
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {e}"));
+                BatchRecord {
+                    image: rel.display().to_string(),
+                    status: format!("error: {e}"),
+                    predicted_index: None,
+                    predicted_class: None,
+                    confidence: None,
+                    explained_index: None,
+                    explained_class: None,
+                    probabilities: Vec::new(),
+                    heatmap: None,
+                    overlay: None,
+                    elapsed_secs: started.elapsed().as_secs_f64(),
+                }
+            }
+        };
+        records.push(record);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let class_names = &classifier.config().class_names;
+    let mut csv = String::from(
+        "image,status,predicted_index,predicted_class,confidence,explained_index,explained_class,method,layer",
+    );
+    for name in class_names {
+        csv.push_str(&format!(",p_{}", csv_field(name)));
+    }
+    csv.push_str(",heatmap,overlay,elapsed_secs\n");
+    let layer = if plan.method.uses_layer() {
+        plan.options.layer.to_string()
+    } else {
+        "input".into()
+    };
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    for r in &records {
+        let mut row = vec![
+            csv_field(&r.image),
+            csv_field(&r.status),
+            opt(r.predicted_index.map(|v| v.to_string())),
+            csv_field(&opt(r.predicted_class.clone())),
+            opt(r.confidence.map(|v| format!("{v:.6}"))),
+            opt(r.explained_index.map(|v| v.to_string())),
+            csv_field(&opt(r.explained_class.clone())),
+            plan.method.name().to_string(),
+            layer.clone(),
+        ];
+        for i in 0..class_names.len() {
+            row.push(opt(r.probabilities.get(i).map(|p| format!("{p:.6}"))));
+        }
+        row.push(csv_field(&opt(r.heatmap.clone())));
+        row.push(csv_field(&opt(r.overlay.clone())));
+        row.push(format!("{:.3}", r.elapsed_secs));
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+    }
+    let csv_path = out.join("predictions.csv");
+    std::fs::write(&csv_path, csv)
+        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+
+    let failures = records.iter().filter(|r| r.status != "ok").count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else {
+        for r in records.iter().filter(|r| r.status == "ok") {
+            println!(
+                "{}: {} ({:.1}%)",
+                r.image,
+                opt(r.predicted_class.clone()),
+                r.confidence.unwrap_or(0.0) * 100.0
+            );
+        }
+        println!(
+            "{} of {} images explained with {} ({}); heatmaps, overlays and {} in {}",
+            records.len() - failures,
+            records.len(),
+            plan.method.label(),
+            layer,
+            csv_path.display(),
+            out.display()
+        );
+    }
+    Ok(if failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn success_record(
+    rel: &Path,
+    r: &AttributionResult,
+    classifier: &Classifier,
+    files: Vec<String>,
+    elapsed_secs: f64,
+) -> BatchRecord {
+    let p = &r.prediction;
+    let mut files = files.into_iter();
+    BatchRecord {
+        image: rel.display().to_string(),
+        status: "ok".into(),
+        predicted_index: Some(p.class_index),
+        predicted_class: Some(p.class_name.clone()),
+        confidence: Some(p.confidence),
+        explained_index: Some(r.attribution.class_index),
+        explained_class: Some(classifier.config().class_names[r.attribution.class_index].clone()),
+        probabilities: p.scores.iter().map(|s| s.probability).collect(),
+        heatmap: files.next(),
+        overlay: files.next(),
+        elapsed_secs,
+    }
+}
