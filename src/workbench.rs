@@ -22,6 +22,7 @@ use crate::attack::{
 };
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
+use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
 use crate::explain::quality::{spearman, ssim};
 use crate::imaging::{PixelImage, decode, prepare};
@@ -107,6 +108,8 @@ pub struct Analysis {
     pub target_class: usize,
     /// layer1..layer4.
     pub layers: Vec<LayerView>,
+    /// The requested method's map when it is not Grad-CAM (Grad-CAM is in `layers`).
+    pub attribution: Option<AttributionMap>,
     pub elapsed_secs: f64,
 }
 
@@ -161,6 +164,9 @@ pub enum Job {
         path: PathBuf,
         target: TargetClass,
         top_k: usize,
+        /// The explanation method, and the layer it explains (CAM family).
+        method: Method,
+        method_layer: LayerId,
     },
     /// Attack the last analysed image.
     Attack(AttackRequest),
@@ -225,6 +231,8 @@ struct QueueState {
     jobs: VecDeque<Queued>,
     /// Cancel flag of the attack now running, if any.
     running_attack: Option<Arc<AtomicBool>>,
+    /// Cancel flag of the analysis now running (slow methods stop between batches).
+    running_analysis: Option<Arc<AtomicBool>>,
     closed: bool,
 }
 
@@ -248,6 +256,11 @@ impl JobQueue {
             }
             s.jobs.retain(|q| q.job.kind() != 2);
         }
+        if kind == 1
+            && let Some(flag) = s.running_analysis.take()
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
         s.jobs.retain(|q| q.job.kind() != kind);
         s.jobs.push_back(queued);
         self.ready.notify_one();
@@ -260,8 +273,10 @@ impl JobQueue {
                 return None;
             }
             if let Some(q) = s.jobs.pop_front() {
-                if q.job.kind() == 2 {
-                    s.running_attack = Some(q.cancel.clone());
+                match q.job.kind() {
+                    1 => s.running_analysis = Some(q.cancel.clone()),
+                    2 => s.running_attack = Some(q.cancel.clone()),
+                    _ => {}
                 }
                 return Some(q);
             }
@@ -412,8 +427,17 @@ impl ModelWorker {
                 path,
                 target,
                 top_k,
+                method,
+                method_layer,
             } => self
-                .analyze(request, &path, target, top_k)
+                .analyze(
+                    request,
+                    &path,
+                    target,
+                    top_k,
+                    (method, method_layer),
+                    &cancel,
+                )
                 .map(|a| WorkerEvent::Analysis(Box::new(a))),
             Job::Attack(params) => self
                 .attack(request, params, &cancel)
@@ -464,6 +488,8 @@ impl ModelWorker {
         path: &Path,
         target: TargetClass,
         top_k: usize,
+        (method, method_layer): (Method, LayerId),
+        cancel: &AtomicBool,
     ) -> Result<Analysis> {
         let started = Instant::now();
         let classifier = self.classifier()?;
@@ -520,6 +546,24 @@ impl ModelWorker {
                 gradcam,
             });
         }
+        let attribution = if method == Method::GradCam {
+            None
+        } else {
+            let options = AttributionOptions {
+                layer: method_layer,
+                ..AttributionOptions::default()
+            };
+            let maps = attribute_with(
+                classifier.model(),
+                x,
+                method,
+                TargetClass::Index(target_class),
+                &options,
+                &mut |_, _| {},
+                cancel,
+            )?;
+            maps.into_iter().next()
+        };
         self.image = Some(CurrentImage {
             pixels: pixels.clone(),
             clean: prediction.clone(),
@@ -534,6 +578,7 @@ impl ModelWorker {
             prediction,
             target_class,
             layers,
+            attribution,
             elapsed_secs: started.elapsed().as_secs_f64(),
         })
     }
@@ -868,6 +913,8 @@ mod tests {
                 path: PathBuf::from("x.png"),
                 target: TargetClass::Predicted,
                 top_k: 4,
+                method: Method::GradCam,
+                method_layer: LayerId::Layer4,
             },
             cancel: flag(0),
         });

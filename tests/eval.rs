@@ -363,7 +363,11 @@ fn eval_and_attack_commands_end_to_end() {
     assert_eq!(v["loss_per_step"].as_array().unwrap().len(), 5);
     let (shape, adv) =
         triscope::npy::decode_f32(&std::fs::read(aout.join("adversarial.npy")).unwrap()).unwrap();
-    assert_eq!(shape, vec![3, 128, 128]);
+    let res = triscope::inference::Classifier::load(None, triscope::device::ComputeDevice::cpu())
+        .unwrap()
+        .config()
+        .resolution;
+    assert_eq!(shape, vec![3, res, res], "the embedded model's input");
     assert!(adv.iter().all(|p| (0.0..=1.0).contains(p)));
     for f in [
         "adversarial.png",

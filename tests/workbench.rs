@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use triscope::attack::AttackMethod;
 use triscope::device::ComputeDevice;
 use triscope::explain::TargetClass;
+use triscope::explain::attribution::Method;
 use triscope::model::LayerId;
 use triscope::workbench::{AttackRequest, Job, WorkerEvent, WorkerHandle};
 
@@ -51,12 +52,18 @@ fn ready_worker() -> WorkerHandle {
         path: sample("ISIC_0024410.jpg"),
         target: TargetClass::Predicted,
         top_k: 4,
+        method: Method::GradCam,
+        method_layer: LayerId::Layer4,
     });
     let events = collect_until(&w, |e| e.request() == analyze);
     match events.last() {
         Some(WorkerEvent::Analysis(a)) => {
             assert_eq!(a.layers.len(), 4);
-            assert_eq!(a.model_input.width, 128);
+            let res = triscope::inference::Classifier::load(None, ComputeDevice::cpu())
+                .expect("embedded model")
+                .config()
+                .resolution;
+            assert_eq!(a.model_input.width, res, "the embedded model's input");
             assert_eq!(
                 a.display.width, 150,
                 "the display copy keeps the file's 150-px shorter side"
@@ -128,6 +135,8 @@ fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
         path: broken.clone(),
         target: TargetClass::Predicted,
         top_k: 4,
+        method: Method::GradCam,
+        method_layer: LayerId::Layer4,
     });
     let events = collect_until(&w, |e| e.request() == bad);
     match events.last() {
@@ -147,6 +156,8 @@ fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
         path: sample("ISIC_0024317.jpg"),
         target: TargetClass::Index(99),
         top_k: 4,
+        method: Method::GradCam,
+        method_layer: LayerId::Layer4,
     });
     let events = collect_until(&w, |e| e.request() == bad_class);
     assert!(
@@ -157,6 +168,8 @@ fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
         path: sample("ISIC_0024317.jpg"),
         target: TargetClass::Index(2),
         top_k: 2,
+        method: Method::GradCam,
+        method_layer: LayerId::Layer4,
     });
     let events = collect_until(&w, |e| e.request() == ok);
     match events.last() {
@@ -167,4 +180,63 @@ fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
         other => panic!("expected an analysis, got {other:?}"),
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn other_methods_answer_and_a_newer_analysis_cancels_a_slow_one() {
+    let w = ready_worker();
+    let res = triscope::inference::Classifier::load(None, ComputeDevice::cpu())
+        .expect("embedded model")
+        .config()
+        .resolution;
+    // Score-CAM runs one forward per layer4 channel: slow enough to be superseded.
+    let slow = w.submit(Job::Analyze {
+        path: sample("ISIC_0024410.jpg"),
+        target: TargetClass::Predicted,
+        top_k: 2,
+        method: Method::ScoreCam,
+        method_layer: LayerId::Layer4,
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let fast = w.submit(Job::Analyze {
+        path: sample("ISIC_0024410.jpg"),
+        target: TargetClass::Predicted,
+        top_k: 2,
+        method: Method::LayerCam,
+        method_layer: LayerId::Layer3,
+    });
+    let events = collect_until(&w, |e| e.request() == fast);
+    assert!(
+        !events.iter().any(|e| e.request() == slow),
+        "the superseded Score-CAM delivered a result"
+    );
+    match events.last() {
+        Some(WorkerEvent::Analysis(a)) => {
+            let m = a.attribution.as_ref().expect("a LayerCAM map");
+            assert_eq!(m.method, Method::LayerCam);
+            assert_eq!(m.layer, Some(LayerId::Layer3));
+            assert_eq!((m.height, m.width), (res, res));
+            assert_eq!(m.class_index, a.prediction.class_index);
+        }
+        other => panic!("expected an analysis, got {other:?}"),
+    }
+    let ig = w.submit(Job::Analyze {
+        path: sample("ISIC_0024317.jpg"),
+        target: TargetClass::Index(4),
+        top_k: 2,
+        method: Method::IntegratedGradients,
+        method_layer: LayerId::Layer4,
+    });
+    let events = collect_until(&w, |e| e.request() == ig);
+    match events.last() {
+        Some(WorkerEvent::Analysis(a)) => {
+            let m = a.attribution.as_ref().expect("an IG map");
+            assert_eq!(
+                (m.method, m.layer, m.class_index),
+                (Method::IntegratedGradients, None, 4)
+            );
+            assert!(m.map.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+        other => panic!("expected an analysis, got {other:?}"),
+    }
 }

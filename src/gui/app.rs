@@ -11,6 +11,7 @@ use std::time::Instant;
 use eframe::egui;
 use triscope::device::ComputeDevice;
 use triscope::explain::TargetClass;
+use triscope::explain::attribution::Method;
 use triscope::workbench::{Job, ModelInfo, WorkerEvent, WorkerHandle};
 
 use super::attack::{AttackPanel, AttackProgress};
@@ -188,6 +189,8 @@ impl TriscopeApp {
             path,
             target,
             top_k: self.layers.top_k,
+            method: self.explain.settings.method,
+            method_layer: self.explain.settings.layer,
         });
         // A running attack belongs to the old analysis; the worker has cancelled it.
         self.latest.attack = 0;
@@ -207,6 +210,11 @@ impl TriscopeApp {
         });
     }
 
+    #[cfg(test)]
+    pub fn handle_action_for_test(&mut self, action: UiAction) {
+        self.handle_action(action);
+    }
+
     fn handle_action(&mut self, action: UiAction) {
         match action {
             UiAction::OpenImage(p) => self.open_image(p),
@@ -214,9 +222,18 @@ impl TriscopeApp {
                 self.explain_class = c;
                 self.analyze();
             }
+            UiAction::SelectMethod(m) => {
+                self.explain.settings.method = m;
+                self.analyze();
+            }
             UiAction::SelectLayer(l) => {
                 self.explain.settings.layer = l;
                 self.layers.selected = l;
+                // Grad-CAM has every layer already; other CAM methods are computed per layer.
+                let method = self.explain.settings.method;
+                if method != Method::GradCam && method.uses_layer() {
+                    self.analyze();
+                }
                 if self.attack.result.is_some() {
                     self.run_attack();
                 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 use triscope::explain::Colormap;
+use triscope::explain::attribution::Method;
 use triscope::model::LayerId;
 use triscope::workbench::Analysis;
 
@@ -29,10 +30,23 @@ pub fn layer_sources(analysis: &Analysis) -> Vec<Arc<OverlaySource>> {
         .collect()
 }
 
+/// The overlay of the analysis' other attribution method, if it has one.
+fn attribution_source(analysis: &Analysis) -> Option<Arc<OverlaySource>> {
+    let m = analysis.attribution.as_ref()?;
+    Some(Arc::new(OverlaySource {
+        version: analysis.request * 8 + 4,
+        image: analysis.display.clone(),
+        heat: m.map.clone(),
+        heat_width: m.width,
+        heat_height: m.height,
+    }))
+}
+
 pub struct ExplainPanel {
     pub settings: ExplainSettings,
     pub analysis: Option<Arc<Analysis>>,
     pub sources: Vec<Arc<OverlaySource>>,
+    attribution: Option<Arc<OverlaySource>>,
     pub class_names: Vec<String>,
     /// 1 = whole image; up to 16.
     pub zoom: f32,
@@ -48,6 +62,7 @@ impl ExplainPanel {
             settings,
             analysis: None,
             sources: Vec::new(),
+            attribution: None,
             class_names: Vec::new(),
             zoom: 1.0,
             center: [0.5, 0.5],
@@ -58,6 +73,7 @@ impl ExplainPanel {
 
     pub fn set_analysis(&mut self, analysis: Arc<Analysis>) {
         self.sources = layer_sources(&analysis);
+        self.attribution = attribution_source(&analysis);
         self.analysis = Some(analysis);
     }
 
@@ -72,18 +88,41 @@ impl ExplainPanel {
         };
         let layer = self.settings.layer;
         let view = &analysis.layers[layer.index()];
+        // Another method's map when the analysis has one for the current choice.
+        let other = analysis
+            .attribution
+            .as_ref()
+            .filter(|m| m.method == self.settings.method);
+        let (method, class_index, detail) = match other {
+            Some(m) => (
+                m.method,
+                m.class_index,
+                match m.layer {
+                    Some(l) => format!("at {} ({}×{} px map)", l.name(), m.width, m.height),
+                    None => format!("on the input pixels ({}×{})", m.width, m.height),
+                },
+            ),
+            None => (
+                Method::GradCam,
+                view.gradcam.class_index,
+                format!(
+                    "at {} ({}×{} upsampled to {}×{})",
+                    layer.name(),
+                    view.gradcam.raw_height,
+                    view.gradcam.raw_width,
+                    view.gradcam.height,
+                    view.gradcam.width
+                ),
+            ),
+        };
         let class = self
             .class_names
-            .get(view.gradcam.class_index)
+            .get(class_index)
             .cloned()
-            .unwrap_or_else(|| view.gradcam.class_index.to_string());
+            .unwrap_or_else(|| class_index.to_string());
         ui.label(format!(
-            "Grad-CAM of “{class}” at {} ({}×{} upsampled to {}×{}); file {}×{} px",
-            layer.name(),
-            view.gradcam.raw_height,
-            view.gradcam.raw_width,
-            view.gradcam.height,
-            view.gradcam.width,
+            "{} of “{class}” {detail}; file {}×{} px",
+            method.label(),
             analysis.source_width,
             analysis.source_height,
         ));
@@ -104,7 +143,11 @@ impl ExplainPanel {
             uv_max: [self.center[0] + half, self.center[1] + half],
             ..OverlayStyle::default()
         };
-        if let Some(src) = self.sources.get(layer.index()) {
+        let source = match (other, &self.attribution) {
+            (Some(_), Some(src)) => Some(src),
+            _ => self.sources.get(layer.index()),
+        };
+        if let Some(src) = source {
             self.painter.paint(ui, rect, "main", src, style);
         }
         response.on_hover_text("Scroll to zoom, drag to pan, double-click to reset");
@@ -150,7 +193,19 @@ impl ExplainPanel {
                 });
         });
         ui.horizontal_wrapped(|ui| {
-            ui.label("Layer:");
+            let current = s.method;
+            egui::ComboBox::from_label("method")
+                .selected_text(current.label())
+                .show_ui(ui, |ui| {
+                    for m in Method::ALL {
+                        if ui.selectable_label(current == m, m.label()).clicked() && m != current {
+                            self.actions.push(UiAction::SelectMethod(m));
+                        }
+                    }
+                });
+        });
+        ui.horizontal_wrapped(|ui| {
+            ui.add_enabled_ui(s.method.uses_layer(), |ui| ui.label("Layer:"));
             for l in LayerId::ALL {
                 if ui.selectable_label(s.layer == l, l.name()).clicked() && s.layer != l {
                     self.actions.push(UiAction::SelectLayer(l));

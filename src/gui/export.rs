@@ -49,19 +49,31 @@ pub fn export_view(dir: &Path, data: &ExportData) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let a = &data.analysis;
     let s = &data.settings;
+    // The map on screen: the other method's when the analysis has it, else Grad-CAM.
     let cam = &a.layers[s.layer.index()].gradcam;
+    let (method, map, map_h, map_w, class_index) =
+        match a.attribution.as_ref().filter(|m| m.method == s.method) {
+            Some(m) => (m.method, &m.map, m.height, m.width, m.class_index),
+            None => (
+                triscope::explain::attribution::Method::GradCam,
+                &cam.map,
+                cam.height,
+                cam.width,
+                cam.class_index,
+            ),
+        };
     let mut written = Vec::new();
     write_png(dir, "image.png", &a.display, &mut written)?;
     write_png(
         dir,
         "overlay.png",
-        &overlay_at(&a.display, &cam.map, cam.height, cam.width, s),
+        &overlay_at(&a.display, map, map_h, map_w, s),
         &mut written,
     )?;
     let heat = RgbImage {
-        width: cam.width,
-        height: cam.height,
-        rgb: heatmap_rgb8(&cam.map, s.colormap),
+        width: map_w,
+        height: map_h,
+        rgb: heatmap_rgb8(map, s.colormap),
     };
     write_png(dir, "heatmap.png", &heat, &mut written)?;
     let mut summary = serde_json::json!({
@@ -72,8 +84,8 @@ pub fn export_view(dir: &Path, data: &ExportData) -> Result<Vec<PathBuf>> {
             "description": m.metadata.description,
         })),
         "prediction": a.prediction,
-        "gradcam": {"layer": s.layer, "class_index": cam.class_index,
-                    "colormap": s.colormap, "alpha": s.alpha},
+        "explanation": {"method": method.name(), "layer": s.layer, "class_index": class_index,
+                        "colormap": s.colormap, "alpha": s.alpha},
     });
     if let Some(r) = &data.attack {
         write_png(dir, "adversarial.png", &r.adversarial, &mut written)?;

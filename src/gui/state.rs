@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use triscope::attack::AttackMethod;
 use triscope::explain::Colormap;
+use triscope::explain::attribution::Method;
 use triscope::model::LayerId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -45,6 +46,7 @@ impl Tab {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ExplainSettings {
+    pub method: Method,
     pub alpha: f32,
     pub colormap: Colormap,
     pub layer: LayerId,
@@ -54,6 +56,7 @@ pub struct ExplainSettings {
 impl Default for ExplainSettings {
     fn default() -> Self {
         Self {
+            method: Method::GradCam,
             alpha: 0.4,
             colormap: Colormap::Jet,
             layer: LayerId::Layer4,
@@ -130,6 +133,8 @@ pub enum UiAction {
     /// Explain this class (`None`: the predicted one).
     ExplainClass(Option<usize>),
     SelectLayer(LayerId),
+    /// Explain with another attribution method.
+    SelectMethod(Method),
     /// Attack settings changed: rerun the attack.
     RunAttack,
     TopKChanged,

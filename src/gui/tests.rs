@@ -123,6 +123,23 @@ fn opens_on_a_sample_explained_and_switches_layer_and_theme() {
     assert_eq!(h.state().explain.settings.layer, LayerId::Layer2);
     h.get_by_label_contains("at layer2");
 
+    // Another method: the map arrives for it, the label follows.
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::SelectMethod(
+            triscope::explain::attribution::Method::IntegratedGradients,
+        ));
+    wait_until(&mut h, "the Integrated Gradients map", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .and_then(|x| x.attribution.as_ref())
+            .is_some_and(|m| {
+                m.method == triscope::explain::attribution::Method::IntegratedGradients
+            })
+    });
+    h.get_by_label_contains("Integrated Gradients of");
+    snapshot(&mut h, "explanation_ig_dark");
+
     // Another sample from the gallery.
     h.get_by_label_contains("ISIC_0024410.jpg").click();
     wait_until(&mut h, "the second analysis", |a| {
@@ -247,7 +264,8 @@ fn layers_panel_shows_every_stage() {
         // The embedded model has base width 16: 4w, 8w, 16w, 32w channels.
         assert_eq!(view.channels, want_channels);
         assert_eq!(view.top_maps.len(), 8);
-        assert_eq!(view.gradcam.map.len(), 128 * 128);
+        let res = h.state().model.as_ref().expect("model").config.resolution;
+        assert_eq!(view.gradcam.map.len(), res * res);
     }
     h.get_by_label_contains("layer1 (3 blocks)");
     h.get_by_label_contains("class-level evidence");
