@@ -304,6 +304,8 @@ fn training_panel_trains_a_tiny_run_live_and_loads_its_checkpoint() {
     assert!(t.epochs.iter().all(|e| e.val_robust_acc.is_some()));
     assert!(t.status.starts_with("finished: 2 epochs"), "{}", t.status);
     snapshot(&mut h, "training_dark");
+    h.get_by_label("Light theme").click();
+    snapshot(&mut h, "training_light");
 
     let checkpoint = h
         .state()
