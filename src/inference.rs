@@ -144,7 +144,9 @@ impl Classifier {
         load_image(path, c.in_channels, c.resolution, self.resize_mode)
     }
 
-    fn batch_tensor(&self, images: &[&PixelImage]) -> Result<Tensor<4>> {
+    /// `[batch, C, R, R]` on the model's device; each image must already be at the model's
+    /// channels and resolution.
+    pub(crate) fn batch_tensor(&self, images: &[&PixelImage]) -> Result<Tensor<4>> {
         let c = self.config();
         let (ch, res) = (c.in_channels, c.resolution);
         let mut data = Vec::with_capacity(images.len() * ch * res * res);

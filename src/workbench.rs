@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{
@@ -26,7 +26,7 @@ use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, at
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
 use crate::explain::quality::{spearman, ssim};
 use crate::imaging::{PixelImage, decode, prepare};
-use crate::inference::{Classifier, Prediction};
+use crate::inference::{Classifier, ModelSource, Prediction};
 use crate::model::{LayerId, ModelConfig};
 use crate::weights::CheckpointMetadata;
 
@@ -63,6 +63,8 @@ pub struct ModelInfo {
     pub metadata: CheckpointMetadata,
     /// "embedded default (...)" or the file path.
     pub source: String,
+    /// The checkpoint file; `None` for the embedded model.
+    pub file: Option<PathBuf>,
     /// The device line, e.g. "CPU (burn flex, 2 threads)".
     pub device: String,
     pub device_is_gpu: bool,
@@ -470,6 +472,10 @@ impl ModelWorker {
             config: classifier.config().clone(),
             metadata: classifier.metadata.clone(),
             source: classifier.source.to_string(),
+            file: match &classifier.source {
+                ModelSource::Embedded => None,
+                ModelSource::File(p) => Some(p.clone()),
+            },
             device: self.device.description.clone(),
             device_is_gpu: self.device.is_gpu(),
         };
@@ -515,7 +521,7 @@ impl ModelWorker {
             classifier.resize_mode,
         )
         .map_err(bad)?;
-        let x = pixel_tensor(&pixels, classifier)?; // [1, C, R, R]
+        let x = classifier.batch_tensor(&[&pixels])?; // [1, C, R, R]
 
         // One forward for the prediction and the feature maps.
         let taps = classifier.model().forward_taps(x.clone(), None);
@@ -630,7 +636,7 @@ impl ModelWorker {
             ..AttackConfig::pgd(params.steps)
         };
         config.validate()?;
-        let x = pixel_tensor(&image.pixels, classifier)?; // [1, C, R, R]
+        let x = classifier.batch_tensor(&[&image.pixels])?; // [1, C, R, R]
         let [_, c, h, w] = x.dims();
         let mut loss_per_step = Vec::new();
         let adversarial = match params.method {
@@ -645,7 +651,7 @@ impl ModelWorker {
                     steps: 1,
                     ..config.clone()
                 };
-                let mut adv = start_point(&x, &config);
+                let mut adv = crate::attack::random_start(&x, &config);
                 let mut ignore = |_: &StepReport| {};
                 for step in 1..=total {
                     let out = run_attack_from(
@@ -755,35 +761,6 @@ impl ModelWorker {
 fn display_side(width: u32, height: u32, model_resolution: usize) -> usize {
     let shorter = width.min(height) as usize;
     shorter.min(DISPLAY_MAX_SIDE).max(model_resolution)
-}
-
-/// PGD's random start (uniform in the eps-ball, clamped), or `x` itself for FGSM.
-fn start_point(x: &Tensor<4>, config: &AttackConfig) -> Tensor<4> {
-    if config.method != AttackMethod::Pgd || !config.random_start || config.eps_linf <= 0.0 {
-        return x.clone();
-    }
-    let [b, c, h, w] = x.dims();
-    let mut rng = crate::model::source::SplitMix64::new(config.seed);
-    let eps = config.eps_linf;
-    let noise: Vec<f32> = (0..b * c * h * w)
-        .map(|_| (rng.next_f32() * 2.0 - 1.0) * eps)
-        .collect();
-    let noise = Tensor::<4>::from_data(TensorData::new(noise, [b, c, h, w]), &x.device());
-    (x.clone() + noise).clamp(0.0, 1.0)
-}
-
-fn pixel_tensor(p: &PixelImage, classifier: &Classifier) -> Result<Tensor<4>> {
-    let cfg = classifier.config();
-    if p.channels != cfg.in_channels || p.height != cfg.resolution || p.width != cfg.resolution {
-        return Err(TriscopeError::InvalidArgument(format!(
-            "image is {}x{}x{}, the model takes {}x{}x{}",
-            p.channels, p.height, p.width, cfg.in_channels, cfg.resolution, cfg.resolution
-        )));
-    }
-    Ok(Tensor::from_data(
-        TensorData::new(p.data.clone(), [1, p.channels, p.height, p.width]),
-        &classifier.device().device,
-    ))
 }
 
 fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {

@@ -324,7 +324,7 @@ pub(crate) fn bool_mask(flags: &[bool], device: &burn::tensor::Device) -> Tensor
 
 /// The starting point of a run: `x` (FGSM, no random start), a uniform point of the L-inf
 /// ball, or a point of the L2 ball (random direction, radius uniform in [0, eps]).
-fn random_start(x: &Tensor<4>, config: &AttackConfig) -> Tensor<4> {
+pub(crate) fn random_start(x: &Tensor<4>, config: &AttackConfig) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
     if config.method != AttackMethod::Pgd || !config.random_start {
         return x.clone();

@@ -494,6 +494,32 @@ fn finish_cam(cam: &[f32], h: usize, w: usize, dims: Dims) -> Vec<f32> {
     ))
 }
 
+/// A CAM-family result: ReLU of the layer-resolution `raw` map (`[h, w]`), then the
+/// normalised map at input size ([`finish_cam`]).
+fn cam_map(
+    method: Method,
+    layer: LayerId,
+    class_index: usize,
+    logits: Vec<f32>,
+    mut raw: Vec<f32>,
+    (h, w): (usize, usize),
+    dims: Dims,
+) -> AttributionMap {
+    relu_in_place(&mut raw);
+    let map = finish_cam(&raw, h, w, dims);
+    AttributionMap {
+        method,
+        layer: Some(layer),
+        class_index,
+        logits,
+        raw,
+        raw_shape: vec![h, w],
+        map,
+        height: dims.height,
+        width: dims.width,
+    }
+}
+
 fn relu_in_place(v: &mut [f32]) {
     for x in v.iter_mut() {
         *x = x.max(0.0);
@@ -595,20 +621,16 @@ fn gradient_cam(
     Ok((0..dims.batch)
         .map(|b| {
             let range = b * per_image..(b + 1) * per_image;
-            let mut raw = cam_from_gradients(method, &acts[range.clone()], &grad[range], k, h * w);
-            relu_in_place(&mut raw);
-            let map = finish_cam(&raw, h, w, dims);
-            AttributionMap {
+            let raw = cam_from_gradients(method, &acts[range.clone()], &grad[range], k, h * w);
+            cam_map(
                 method,
-                layer: Some(layer),
-                class_index: classes[b],
-                logits: logits[b].clone(),
+                layer,
+                classes[b],
+                logits[b].clone(),
                 raw,
-                raw_shape: vec![h, w],
-                map,
-                height: dims.height,
-                width: dims.width,
-            }
+                (h, w),
+                dims,
+            )
         })
         .collect())
 }
@@ -636,17 +658,12 @@ pub fn resize_bilinear_align_corners(
             })
             .collect()
     };
-    let xs = axis(src_w, dst_w);
-    let ys = axis(src_h, dst_h);
-    let mut out = Vec::with_capacity(dst_h * dst_w);
-    for &(y0, y1, fy) in &ys {
-        for &(x0, x1, fx) in &xs {
-            let top = src[y0 * src_w + x0] * (1.0 - fx) + src[y0 * src_w + x1] * fx;
-            let bottom = src[y1 * src_w + x0] * (1.0 - fx) + src[y1 * src_w + x1] * fx;
-            out.push(top * (1.0 - fy) + bottom * fy);
-        }
-    }
-    out
+    crate::explain::gradcam::bilinear_from_axes(
+        src,
+        src_w,
+        &axis(src_h, dst_h),
+        &axis(src_w, dst_w),
+    )
 }
 
 fn score_cam(
@@ -707,20 +724,16 @@ fn score_cam(
             hooks.advance(chunk.len())?;
         }
         let weights = softmax(&scores);
-        let mut raw = weighted_sum(acts_b, &weights, hw);
-        relu_in_place(&mut raw);
-        let map = finish_cam(&raw, h, w, dims);
-        out.push(AttributionMap {
-            method: Method::ScoreCam,
-            layer: Some(layer),
-            class_index: classes[b],
-            logits: logits[b].clone(),
+        let raw = weighted_sum(acts_b, &weights, hw);
+        out.push(cam_map(
+            Method::ScoreCam,
+            layer,
+            classes[b],
+            logits[b].clone(),
             raw,
-            raw_shape: vec![h, w],
-            map,
-            height: dims.height,
-            width: dims.width,
-        });
+            (h, w),
+            dims,
+        ));
     }
     Ok(out)
 }
@@ -878,20 +891,16 @@ fn eigen_cam(
                 .iter_mut()
                 .filter(|v| v.is_nan())
                 .for_each(|v| *v = 0.0);
-            let mut raw = eigen_projection(&acts_b, k, h * w);
-            relu_in_place(&mut raw);
-            let map = finish_cam(&raw, h, w, dims);
-            AttributionMap {
-                method: Method::EigenCam,
-                layer: Some(layer),
-                class_index: classes[b],
-                logits: logits[b].clone(),
+            let raw = eigen_projection(&acts_b, k, h * w);
+            cam_map(
+                Method::EigenCam,
+                layer,
+                classes[b],
+                logits[b].clone(),
                 raw,
-                raw_shape: vec![h, w],
-                map,
-                height: dims.height,
-                width: dims.width,
-            }
+                (h, w),
+                dims,
+            )
         })
         .collect())
 }

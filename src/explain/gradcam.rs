@@ -170,11 +170,21 @@ pub fn resize_bilinear(
             })
             .collect()
     };
-    let xs = axis(src_w, dst_w);
-    let ys = axis(src_h, dst_h);
-    let mut out = Vec::with_capacity(dst_h * dst_w);
-    for &(y0, y1, fy) in &ys {
-        for &(x0, x1, fx) in &xs {
+    bilinear_from_axes(src, src_w, &axis(src_h, dst_h), &axis(src_w, dst_w))
+}
+
+/// Bilinear interpolation of one plane given, per output row and column, the two source
+/// indices and the weight of the second: the part every bilinear convention shares (they
+/// differ only in how output coordinates map to source ones).
+pub(crate) fn bilinear_from_axes(
+    src: &[f32],
+    src_w: usize,
+    ys: &[(usize, usize, f32)],
+    xs: &[(usize, usize, f32)],
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(ys.len() * xs.len());
+    for &(y0, y1, fy) in ys {
+        for &(x0, x1, fx) in xs {
             let top = src[y0 * src_w + x0] * (1.0 - fx) + src[y0 * src_w + x1] * fx;
             let bottom = src[y1 * src_w + x0] * (1.0 - fx) + src[y1 * src_w + x1] * fx;
             out.push(top * (1.0 - fy) + bottom * fy);

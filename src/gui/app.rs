@@ -292,10 +292,7 @@ impl TriscopeApp {
                 if self.attack.settings.target_class >= cfg.num_classes {
                     self.attack.settings.target_class = 0;
                 }
-                self.saved.model_path = match &info.source {
-                    s if s.starts_with("embedded") => None,
-                    s => Some(PathBuf::from(s)),
-                };
+                self.saved.model_path = info.file.clone();
                 self.status = format!("model loaded in {elapsed_secs:.2} s");
                 let channels = cfg.in_channels;
                 let previous_channels = self.model.as_ref().map(|m| m.config.in_channels);
@@ -328,7 +325,8 @@ impl TriscopeApp {
                 self.predictions.adversarial = None;
                 self.predictions.explained_class = Some(a.target_class);
                 self.explain.set_analysis(Arc::clone(&a));
-                self.layers.set_analysis(Arc::clone(&a));
+                self.layers
+                    .set_analysis(Arc::clone(&a), self.explain.sources.clone());
                 self.attack.set_clean(a);
                 // Keep the attack view live: rerun it on the new image.
                 if self.saved.tab == Tab::Attack {
@@ -536,7 +534,7 @@ impl TriscopeApp {
                     ui.menu_button("Bundled models", |ui| {
                         for p in self.bundled_models.clone() {
                             if ui
-                                .button(file_name(&p))
+                                .button(super::gallery::file_name(&p))
                                 .on_hover_text(p.display().to_string())
                                 .clicked()
                             {
@@ -798,7 +796,7 @@ impl eframe::App for TriscopeApp {
             .show(ui, |ui| {
                 ui.heading("Prediction");
                 if let Some(p) = &self.current_image {
-                    ui.weak(file_name(p));
+                    ui.weak(super::gallery::file_name(p));
                 }
                 ui.separator();
                 self.predictions.ui(ui);
@@ -856,10 +854,4 @@ fn list_models(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     out.sort();
     out
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default()
 }

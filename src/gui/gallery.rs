@@ -54,7 +54,7 @@ impl GalleryPanel {
             .auto_shrink([false, false])
             .show(ui, |ui| {
                 if let Some((dir, entries)) = &self.folder {
-                    ui.strong(format!("Folder: {}", short(dir)));
+                    ui.strong(format!("Folder: {}", file_name(dir)));
                     if entries.is_empty() {
                         ui.weak("no images in this folder");
                     }
@@ -91,7 +91,8 @@ impl GalleryPanel {
     }
 }
 
-fn short(p: &Path) -> String {
+/// The last component of a path, for labels.
+pub fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| p.display().to_string())
@@ -104,7 +105,7 @@ pub fn list_folder(dir: &Path) -> std::io::Result<Vec<GalleryEntry>> {
         .map(|e| e.path())
         .filter(|p| p.is_file() && is_image(p))
         .map(|path| GalleryEntry {
-            name: short(&path),
+            name: file_name(&path),
             path,
             truth: None,
         })
@@ -130,7 +131,7 @@ fn list_samples(dir: &Path) -> Vec<GalleryEntry> {
             let (image, label) = line.split_once(',')?;
             let path = dir.join(image.trim());
             path.is_file().then(|| GalleryEntry {
-                name: short(&path),
+                name: file_name(&path),
                 path,
                 truth: Some(label.trim().replace('|', ", ")),
             })

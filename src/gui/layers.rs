@@ -8,7 +8,6 @@ use triscope::explain::Colormap;
 use triscope::model::LayerId;
 use triscope::workbench::{Analysis, MAX_TOP_K};
 
-use super::explain::layer_sources;
 use super::overlay::{OverlayPainter, OverlaySource, OverlayStyle};
 use super::state::UiAction;
 
@@ -38,8 +37,9 @@ impl LayersPanel {
         }
     }
 
-    pub fn set_analysis(&mut self, analysis: Arc<Analysis>) {
-        self.sources = layer_sources(&analysis);
+    /// `sources` are the analysis' per-layer overlays (built once, shared with Explanation).
+    pub fn set_analysis(&mut self, analysis: Arc<Analysis>, sources: Vec<Arc<OverlaySource>>) {
+        self.sources = sources;
         self.analysis = Some(analysis);
     }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -519,15 +519,11 @@ impl Trainer {
             .name("triscope-train".into())
             .spawn(move || {
                 let mut send = |e: TrainEvent| {
-                    match e {
-                        TrainEvent::Step(_) => match tx.try_send(e) {
-                            Ok(()) | Err(TrySendError::Full(_)) => {}
-                            Err(TrySendError::Disconnected(_)) => {}
-                        },
-                        _ => {
-                            let _ = tx.send(e);
-                        }
-                    }
+                    // A full or closed channel only loses this step's event.
+                    let _ = match e {
+                        TrainEvent::Step(_) => tx.try_send(e).map_err(|_| ()),
+                        _ => tx.send(e).map_err(|_| ()),
+                    };
                     wake();
                 };
                 match prepare() {
