@@ -196,6 +196,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit a model on a dataset split: clean and robust evaluation, explanation
+    /// faithfulness, localisation against lesion masks / boxes, stability under attack,
+    /// sanity checks and TCAV, as a self-contained HTML report with JSON and PNG figures
+    Audit {
+        #[command(flatten)]
+        audit: crate::cli_audit::AuditArgs,
+        /// Output folder for audit.html, audit.json and the figures
+        #[arg(long, default_value = "out/audit", value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print the JSON report on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Train a model from a YAML config (clean, PGD-AT or TRADES), or resume a run
     Train {
         #[command(flatten)]
@@ -374,6 +389,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             model,
             json,
         }) => crate::cli_attack::eval(&eval, &out, &open_classifier(&model)?, json),
+        Some(Command::Audit {
+            audit,
+            out,
+            model,
+            json,
+        }) => crate::cli_audit::audit(&audit, &out, &open_classifier(&model)?, json),
         Some(Command::Train { train }) => crate::cli_train::train(&train),
     }
 }

@@ -417,8 +417,8 @@ struct EvalOutput<'a> {
     report: &'a EvalReport,
 }
 
-pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) -> Result<ExitCode> {
-    // Everything is checked before any compute starts.
+/// Parse and check `args` (before any compute) and open the dataset, limited.
+pub(crate) fn open_eval_dataset(args: &EvalArgs) -> Result<(Dataset, EvalOptions)> {
     let attacks = EvalAttack::parse_list(&args.attacks)?;
     let eps = parse_fraction(&args.eps)?;
     if !(0.0..=1.0).contains(&eps) {
@@ -443,92 +443,143 @@ pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) ->
         }
         dataset.limit(n);
     }
-    let cfg = classifier.config().clone();
-    if dataset.multi_label != cfg.multi_label {
-        bail!(
-            "{} is {} but the model is {}",
-            args.data.display(),
-            if dataset.multi_label {
-                "multi-label"
-            } else {
-                "single-label"
-            },
-            if cfg.multi_label {
-                "multi-label"
-            } else {
-                "single-label"
-            }
-        );
-    }
-    let labels: Vec<Label> = if dataset.multi_label {
-        let map = dataset.map_classes_to(&cfg.class_names)?;
-        dataset
-            .samples
-            .iter()
-            .map(|s| match &s.label {
-                Label::Findings(f) => {
-                    let mut v = vec![0.0; cfg.num_classes];
-                    for (i, &m) in map.iter().enumerate() {
-                        v[m] = f[i];
-                    }
-                    Label::Findings(v)
-                }
-                Label::Class(c) => Label::Class(*c),
-            })
-            .collect()
-    } else {
-        let map = dataset.map_classes_to(&cfg.class_names)?;
-        dataset
-            .samples
-            .iter()
-            .map(|s| match &s.label {
-                Label::Class(c) => Label::Class(map[*c]),
-                Label::Findings(f) => Label::Findings(f.clone()),
-            })
-            .collect()
-    };
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let options = EvalOptions {
-        attacks: attacks.clone(),
+        attacks,
         eps_linf: eps,
-        eps_sweep: sweep.clone(),
+        eps_sweep: sweep,
         batch_size: args.batch_size,
         apgd_iterations: args.apgd_iterations,
         seed: args.seed,
         checks: !args.no_checks,
     };
+    Ok((dataset, options))
+}
+
+/// The dataset's labels in the model's class order; an error when they cannot fit.
+pub(crate) fn model_labels(
+    dataset: &Dataset,
+    cfg: &triscope::model::ModelConfig,
+) -> Result<Vec<Label>> {
+    if dataset.multi_label != cfg.multi_label {
+        let kind = |m: bool| if m { "multi-label" } else { "single-label" };
+        bail!(
+            "{} is {} but the model is {}",
+            dataset.root.display(),
+            kind(dataset.multi_label),
+            kind(cfg.multi_label)
+        );
+    }
+    let map = dataset.map_classes_to(&cfg.class_names)?;
+    Ok(dataset
+        .samples
+        .iter()
+        .map(|s| match &s.label {
+            Label::Findings(f) => {
+                let mut v = vec![0.0; cfg.num_classes];
+                for (i, &m) in map.iter().enumerate() {
+                    v[m] = f[i];
+                }
+                Label::Findings(v)
+            }
+            Label::Class(c) => Label::Class(map[*c]),
+        })
+        .collect())
+}
+
+/// Run the evaluation behind a progress bar.
+pub(crate) fn run_evaluation(
+    dataset: &Dataset,
+    labels: &[Label],
+    options: &EvalOptions,
+    classifier: &Classifier,
+) -> Result<EvalReport> {
+    let cfg = classifier.config();
     eprintln!(
         "evaluating {} ({} split, {} images) with {} on {}: {}",
-        args.data.display(),
+        dataset.root.display(),
         dataset.split,
         dataset.len(),
         classifier.source,
         classifier.device().description,
-        attacks
+        options
+            .attacks
             .iter()
             .map(|a| a.name())
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let bar = indicatif::ProgressBar::new(dataset.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} images, {elapsed} elapsed, eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(dataset.len(), "images");
     let (channels, resolution, mode) = (cfg.in_channels, cfg.resolution, classifier.resize_mode);
     let mut report = evaluate(
         classifier.model(),
         &classifier.device().device,
-        &labels,
+        labels,
         &mut |i| dataset.load(i, channels, resolution, mode),
-        &options,
+        options,
         &mut |done, _| bar.set_position(done as u64),
         &AtomicBool::new(false),
     )?;
     bar.finish_and_clear();
     report.class_names = cfg.class_names.clone();
+    Ok(report)
+}
+
+/// An indicatif bar counting `what`.
+pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what}, {{elapsed}} elapsed, eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Accuracy (or mean AUROC) against eps under PGD-10, as a PNG.
+pub(crate) fn write_sweep_chart(report: &EvalReport, png: &Path) -> Result<()> {
+    let score = if report.multi_label {
+        "mean AUROC"
+    } else {
+        "accuracy"
+    };
+    let chart = LineChart {
+        title: format!("{score} under PGD-10 ({} images)", report.n),
+        x_label: "eps (x/255)".into(),
+        y_label: score.into(),
+        series: vec![Series {
+            name: "PGD-10".into(),
+            points: report
+                .sweep
+                .iter()
+                .map(|p| (p.eps_linf as f64 * 255.0, p.score))
+                .collect(),
+            color: PALETTE[0],
+        }],
+        y_range: Some((0.0, 1.0)),
+        x_ticks: report
+            .sweep
+            .iter()
+            .map(|p| {
+                (
+                    p.eps_linf as f64 * 255.0,
+                    format!("{}", (p.eps_linf * 255.0 * 100.0).round() / 100.0),
+                )
+            })
+            .collect(),
+    };
+    render_line_chart(&chart, 900, 520)?
+        .save(png)
+        .with_context(|| format!("cannot write {}", png.display()))?;
+    Ok(())
+}
+
+pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) -> Result<ExitCode> {
+    // Everything is checked before any compute starts.
+    let (dataset, options) = open_eval_dataset(args)?;
+    let labels = model_labels(&dataset, classifier.config())?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let report = run_evaluation(&dataset, &labels, &options, classifier)?;
 
     let output = EvalOutput {
         model: classifier.source.to_string(),
@@ -547,47 +598,8 @@ pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) ->
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
     let mut written = vec![json_path, csv_path];
     if !report.sweep.is_empty() {
-        let chart = LineChart {
-            title: format!(
-                "{} under PGD-10 ({} images)",
-                if report.multi_label {
-                    "mean AUROC"
-                } else {
-                    "accuracy"
-                },
-                report.n
-            ),
-            x_label: "eps (x/255)".into(),
-            y_label: if report.multi_label {
-                "mean AUROC".into()
-            } else {
-                "accuracy".into()
-            },
-            series: vec![Series {
-                name: "PGD-10".into(),
-                points: report
-                    .sweep
-                    .iter()
-                    .map(|p| (p.eps_linf as f64 * 255.0, p.score))
-                    .collect(),
-                color: PALETTE[0],
-            }],
-            y_range: Some((0.0, 1.0)),
-            x_ticks: report
-                .sweep
-                .iter()
-                .map(|p| {
-                    (
-                        p.eps_linf as f64 * 255.0,
-                        format!("{}", (p.eps_linf * 255.0 * 100.0).round() / 100.0),
-                    )
-                })
-                .collect(),
-        };
         let png = out.join("accuracy_vs_eps.png");
-        render_line_chart(&chart, 900, 520)?
-            .save(&png)
-            .with_context(|| format!("cannot write {}", png.display()))?;
+        write_sweep_chart(&report, &png)?;
         written.push(png);
     }
     if json {

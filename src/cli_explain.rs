@@ -226,7 +226,7 @@ fn is_image(p: &Path) -> bool {
 }
 
 /// Image files under `dir`, recursively, sorted.
-fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {

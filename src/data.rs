@@ -48,6 +48,16 @@ pub struct Sample {
     pub label: Label,
 }
 
+impl Sample {
+    /// The image file, for samples that are files (not rows of a `.npz`).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::File(p) => Some(p),
+            Source::Npz(_) => None,
+        }
+    }
+}
+
 /// Images of an in-memory MedMNIST split: `[n, h, w]` or `[n, h, w, 3]` u8.
 #[derive(Debug, Clone)]
 struct NpzImages {
@@ -223,14 +233,14 @@ impl Dataset {
 }
 
 /// A parsed CSV with a header row (quotes supported for fields with commas).
-struct Table {
-    path: PathBuf,
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
+pub(crate) struct Table {
+    pub(crate) path: PathBuf,
+    pub(crate) header: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn column(&self, name: &str) -> Option<usize> {
+    pub(crate) fn column(&self, name: &str) -> Option<usize> {
         self.header.iter().position(|h| h == name)
     }
 
@@ -244,7 +254,7 @@ impl Table {
     }
 }
 
-fn read_csv(path: &Path) -> Result<Table> {
+pub(crate) fn read_csv(path: &Path) -> Result<Table> {
     let text = std::fs::read_to_string(path).map_err(|source| TriscopeError::Io {
         path: path.to_path_buf(),
         source,

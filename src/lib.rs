@@ -5,6 +5,7 @@
 //! imports a UI toolkit: results leave it as plain data ([`inference`]).
 
 pub mod attack;
+pub mod audit;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod inference;
 pub mod model;
 pub mod npy;
 pub mod plot;
+pub mod regions;
 pub mod stats;
 pub mod train;
 pub mod weights;

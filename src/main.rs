@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_attack;
+mod cli_audit;
 mod cli_explain;
 mod cli_train;
 mod gui;

@@ -272,6 +272,236 @@ pub fn render_line_chart(chart: &LineChart, width: u32, height: u32) -> Result<R
     Ok(c.img)
 }
 
+fn canvas(width: u32, height: u32) -> Result<Canvas> {
+    let font = FontRef::try_from_slice(epaint_default_fonts::UBUNTU_LIGHT)
+        .map_err(|e| TriscopeError::Compute(format!("font: {e}")))?;
+    Ok(Canvas {
+        img: RgbImage::from_pixel(width, height, Rgb([255, 255, 255])),
+        font,
+    })
+}
+
+impl Canvas {
+    fn fill_rect(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, color: [u8; 3]) {
+        for y in y0.round() as i64..y1.round() as i64 {
+            for x in x0.round() as i64..x1.round() as i64 {
+                self.blend(x, y, color, 1.0);
+            }
+        }
+    }
+}
+
+/// A confusion matrix as a grid of cells shaded by the row-normalised share (recall per true
+/// class), with the counts written in: rows are true classes, columns predictions.
+pub fn render_confusion_matrix(
+    title: &str,
+    class_names: &[String],
+    confusion: &[Vec<usize>],
+    width: u32,
+    height: u32,
+) -> Result<RgbImage> {
+    let mut c = canvas(width, height)?;
+    let n = class_names.len().max(1);
+    let ink = [40, 40, 40];
+    let (w, h) = (width as f64, height as f64);
+    let (left, top, right, bottom) = (120.0, 70.0, w - 20.0, h - 60.0);
+    let cell = ((right - left) / n as f64).min((bottom - top) / n as f64);
+    c.text(title, (w / 2.0) as f32, 30.0, 20.0, 0.5, ink);
+    for (r, row) in confusion.iter().enumerate().take(n) {
+        let total: usize = row.iter().sum();
+        for (col, &count) in row.iter().enumerate().take(n) {
+            let share = if total > 0 {
+                count as f64 / total as f64
+            } else {
+                0.0
+            };
+            // White to Okabe-Ito blue.
+            let blue = PALETTE[0];
+            let color = [0, 1, 2].map(|k| {
+                (255.0 + (blue[k] as f64 - 255.0) * share)
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            });
+            let (x0, y0) = (left + col as f64 * cell, top + r as f64 * cell);
+            c.fill_rect(x0 + 1.0, y0 + 1.0, x0 + cell - 1.0, y0 + cell - 1.0, color);
+            let text_color = if share > 0.5 { [255, 255, 255] } else { ink };
+            c.text(
+                &count.to_string(),
+                (x0 + cell / 2.0) as f32,
+                (y0 + cell / 2.0 + 5.0) as f32,
+                14.0,
+                0.5,
+                text_color,
+            );
+        }
+    }
+    for (i, name) in class_names.iter().enumerate() {
+        let centre = i as f64 * cell + cell / 2.0;
+        c.text(
+            name,
+            (left - 8.0) as f32,
+            (top + centre + 5.0) as f32,
+            14.0,
+            1.0,
+            ink,
+        );
+        c.text(
+            name,
+            (left + centre) as f32,
+            (top + n as f64 * cell + 20.0) as f32,
+            14.0,
+            0.5,
+            ink,
+        );
+    }
+    c.text(
+        "predicted",
+        (left + n as f64 * cell / 2.0) as f32,
+        (top + n as f64 * cell + 45.0) as f32,
+        16.0,
+        0.5,
+        ink,
+    );
+    c.text_vertical(
+        "true",
+        20.0,
+        (top + n as f64 * cell / 2.0) as f32,
+        16.0,
+        ink,
+    );
+    Ok(c.img)
+}
+
+/// Grouped vertical bars: one group per category, one bar per series (`values[series][cat]`),
+/// y from 0 to `y_max`. NaN values leave a gap.
+pub fn render_bar_chart(
+    title: &str,
+    y_label: &str,
+    categories: &[String],
+    series: &[(String, Vec<f64>)],
+    y_max: f64,
+    width: u32,
+    height: u32,
+) -> Result<RgbImage> {
+    let mut c = canvas(width, height)?;
+    let ink = [40, 40, 40];
+    let grid = [225, 225, 225];
+    let (w, h) = (width as f64, height as f64);
+    let (left, right, top, bottom) = (80.0, w - 170.0, 50.0, h - 60.0);
+    let py = |y: f64| bottom - (y / y_max).clamp(0.0, 1.0) * (bottom - top);
+    for t in nice_ticks(0.0, y_max, 5) {
+        c.line((left, py(t)), (right, py(t)), 1.0, grid);
+        c.text(
+            &label(t),
+            (left - 8.0) as f32,
+            (py(t) + 5.0) as f32,
+            14.0,
+            1.0,
+            ink,
+        );
+    }
+    let groups = categories.len().max(1) as f64;
+    let group_w = (right - left) / groups;
+    let bar_w = group_w * 0.8 / series.len().max(1) as f64;
+    for (g, name) in categories.iter().enumerate() {
+        let gx = left + g as f64 * group_w + group_w * 0.1;
+        for (k, (_, values)) in series.iter().enumerate() {
+            let v = values.get(g).copied().unwrap_or(f64::NAN);
+            if v.is_finite() {
+                let x0 = gx + k as f64 * bar_w;
+                c.fill_rect(
+                    x0,
+                    py(v),
+                    x0 + bar_w - 1.0,
+                    bottom,
+                    PALETTE[k % PALETTE.len()],
+                );
+            }
+        }
+        c.text(
+            name,
+            (gx + group_w * 0.4) as f32,
+            (bottom + 20.0) as f32,
+            14.0,
+            0.5,
+            ink,
+        );
+    }
+    c.line((left, bottom), (right, bottom), 1.5, ink);
+    c.line((left, top), (left, bottom), 1.5, ink);
+    c.text(title, (w / 2.0) as f32, 30.0, 20.0, 0.5, ink);
+    c.text_vertical(y_label, 22.0, ((top + bottom) / 2.0) as f32, 16.0, ink);
+    for (k, (name, _)) in series.iter().enumerate() {
+        let ly = top + 10.0 + k as f64 * 24.0;
+        c.fill_rect(
+            right + 15.0,
+            ly - 7.0,
+            right + 40.0,
+            ly + 7.0,
+            PALETTE[k % PALETTE.len()],
+        );
+        c.text(
+            name,
+            (right + 48.0) as f32,
+            (ly + 5.0) as f32,
+            14.0,
+            0.0,
+            ink,
+        );
+    }
+    Ok(c.img)
+}
+
+/// A grid of square RGB tiles (`(rgb, side)` each, upscaled to `tile` pixels) with a title,
+/// column headers and a label per row.
+pub fn render_image_grid(
+    title: &str,
+    columns: &[String],
+    rows: &[(String, Vec<(Vec<u8>, usize)>)],
+    tile: u32,
+) -> Result<RgbImage> {
+    let (left, top, gap) = (150u32, 70u32, 8u32);
+    let ncol = columns.len().max(1) as u32;
+    let width = left + ncol * (tile + gap) + gap;
+    let height = top + rows.len() as u32 * (tile + gap) + gap;
+    let mut c = canvas(width, height)?;
+    let ink = [40, 40, 40];
+    c.text(title, width as f32 / 2.0, 28.0, 20.0, 0.5, ink);
+    for (k, name) in columns.iter().enumerate() {
+        let x = left + k as u32 * (tile + gap) + tile / 2;
+        c.text(name, x as f32, (top - 12) as f32, 15.0, 0.5, ink);
+    }
+    for (r, (name, tiles)) in rows.iter().enumerate() {
+        let y = top + r as u32 * (tile + gap);
+        c.text(
+            name,
+            (left - 10) as f32,
+            (y + tile / 2 + 5) as f32,
+            14.0,
+            1.0,
+            ink,
+        );
+        for (k, (rgb, side)) in tiles.iter().enumerate() {
+            let side = *side as u32;
+            let Some(src) = RgbImage::from_raw(side, side, rgb.clone()) else {
+                return Err(TriscopeError::InvalidArgument(format!(
+                    "grid tile {r},{k}: {} bytes is not a {side}x{side} RGB image",
+                    rgb.len()
+                )));
+            };
+            let big =
+                image::imageops::resize(&src, tile, tile, image::imageops::FilterType::Triangle);
+            image::imageops::overlay(
+                &mut c.img,
+                &big,
+                (left + k as u32 * (tile + gap)) as i64,
+                y as i64,
+            );
+        }
+    }
+    Ok(c.img)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +537,33 @@ mod tests {
         assert!((t[1] - 0.2).abs() < 1e-12 && (t[5] - 1.0).abs() < 1e-12);
         assert_eq!(label(0.25), "0.25");
         assert_eq!(label(2.0), "2");
+    }
+
+    #[test]
+    fn confusion_and_bars_draw_their_data() {
+        let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let img =
+            render_confusion_matrix("cm", &names, &[vec![9, 1], vec![0, 10]], 400, 360).unwrap();
+        // Two fully blue-ish diagonal cells (shares 0.9 and 1.0) and a white one.
+        let blue = img.pixels().filter(|p| p.0 == PALETTE[0]).count();
+        assert!(blue > 1000, "{blue}");
+        let bars = render_bar_chart(
+            "recall",
+            "recall",
+            &names,
+            &[
+                ("clean".into(), vec![0.5, 1.0]),
+                ("pgd".into(), vec![0.25, f64::NAN]),
+            ],
+            1.0,
+            600,
+            400,
+        )
+        .unwrap();
+        let first = bars.pixels().filter(|p| p.0 == PALETTE[0]).count();
+        let second = bars.pixels().filter(|p| p.0 == PALETTE[1]).count();
+        // Series 0 has heights 0.5 + 1.0, series 1 only 0.25 (its NaN leaves a gap).
+        assert!(first > 4 * second, "{first} vs {second}");
+        assert!(second > 100);
     }
 }

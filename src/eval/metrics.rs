@@ -7,13 +7,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub n: usize,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub accuracy: f64,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub top2_accuracy: f64,
     /// Mean per-class recall over classes present in the labels.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub balanced_accuracy: f64,
     /// Mean per-class F1 over classes present in the labels or predictions.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub macro_f1: f64,
     /// Recall per class (NaN where the class has no sample).
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
     pub per_class_accuracy: Vec<f64>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<usize>>,
@@ -79,11 +84,16 @@ pub fn class_metrics(scores: &[Vec<f32>], labels: &[usize], num_classes: usize) 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MultiLabelMetrics {
     pub n: usize,
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
     pub auroc: Vec<f64>,
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
     pub auprc: Vec<f64>,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub mean_auroc: f64,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub mean_auprc: f64,
     /// Share of (sample, finding) decisions right at threshold 0.5.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub label_accuracy: f64,
 }
 

@@ -116,6 +116,7 @@ pub struct AttackEval {
     pub attack: String,
     pub eps_linf: f32,
     /// Accuracy (single-label) or mean AUROC (multi-label): the number the checks compare.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub score: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<ClassMetrics>,
@@ -125,6 +126,7 @@ pub struct AttackEval {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attack_success_rate: Option<f64>,
     /// Mean over samples of the attack loss at each step.
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
     pub mean_loss_per_step: Vec<f64>,
 }
 
@@ -132,6 +134,7 @@ pub struct AttackEval {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub eps_linf: f32,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub score: f64,
 }
 
@@ -158,6 +161,7 @@ pub struct EvalReport {
     pub checks: Vec<Check>,
     /// The failed checks' messages.
     pub warnings: Vec<String>,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub elapsed_secs: f64,
 }
 

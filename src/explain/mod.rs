@@ -2,8 +2,11 @@
 
 pub mod attribution;
 pub mod colormap;
+pub mod faithfulness;
 pub mod gradcam;
 pub mod quality;
+pub mod sanity;
+pub mod tcav;
 
 pub use attribution::{
     AttributionMap, AttributionOptions, IgQuadrature, Method, attribute, attribute_with,

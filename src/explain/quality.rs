@@ -45,7 +45,7 @@ pub fn ssim(a: &[f32], b: &[f32], height: usize, width: usize) -> f64 {
     }
 }
 
-fn gaussian_kernel(sigma: f64, radius: usize) -> Vec<f64> {
+pub(crate) fn gaussian_kernel(sigma: f64, radius: usize) -> Vec<f64> {
     let k: Vec<f64> = (0..=2 * radius)
         .map(|i| {
             let d = i as f64 - radius as f64;
@@ -57,7 +57,7 @@ fn gaussian_kernel(sigma: f64, radius: usize) -> Vec<f64> {
 }
 
 /// Separable filter with scipy's `reflect` border (`d c b a | a b c d | d c b a`).
-fn gaussian_filter(v: &[f64], h: usize, w: usize, kernel: &[f64]) -> Vec<f64> {
+pub(crate) fn gaussian_filter(v: &[f64], h: usize, w: usize, kernel: &[f64]) -> Vec<f64> {
     let r = kernel.len() as isize / 2;
     let reflect = |i: isize, n: usize| -> usize {
         let n = n as isize;

@@ -1,0 +1,812 @@
+//! Explanation audit: per-sample faithfulness, localisation and stability under attack, the
+//! summary of a sample, the report's figures, and the self-contained HTML + JSON report.
+//!
+//! The orchestration (dataset, evaluation, progress) is `triscope audit` in the binary; the
+//! report types live here so that the app can read a report back (`audit.json` beside its
+//! figure PNGs).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use burn::tensor::{Tensor, TensorData};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{AttackConfig, AttackGoal, run_attack};
+use crate::error::{Result, TriscopeError};
+use crate::eval::EvalReport;
+use crate::explain::faithfulness::{Faithfulness, FaithfulnessOptions, faithfulness};
+use crate::explain::quality::{
+    Threshold, energy_pointing_game, iou, pointing_game, spearman, ssim, top_k_intersection,
+};
+use crate::explain::sanity::SanityCheck;
+use crate::explain::tcav::TcavResult;
+use crate::explain::{AttributionOptions, Method, TargetClass};
+use crate::imaging::PixelImage;
+use crate::inference::Classifier;
+use crate::model::LayerId;
+use crate::model::source::SplitMix64;
+use crate::regions::Region;
+
+/// Share of the map kept for the thresholded IoU.
+pub const IOU_TOP_FRACTION: f64 = 0.15;
+/// TorchRay's pointing-game tolerance, 15 px at 224 px, scaled to the model input.
+pub const POINTING_TOLERANCE_AT_224: f64 = 15.0;
+
+/// What the explanation part of an audit computes.
+#[derive(Debug, Clone)]
+pub struct ExplainAuditOptions {
+    pub method: Method,
+    pub attribution: AttributionOptions,
+    pub faithfulness: FaithfulnessOptions,
+    /// L-inf radius of the stability attacks, pixel units.
+    pub stability_eps: f32,
+    pub seed: u64,
+}
+
+/// Localisation of one map against one ground-truth region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Localisation {
+    pub finding: String,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub region_area_fraction: f64,
+    /// IoU of the top-15% pixels of the map with the region.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub iou_top15: f64,
+    /// IoU of the Otsu-thresholded map with the region.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub iou_otsu: f64,
+    /// Share of the map's mass inside the region.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub energy_pointing_game: f64,
+    /// The map's maximum lies inside the region.
+    pub pointing_hit: bool,
+    /// ... or within the tolerance of it.
+    pub pointing_hit_tolerant: bool,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub tolerance_px: f64,
+}
+
+/// Localisation scores of `map` against `region` (model-input pixels).
+pub fn localise(map: &[f32], region: &Region, width: usize) -> Localisation {
+    let tolerance_px = POINTING_TOLERANCE_AT_224 * width as f64 / 224.0;
+    Localisation {
+        finding: region.finding.clone(),
+        region_area_fraction: region.area_fraction(),
+        iou_top15: iou(map, &region.mask, Threshold::TopFraction(IOU_TOP_FRACTION)),
+        iou_otsu: iou(map, &region.mask, Threshold::Otsu),
+        energy_pointing_game: energy_pointing_game(map, &region.mask),
+        pointing_hit: pointing_game(map, &region.mask, width, 0.0),
+        pointing_hit_tolerant: pointing_game(map, &region.mask, width, tolerance_px),
+        tolerance_px,
+    }
+}
+
+/// A centred isotropic Gaussian (sigma a quarter of the side): the "look at the middle"
+/// baseline any localisation score must beat on centred data such as dermoscopy.
+pub fn centre_prior(height: usize, width: usize) -> Vec<f32> {
+    let (cy, cx) = ((height as f32 - 1.0) / 2.0, (width as f32 - 1.0) / 2.0);
+    let sigma = height.min(width) as f32 / 4.0;
+    (0..height * width)
+        .map(|i| {
+            let (y, x) = ((i / width) as f32, (i % width) as f32);
+            (-((y - cy).powi(2) + (x - cx).powi(2)) / (2.0 * sigma * sigma)).exp()
+        })
+        .collect()
+}
+
+/// How one attack moved the explanation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stability {
+    pub attack: String,
+    pub eps_linf: f32,
+    pub adversarial_class: String,
+    /// The attack changed the predicted class (single-label) or a finding (multi-label).
+    pub flipped: bool,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub ssim: f64,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub spearman: f64,
+    /// Share of the top-15% pixels the two maps have in common.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub top15_intersection: f64,
+}
+
+/// Everything measured on one image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleAudit {
+    pub id: String,
+    pub true_label: String,
+    pub predicted: String,
+    pub confidence: f32,
+    pub correct: Option<bool>,
+    pub explained_class: String,
+    pub faithfulness: Faithfulness,
+    /// The same curves for a random map (chance level).
+    pub random_faithfulness: Faithfulness,
+    pub localisation: Vec<Localisation>,
+    /// The centre-prior baseline on the same regions.
+    pub centre_prior_localisation: Vec<Localisation>,
+    pub stability: Vec<Stability>,
+    /// Clean map and the PGD-10 image with its map, for the report's grid.
+    #[serde(skip)]
+    pub figures: Option<SampleFigures>,
+}
+
+/// Pictures kept for the report's grid (plain RGB at model resolution).
+#[derive(Debug, Clone)]
+pub struct SampleFigures {
+    pub image: Vec<u8>,
+    pub clean_map: Vec<f32>,
+    pub adversarial: Vec<u8>,
+    pub adversarial_map: Vec<f32>,
+    pub size: usize,
+}
+
+/// Audit one image. `regions` are its ground-truth regions at model resolution; the map of a
+/// region whose finding is one of the model's classes explains that class, all others the
+/// predicted class. `true_label` is for the record.
+pub fn audit_sample(
+    classifier: &Classifier,
+    id: &str,
+    image: &PixelImage,
+    true_label: &str,
+    correct: Option<bool>,
+    regions: &[Region],
+    options: &ExplainAuditOptions,
+) -> Result<SampleAudit> {
+    let cfg = classifier.config().clone();
+    let device = classifier.device().device.clone();
+    let prediction = classifier.predict(&[image])?.remove(0);
+    let (h, w) = (image.height, image.width);
+    let map_of = |img: &PixelImage, class: usize| -> Result<Vec<f32>> {
+        Ok(classifier
+            .attribute(
+                img,
+                options.method,
+                TargetClass::Index(class),
+                &options.attribution,
+            )?
+            .attribution
+            .map)
+    };
+    let class = prediction.class_index;
+    let map = map_of(image, class)?;
+    let faith = faithfulness(
+        classifier.model(),
+        &device,
+        image,
+        &map,
+        class,
+        &options.faithfulness,
+    )?;
+    let mut rng = SplitMix64::new(options.seed ^ 0x5eed);
+    let random_map: Vec<f32> = (0..h * w).map(|_| rng.next_f32()).collect();
+    let random_faith = faithfulness(
+        classifier.model(),
+        &device,
+        image,
+        &random_map,
+        class,
+        &options.faithfulness,
+    )?;
+
+    let prior = centre_prior(h, w);
+    let mut localisation = Vec::new();
+    let mut prior_localisation = Vec::new();
+    for region in regions {
+        let region_class = cfg
+            .class_names
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(&region.finding));
+        let region_map = match region_class {
+            Some(c) if c != class => map_of(image, c)?,
+            _ => map.clone(),
+        };
+        if region.mask.len() != h * w {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{id}: region mask has {} pixels, the image {h}x{w}",
+                region.mask.len()
+            )));
+        }
+        localisation.push(localise(&region_map, region, w));
+        prior_localisation.push(localise(&prior, region, w));
+    }
+
+    // Stability: FGSM, PGD-10, PGD-20 at the same radius, the clean prediction as the label.
+    let goal = if cfg.multi_label {
+        AttackGoal::MultiLabel(vec![
+            prediction
+                .scores
+                .iter()
+                .map(|s| if s.probability >= 0.5 { 1.0 } else { 0.0 })
+                .collect(),
+        ])
+    } else {
+        AttackGoal::Untargeted(vec![class])
+    };
+    let eps = options.stability_eps;
+    let attacks = [
+        ("fgsm", AttackConfig::fgsm()),
+        ("pgd10", AttackConfig::pgd(10)),
+        ("pgd20", AttackConfig::pgd(20)),
+    ];
+    let mut stability = Vec::new();
+    let mut figures = None;
+    for (name, mut config) in attacks {
+        config.eps_linf = eps;
+        config.alpha = if name == "fgsm" { eps } else { eps / 4.0 };
+        config.seed = options.seed;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(image.data.clone(), [1, image.channels, h, w]),
+            &device,
+        );
+        let output = run_attack(
+            classifier.model(),
+            x,
+            &goal,
+            &config,
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )?;
+        let adv = PixelImage {
+            data: output
+                .adversarial
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| TriscopeError::Compute(format!("reading adversarial: {e:?}")))?,
+            ..image.clone()
+        };
+        let adv_prediction = classifier.predict(&[&adv])?.remove(0);
+        let adv_map = map_of(&adv, class)?;
+        let flipped = if cfg.multi_label {
+            adv_prediction.positive_findings != prediction.positive_findings
+        } else {
+            adv_prediction.class_index != class
+        };
+        stability.push(Stability {
+            attack: name.into(),
+            eps_linf: eps,
+            adversarial_class: adv_prediction.class_name.clone(),
+            flipped,
+            ssim: ssim(&map, &adv_map, h, w),
+            spearman: spearman(&map, &adv_map),
+            top15_intersection: top_k_intersection(&map, &adv_map, IOU_TOP_FRACTION),
+        });
+        if name == "pgd10" {
+            figures = Some(SampleFigures {
+                image: image.to_rgb8(),
+                clean_map: map.clone(),
+                adversarial: adv.to_rgb8(),
+                adversarial_map: adv_map,
+                size: w,
+            });
+        }
+    }
+    Ok(SampleAudit {
+        id: id.to_string(),
+        true_label: true_label.to_string(),
+        predicted: prediction.class_name.clone(),
+        confidence: prediction.confidence,
+        correct,
+        explained_class: cfg.class_names[class].clone(),
+        faithfulness: faith,
+        random_faithfulness: random_faith,
+        localisation,
+        centre_prior_localisation: prior_localisation,
+        stability,
+        figures,
+    })
+}
+
+/// Mean, and how many values it is over (NaNs left out).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Mean {
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub mean: f64,
+    pub n: usize,
+}
+
+fn mean_of(values: impl Iterator<Item = f64>) -> Mean {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    Mean {
+        mean: if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        },
+        n: v.len(),
+    }
+}
+
+/// Localisation means over all regions of a sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalisationSummary {
+    pub iou_top15: Mean,
+    pub iou_otsu: Mean,
+    pub energy_pointing_game: Mean,
+    pub pointing_game: Mean,
+    pub pointing_game_tolerant: Mean,
+}
+
+fn summarise_localisation<'a>(
+    items: impl Iterator<Item = &'a Localisation> + Clone,
+) -> LocalisationSummary {
+    let bit = |b: bool| if b { 1.0 } else { 0.0 };
+    LocalisationSummary {
+        iou_top15: mean_of(items.clone().map(|l| l.iou_top15)),
+        iou_otsu: mean_of(items.clone().map(|l| l.iou_otsu)),
+        energy_pointing_game: mean_of(items.clone().map(|l| l.energy_pointing_game)),
+        pointing_game: mean_of(items.clone().map(|l| bit(l.pointing_hit))),
+        pointing_game_tolerant: mean_of(items.map(|l| bit(l.pointing_hit_tolerant))),
+    }
+}
+
+/// Stability means for one attack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StabilitySummary {
+    pub attack: String,
+    pub eps_linf: f32,
+    pub flip_rate: Mean,
+    pub ssim: Mean,
+    pub spearman: Mean,
+    pub top15_intersection: Mean,
+}
+
+/// The explanation metrics over the audited sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExplanationSummary {
+    pub method: String,
+    pub layer: Option<String>,
+    pub samples: usize,
+    pub deletion_auc: Mean,
+    pub insertion_auc: Mean,
+    pub random_deletion_auc: Mean,
+    pub random_insertion_auc: Mean,
+    /// Percent.
+    pub average_drop: Mean,
+    /// Percent of samples.
+    pub increase_in_confidence: Mean,
+    pub localisation: Option<LocalisationSummary>,
+    pub centre_prior_localisation: Option<LocalisationSummary>,
+    pub stability: Vec<StabilitySummary>,
+}
+
+pub fn summarise(
+    samples: &[SampleAudit],
+    method: Method,
+    layer: Option<LayerId>,
+) -> ExplanationSummary {
+    let locs = samples.iter().flat_map(|s| s.localisation.iter());
+    let priors = samples
+        .iter()
+        .flat_map(|s| s.centre_prior_localisation.iter());
+    let has_regions = locs.clone().next().is_some();
+    let mut stability = Vec::new();
+    if let Some(first) = samples.first() {
+        for (k, st) in first.stability.iter().enumerate() {
+            let of = |f: &dyn Fn(&Stability) -> f64| {
+                mean_of(samples.iter().filter_map(|s| s.stability.get(k)).map(f))
+            };
+            stability.push(StabilitySummary {
+                attack: st.attack.clone(),
+                eps_linf: st.eps_linf,
+                flip_rate: of(&|s| if s.flipped { 1.0 } else { 0.0 }),
+                ssim: of(&|s| s.ssim),
+                spearman: of(&|s| s.spearman),
+                top15_intersection: of(&|s| s.top15_intersection),
+            });
+        }
+    }
+    ExplanationSummary {
+        method: method.name().to_string(),
+        layer: layer.map(|l| l.to_string()),
+        samples: samples.len(),
+        deletion_auc: mean_of(samples.iter().map(|s| s.faithfulness.deletion_auc)),
+        insertion_auc: mean_of(samples.iter().map(|s| s.faithfulness.insertion_auc)),
+        random_deletion_auc: mean_of(samples.iter().map(|s| s.random_faithfulness.deletion_auc)),
+        random_insertion_auc: mean_of(samples.iter().map(|s| s.random_faithfulness.insertion_auc)),
+        average_drop: mean_of(samples.iter().map(|s| s.faithfulness.drop_percent)),
+        increase_in_confidence: mean_of(
+            samples
+                .iter()
+                .map(|s| if s.faithfulness.increase { 100.0 } else { 0.0 }),
+        ),
+        localisation: has_regions.then(|| summarise_localisation(locs)),
+        centre_prior_localisation: has_regions.then(|| summarise_localisation(priors)),
+        stability,
+    }
+}
+
+/// One sanity check in the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SanityEntry {
+    pub method: String,
+    pub image: String,
+    pub check: SanityCheck,
+}
+
+/// A figure of the report: a PNG beside `audit.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Figure {
+    pub title: String,
+    pub file: String,
+    pub caption: String,
+}
+
+/// The whole audit, as written to `audit.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub model: String,
+    pub model_description: String,
+    pub dataset: String,
+    pub split: String,
+    pub device: String,
+    pub created_unix_secs: u64,
+    /// `None` when the dataset's labels do not fit the model (the reason is in `notes`).
+    pub evaluation: Option<EvalReport>,
+    pub explanation: ExplanationSummary,
+    pub samples: Vec<SampleAudit>,
+    pub sanity: Vec<SanityEntry>,
+    pub tcav: Vec<TcavResult>,
+    pub figures: Vec<Figure>,
+    /// Fooled-evaluation warnings and anything the audit could not do.
+    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub elapsed_secs: f64,
+}
+
+impl AuditReport {
+    /// Read `audit.json` (the folder or the file).
+    pub fn read(path: &Path) -> Result<(Self, PathBuf)> {
+        let file = if path.is_dir() {
+            path.join("audit.json")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| TriscopeError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let report = serde_json::from_str(&text).map_err(|e| {
+            TriscopeError::InvalidArgument(format!(
+                "{} is not a Triscope audit report: {e}",
+                file.display()
+            ))
+        })?;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok((report, dir))
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding), for the images embedded in the HTML.
+pub fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "–".into()
+    }
+}
+
+fn fmt_mean(m: &Mean) -> String {
+    format!("{} <small>(n={})</small>", fmt(m.mean), m.n)
+}
+
+/// Encode a PNG in memory.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| TriscopeError::Compute(format!("encoding a PNG: {e}")))?;
+    Ok(buf.into_inner())
+}
+
+/// The self-contained HTML page of `report`, figures read from `dir` and embedded.
+pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
+    let mut h = String::new();
+    let title = format!("Triscope audit: {}", report.model);
+    h.push_str(&format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n\
+         <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\
+         .warn{{background:#fff3cd;border:1px solid #e0c060;padding:8px;margin:4px 0}}\
+         .ok{{color:#1a7f37}}.bad{{color:#b42318}}figure{{margin:1.5em 0}}img{{max-width:100%}}\
+         figcaption{{color:#555;font-size:90%}}</style></head><body>\n",
+        escape(&title)
+    ));
+    h.push_str(&format!("<h1>{}</h1>\n", escape(&title)));
+    h.push_str(&format!(
+        "<p>{}<br>Data: {} (split {}), device: {}, {:.0} s.</p>\n",
+        escape(&report.model_description),
+        escape(&report.dataset),
+        escape(&report.split),
+        escape(&report.device),
+        report.elapsed_secs
+    ));
+    h.push_str("<h2>Warnings</h2>\n");
+    if report.warnings.is_empty() {
+        h.push_str("<p class=\"ok\">None: every fooled-evaluation check passed.</p>\n");
+    }
+    for w in &report.warnings {
+        h.push_str(&format!("<div class=\"warn\">{}</div>\n", escape(w)));
+    }
+    for n in &report.notes {
+        h.push_str(&format!("<p><em>{}</em></p>\n", escape(n)));
+    }
+    if let Some(ev) = &report.evaluation {
+        h.push_str(&format!(
+            "<h2>Clean and robust accuracy ({} images, eps {:.2}/255)</h2>\n<table><tr><th>column</th><th>eps</th><th>{}</th><th>balanced acc.</th><th>macro-F1</th><th>attack success</th></tr>\n",
+            ev.n,
+            ev.eps_linf * 255.0,
+            if ev.multi_label { "mean AUROC" } else { "accuracy" }
+        ));
+        for r in &ev.results {
+            let (bal, f1) = r
+                .metrics
+                .as_ref()
+                .map(|m| (m.balanced_accuracy, m.macro_f1))
+                .unwrap_or((f64::NAN, f64::NAN));
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{:.2}/255</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&r.attack),
+                r.eps_linf * 255.0,
+                fmt(r.score),
+                fmt(bal),
+                fmt(f1),
+                fmt(r.attack_success_rate.unwrap_or(f64::NAN))
+            ));
+        }
+        h.push_str("</table>\n<h3>Fooled-evaluation checks</h3>\n<table><tr><th>check</th><th>result</th><th>detail</th></tr>\n");
+        for c in &ev.checks {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td class=\"{}\">{}</td><td style=\"text-align:left\">{}</td></tr>\n",
+                escape(&c.name),
+                if c.passed { "ok" } else { "bad" },
+                if c.passed { "pass" } else { "FAIL" },
+                escape(&c.detail)
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    let e = &report.explanation;
+    h.push_str(&format!(
+        "<h2>Explanations: {}{} on {} images</h2>\n<table><tr><th>metric</th><th>{}</th><th>random map / centre prior</th></tr>\n",
+        escape(&e.method),
+        e.layer.as_deref().map(|l| format!(" ({l})")).unwrap_or_default(),
+        e.samples,
+        escape(&e.method)
+    ));
+    let row = |h: &mut String, name: &str, a: &Mean, b: Option<&Mean>| {
+        h.push_str(&format!(
+            "<tr><td>{name}</td><td>{}</td><td>{}</td></tr>\n",
+            fmt_mean(a),
+            b.map(fmt_mean).unwrap_or_default()
+        ));
+    };
+    row(
+        &mut h,
+        "deletion AUC (lower is better)",
+        &e.deletion_auc,
+        Some(&e.random_deletion_auc),
+    );
+    row(
+        &mut h,
+        "insertion AUC (higher is better)",
+        &e.insertion_auc,
+        Some(&e.random_insertion_auc),
+    );
+    row(&mut h, "average drop, %", &e.average_drop, None);
+    row(
+        &mut h,
+        "increase in confidence, % of images",
+        &e.increase_in_confidence,
+        None,
+    );
+    if let (Some(l), Some(p)) = (&e.localisation, &e.centre_prior_localisation) {
+        row(
+            &mut h,
+            "IoU, top 15% of the map",
+            &l.iou_top15,
+            Some(&p.iou_top15),
+        );
+        row(
+            &mut h,
+            "IoU, Otsu threshold",
+            &l.iou_otsu,
+            Some(&p.iou_otsu),
+        );
+        row(
+            &mut h,
+            "energy pointing game",
+            &l.energy_pointing_game,
+            Some(&p.energy_pointing_game),
+        );
+        row(
+            &mut h,
+            "pointing game (strict)",
+            &l.pointing_game,
+            Some(&p.pointing_game),
+        );
+        row(
+            &mut h,
+            "pointing game (15 px at 224)",
+            &l.pointing_game_tolerant,
+            Some(&p.pointing_game_tolerant),
+        );
+    }
+    h.push_str("</table>\n");
+    if !e.stability.is_empty() {
+        h.push_str("<h3>Stability of the map under attack</h3>\n<table><tr><th>attack</th><th>eps</th><th>prediction flipped</th><th>SSIM</th><th>Spearman</th><th>top-15% overlap</th></tr>\n");
+        for s in &e.stability {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{:.2}/255</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&s.attack),
+                s.eps_linf * 255.0,
+                fmt(s.flip_rate.mean),
+                fmt(s.ssim.mean),
+                fmt(s.spearman.mean),
+                fmt(s.top15_intersection.mean)
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    if !report.sanity.is_empty() {
+        h.push_str("<h3>Sanity check: cascading model randomisation (SSIM with the original map)</h3>\n<table><tr><th>method</th><th>image</th>");
+        for stage in crate::explain::sanity::CASCADE {
+            h.push_str(&format!("<th>{stage}</th>"));
+        }
+        h.push_str("<th>result</th></tr>\n");
+        for s in &report.sanity {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td>",
+                escape(&s.method),
+                escape(&s.image)
+            ));
+            for step in &s.check.steps {
+                h.push_str(&format!("<td>{}</td>", fmt(step.ssim)));
+            }
+            h.push_str(&format!(
+                "<td class=\"{}\">{}</td></tr>\n",
+                if s.check.passed { "ok" } else { "bad" },
+                if s.check.passed {
+                    "pass"
+                } else {
+                    "FAIL: map survives randomisation"
+                }
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    if !report.tcav.is_empty() {
+        h.push_str("<h3>TCAV</h3>\n<table><tr><th>concept</th><th>layer</th><th>class</th><th>images</th><th>TCAV score</th><th>random</th><th>p</th><th>significant</th><th>CAV accuracy</th></tr>\n");
+        for t in &report.tcav {
+            let acc = t.cav_accuracies.iter().sum::<f64>() / t.cav_accuracies.len().max(1) as f64;
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ± {}</td><td>{}</td><td>{:.3e}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&t.concept),
+                t.layer,
+                escape(&t.class_name),
+                t.class_images,
+                fmt(t.mean),
+                fmt(t.std),
+                fmt(t.random_mean),
+                t.p_value,
+                if t.significant { "yes" } else { "no" },
+                fmt(acc)
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("<h2>Figures</h2>\n");
+    for f in &report.figures {
+        let path = dir.join(&f.file);
+        let bytes = std::fs::read(&path).map_err(|source| TriscopeError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        h.push_str(&format!(
+            "<figure><h3>{}</h3><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>\n",
+            escape(&f.title),
+            escape(&f.title),
+            base64(&bytes),
+            escape(&f.caption)
+        ));
+    }
+    h.push_str("<h2>Per image</h2>\n<table><tr><th>image</th><th>true</th><th>predicted</th><th>deletion</th><th>insertion</th><th>IoU top 15%</th><th>PGD-10 SSIM</th></tr>\n");
+    for s in &report.samples {
+        let iou = s
+            .localisation
+            .first()
+            .map(|l| fmt(l.iou_top15))
+            .unwrap_or_default();
+        let pgd = s
+            .stability
+            .iter()
+            .find(|x| x.attack == "pgd10")
+            .map(|x| fmt(x.ssim))
+            .unwrap_or_default();
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{} ({:.2})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&s.id),
+            escape(&s.true_label),
+            escape(&s.predicted),
+            s.confidence,
+            fmt(s.faithfulness.deletion_auc),
+            fmt(s.faithfulness.insertion_auc),
+            iou,
+            pgd
+        ));
+    }
+    h.push_str("</table>\n<p><small>Written by triscope audit; the numbers are in audit.json beside this file.</small></p>\n</body></html>\n");
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
+    }
+
+    #[test]
+    fn localisation_of_perfect_and_inverted_maps() {
+        let (w, h) = (20, 20);
+        let mask: Vec<bool> = (0..w * h)
+            .map(|i| (5..10).contains(&(i % w)) && (5..10).contains(&(i / w)))
+            .collect();
+        let region = Region {
+            finding: "lesion".into(),
+            mask: mask.clone(),
+        };
+        let perfect: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+        let l = localise(&perfect, &region, w);
+        assert!(
+            (l.iou_otsu - 1.0).abs() < 1e-12 && l.energy_pointing_game == 1.0 && l.pointing_hit
+        );
+        let inverted: Vec<f32> = perfect.iter().map(|v| 1.0 - v).collect();
+        let l = localise(&inverted, &region, w);
+        assert_eq!(l.iou_otsu, 0.0);
+        assert_eq!(l.energy_pointing_game, 0.0);
+        assert!(!l.pointing_hit);
+        // The centre prior peaks in the middle of the image.
+        let prior = centre_prior(h, w);
+        let max = prior.iter().copied().fold(0.0f32, f32::max);
+        assert!(prior[10 * w + 10] > 0.9 * max && prior[0] < 0.1 * max);
+    }
+}

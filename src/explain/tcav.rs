@@ -1,0 +1,427 @@
+//! Testing with Concept Activation Vectors (Kim et al., ICML 2018).
+//!
+//! A concept is a set of images (a folder). For a layer, a linear classifier separates the
+//! concept's activations from those of a random image set; its unit normal pointing towards
+//! the concept is the CAV. The TCAV score of a class is the share of that class's images whose
+//! class logit increases along the CAV (positive directional derivative
+//! `d logit_k / d activation . cav`). The test repeats this against several random sets and
+//! compares the scores with those of random-vs-random CAVs by a two-sided Student t-test:
+//! a concept matters to a class only when its scores differ significantly from chance.
+//!
+//! The classifier is an L2-regularised logistic regression trained by full-batch gradient
+//! descent in f64 on activations scaled by their mean norm (a uniform scale, so the direction
+//! is unchanged), with a third of the samples held out to report the CAV's accuracy.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TriscopeError};
+use crate::imaging::PixelImage;
+use crate::model::source::SplitMix64;
+use crate::model::{LayerId, ResNet50};
+use crate::stats::{mean_std, ttest_ind};
+
+/// A concept activation vector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cav {
+    /// Unit vector in activation space pointing towards the concept.
+    #[serde(skip)]
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    pub direction: Vec<f64>,
+    /// Accuracy of the linear classifier on the held-out third.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub accuracy: f64,
+}
+
+/// Train a CAV separating `concept` from `random` (flattened activations of equal length).
+pub fn train_cav(concept: &[Vec<f32>], random: &[Vec<f32>], seed: u64) -> Result<Cav> {
+    if concept.len() < 2 || random.len() < 2 {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "a CAV needs at least 2 concept and 2 random examples (got {} and {})",
+            concept.len(),
+            random.len()
+        )));
+    }
+    let dim = concept[0].len();
+    if concept.iter().chain(random).any(|v| v.len() != dim) {
+        return Err(TriscopeError::InvalidArgument(
+            "activations of different lengths".into(),
+        ));
+    }
+    let mut samples: Vec<(&[f32], f64)> = concept
+        .iter()
+        .map(|v| (v.as_slice(), 1.0))
+        .chain(random.iter().map(|v| (v.as_slice(), 0.0)))
+        .collect();
+    // Seeded Fisher-Yates, then a stratified hold-out: every third sample of each label.
+    let mut rng = SplitMix64::new(seed);
+    for i in (1..samples.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        samples.swap(i, j);
+    }
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    let mut seen = [0usize; 2];
+    for s in samples {
+        let k = s.1 as usize;
+        seen[k] += 1;
+        if seen[k] % 3 == 0 {
+            test.push(s);
+        } else {
+            train.push(s);
+        }
+    }
+    let mean_norm = train
+        .iter()
+        .map(|(v, _)| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / train.len() as f64;
+    let scale = if mean_norm > 0.0 {
+        1.0 / mean_norm
+    } else {
+        1.0
+    };
+    let (w, b) = logistic_regression(&train, dim, scale, 0.01, 500);
+    let predict = |v: &[f32]| {
+        let z: f64 = b + v
+            .iter()
+            .zip(&w)
+            .map(|(&x, wi)| x as f64 * scale * wi)
+            .sum::<f64>();
+        if z > 0.0 { 1.0 } else { 0.0 }
+    };
+    let held = if test.is_empty() { &train } else { &test };
+    let accuracy = held.iter().filter(|(v, y)| predict(v) == *y).count() as f64 / held.len() as f64;
+    let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let direction = if norm > 0.0 {
+        w.iter().map(|x| x / norm).collect()
+    } else {
+        vec![0.0; dim]
+    };
+    Ok(Cav {
+        direction,
+        accuracy,
+    })
+}
+
+/// Minimise mean logistic loss + `l2 / 2 * |w|^2` by gradient descent (step 1 on features of
+/// unit mean norm, where the loss is 1/4-smooth).
+fn logistic_regression(
+    samples: &[(&[f32], f64)],
+    dim: usize,
+    scale: f64,
+    l2: f64,
+    iterations: usize,
+) -> (Vec<f64>, f64) {
+    let mut w = vec![0.0f64; dim];
+    let mut b = 0.0f64;
+    let n = samples.len() as f64;
+    let step = 1.0;
+    let mut grad = vec![0.0f64; dim];
+    for _ in 0..iterations {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let mut grad_b = 0.0;
+        for (v, y) in samples {
+            let z: f64 = b + v
+                .iter()
+                .zip(&w)
+                .map(|(&x, wi)| x as f64 * scale * wi)
+                .sum::<f64>();
+            let p = 1.0 / (1.0 + (-z).exp());
+            let r = (p - y) / n;
+            grad_b += r;
+            for (g, &x) in grad.iter_mut().zip(v.iter()) {
+                *g += r * x as f64 * scale;
+            }
+        }
+        for (wi, g) in w.iter_mut().zip(&grad) {
+            *wi -= step * (g + l2 * *wi);
+        }
+        b -= step * grad_b;
+    }
+    (w, b)
+}
+
+/// Share of `gradients` (d logit / d activation, one per image) with a positive directional
+/// derivative along the CAV.
+pub fn tcav_score(gradients: &[Vec<f32>], cav: &Cav) -> f64 {
+    if gradients.is_empty() {
+        return f64::NAN;
+    }
+    let positive = gradients
+        .iter()
+        .filter(|g| {
+            g.iter()
+                .zip(&cav.direction)
+                .map(|(&a, b)| a as f64 * b)
+                .sum::<f64>()
+                > 0.0
+        })
+        .count();
+    positive as f64 / gradients.len() as f64
+}
+
+/// One concept against one class at one layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TcavResult {
+    pub concept: String,
+    pub layer: LayerId,
+    pub class_name: String,
+    /// Images of the class the scores are over.
+    pub class_images: usize,
+    /// TCAV score against each random set.
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    pub scores: Vec<f64>,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub mean: f64,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub std: f64,
+    /// Scores of random-vs-random CAVs (the null distribution).
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    pub random_scores: Vec<f64>,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub random_mean: f64,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub t: f64,
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub p_value: f64,
+    /// `p_value < alpha`.
+    pub significant: bool,
+    /// Held-out accuracy of each concept CAV.
+    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    pub cav_accuracies: Vec<f64>,
+}
+
+/// The TCAV test of one concept for several classes: `random_sets` holds `runs + 1` random
+/// activation sets (run `r` trains concept-vs-set `r` and, for the null, set `r` vs set
+/// `r + 1`); `class_gradients[k]` are the gradients of class `k`'s logit for its images.
+pub fn tcav_test(
+    concept: &str,
+    layer: LayerId,
+    concept_acts: &[Vec<f32>],
+    random_sets: &[Vec<Vec<f32>>],
+    class_gradients: &[(String, Vec<Vec<f32>>)],
+    alpha: f64,
+    seed: u64,
+) -> Result<Vec<TcavResult>> {
+    if random_sets.len() < 3 {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "TCAV needs at least 2 runs (3 random sets), got {} random sets",
+            random_sets.len()
+        )));
+    }
+    let runs = random_sets.len() - 1;
+    let mut cavs = Vec::with_capacity(runs);
+    let mut nulls = Vec::with_capacity(runs);
+    for r in 0..runs {
+        cavs.push(train_cav(concept_acts, &random_sets[r], seed ^ r as u64)?);
+        nulls.push(train_cav(
+            &random_sets[r],
+            &random_sets[r + 1],
+            seed ^ (1000 + r as u64),
+        )?);
+    }
+    Ok(class_gradients
+        .iter()
+        .map(|(class_name, grads)| {
+            let scores: Vec<f64> = cavs.iter().map(|c| tcav_score(grads, c)).collect();
+            let random_scores: Vec<f64> = nulls.iter().map(|c| tcav_score(grads, c)).collect();
+            let (mean, std) = mean_std(&scores);
+            let (random_mean, _) = mean_std(&random_scores);
+            let (t, p_value) = ttest_ind(&scores, &random_scores);
+            TcavResult {
+                concept: concept.to_string(),
+                layer,
+                class_name: class_name.clone(),
+                class_images: grads.len(),
+                scores,
+                mean,
+                std,
+                random_scores,
+                random_mean,
+                t,
+                p_value,
+                significant: p_value < alpha,
+                cav_accuracies: cavs.iter().map(|c| c.accuracy).collect(),
+            }
+        })
+        .collect())
+}
+
+/// Flattened activations of `layer` for each image (`[K * h * w]` each), in batches.
+pub fn layer_activations(
+    model: &ResNet50,
+    device: &Device,
+    images: &[PixelImage],
+    layer: LayerId,
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size.max(1)) {
+        let x = stack(chunk, device)?;
+        let taps = model.forward_taps(x, None);
+        out.extend(split_rows(
+            taps.layers[layer.index()].clone(),
+            chunk.len(),
+            "activations",
+        )?);
+    }
+    Ok(out)
+}
+
+/// Gradients of `class`'s logit with respect to `layer`'s activations, one flattened
+/// `[K * h * w]` vector per image.
+pub fn layer_gradients(
+    model: &ResNet50,
+    device: &Device,
+    images: &[PixelImage],
+    layer: LayerId,
+    class: usize,
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let n = model.config.num_classes;
+    if class >= n {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "class {class} does not exist: the model has {n} classes"
+        )));
+    }
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size.max(1)) {
+        let b = chunk.len();
+        let x = stack(chunk, device)?;
+        let taps = model.forward_taps(x, Some(layer));
+        let mut one_hot = vec![0.0f32; b * n];
+        for i in 0..b {
+            one_hot[i * n + class] = 1.0;
+        }
+        let mask = Tensor::<2>::from_data(TensorData::new(one_hot, [b, n]), device);
+        // Images are independent in eval mode: the batch sum gives each its own gradient.
+        let grads = (taps.logits * mask).sum().backward();
+        let grad = taps.layers[layer.index()]
+            .grad(&grads)
+            .ok_or_else(|| TriscopeError::Compute(format!("no gradient reached {layer}")))?; // [b, K, h, w]
+        out.extend(split_rows(grad, b, "gradients")?);
+    }
+    Ok(out)
+}
+
+fn stack(images: &[PixelImage], device: &Device) -> Result<Tensor<4>> {
+    let first = images
+        .first()
+        .ok_or_else(|| TriscopeError::InvalidArgument("no images".into()))?;
+    let (c, h, w) = (first.channels, first.height, first.width);
+    let mut data = Vec::with_capacity(images.len() * c * h * w);
+    for img in images {
+        if (img.channels, img.height, img.width) != (c, h, w) {
+            return Err(TriscopeError::InvalidArgument(
+                "images of different sizes in one batch".into(),
+            ));
+        }
+        data.extend_from_slice(&img.data);
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(data, [images.len(), c, h, w]),
+        device,
+    ))
+}
+
+fn split_rows(t: Tensor<4>, batch: usize, what: &str) -> Result<Vec<Vec<f32>>> {
+    let flat = t
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| TriscopeError::Compute(format!("reading {what}: {e:?}")))?;
+    let per = flat.len() / batch.max(1);
+    Ok(flat.chunks(per.max(1)).map(|c| c.to_vec()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points around +/- `offset` along axis 0, noise elsewhere.
+    fn cloud(n: usize, dim: usize, offset: f32, seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n)
+            .map(|_| {
+                (0..dim)
+                    .map(|d| rng.next_normal() * 0.5 + if d == 0 { offset } else { 0.0 })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cav_points_at_the_separating_direction() {
+        let concept = cloud(30, 8, 2.0, 1);
+        let random = cloud(30, 8, -2.0, 2);
+        let cav = train_cav(&concept, &random, 0).unwrap();
+        assert!(cav.accuracy > 0.95, "{}", cav.accuracy);
+        assert!(cav.direction[0] > 0.9, "{:?}", cav.direction);
+        let norm: f64 = cav.direction.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-9);
+        // Swapping the sets flips the vector.
+        let flipped = train_cav(&random, &concept, 0).unwrap();
+        assert!(flipped.direction[0] < -0.9);
+    }
+
+    #[test]
+    fn scores_count_positive_directional_derivatives() {
+        let cav = Cav {
+            direction: vec![1.0, 0.0],
+            accuracy: 1.0,
+        };
+        let grads = vec![
+            vec![1.0, 5.0],
+            vec![-1.0, 5.0],
+            vec![0.5, -3.0],
+            vec![2.0, 0.0],
+        ];
+        assert_eq!(tcav_score(&grads, &cav), 0.75);
+        assert!(tcav_score(&[], &cav).is_nan());
+    }
+
+    #[test]
+    fn a_relevant_concept_is_significant_and_noise_is_not() {
+        let dim = 6;
+        let concept = cloud(20, dim, 2.0, 10);
+        let random_sets: Vec<Vec<Vec<f32>>> =
+            (0..6).map(|r| cloud(20, dim, 0.0, 100 + r)).collect();
+        // Class "up": its logit grows along axis 0 for every image. Class "flat": random
+        // gradient directions.
+        let up: Vec<Vec<f32>> = cloud(40, dim, 0.0, 7)
+            .into_iter()
+            .map(|mut g| {
+                g[0] = g[0].abs() + 1.0;
+                g
+            })
+            .collect();
+        let flat = cloud(40, dim, 0.0, 8);
+        let results = tcav_test(
+            "axis0",
+            LayerId::Layer4,
+            &concept,
+            &random_sets,
+            &[("up".into(), up), ("flat".into(), flat)],
+            0.05,
+            3,
+        )
+        .unwrap();
+        let up = &results[0];
+        assert!(up.mean > 0.95, "{up:?}");
+        assert!(up.significant, "{up:?}");
+        let flat = &results[1];
+        assert!((flat.mean - 0.5).abs() < 0.25, "{flat:?}");
+        assert_eq!(up.scores.len(), 5);
+        assert!(
+            tcav_test(
+                "x",
+                LayerId::Layer4,
+                &concept,
+                &random_sets[..2],
+                &[],
+                0.05,
+                0
+            )
+            .is_err()
+        );
+    }
+}
