@@ -21,6 +21,7 @@ use super::gallery::{GalleryEntry, GalleryPanel, is_image, list_folder};
 use super::layers::LayersPanel;
 use super::overlay;
 use super::predictions::PredictionPanel;
+use super::report::{ReportPanel, is_report, load_report};
 use super::state::{SavedState, Tab, ThemeChoice, UiAction};
 use super::training::TrainingPanel;
 
@@ -46,6 +47,7 @@ enum Background {
     Folder(PathBuf, Result<Vec<GalleryEntry>, String>),
     Model(PathBuf),
     Exported(Result<(PathBuf, usize), String>),
+    Report(Box<Result<super::report::LoadedReport, String>>),
 }
 
 /// Latest request id per job kind; events answering older ones are dropped.
@@ -67,6 +69,7 @@ pub struct TriscopeApp {
     pub layers: LayersPanel,
     pub attack: AttackPanel,
     pub training: TrainingPanel,
+    pub report: ReportPanel,
     pub current_image: Option<PathBuf>,
     /// Class the explanation targets (`None`: predicted).
     explain_class: Option<usize>,
@@ -127,6 +130,7 @@ impl TriscopeApp {
             layers: LayersPanel::new(saved.top_k, gpu),
             attack: AttackPanel::new(saved.attack.clone(), gpu),
             training: TrainingPanel::new(saved.training.clone()),
+            report: ReportPanel::default(),
             saved,
             worker,
             model: None,
@@ -273,6 +277,10 @@ impl TriscopeApp {
                     self.status = format!("exported {n} files to {}", dir.display())
                 }
                 Background::Exported(Err(e)) => self.errors.push(format!("export failed: {e}")),
+                Background::Report(r) => match *r {
+                    Ok(loaded) => self.report.set(ctx, loaded),
+                    Err(e) => self.errors.push(format!("audit report: {e}")),
+                },
             }
         }
     }
@@ -416,6 +424,10 @@ impl TriscopeApp {
                         let listed = list_folder(&dir).map_err(|e| e.to_string());
                         Background::Folder(dir, listed)
                     }),
+                    "report" => d
+                        .set_title("Open a triscope audit folder")
+                        .pick_folder()
+                        .map(|dir| Background::Report(Box::new(load_report(&dir)))),
                     _ => d
                         .add_filter("Triscope / torchvision safetensors", &["safetensors"])
                         .pick_file()
@@ -466,6 +478,24 @@ impl TriscopeApp {
         }
     }
 
+    /// Read an audit report (folder, audit.json or audit.html) on a named thread.
+    pub fn open_report(&mut self, p: PathBuf) {
+        let dir = if p.is_dir() {
+            p
+        } else {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let tx = self.background_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("triscope-report".into())
+            .spawn(move || {
+                let _ = tx.send(Background::Report(Box::new(load_report(&dir))));
+            });
+        if let Err(e) = spawned {
+            self.errors.push(format!("cannot read the report: {e}"));
+        }
+    }
+
     fn dropped_files(&mut self, ctx: &egui::Context) {
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -482,7 +512,9 @@ impl TriscopeApp {
     /// A dropped or typed path: a folder becomes the browsable list, an image is analysed,
     /// a .safetensors file is loaded as the model.
     pub fn open_path(&mut self, p: PathBuf) {
-        if p.is_dir() {
+        if is_report(&p) {
+            self.open_report(p);
+        } else if p.is_dir() {
             let listed = list_folder(&p).map_err(|e| e.to_string());
             let _ = self.background_tx.try_send(Background::Folder(p, listed));
         } else if !p.exists() {
@@ -509,10 +541,16 @@ impl TriscopeApp {
                 if ui.button("Open folder…").clicked() {
                     self.spawn_dialog("folder");
                 }
+                if ui.button("Open audit report…").clicked() {
+                    self.spawn_dialog("report");
+                }
+                if self.report.loaded.is_some() && ui.button("Show audit report").clicked() {
+                    self.report.open = true;
+                }
                 ui.horizontal(|ui| {
                     let edit = ui.add(
                         egui::TextEdit::singleline(&mut self.path_input)
-                            .hint_text("or type a path: image, folder, .safetensors")
+                            .hint_text("or type a path: image, folder, .safetensors, audit folder")
                             .desired_width(280.0),
                     );
                     let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
@@ -806,6 +844,7 @@ impl eframe::App for TriscopeApp {
             self.central(ui);
         });
         self.model_window(&ctx);
+        self.report.window(&ctx);
         self.drain_actions();
         // Settings live in the panels while running; keep the saved copy current.
         self.saved.explain = self.explain.settings.clone();

@@ -11,6 +11,7 @@ pub mod gallery;
 pub mod layers;
 pub mod overlay;
 pub mod predictions;
+pub mod report;
 pub mod state;
 pub mod training;
 

@@ -413,3 +413,96 @@ fn frames_stay_cheap_while_an_attack_and_a_training_run_compute() {
     assert_eq!(h.state().training.epochs.len(), 4, "the run finished");
     let _ = std::fs::remove_dir_all(&runs);
 }
+
+/// A small but complete report folder: numbers, a warning and one figure.
+fn write_report(dir: &Path) {
+    use triscope::audit::{AuditReport, Figure, summarise};
+    use triscope::explain::attribution::Method;
+    std::fs::create_dir_all(dir).unwrap();
+    let names: Vec<String> = ["akiec", "bcc", "nv"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let chart = triscope::plot::render_bar_chart(
+        "Recall per class",
+        "recall",
+        &names,
+        &[
+            ("clean".into(), vec![0.6, 0.4, 0.8]),
+            ("pgd10".into(), vec![0.3, 0.1, 0.7]),
+        ],
+        1.0,
+        700,
+        360,
+    )
+    .unwrap();
+    chart.save(dir.join("per_class_robust.png")).unwrap();
+    let report = AuditReport {
+        model: "test model".into(),
+        model_description: "a report written by the GUI test".into(),
+        dataset: "mini".into(),
+        split: "test".into(),
+        device: "CPU".into(),
+        created_unix_secs: 0,
+        evaluation: None,
+        explanation: summarise(&[], Method::GradCam, Some(LayerId::Layer4)),
+        samples: Vec::new(),
+        sanity: Vec::new(),
+        tcav: Vec::new(),
+        figures: vec![Figure {
+            title: "Per-class robust accuracy".into(),
+            file: "per_class_robust.png".into(),
+            caption: "Recall of each class, clean and under PGD-10.".into(),
+        }],
+        warnings: vec!["PGD-20 is weaker than PGD-10: check the attack".into()],
+        notes: vec!["Evaluation skipped in this test report.".into()],
+        elapsed_secs: 1.0,
+    };
+    std::fs::write(
+        dir.join("audit.json"),
+        serde_json::to_string(&report).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_audit_folder_opens_in_the_report_window_with_its_figures() {
+    if !wgpu_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("triscope-gui-report-{}", std::process::id()));
+    write_report(&dir);
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    h.state_mut().saved.theme = ThemeChoice::Light;
+    h.state_mut().open_path(dir.clone());
+    wait_until(&mut h, "the report", |a| a.report.loaded.is_some());
+    assert_eq!(h.state().report.figure_count(), 1);
+    assert!(h.state().report.open);
+    h.get_by_label_contains("PGD-20 is weaker");
+    h.get_by_label("Per-class robust accuracy");
+    // The folder name holds the process id: mask it.
+    let path_label: Vec<egui::Rect> = h
+        .query_all_by_label_contains("triscope-gui-report")
+        .map(|n| n.rect())
+        .collect();
+    for r in path_label {
+        h.mask(r);
+    }
+    snapshot(&mut h, "audit_report_light");
+    // A folder without a report is a gallery folder, and a broken report says why.
+    std::fs::write(dir.join("audit.json"), "{not json").unwrap();
+    h.state_mut().open_path(dir.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.state().errors.is_empty() {
+        assert!(Instant::now() < deadline, "no error for a broken report");
+        h.step();
+        sleep(Duration::from_millis(20));
+    }
+    assert!(
+        h.state().errors[0].contains("is not a Triscope audit report"),
+        "{:?}",
+        h.state().errors
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
