@@ -28,7 +28,7 @@ use triscope::imaging::PixelImage;
 use triscope::inference::Classifier;
 use triscope::model::LayerId;
 use triscope::plot::{
-    LineChart, PALETTE, Series, render_bar_chart, render_confusion_matrix, render_image_grid,
+    LineChart, PALETTE, Series, Tile, render_bar_chart, render_confusion_matrix, render_image_grid,
     render_line_chart,
 };
 use triscope::regions::{LesionSizeSpec, Region, RegionSource, lesion_size_concepts};
@@ -267,13 +267,22 @@ pub fn audit(
     let mut tcav = Vec::new();
     if !args.no_tcav {
         match concept_sets(args, &concepts, &dataset)? {
-            Some((sets, random_sets, origin)) => {
-                notes.push(origin);
-                tcav = run_tcav(classifier, &dataset, labels.as_deref(), &sets, &random_sets, &tcav_layers, args.eval.seed)?;
+            Some(sets) => {
+                notes.push(sets.origin.clone());
+                tcav = run_tcav(
+                    classifier,
+                    &dataset,
+                    labels.as_deref(),
+                    &sets,
+                    &tcav_layers,
+                    args.eval.seed,
+                )?;
             }
-            None => notes.push(
-                "TCAV skipped: give --concept NAME=FOLDER and --random FOLDER (HAM10000 gets lesion-size concepts automatically).".into(),
-            ),
+            None => notes.push(format!(
+                "TCAV skipped: give --concept NAME=FOLDER and --random FOLDER \
+                 (HAM10000 gets lesion-size concepts automatically); {} has neither.",
+                dataset.root.display()
+            )),
         }
     }
 
@@ -363,6 +372,13 @@ fn describe_label(
 
 type ConceptSets = Vec<(String, Vec<PathBuf>)>;
 
+/// Concepts, `runs + 1` random sets, and where they came from (for the report).
+struct TcavSets {
+    concepts: ConceptSets,
+    random_sets: Vec<Vec<PathBuf>>,
+    origin: String,
+}
+
 fn parse_concepts(specs: &[String], random: Option<&Path>) -> Result<ConceptSets> {
     let mut out = Vec::new();
     for spec in specs {
@@ -390,7 +406,7 @@ fn concept_sets(
     args: &AuditArgs,
     concepts: &ConceptSets,
     dataset: &Dataset,
-) -> Result<Option<(ConceptSets, Vec<Vec<PathBuf>>, String)>> {
+) -> Result<Option<TcavSets>> {
     let runs = args.tcav_runs;
     if let Some(random) = &args.random {
         if concepts.is_empty() {
@@ -412,14 +428,14 @@ fn concept_sets(
             .take(runs + 1)
             .map(|c| c.to_vec())
             .collect();
-        return Ok(Some((
-            concepts.clone(),
-            sets,
-            format!(
+        return Ok(Some(TcavSets {
+            concepts: concepts.clone(),
+            random_sets: sets,
+            origin: format!(
                 "TCAV concepts from folders; random images from {}.",
                 random.display()
             ),
-        )));
+        }));
     }
     if dataset.kind != triscope::data::DatasetKind::Ham10000 {
         return Ok(None);
@@ -437,32 +453,34 @@ fn concept_sets(
         },
     )?;
     let origin = format!(
-        "TCAV concepts from HAM10000 train-split masks ({} scanned): large_lesion = lesion covers at least {:.0}% of the image, small_lesion = at most {:.0}%; random sets drawn from the other train images ({} per set, {} runs).",
+        "TCAV concepts from HAM10000 train-split masks ({} scanned): large_lesion = lesion \
+         covers at least {:.0}% of the image, small_lesion = at most {:.0}%; random sets drawn \
+         from the other train images ({} per set, {} runs).",
         c.scanned,
         c.large_fraction * 100.0,
         c.small_fraction * 100.0,
         args.tcav_images,
         runs
     );
-    Ok(Some((
-        vec![
+    Ok(Some(TcavSets {
+        concepts: vec![
             ("large_lesion".into(), c.large),
             ("small_lesion".into(), c.small),
         ],
-        c.random_sets,
+        random_sets: c.random_sets,
         origin,
-    )))
+    }))
 }
 
 fn run_tcav(
     classifier: &Classifier,
     dataset: &Dataset,
     labels: Option<&[Label]>,
-    concepts: &ConceptSets,
-    random_sets: &[Vec<PathBuf>],
+    sets: &TcavSets,
     layers: &[LayerId],
     seed: u64,
 ) -> Result<Vec<TcavResult>> {
+    let (concepts, random_sets) = (&sets.concepts, &sets.random_sets);
     let cfg = classifier.config();
     let device = classifier.device().device.clone();
     let load_all = |paths: &[PathBuf]| -> Result<Vec<PixelImage>> {
@@ -684,7 +702,7 @@ fn explanation_figures(
             "RISE protocol: most salient pixels first, one row's worth per step; deletion to the normalisation mean, insertion from a Gaussian blur (sigma 5). A random map is the chance level.",
         )?);
     }
-    let rows: Vec<(String, Vec<(Vec<u8>, usize)>)> = samples
+    let rows: Vec<(String, Vec<Tile>)> = samples
         .iter()
         .filter_map(|s| s.figures.as_ref().map(|f| (s, f)))
         .take(8)

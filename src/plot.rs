@@ -452,12 +452,15 @@ pub fn render_bar_chart(
     Ok(c.img)
 }
 
-/// A grid of square RGB tiles (`(rgb, side)` each, upscaled to `tile` pixels) with a title,
-/// column headers and a label per row.
+/// A square RGB8 tile: interleaved pixels and its side.
+pub type Tile = (Vec<u8>, usize);
+
+/// A grid of square RGB tiles (upscaled to `tile` pixels) with a title, column headers and a
+/// label per row.
 pub fn render_image_grid(
     title: &str,
     columns: &[String],
-    rows: &[(String, Vec<(Vec<u8>, usize)>)],
+    rows: &[(String, Vec<Tile>)],
     tile: u32,
 ) -> Result<RgbImage> {
     let (left, top, gap) = (150u32, 70u32, 8u32);

@@ -69,6 +69,7 @@ impl ReportPanel {
         self.message = None;
     }
 
+    #[cfg(test)]
     pub fn figure_count(&self) -> usize {
         self.textures.len()
     }
