@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cli::{print_prediction, resolve_class, save_rgb8};
+use triscope::explain::faithfulness::{Faithfulness, FaithfulnessOptions, faithfulness};
 use triscope::explain::{
     AttributionMap, AttributionOptions, Colormap, Method, TargetClass, heatmap_rgb8, overlay_rgb8,
 };
@@ -53,6 +54,10 @@ pub struct ExplainArgs {
     /// Occlusion: stride between windows in pixels
     #[arg(long, default_value_t = 8, value_name = "PX")]
     occlusion_stride: usize,
+    /// Also measure faithfulness: RISE deletion and insertion AUC and the average drop of
+    /// the explained class's probability (about one forward pass per image row)
+    #[arg(long)]
+    faithfulness: bool,
 }
 
 /// Parsed settings shared by the single-image and the folder modes.
@@ -62,6 +67,7 @@ struct Plan {
     options: AttributionOptions,
     colormap: Colormap,
     alpha: f32,
+    faithfulness: bool,
 }
 
 impl ExplainArgs {
@@ -92,12 +98,15 @@ impl ExplainArgs {
             options,
             colormap,
             alpha: self.alpha,
+            faithfulness: self.faithfulness,
         })
     }
 }
 
 #[derive(Serialize)]
 struct ExplainSummary<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness: Option<Faithfulness>,
     image: String,
     model: String,
     model_trained: bool,
@@ -134,6 +143,7 @@ pub fn explain(
     let loaded = classifier.load_image(path)?;
     let started = Instant::now();
     let result = classifier.attribute(&loaded.pixels, plan.method, plan.target, &plan.options)?;
+    let faithfulness = measure_faithfulness(&plan, classifier, &loaded.pixels, &result)?;
     let elapsed_secs = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let a = &result.attribution;
@@ -166,6 +176,7 @@ pub fn explain(
         heatmap_size: [a.height, a.width],
         attribution_shape: &a.raw_shape,
         options: &plan.options,
+        faithfulness,
         colormap: plan.colormap.name(),
         alpha: plan.alpha,
         elapsed_secs,
@@ -268,7 +279,29 @@ struct BatchRecord {
     probabilities: Vec<f32>,
     heatmap: Option<String>,
     overlay: Option<String>,
+    faithfulness: Option<Faithfulness>,
     elapsed_secs: f64,
+}
+
+/// Deletion / insertion AUC and confidence change of the map, when asked for.
+fn measure_faithfulness(
+    plan: &Plan,
+    classifier: &Classifier,
+    image: &triscope::imaging::PixelImage,
+    r: &AttributionResult,
+) -> triscope::Result<Option<Faithfulness>> {
+    if !plan.faithfulness {
+        return Ok(None);
+    }
+    faithfulness(
+        classifier.model(),
+        &classifier.device().device,
+        image,
+        &r.attribution.map,
+        r.attribution.class_index,
+        &FaithfulnessOptions::default(),
+    )
+    .map(Some)
 }
 
 fn explain_folder(
@@ -299,12 +332,13 @@ fn explain_folder(
         bar.set_message(rel.display().to_string());
         let started = Instant::now();
         let result = classifier.load_image(path).and_then(|loaded| {
-            classifier
-                .attribute(&loaded.pixels, plan.method, plan.target, &plan.options)
-                .map(|r| (loaded, r))
+            let r =
+                classifier.attribute(&loaded.pixels, plan.method, plan.target, &plan.options)?;
+            let f = measure_faithfulness(plan, classifier, &loaded.pixels, &r)?;
+            Ok((loaded, r, f))
         });
         let record = match result {
-            Ok((loaded, r)) => {
+            Ok((loaded, r, faithfulness)) => {
                 let folder = out.join(rel.parent().unwrap_or(Path::new("")));
                 std::fs::create_dir_all(&folder)
                     .with_context(|| format!("cannot create {}", folder.display()))?;
@@ -319,7 +353,10 @@ fn explain_folder(
                     &r.attribution,
                     plan,
                 )?;
-                success_record(rel, &r, classifier, files, started.elapsed().as_secs_f64())
+                let mut record =
+                    success_record(rel, &r, classifier, files, started.elapsed().as_secs_f64());
+                record.faithfulness = faithfulness;
+                record
             }
             Err(e) => {
                 bar.suspend(|| eprintln!("error: {e}"));
@@ -334,6 +371,7 @@ fn explain_folder(
                     probabilities: Vec::new(),
                     heatmap: None,
                     overlay: None,
+                    faithfulness: None,
                     elapsed_secs: started.elapsed().as_secs_f64(),
                 }
             }
@@ -350,7 +388,11 @@ fn explain_folder(
     for name in class_names {
         csv.push_str(&format!(",p_{}", csv_field(name)));
     }
-    csv.push_str(",heatmap,overlay,elapsed_secs\n");
+    csv.push_str(",heatmap,overlay,elapsed_secs");
+    if plan.faithfulness {
+        csv.push_str(",deletion_auc,insertion_auc,drop_percent,increase");
+    }
+    csv.push('\n');
     let layer = if plan.method.uses_layer() {
         plan.options.layer.to_string()
     } else {
@@ -375,6 +417,17 @@ fn explain_folder(
         row.push(csv_field(&opt(r.heatmap.clone())));
         row.push(csv_field(&opt(r.overlay.clone())));
         row.push(format!("{:.3}", r.elapsed_secs));
+        if plan.faithfulness {
+            match &r.faithfulness {
+                Some(f) => row.extend([
+                    format!("{:.6}", f.deletion_auc),
+                    format!("{:.6}", f.insertion_auc),
+                    format!("{:.3}", f.drop_percent),
+                    f.increase.to_string(),
+                ]),
+                None => row.extend(std::iter::repeat_n(String::new(), 4)),
+            }
+        }
         csv.push_str(&row.join(","));
         csv.push('\n');
     }
@@ -431,6 +484,7 @@ fn success_record(
         probabilities: p.scores.iter().map(|s| s.probability).collect(),
         heatmap: files.next(),
         overlay: files.next(),
+        faithfulness: None,
         elapsed_secs,
     }
 }

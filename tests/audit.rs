@@ -466,3 +466,54 @@ fn audit_rejects_bad_arguments_before_computing() {
         assert!(stderr.contains(want), "{all:?}: {stderr}");
     }
 }
+
+#[test]
+fn explain_with_faithfulness_adds_auc_columns_and_json() {
+    let tmp = TempDir::new("explain-faith");
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(sample("ham10000/ISIC_0024317.jpg"), input.join("good.jpg")).unwrap();
+    std::fs::write(input.join("broken.png"), b"\x89PNG\r\n\x1a\n broken").unwrap();
+    let out = tmp.path().join("out");
+    let s = |p: &Path| p.display().to_string();
+    let o = triscope(&["explain", &s(&input), "--faithfulness", "--out", &s(&out)]);
+    assert_eq!(o.status.code(), Some(1), "one file is broken");
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert!(header.ends_with(&["deletion_auc", "insertion_auc", "drop_percent", "increase"]));
+    let good = lines.iter().find(|l| l.starts_with("good.jpg")).unwrap();
+    let cells: Vec<&str> = good.split(',').collect();
+    assert_eq!(cells.len(), header.len());
+    let auc = |name: &str| -> f64 {
+        cells[header.iter().position(|h| *h == name).unwrap()]
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        (0.0..=1.0).contains(&auc("deletion_auc")) && (0.0..=1.0).contains(&auc("insertion_auc"))
+    );
+    let broken = lines.iter().find(|l| l.starts_with("broken.png")).unwrap();
+    assert!(broken.ends_with(",,,,"), "{broken}");
+
+    // One image: the JSON carries the curves.
+    let one = tmp.path().join("one");
+    let o = triscope(&[
+        "explain",
+        &s(&input.join("good.jpg")),
+        "--faithfulness",
+        "--out",
+        &s(&one),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("prediction.json")).unwrap())
+            .unwrap();
+    let f = &v["faithfulness"];
+    assert_eq!(
+        f["deletion_curve"].as_array().unwrap().len(),
+        97,
+        "96 px model: 96 steps + start"
+    );
+    assert!(f["insertion_auc"].as_f64().is_some());
+}
