@@ -71,7 +71,7 @@ pub struct AuditArgs {
     #[arg(long, default_value_t = 30)]
     pub tcav_images: usize,
     /// TCAV layers, comma-separated
-    #[arg(long, default_value = "layer3,layer4")]
+    #[arg(long, default_value = "layer2,layer3")]
     pub tcav_layers: String,
     /// Skip TCAV
     #[arg(long)]
@@ -269,6 +269,14 @@ pub fn audit(
         match concept_sets(args, &concepts, &dataset)? {
             Some(sets) => {
                 notes.push(sets.origin.clone());
+                if tcav_layers.contains(&LayerId::Layer4) {
+                    notes.push(
+                        "TCAV at layer4: the head is global average pooling then a linear layer, \
+                         so the gradient of a logit with respect to layer4 is the same for every \
+                         image and each CAV scores a class 0 or 1; read layer2 and layer3."
+                            .into(),
+                    );
+                }
                 tcav = run_tcav(
                     classifier,
                     &dataset,
@@ -780,64 +788,69 @@ fn explanation_figures(
             "Adebayo et al.: stages re-initialised from the head down; a map that stays similar fails.",
         )?);
     }
-    let mut concepts: Vec<(String, LayerId)> = Vec::new();
+    let mut layers: Vec<LayerId> = Vec::new();
     for t in tcav {
-        if !concepts
-            .iter()
-            .any(|(c, l)| c == &t.concept && *l == t.layer)
-        {
-            concepts.push((t.concept.clone(), t.layer));
+        if !layers.contains(&t.layer) {
+            layers.push(t.layer);
         }
     }
-    if let Some(layer) = concepts.last().map(|c| c.1) {
-        let classes: Vec<String> = {
-            let mut v: Vec<String> = Vec::new();
-            for t in tcav.iter().filter(|t| t.layer == layer) {
-                if !v.contains(&t.class_name) {
-                    v.push(t.class_name.clone());
-                }
+    for layer in layers {
+        let at_layer: Vec<&TcavResult> = tcav.iter().filter(|t| t.layer == layer).collect();
+        let mut classes: Vec<String> = Vec::new();
+        let mut concepts: Vec<String> = Vec::new();
+        for t in &at_layer {
+            if !classes.contains(&t.class_name) {
+                classes.push(t.class_name.clone());
             }
-            v
+            if !concepts.contains(&t.concept) {
+                concepts.push(t.concept.clone());
+            }
+        }
+        let find = |c: &str, k: &str| {
+            at_layer
+                .iter()
+                .find(|t| t.concept == c && t.class_name == k)
         };
         let mut series: Vec<(String, Vec<f64>)> = concepts
             .iter()
-            .filter(|(_, l)| *l == layer)
-            .map(|(c, _)| {
-                (
-                    c.clone(),
-                    classes
-                        .iter()
-                        .map(|k| {
-                            tcav.iter()
-                                .find(|t| &t.concept == c && t.layer == layer && &t.class_name == k)
-                                .map(|t| t.mean)
-                                .unwrap_or(f64::NAN)
-                        })
-                        .collect(),
-                )
+            .map(|c| {
+                let v = classes
+                    .iter()
+                    .map(|k| find(c, k).map(|t| t.mean).unwrap_or(f64::NAN))
+                    .collect();
+                (c.clone(), v)
             })
             .collect();
-        series.push((
-            "random".into(),
-            classes
-                .iter()
-                .map(|k| {
-                    tcav.iter()
-                        .find(|t| t.layer == layer && &t.class_name == k)
-                        .map(|t| t.random_mean)
-                        .unwrap_or(f64::NAN)
-                })
-                .collect(),
-        ));
+        let random = classes
+            .iter()
+            .map(|k| {
+                find(&concepts[0], k)
+                    .map(|t| t.random_mean)
+                    .unwrap_or(f64::NAN)
+            })
+            .collect();
+        series.push((format!("random ({})", concepts[0]), random));
+        let title = format!("TCAV scores at {layer}");
         figures.push(save_figure(
-            &render_bar_chart(&format!("TCAV scores at {layer}"), "TCAV score", &classes, &series, 1.0, 1000, 520)?,
+            &render_bar_chart(&title, "TCAV score", &classes, &series, 1.0, 1000, 520)?,
             out,
-            "tcav.png",
-            "TCAV",
-            "Share of each class's images whose class logit rises along the concept's CAV, mean over runs; 'random' is the random-vs-random null. Significance is in the table.",
+            &format!("tcav_{layer}.png"),
+            &title,
+            "Share of each class's images whose class logit rises along the concept's CAV, mean \
+             over runs; 'random' is the random-vs-random null. Significance is in the table.",
         )?);
     }
     Ok(figures)
+}
+
+/// The end of an image's name without its extension (fits a legend: "0024470").
+fn short_id(id: &str) -> String {
+    let stem = Path::new(id)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| id.to_string());
+    let chars: Vec<char> = stem.chars().collect();
+    chars[chars.len().saturating_sub(8)..].iter().collect()
 }
 
 fn print_summary(r: &AuditReport) {

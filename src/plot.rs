@@ -149,7 +149,9 @@ fn nice_ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
 }
 
 fn label(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
+    if v.abs() < 1e-9 {
+        "0".into()
+    } else if (v - v.round()).abs() < 1e-9 {
         format!("{}", v.round())
     } else {
         let s = format!("{v:.3}");
@@ -540,6 +542,8 @@ mod tests {
         assert!((t[1] - 0.2).abs() < 1e-12 && (t[5] - 1.0).abs() < 1e-12);
         assert_eq!(label(0.25), "0.25");
         assert_eq!(label(2.0), "2");
+        assert_eq!(label(-0.0), "0");
+        assert_eq!(label(-1e-17), "0");
     }
 
     #[test]

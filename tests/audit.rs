@@ -383,7 +383,7 @@ fn audit_writes_a_self_contained_report_on_ham10000_layout() {
         "insertion_deletion.png",
         "heatmap_grid.png",
         "sanity.png",
-        "tcav.png",
+        "tcav_layer4.png",
     ] {
         assert!(files.contains(&want), "{want} missing from {files:?}");
         assert!(out.join(want).is_file());
