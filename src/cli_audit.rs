@@ -748,11 +748,7 @@ fn explanation_figures(
             .iter()
             .enumerate()
             .map(|(k, s)| Series {
-                name: format!(
-                    "{} / {}",
-                    s.method,
-                    s.image.chars().take(12).collect::<String>()
-                ),
+                name: format!("{} {}", s.method, short_id(&s.image)),
                 points: std::iter::once((0.0, 1.0))
                     .chain(
                         s.check

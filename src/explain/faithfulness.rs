@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn drop_is_relative_and_clipped() {
-        assert_eq!(confidence_drop_percent(0.8, 0.2), 75.0);
+        assert!((confidence_drop_percent(0.8, 0.2) - 75.0).abs() < 1e-9);
         assert_eq!(confidence_drop_percent(0.5, 0.9), 0.0);
         assert_eq!(confidence_drop_percent(0.0, 0.3), 0.0);
     }

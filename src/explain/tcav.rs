@@ -9,8 +9,9 @@
 //! a concept matters to a class only when its scores differ significantly from chance.
 //!
 //! The classifier is an L2-regularised logistic regression trained by full-batch gradient
-//! descent in f64 on activations scaled by their mean norm (a uniform scale, so the direction
-//! is unchanged), with a third of the samples held out to report the CAV's accuracy.
+//! descent in f64 on activations centred on their mean and scaled to unit mean norm (a shift
+//! and a uniform scale, so the direction is unchanged), with a third of the samples held out
+//! to report the CAV's accuracy.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -70,9 +71,25 @@ pub fn train_cav(concept: &[Vec<f32>], random: &[Vec<f32>], seed: u64) -> Result
             train.push(s);
         }
     }
+    // Centre on the training mean and scale to unit mean norm: post-ReLU activations share a
+    // large common component that would otherwise swamp the concept's direction under the L2
+    // penalty. Both are absorbed by the bias, so the direction keeps its meaning.
+    let mut centre = vec![0.0f64; dim];
+    for (v, _) in &train {
+        for (c, &x) in centre.iter_mut().zip(v.iter()) {
+            *c += x as f64;
+        }
+    }
+    centre.iter_mut().for_each(|c| *c /= train.len() as f64);
     let mean_norm = train
         .iter()
-        .map(|(v, _)| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt())
+        .map(|(v, _)| {
+            v.iter()
+                .zip(&centre)
+                .map(|(&x, c)| (x as f64 - c).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
         .sum::<f64>()
         / train.len() as f64;
     let scale = if mean_norm > 0.0 {
@@ -80,12 +97,13 @@ pub fn train_cav(concept: &[Vec<f32>], random: &[Vec<f32>], seed: u64) -> Result
     } else {
         1.0
     };
-    let (w, b) = logistic_regression(&train, dim, scale, 0.01, 500);
+    let (w, b) = logistic_regression(&train, &centre, scale, 0.01, 500);
     let predict = |v: &[f32]| {
         let z: f64 = b + v
             .iter()
             .zip(&w)
-            .map(|(&x, wi)| x as f64 * scale * wi)
+            .zip(&centre)
+            .map(|((&x, wi), c)| (x as f64 - c) * scale * wi)
             .sum::<f64>();
         if z > 0.0 { 1.0 } else { 0.0 }
     };
@@ -103,15 +121,25 @@ pub fn train_cav(concept: &[Vec<f32>], random: &[Vec<f32>], seed: u64) -> Result
     })
 }
 
-/// Minimise mean logistic loss + `l2 / 2 * |w|^2` by gradient descent (step 1 on features of
-/// unit mean norm, where the loss is 1/4-smooth).
+/// Minimise mean logistic loss + `l2 / 2 * |w|^2` by gradient descent on centred features of
+/// unit mean norm (step 1: the loss is 1/4-smooth there).
 fn logistic_regression(
     samples: &[(&[f32], f64)],
-    dim: usize,
+    centre: &[f64],
     scale: f64,
     l2: f64,
     iterations: usize,
 ) -> (Vec<f64>, f64) {
+    let dim = centre.len();
+    let features: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|(v, _)| {
+            v.iter()
+                .zip(centre)
+                .map(|(&x, c)| (x as f64 - c) * scale)
+                .collect()
+        })
+        .collect();
     let mut w = vec![0.0f64; dim];
     let mut b = 0.0f64;
     let n = samples.len() as f64;
@@ -120,17 +148,13 @@ fn logistic_regression(
     for _ in 0..iterations {
         grad.iter_mut().for_each(|g| *g = 0.0);
         let mut grad_b = 0.0;
-        for (v, y) in samples {
-            let z: f64 = b + v
-                .iter()
-                .zip(&w)
-                .map(|(&x, wi)| x as f64 * scale * wi)
-                .sum::<f64>();
+        for (x, (_, y)) in features.iter().zip(samples) {
+            let z: f64 = b + x.iter().zip(&w).map(|(a, wi)| a * wi).sum::<f64>();
             let p = 1.0 / (1.0 + (-z).exp());
             let r = (p - y) / n;
             grad_b += r;
-            for (g, &x) in grad.iter_mut().zip(v.iter()) {
-                *g += r * x as f64 * scale;
+            for (g, a) in grad.iter_mut().zip(x) {
+                *g += r * a;
             }
         }
         for (wi, g) in w.iter_mut().zip(&grad) {
