@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{TempDir, fixture, sample};
+use common::{TempDir, sample};
 use triscope::audit::AuditReport;
 use triscope::data::Dataset;
 use triscope::device::ComputeDevice;
@@ -18,35 +18,9 @@ use triscope::imaging::PixelImage;
 use triscope::inference::Classifier;
 use triscope::regions::{LesionSizeSpec, RegionSource, lesion_size_concepts};
 
-const HAM: [(&str, &str); 7] = [
-    ("ISIC_0024470", "akiec"),
-    ("ISIC_0024403", "bcc"),
-    ("ISIC_0024324", "bkl"),
-    ("ISIC_0024330", "df"),
-    ("ISIC_0024410", "mel"),
-    ("ISIC_0024317", "nv"),
-    ("ISIC_0024370", "vasc"),
-];
-
 /// A HAM10000-layout folder of the seven bundled samples and their masks.
-fn mini_ham(dir: &Path, split: &str) {
-    std::fs::create_dir_all(dir.join("images")).unwrap();
-    std::fs::create_dir_all(dir.join("masks")).unwrap();
-    let mut csv = String::from("image_id,lesion_id,dx,split\n");
-    for (i, (id, dx)) in HAM.iter().enumerate() {
-        std::fs::copy(
-            sample(&format!("ham10000/{id}.jpg")),
-            dir.join("images").join(format!("{id}.jpg")),
-        )
-        .unwrap();
-        std::fs::copy(
-            fixture(&format!("ham_masks/{id}.png")),
-            dir.join("masks").join(format!("{id}.png")),
-        )
-        .unwrap();
-        csv.push_str(&format!("{id},HAM_{i},{dx},{split}\n"));
-    }
-    std::fs::write(dir.join("labels.csv"), csv).unwrap();
+fn mini_ham(dir: &Path, split: &'static str) {
+    common::ham_folder(dir, |_| split, true);
 }
 
 /// An NIH-layout folder of the three bundled X-rays with their real boxes.
@@ -301,7 +275,7 @@ fn audit_writes_a_self_contained_report_on_ham10000_layout() {
     let random = tmp.path().join("random");
     std::fs::create_dir_all(&concept).unwrap();
     std::fs::create_dir_all(&random).unwrap();
-    for (i, (id, _)) in HAM.iter().enumerate() {
+    for (i, (id, _)) in common::HAM_SAMPLES.iter().enumerate() {
         let dir = if i < 2 { &concept } else { &random };
         std::fs::copy(
             data.join("images").join(format!("{id}.jpg")),

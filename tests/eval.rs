@@ -17,31 +17,10 @@ use triscope::imaging::ResizeMode;
 use triscope::inference::Classifier;
 use triscope::model::ResNet50;
 
-const HAM: [(&str, &str); 7] = [
-    ("ISIC_0024470", "akiec"),
-    ("ISIC_0024403", "bcc"),
-    ("ISIC_0024324", "bkl"),
-    ("ISIC_0024330", "df"),
-    ("ISIC_0024410", "mel"),
-    ("ISIC_0024317", "nv"),
-    ("ISIC_0024370", "vasc"),
-];
-
 /// A HAM10000-layout folder built from the bundled samples: 5 test images, 2 train.
 fn ham_fixture(dir: &std::path::Path) -> std::path::PathBuf {
     let root = dir.join("ham");
-    std::fs::create_dir_all(root.join("images")).unwrap();
-    let mut csv = String::from("image_id,lesion_id,dx,dx_type,age,sex,localization,split\n");
-    for (i, (id, dx)) in HAM.iter().enumerate() {
-        std::fs::copy(
-            sample(&format!("ham10000/{id}.jpg")),
-            root.join("images").join(format!("{id}.jpg")),
-        )
-        .unwrap();
-        let split = if i < 5 { "test" } else { "train" };
-        csv.push_str(&format!("{id},HAM_{i},{dx},histo,50.0,male,back,{split}\n"));
-    }
-    std::fs::write(root.join("labels.csv"), csv).unwrap();
+    common::ham_folder(&root, |i| if i < 5 { "test" } else { "train" }, false);
     root
 }
 
@@ -187,7 +166,7 @@ impl Classify for Quantized {
 
 fn samples_dataset() -> (Classifier, Vec<Label>, Vec<triscope::imaging::PixelImage>) {
     let classifier = Classifier::load(None, ComputeDevice::cpu()).unwrap();
-    let images: Vec<_> = HAM
+    let images: Vec<_> = common::HAM_SAMPLES
         .iter()
         .map(|(id, _)| {
             classifier

@@ -128,3 +128,43 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The seven bundled HAM10000 samples (one per class) and their diagnoses.
+pub const HAM_SAMPLES: [(&str, &str); 7] = [
+    ("ISIC_0024470", "akiec"),
+    ("ISIC_0024403", "bcc"),
+    ("ISIC_0024324", "bkl"),
+    ("ISIC_0024330", "df"),
+    ("ISIC_0024410", "mel"),
+    ("ISIC_0024317", "nv"),
+    ("ISIC_0024370", "vasc"),
+];
+
+/// A HAM10000-layout folder at `root` made of the bundled samples: `split(i)` names each
+/// row's split; with `masks`, the lesion masks of `tests/fixtures/ham_masks` beside them.
+pub fn ham_folder(root: &Path, split: impl Fn(usize) -> &'static str, masks: bool) {
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    if masks {
+        std::fs::create_dir_all(root.join("masks")).unwrap();
+    }
+    let mut csv = String::from("image_id,lesion_id,dx,dx_type,age,sex,localization,split\n");
+    for (i, (id, dx)) in HAM_SAMPLES.iter().enumerate() {
+        std::fs::copy(
+            sample(&format!("ham10000/{id}.jpg")),
+            root.join("images").join(format!("{id}.jpg")),
+        )
+        .unwrap();
+        if masks {
+            std::fs::copy(
+                fixture(&format!("ham_masks/{id}.png")),
+                root.join("masks").join(format!("{id}.png")),
+            )
+            .unwrap();
+        }
+        csv.push_str(&format!(
+            "{id},HAM_{i},{dx},histo,50.0,male,back,{}\n",
+            split(i)
+        ));
+    }
+    std::fs::write(root.join("labels.csv"), csv).unwrap();
+}
