@@ -465,7 +465,13 @@ pub fn render_image_grid(
     rows: &[(String, Vec<Tile>)],
     tile: u32,
 ) -> Result<RgbImage> {
-    let (left, top, gap) = (150u32, 70u32, 8u32);
+    // The label column is as wide as the longest row label.
+    let measure = canvas(1, 1)?;
+    let widest = rows
+        .iter()
+        .map(|(name, _)| measure.text_width(name, 14.0))
+        .fold(0.0f32, f32::max);
+    let (left, top, gap) = ((widest.ceil() as u32 + 24).max(80), 70u32, 8u32);
     let ncol = columns.len().max(1) as u32;
     let width = left + ncol * (tile + gap) + gap;
     let height = top + rows.len() as u32 * (tile + gap) + gap;
