@@ -315,6 +315,11 @@ mod tests {
         assert!((spearman(&a, &flipped) + 1.0).abs() < 1e-12);
         assert_eq!(top_k_intersection(&a, &a, 0.1), 1.0);
         assert_eq!(top_k_intersection(&a, &flipped, 0.1), 0.0);
+        // A random map has no rank relation with the pattern.
+        let mut rng = crate::model::source::SplitMix64::new(11);
+        let random: Vec<f32> = (0..w * h).map(|_| rng.next_f32()).collect();
+        assert!(spearman(&a, &random).abs() < 0.15);
+        assert!(ssim(&a, &random, h, w).abs() < 0.3);
         // scipy.stats.spearmanr([1, 2, 2, 3], [1, 3, 2, 4]).statistic == 0.9486832980505139
         let s = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]);
         assert!((s - 0.948_683_298_050_513_9).abs() < 1e-12, "{s}");
@@ -358,5 +363,46 @@ mod tests {
             imgs.iter().map(|im| im[1] as f64).collect()
         });
         assert!(auc_uniform(&curve) < auc_uniform(&late));
+    }
+
+    #[test]
+    fn deletion_ranks_perfect_random_and_inverted_maps() {
+        // A "model" whose score is the share of a 16-pixel object still present in the image.
+        let (w, h) = (16usize, 16usize);
+        let object: Vec<bool> = (0..w * h)
+            .map(|i| (4..8).contains(&(i % w)) && (4..8).contains(&(i / w)))
+            .collect();
+        let image: Vec<f32> = object.iter().map(|&o| if o { 1.0 } else { 0.5 }).collect();
+        let baseline = vec![0.0f32; w * h];
+        let mut score = |imgs: &[Vec<f32>]| -> Vec<f64> {
+            imgs.iter()
+                .map(|im| {
+                    object
+                        .iter()
+                        .zip(im)
+                        .filter(|(o, v)| **o && **v == 1.0)
+                        .count() as f64
+                        / 16.0
+                })
+                .collect()
+        };
+        let perfect: Vec<f32> = object.iter().map(|&o| if o { 1.0 } else { 0.0 }).collect();
+        let inverted: Vec<f32> = perfect.iter().map(|v| 1.0 - v).collect();
+        let mut rng = crate::model::source::SplitMix64::new(5);
+        let random: Vec<f32> = (0..w * h).map(|_| rng.next_f32()).collect();
+        let auc = |map: &[f32], score: &mut dyn FnMut(&[Vec<f32>]) -> Vec<f64>| {
+            auc_uniform(&rise_curve(map, &image, &baseline, 1, 16, score))
+        };
+        let (p, r, i) = (
+            auc(&perfect, &mut score),
+            auc(&random, &mut score),
+            auc(&inverted, &mut score),
+        );
+        // 16 steps of 16 pixels: the perfect map removes the object in the first step
+        // (AUC = 1/2 * 1/16), the inverted one in the last (AUC = 1 - 1/32), a random map in
+        // between (about half).
+        assert!((p - 1.0 / 32.0).abs() < 1e-12, "{p}");
+        assert!((i - (1.0 - 1.0 / 32.0)).abs() < 1e-12, "{i}");
+        assert!(p < r && r < i && (r - 0.5).abs() < 0.2, "{p} {r} {i}");
     }
 }
