@@ -3,7 +3,10 @@
 //!     python3 tools/bench_torch.py --threads 2 --out bench_torch.json   # optional, PyTorch side
 //!     cargo run --release --bin bench -- [--torch bench_torch.json] [--runs 5] [--wgpu]
 //!
-//! `--ops` instead times each distinct convolution of ResNet-50 at 224 (forward, batch 1).
+//! `--ops` instead times each distinct convolution of ResNet-50 at 224 (batch 1; raw conv, and
+//! conv + BatchNorm + ReLU forward and forward + backward, fused and through burn's ops).
+//! `--plain` runs the model rows on burn's own ops (the fused flex path off); `--skip-train`
+//! leaves out the training step; `--narrow-only` the full-width model.
 //!
 //! Rows: forward (batch 1 and 8), forward + backward to the input (frozen weights), Grad-CAM on
 //! layer4, PGD-10 (eps 8/255, alpha 2/255, random start), one training step (batch 8: forward,
@@ -124,6 +127,7 @@ fn bench_model(
     dev: &ComputeDevice,
     config: &ModelConfig,
     runs: usize,
+    skip_train: bool,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let model = ResNet50::init(config, 0, &dev.device)?.valid();
@@ -190,6 +194,9 @@ fn bench_model(
         )?;
         sync(out.adversarial)
     })?;
+    if skip_train {
+        return Ok(());
+    }
     // Training: a model with autodiff parameters and BatchNorm in training mode.
     let mut train_model = Some(ResNet50::init(config, 0, &dev.device)?.train());
     let mut optim = SgdConfig::new().init();
@@ -362,6 +369,9 @@ fn main() -> Result<()> {
     let json_path: String = arg(&args, "--json", "bench.json".to_string());
     let torch_path: String = arg(&args, "--torch", "bench_torch.json".to_string());
     let narrow_only = args.iter().any(|a| a == "--narrow-only");
+    let skip_train = args.iter().any(|a| a == "--skip-train");
+    // burn's own ops only, without the fused flex path (src/model/fast.rs): the before.
+    let plain = args.iter().any(|a| a == "--plain");
 
     let mut setups = Vec::new();
     if !narrow_only {
@@ -389,7 +399,11 @@ fn main() -> Result<()> {
     } else {
         for dev in &devices {
             for config in &setups {
-                bench_model(dev, config, runs, &mut rows)?;
+                let mut run = || bench_model(dev, config, runs, skip_train, &mut rows);
+                match plain {
+                    true => triscope::model::fast::with_plain_path(run)?,
+                    false => run()?,
+                }
             }
         }
     }

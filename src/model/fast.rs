@@ -15,7 +15,8 @@
 //! it back with col2im. BatchNorm is thus folded into the convolution at no cost per call and
 //! without touching the stored (torchvision) parameters.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -35,6 +36,15 @@ type AdTensor = FloatTensor<Autodiff<Flex>>;
 
 thread_local! {
     static FAST_PATH: Cell<bool> = const { Cell::new(true) };
+    /// The im2col buffer, kept between calls (every value is rewritten before it is read).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static FUSED_CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many conv + BatchNorm pairs this thread has run through the fused kernel (tests use it
+/// to check which path ran).
+pub fn fused_calls() -> u64 {
+    FUSED_CALLS.with(Cell::get)
 }
 
 /// Run `f` with the fused flex kernels switched off on this thread (burn's own ops only): the
@@ -47,6 +57,7 @@ pub fn with_plain_path<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// What follows the BatchNorm.
+#[allow(clippy::large_enum_variant)] // passed by value once per call, never stored
 pub enum Epilogue {
     None,
     Relu,
@@ -62,7 +73,10 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) 
     };
     match fused {
         Some(op) => match op.run(x, epilogue) {
-            Ok(y) => y,
+            Ok(y) => {
+                FUSED_CALLS.with(|c| c.set(c.get() + 1));
+                y
+            }
             Err((x, epilogue)) => plain(conv, bn, x, epilogue),
         },
         None => plain(conv, bn, x, epilogue),
@@ -321,33 +335,35 @@ impl FusedConv {
         };
         let residual: Option<&[f32]> = residual.as_ref().map(|(r, s, e)| &r.storage()[*s..*e]);
         let plane = g.out_plane();
-        let mut out = vec![0.0f32; batch * g.c_out * plane];
-        let mut col = match g.is_pointwise() {
-            true => Vec::new(),
-            false => vec![0.0f32; g.depth() * plane],
-        };
-        for n in 0..batch {
-            let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
-            let out_n = &mut out[n * g.c_out * plane..][..g.c_out * plane];
-            let rhs: &[f32] = match g.is_pointwise() {
-                true => x_n,
-                false => {
-                    im2col(x_n, &g, &mut col);
-                    &col
-                }
-            };
-            // out_n[c_out, plane] = w[c_out, depth] . rhs[depth, plane]
-            matmul(
-                out_n,
-                g.c_out,
-                plane,
-                g.depth(),
-                (w, g.depth(), 1),
-                (rhs, plane, 1),
-            );
-            let r_n = residual.map(|r| &r[n * g.c_out * plane..][..g.c_out * plane]);
-            epilogue(out_n, plane, &self.scale, &self.shift, r_n, relu);
-        }
+        let per_item = g.c_out * plane;
+        let total = batch * per_item;
+        let mut out: Vec<f32> = Vec::with_capacity(total);
+        with_scratch(g, |col| {
+            let dst = &mut out.spare_capacity_mut()[..total];
+            for (n, out_n) in dst.chunks_mut(per_item.max(1)).enumerate() {
+                let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
+                let rhs: &[f32] = match g.is_pointwise() {
+                    true => x_n,
+                    false => {
+                        im2col(x_n, &g, col);
+                        col
+                    }
+                };
+                // out_n[c_out, plane] = w[c_out, depth] . rhs[depth, plane]
+                matmul(
+                    out_n,
+                    g.c_out,
+                    plane,
+                    g.depth(),
+                    (w, g.depth(), 1),
+                    (rhs, plane, 1),
+                );
+            }
+        });
+        // SAFETY: the GEMMs above (which never read their destination) wrote all `total`
+        // values, item by item.
+        unsafe { out.set_len(total) };
+        epilogue(&mut out, plane, &self.scale, &self.shift, residual, relu);
         Some(FlexTensor::from_data(TensorData::new(
             out,
             [batch, g.c_out, g.out_h, g.out_w],
@@ -364,7 +380,31 @@ fn autodiff_primitive(t: Tensor<4>) -> Option<AdTensor> {
     }
 }
 
-/// `y = act(y * scale[c] + shift[c] (+ residual))` per output channel, in place.
+/// Run `f` with an im2col buffer of `[depth, out_plane]` (empty for pointwise convolutions,
+/// which need none), reused across calls on this thread.
+fn with_scratch<R>(g: Geometry, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let len = match g.is_pointwise() {
+        true => 0,
+        false => g.depth() * g.out_plane(),
+    };
+    // Taken out of the cell for the duration, so that a nested call gets its own buffer.
+    let mut buf = SCRATCH.with(RefCell::take);
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    SCRATCH.with(|s| s.replace(buf));
+    out
+}
+
+/// `f32` values viewed as possibly-uninitialised ones (for [`matmul`]'s destination).
+fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; [`matmul`] only ever writes initialised f32 values through it.
+    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// `y = act(y * scale[c] + shift[c] (+ residual))` per output channel, in place. `out` and
+/// `residual`: `[batch, channels, plane]`.
 fn epilogue(
     out: &mut [f32],
     plane: usize,
@@ -373,11 +413,13 @@ fn epilogue(
     residual: Option<&[f32]>,
     relu: bool,
 ) {
-    let run = |(c, row): (usize, &mut [f32])| {
+    let channels = scale.len();
+    let run = |(i, row): (usize, &mut [f32])| {
+        let c = i % channels;
         let (s, t) = (scale[c], shift[c]);
         match (residual, relu) {
             (Some(r), _) => {
-                let r = &r[c * plane..][..plane];
+                let r = &r[i * plane..][..plane];
                 for (v, &r) in row.iter_mut().zip(r) {
                     *v = (*v * s + t + r).max(0.0);
                 }
@@ -445,12 +487,11 @@ fn im2col(x: &[f32], g: &Geometry, col: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: `x[c][iy][ix] = sum of the col entries that read it`.
-/// `col`: `[c_in * k * k, out_h * out_w]`; `x`: `[c_in, h, w]` (overwritten).
+/// `col`: `[c_in * k * k, out_h * out_w]`; `x`: `[c_in, h, w]`, zeroed by the caller (added to).
 fn col2im(col: &[f32], g: &Geometry, x: &mut [f32]) {
     let plane = g.out_plane();
     let per_channel = g.k * g.k * plane;
     let gather = |(c, xc): (usize, &mut [f32])| {
-        xc.fill(0.0);
         let rows = &col[c * per_channel..][..per_channel];
         for ki in 0..g.k {
             for kj in 0..g.k {
@@ -484,10 +525,10 @@ fn col2im(col: &[f32], g: &Geometry, x: &mut [f32]) {
     }
 }
 
-/// `dst[m, n] = lhs[m, k] . rhs[k, n]`, row-major `dst`; `lhs` and `rhs` as (values, row
-/// stride, column stride).
+/// `dst[m, n] = lhs[m, k] . rhs[k, n]`, row-major `dst` (written, never read, so it may be
+/// uninitialised); `lhs` and `rhs` as (values, row stride, column stride).
 fn matmul(
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     m: usize,
     n: usize,
     k: usize,
@@ -517,7 +558,7 @@ fn matmul(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
             false,
@@ -634,29 +675,28 @@ impl Saved {
             let w: &[f32] = &w.storage()[ws..we];
             let depth = g.depth();
             let mut gx = vec![0.0f32; batch * g.c_in * g.in_plane()];
-            let mut col = match g.is_pointwise() {
-                true => Vec::new(),
-                false => vec![0.0f32; depth * plane],
-            };
-            for n in 0..batch {
-                let gy_n = &scaled[n * g.c_out * plane..][..g.c_out * plane];
-                let gx_n = &mut gx[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
-                // w^T[depth, c_out]: element (r, c) at w[c * depth + r].
-                match g.is_pointwise() {
-                    true => matmul(gx_n, depth, plane, g.c_out, (w, 1, depth), (gy_n, plane, 1)),
-                    false => {
-                        matmul(
-                            &mut col,
+            with_scratch(g, |col| {
+                for n in 0..batch {
+                    let gy_n = &scaled[n * g.c_out * plane..][..g.c_out * plane];
+                    let gx_n = &mut gx[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
+                    // w^T[depth, c_out]: element (r, c) at w[c * depth + r].
+                    let w_t = (w, 1, depth);
+                    match g.is_pointwise() {
+                        true => matmul(
+                            as_uninit(gx_n),
                             depth,
                             plane,
                             g.c_out,
-                            (w, 1, depth),
+                            w_t,
                             (gy_n, plane, 1),
-                        );
-                        col2im(&col, &g, gx_n);
+                        ),
+                        false => {
+                            matmul(as_uninit(col), depth, plane, g.c_out, w_t, (gy_n, plane, 1));
+                            col2im(col, &g, gx_n);
+                        }
                     }
                 }
-            }
+            });
             FlexTensor::from_data(TensorData::new(gx, [batch, g.c_in, g.h, g.w]))
         });
         (grad_x, grad_residual)

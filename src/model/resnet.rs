@@ -45,7 +45,8 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `[batch, C_in, H, W]` -> `[batch, 4 * planes, H / stride, W / stride]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let out = conv_bn(&self.conv1, &self.bn1, x.clone(), Epilogue::Relu);
         let out = conv_bn(&self.conv2, &self.bn2, out, Epilogue::Relu);
         let identity = match &self.downsample {
