@@ -17,7 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -47,6 +47,12 @@ pub fn fused_calls() -> u64 {
     FUSED_CALLS.with(Cell::get)
 }
 
+/// The fast path is on unless the environment sets `TRISCOPE_FAST_PATH=0` (read once).
+fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("TRISCOPE_FAST_PATH").map_or(true, |v| v.trim() != "0"))
+}
+
 /// Run `f` with the fused flex kernels switched off on this thread (burn's own ops only): the
 /// reference the fast path is tested and benchmarked against.
 pub fn with_plain_path<R>(f: impl FnOnce() -> R) -> R {
@@ -67,7 +73,7 @@ pub enum Epilogue {
 
 /// `epilogue(bn(conv(x)))`. `[batch, C_in, H, W]` -> `[batch, C_out, H', W']`.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
-    let fused = match FAST_PATH.with(Cell::get) {
+    let fused = match FAST_PATH.with(Cell::get) && enabled() {
         true => FusedConv::new(conv, bn, x.is_autodiff()),
         false => None,
     };
