@@ -33,6 +33,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 type AdTensor = FloatTensor<Autodiff<Flex>>;
+type Uninit = MaybeUninit<f32>;
 
 thread_local! {
     static FAST_PATH: Cell<bool> = const { Cell::new(true) };
@@ -585,12 +586,12 @@ fn matmul(
 }
 
 /// `rows` rows of `plane` values, or `rows` empty rows when `v` is empty.
-fn rows_of(v: &mut [f32], plane: usize, rows: usize) -> impl Iterator<Item = &mut [f32]> {
+fn rows_of<T>(v: &mut [T], plane: usize, rows: usize) -> impl Iterator<Item = &mut [T]> {
     let empty = v.is_empty();
     let full = (!empty).then(|| v.chunks_mut(plane.max(1)));
     full.into_iter()
         .flatten()
-        .chain((0..if empty { rows } else { 0 }).map(|_| <&mut [f32]>::default()))
+        .chain((0..if empty { rows } else { 0 }).map(|_| <&mut [T]>::default()))
 }
 
 /// What the backward needs: the constants and, for the ReLU mask, the output.
@@ -631,41 +632,50 @@ impl Saved {
         // One pass: the ReLU mask d(act)/d(pre) = [output > 0] (the residual's gradient) and,
         // through the BatchNorm, times scale per channel (the convolution output's gradient).
         let scale = &self.conv.scale;
-        let mut scaled = match want_x {
-            true => vec![0.0f32; grad.len()],
-            false => Vec::new(),
+        let n_scaled = if want_x { grad.len() } else { 0 };
+        let n_masked = if want_residual && output.is_some() {
+            grad.len()
+        } else {
+            0
         };
-        let mut masked = match (want_residual, output.is_some()) {
-            (true, true) => vec![0.0f32; grad.len()],
-            _ => Vec::new(),
-        };
-        let run = |(i, (scaled, masked)): (usize, (&mut [f32], &mut [f32]))| {
+        let mut scaled: Vec<f32> = Vec::with_capacity(n_scaled);
+        let mut masked: Vec<f32> = Vec::with_capacity(n_masked);
+        let run = |(i, (scaled, masked)): (usize, (&mut [Uninit], &mut [Uninit]))| {
             let s = scale[i % g.c_out];
             let gy = &grad[i * plane..][..plane];
             match output.map(|y| &y[i * plane..][..plane]) {
                 Some(y) => {
                     for ((m, &d), &y) in masked.iter_mut().zip(gy).zip(y) {
-                        *m = if y > 0.0 { d } else { 0.0 };
+                        m.write(if y > 0.0 { d } else { 0.0 });
                     }
                     for ((v, &d), &y) in scaled.iter_mut().zip(gy).zip(y) {
-                        *v = if y > 0.0 { d * s } else { 0.0 };
+                        v.write(if y > 0.0 { d * s } else { 0.0 });
                     }
                 }
                 None => {
                     for (v, &d) in scaled.iter_mut().zip(gy) {
-                        *v = d * s;
+                        v.write(d * s);
                     }
                 }
             }
         };
         let rows = grad.len() / plane.max(1);
-        let pairs: Vec<(&mut [f32], &mut [f32])> = rows_of(&mut scaled, plane, rows)
-            .zip(rows_of(&mut masked, plane, rows))
+        let pairs: Vec<_> = rows_of(&mut scaled.spare_capacity_mut()[..n_scaled], plane, rows)
+            .zip(rows_of(
+                &mut masked.spare_capacity_mut()[..n_masked],
+                plane,
+                rows,
+            ))
             .collect();
         if grad.len() >= 1 << 15 {
             pairs.into_par_iter().enumerate().for_each(run);
         } else {
             pairs.into_iter().enumerate().for_each(run);
+        }
+        // SAFETY: the pass above wrote every row of both (rows * plane = their lengths).
+        unsafe {
+            scaled.set_len(n_scaled);
+            masked.set_len(n_masked);
         }
         let grad_residual = want_residual.then(|| {
             let masked = match output {
@@ -680,29 +690,32 @@ impl Saved {
             };
             let w: &[f32] = &w.storage()[ws..we];
             let depth = g.depth();
-            let mut gx = vec![0.0f32; batch * g.c_in * g.in_plane()];
+            let per_item = g.c_in * g.in_plane();
+            let total = batch * per_item;
+            // Pointwise: written whole by the GEMM. Otherwise col2im adds into zeros.
+            let mut gx: Vec<f32> = match g.is_pointwise() {
+                true => Vec::with_capacity(total),
+                false => vec![0.0f32; total],
+            };
             with_scratch(g, |col| {
                 for n in 0..batch {
                     let gy_n = &scaled[n * g.c_out * plane..][..g.c_out * plane];
-                    let gx_n = &mut gx[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
                     // w^T[depth, c_out]: element (r, c) at w[c * depth + r].
                     let w_t = (w, 1, depth);
-                    match g.is_pointwise() {
-                        true => matmul(
-                            as_uninit(gx_n),
-                            depth,
-                            plane,
-                            g.c_out,
-                            w_t,
-                            (gy_n, plane, 1),
-                        ),
-                        false => {
-                            matmul(as_uninit(col), depth, plane, g.c_out, w_t, (gy_n, plane, 1));
-                            col2im(col, &g, gx_n);
-                        }
+                    if g.is_pointwise() {
+                        let gx_n = &mut gx.spare_capacity_mut()[n * per_item..][..per_item];
+                        matmul(gx_n, depth, plane, g.c_out, w_t, (gy_n, plane, 1));
+                    } else {
+                        let gx_n = &mut gx[n * per_item..][..per_item];
+                        matmul(as_uninit(col), depth, plane, g.c_out, w_t, (gy_n, plane, 1));
+                        col2im(col, &g, gx_n);
                     }
                 }
             });
+            if g.is_pointwise() {
+                // SAFETY: the GEMMs wrote all `total` values, item by item.
+                unsafe { gx.set_len(total) };
+            }
             FlexTensor::from_data(TensorData::new(gx, [batch, g.c_in, g.h, g.w]))
         });
         (grad_x, grad_residual)
