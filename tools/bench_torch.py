@@ -114,28 +114,52 @@ def bench_model(width, res, runs, rows):
 
 
 def bench_ops(runs, rows):
-    """Each distinct convolution of ResNet-50 at 224, forward, batch 1 (as bench --ops)."""
+    """Each distinct convolution of ResNet-50 at 224, batch 1 (as bench --ops): the raw conv
+    forward, and conv + BatchNorm (eval) + ReLU forward and forward + backward to the input."""
     shapes = [(3, 64, 7, 2, 224, 1), (64, 64, 1, 1, 56, 1), (64, 64, 3, 1, 56, 3), (64, 256, 1, 1, 56, 4),
               (256, 64, 1, 1, 56, 2), (256, 128, 1, 1, 56, 1), (128, 128, 3, 2, 56, 1), (128, 512, 1, 1, 28, 4),
               (256, 512, 1, 2, 56, 1), (512, 128, 1, 1, 28, 3), (128, 128, 3, 1, 28, 3), (512, 256, 1, 1, 28, 1),
               (256, 256, 3, 2, 28, 1), (256, 1024, 1, 1, 14, 6), (1024, 256, 1, 1, 14, 5), (256, 256, 3, 1, 14, 5),
               (512, 512, 3, 1, 7, 2)]
-    total = 0.0
+    kinds = ["conv", "conv+bn+relu fwd", "conv+bn+relu fwd+bwd"]
+    totals = [0.0] * len(kinds)
     for c_in, c_out, k, stride, side, count in shapes:
-        x = torch.full((1, c_in, side, side), 0.5)
+        x = torch.rand(1, c_in, side, side) - 0.5
         w = torch.full((c_out, c_in, k, k), 0.01)
+        block = torch.nn.Sequential(
+            torch.nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
+            torch.nn.BatchNorm2d(c_out), torch.nn.ReLU(inplace=True)).eval()
+        for p in block.parameters():
+            p.requires_grad_(False)
 
-        def run():
+        def conv():
             with torch.no_grad():
                 torch.nn.functional.conv2d(x, w, stride=stride, padding=k // 2)
 
-        median, best = timed(run, runs)
-        total += median * count
-        op = f"conv {c_in}->{c_out} k{k} s{stride} @{side}"
-        rows.append({"operation": op, "base_width": 64, "resolution": 224, "batch": 1,
-                     "median_secs": median, "min_secs": best, "runs": runs})
-        print(f"torch {op:<32} x{count:<2} median {median:.4f} s", flush=True)
-    print(f"all convolutions of one ResNet-50 forward (weighted): {total:.3f} s")
+        def fwd():
+            with torch.no_grad():
+                block(x)
+
+        def fwd_bwd():
+            xg = x.clone().requires_grad_(True)
+            block(xg).sum().backward()
+            return xg.grad
+
+        shape = f"{c_in}->{c_out} k{k} s{stride} @{side}"
+        medians = []
+        for i, (kind, fn) in enumerate(zip(kinds, [conv, fwd, fwd_bwd])):
+            median, best = timed(fn, runs)
+            medians.append(median)
+            totals[i] += median * count
+            rows.append({"operation": f"{kind} {shape}", "base_width": 64, "resolution": 224, "batch": 1,
+                         "median_secs": median, "min_secs": best, "runs": runs})
+        print(f"torch {shape:<24} x{count:<2} conv {medians[0]:.4f}  conv+bn+relu fwd {medians[1]:.4f}"
+              f"  fwd+bwd {medians[2]:.4f} s", flush=True)
+    print("all convolutions of one ResNet-50 (weighted totals):")
+    for kind, total in zip(kinds, totals):
+        print(f"  {kind:<32} {total:.3f} s")
+        rows.append({"operation": f"{kind} all", "base_width": 64, "resolution": 224, "batch": 1,
+                     "median_secs": total, "min_secs": total, "runs": runs})
 
 
 def main():

@@ -3,7 +3,10 @@
 //!     python3 tools/bench_torch.py --threads 2 --out bench_torch.json   # optional, PyTorch side
 //!     cargo run --release --bin bench -- [--torch bench_torch.json] [--runs 5] [--wgpu]
 //!
-//! `--ops` instead times each distinct convolution of ResNet-50 at 224 (forward, batch 1).
+//! `--ops` instead times each distinct convolution of ResNet-50 at 224 (batch 1; raw conv, and
+//! conv + BatchNorm + ReLU forward and forward + backward, fused and through burn's ops).
+//! `--plain` runs the model rows on burn's own ops (the fused flex path off); `--skip-train`
+//! leaves out the training step; `--narrow-only` the full-width model.
 //!
 //! Rows: forward (batch 1 and 8), forward + backward to the input (frozen weights), Grad-CAM on
 //! layer4, PGD-10 (eps 8/255, alpha 2/255, random start), one training step (batch 8: forward,
@@ -124,6 +127,7 @@ fn bench_model(
     dev: &ComputeDevice,
     config: &ModelConfig,
     runs: usize,
+    skip_train: bool,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let model = ResNet50::init(config, 0, &dev.device)?.valid();
@@ -190,6 +194,9 @@ fn bench_model(
         )?;
         sync(out.adversarial)
     })?;
+    if skip_train {
+        return Ok(());
+    }
     // Training: a model with autodiff parameters and BatchNorm in training mode.
     let mut train_model = Some(ResNet50::init(config, 0, &dev.device)?.train());
     let mut optim = SgdConfig::new().init();
@@ -216,12 +223,17 @@ fn bench_model(
     Ok(())
 }
 
-/// Time the distinct convolutions of ResNet-50 at 224 (batch 1) one by one, forward only,
-/// to show where a forward pass spends its time. Prints per-shape medians and the total
+/// Time the distinct convolutions of ResNet-50 at 224 (batch 1) one by one, to show where a
+/// forward pass spends its time. Per shape: burn's raw `conv2d` (forward), then conv + BatchNorm
+/// (inference) + ReLU as the model runs it, forward and forward + backward to the input, through
+/// the fused flex path and through burn's plain ops. Prints per-shape medians and the totals
 /// weighted by how often each shape occurs.
 fn bench_ops(dev: &ComputeDevice, runs: usize) -> Result<Vec<Row>> {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::{BatchNormConfig, PaddingConfig2d};
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
+    use triscope::model::fast::{Epilogue, conv_bn, with_plain_path};
     // (c_in, c_out, kernel, stride, input side, occurrences in ResNet-50)
     let shapes: [(usize, usize, usize, usize, usize, usize); 17] = [
         (3, 64, 7, 2, 224, 1),
@@ -243,10 +255,22 @@ fn bench_ops(dev: &ComputeDevice, runs: usize) -> Result<Vec<Row>> {
         (512, 512, 3, 1, 7, 2),
     ];
     let mut rows = Vec::new();
-    let mut total = 0.0;
+    let kinds = [
+        "conv",
+        "conv+bn+relu fwd",
+        "conv+bn+relu fwd (burn ops)",
+        "conv+bn+relu fwd+bwd",
+        "conv+bn+relu fwd+bwd (burn ops)",
+    ];
+    let mut totals = [0.0f64; 5];
     for (c_in, c_out, k, stride, side, count) in shapes {
         let x = Tensor::<4>::from_data(
-            TensorData::new(vec![0.5f32; c_in * side * side], [1, c_in, side, side]),
+            TensorData::new(
+                (0..c_in * side * side)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                    .collect::<Vec<f32>>(),
+                [1, c_in, side, side],
+            ),
             &dev.device,
         );
         let w = Tensor::<4>::from_data(
@@ -254,37 +278,80 @@ fn bench_ops(dev: &ComputeDevice, runs: usize) -> Result<Vec<Row>> {
             &dev.device,
         );
         let pad = k / 2;
-        let (median, min) = time_runs(runs, || {
-            sync(conv2d(
-                x.clone(),
-                w.clone(),
-                None,
-                ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
-            ))
-        })?;
-        total += median * count as f64;
-        let op = format!("conv {c_in}->{c_out} k{k} s{stride} @{side}");
+        let conv = Conv2dConfig::new([c_in, c_out], [k, k])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(false)
+            .init(&dev.device)
+            .valid();
+        let bn = BatchNormConfig::new(c_out).init(&dev.device).valid();
+        let fwd = || sync(conv_bn(&conv, &bn, x.clone(), Epilogue::Relu));
+        let fwd_bwd = || {
+            let xg = x.clone().autodiff().require_grad();
+            let grads = conv_bn(&conv, &bn, xg.clone(), Epilogue::Relu)
+                .sum()
+                .backward();
+            sync(xg.grad(&grads).context("no input gradient")?)
+        };
+        let medians = [
+            time_runs(runs, || {
+                sync(conv2d(
+                    x.clone(),
+                    w.clone(),
+                    None,
+                    ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+                ))
+            })?,
+            time_runs(runs, fwd)?,
+            time_runs(runs, || with_plain_path(fwd))?,
+            time_runs(runs, fwd_bwd)?,
+            time_runs(runs, || with_plain_path(fwd_bwd))?,
+        ];
+        let shape = format!("{c_in}->{c_out} k{k} s{stride} @{side}");
         println!(
-            "{:<10} {:<32} x{count:<2} median {:>8.4} s",
+            "{:<10} {:<24} x{count:<2} conv {:>7.4}  fused fwd {:>7.4} (burn {:>7.4})  fused fwd+bwd {:>7.4} (burn {:>7.4}) s",
             short(&dev.description),
-            op,
-            median
+            shape,
+            medians[0].0,
+            medians[1].0,
+            medians[2].0,
+            medians[3].0,
+            medians[4].0,
         );
+        for (i, (kind, (median, min))) in kinds.iter().zip(medians).enumerate() {
+            totals[i] += median * count as f64;
+            rows.push(Row {
+                backend: dev.description.clone(),
+                operation: format!("{kind} {shape}"),
+                base_width: 64,
+                resolution: 224,
+                batch: 1,
+                median_secs: median,
+                min_secs: min,
+                peak_rss_mib: f64::NAN,
+                runs,
+                torch_median_secs: None,
+                ratio_to_torch: None,
+            });
+        }
+    }
+    println!("all convolutions of one ResNet-50 (weighted totals):");
+    for (kind, total) in kinds.iter().zip(totals) {
+        println!("  {kind:<32} {total:.3} s");
         rows.push(Row {
             backend: dev.description.clone(),
-            operation: op,
+            operation: format!("{kind} all"),
             base_width: 64,
             resolution: 224,
             batch: 1,
-            median_secs: median,
-            min_secs: min,
+            median_secs: total,
+            min_secs: total,
             peak_rss_mib: f64::NAN,
             runs,
             torch_median_secs: None,
             ratio_to_torch: None,
         });
     }
-    println!("all convolutions of one ResNet-50 forward (weighted): {total:.3} s");
     Ok(rows)
 }
 
@@ -302,6 +369,9 @@ fn main() -> Result<()> {
     let json_path: String = arg(&args, "--json", "bench.json".to_string());
     let torch_path: String = arg(&args, "--torch", "bench_torch.json".to_string());
     let narrow_only = args.iter().any(|a| a == "--narrow-only");
+    let skip_train = args.iter().any(|a| a == "--skip-train");
+    // burn's own ops only, without the fused flex path (src/model/fast.rs): the before.
+    let plain = args.iter().any(|a| a == "--plain");
 
     let mut setups = Vec::new();
     if !narrow_only {
@@ -329,7 +399,11 @@ fn main() -> Result<()> {
     } else {
         for dev in &devices {
             for config in &setups {
-                bench_model(dev, config, runs, &mut rows)?;
+                let mut run = || bench_model(dev, config, runs, skip_train, &mut rows);
+                match plain {
+                    true => triscope::model::fast::with_plain_path(run)?,
+                    false => run()?,
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The ResNet-50 classifier: configuration, layer names, parameter sources and the network.
 
 pub mod config;
+pub mod fast;
 pub mod layers;
 pub mod resnet;
 pub mod source;

@@ -8,12 +8,12 @@
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::ModelConfig;
+use super::fast::{Epilogue, conv_bn};
 use super::layers::LayerId;
 use super::source::{Init, ParamBuilder};
 use crate::error::{Result, TriscopeError};
@@ -45,15 +45,15 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+    /// `[batch, C_in, H, W]` -> `[batch, 4 * planes, H / stride, W / stride]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let out = conv_bn(&self.conv1, &self.bn1, x.clone(), Epilogue::Relu);
+        let out = conv_bn(&self.conv2, &self.bn2, out, Epilogue::Relu);
         let identity = match &self.downsample {
-            Some(ds) => ds.bn.forward(ds.conv.forward(x)),
+            Some(ds) => conv_bn(&ds.conv, &ds.bn, x, Epilogue::None),
             None => x,
         };
-        relu(out + identity)
+        conv_bn(&self.conv3, &self.bn3, out, Epilogue::AddRelu(identity))
     }
 }
 
@@ -185,7 +185,7 @@ impl ResNet50 {
 
     /// Stem: conv 7x7/2, BN, ReLU, max-pool 3x3/2. `[b, C, H, W]` -> `[b, w, H/4, W/4]`.
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = conv_bn(&self.conv1, &self.bn1, x, Epilogue::Relu);
         let pool = MaxPoolOptions {
             kernel_size: [3, 3],
             stride: [2, 2],

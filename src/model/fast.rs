@@ -1,0 +1,760 @@
+//! Fused convolution for burn's flex CPU backend: conv -> inference BatchNorm [-> + residual]
+//! [-> ReLU] as one kernel, with its own input-gradient backward.
+//!
+//! The model calls [`conv_bn`] for every conv + BatchNorm pair. Where the fused kernel applies
+//! (flex tensors in f32, BatchNorm on its running statistics, no parameter that needs a
+//! gradient) it runs here; everywhere else (wgpu, training with batch statistics, weight
+//! gradients) the same function falls back to burn's `Conv2d` and `BatchNorm`, so the model
+//! stays backend-agnostic and training is untouched.
+//!
+//! The kernel: im2col in NCHW order (`[c_in * k * k, out_h * out_w]`, skipped for unstrided 1x1
+//! convolutions), one GEMM with the torchvision weight as it is (`[c_out, c_in * k * k]`), then
+//! one pass applying the BatchNorm scale and shift, the residual and the ReLU. The backward
+//! (gradients to the input and the residual only; the parameters are constants here) masks the
+//! output gradient with the ReLU, scales it, multiplies by the transposed weight and scatters
+//! it back with col2im. BatchNorm is thus folded into the convolution at no cost per call and
+//! without touching the stored (torchvision) parameters.
+
+use std::cell::{Cell, RefCell};
+use std::mem::MaybeUninit;
+use std::sync::{Arc, OnceLock};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+type AdTensor = FloatTensor<Autodiff<Flex>>;
+type Uninit = MaybeUninit<f32>;
+
+thread_local! {
+    static FAST_PATH: Cell<bool> = const { Cell::new(true) };
+    /// The im2col buffer, kept between calls (every value is rewritten before it is read).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static FUSED_CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many conv + BatchNorm pairs this thread has run through the fused kernel (tests use it
+/// to check which path ran).
+pub fn fused_calls() -> u64 {
+    FUSED_CALLS.with(Cell::get)
+}
+
+/// The fast path is on unless the environment sets `TRISCOPE_FAST_PATH=0` (read once).
+fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("TRISCOPE_FAST_PATH").map_or(true, |v| v.trim() != "0"))
+}
+
+/// Run `f` with the fused flex kernels switched off on this thread (burn's own ops only): the
+/// reference the fast path is tested and benchmarked against.
+pub fn with_plain_path<R>(f: impl FnOnce() -> R) -> R {
+    let before = FAST_PATH.with(|c| c.replace(false));
+    let out = f();
+    FAST_PATH.with(|c| c.set(before));
+    out
+}
+
+/// What follows the BatchNorm.
+#[allow(clippy::large_enum_variant)] // passed by value once per call, never stored
+pub enum Epilogue {
+    None,
+    Relu,
+    /// `relu(bn(conv(x)) + residual)`, the end of a bottleneck block. `[batch, C_out, H', W']`.
+    AddRelu(Tensor<4>),
+}
+
+/// `epilogue(bn(conv(x)))`. `[batch, C_in, H, W]` -> `[batch, C_out, H', W']`.
+pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
+    let fused = match FAST_PATH.with(Cell::get) && enabled() {
+        true => FusedConv::new(conv, bn, x.is_autodiff()),
+        false => None,
+    };
+    match fused {
+        Some(op) => match op.run(x, epilogue) {
+            Ok(y) => {
+                FUSED_CALLS.with(|c| c.set(c.get() + 1));
+                y
+            }
+            Err((x, epilogue)) => plain(conv, bn, x, epilogue),
+        },
+        None => plain(conv, bn, x, epilogue),
+    }
+}
+
+/// burn's own ops: the reference and the fallback.
+fn plain(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
+    let y = bn.forward(conv.forward(x));
+    match epilogue {
+        Epilogue::None => y,
+        Epilogue::Relu => relu(y),
+        Epilogue::AddRelu(residual) => relu(y + residual),
+    }
+}
+
+/// The contiguous f32 values of a flex tensor (copied to a contiguous layout first if needed).
+fn values(t: &FlexTensor) -> Option<(FlexTensor, usize, usize)> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    let t = t.to_contiguous();
+    let (start, end) = t.layout().contiguous_offsets()?;
+    Some((t, start, end))
+}
+
+fn with_values<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (t, start, end) = values(t)?;
+    let storage: &[f32] = t.storage();
+    Some(f(&storage[start..end]))
+}
+
+/// A parameter as a plain flex tensor; `None` on other backends or when it is tracked by
+/// autodiff (its gradient would be needed).
+fn flex_param<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
+    t.try_into_primitive::<Flex>().ok()
+}
+
+fn flex_vec(t: Tensor<1>) -> Option<Vec<f32>> {
+    with_values(&flex_param(t)?, <[f32]>::to_vec)
+}
+
+/// Shapes of one convolution (square kernel, equal stride and padding on both axes).
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+impl Geometry {
+    /// Rows of the im2col matrix (the GEMM's inner dimension).
+    fn depth(&self) -> usize {
+        self.c_in * self.k * self.k
+    }
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+    fn out_plane(&self) -> usize {
+        self.out_h * self.out_w
+    }
+    /// Unstrided, unpadded 1x1: the input is its own im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+}
+
+/// The constants of one fused conv + BatchNorm: weight `[c_out, c_in, k, k]`, and the
+/// per-channel `scale = gamma / sqrt(var + eps)`, `shift = beta - mean * scale` (+ conv bias).
+#[derive(Debug, Clone)]
+struct FusedConv {
+    weight: FlexTensor,
+    scale: Arc<Vec<f32>>,
+    shift: Arc<Vec<f32>>,
+    c_out: usize,
+    c_in: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl FusedConv {
+    fn new(conv: &Conv2d, bn: &BatchNorm, input_autodiff: bool) -> Option<Self> {
+        // BatchNorm in training mode uses batch statistics: not foldable.
+        if input_autodiff && bn.training.is_enabled() {
+            return None;
+        }
+        let [c_out, c_in, kh, kw] = conv.weight.dims();
+        let pad = match conv.padding {
+            PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
+            PaddingConfig2d::Valid => 0,
+            _ => return None,
+        };
+        if kh != kw
+            || conv.groups != 1
+            || conv.dilation != [1, 1]
+            || conv.stride[0] != conv.stride[1]
+            || conv.stride[0] == 0
+        {
+            return None;
+        }
+        let weight = flex_param(conv.weight.val())?;
+        if weight.dtype() != DType::F32 {
+            return None;
+        }
+        let gamma = flex_vec(bn.gamma.val())?;
+        let beta = flex_vec(bn.beta.val())?;
+        let mean = flex_vec(bn.running_mean.value())?;
+        let var = flex_vec(bn.running_var.value())?;
+        let bias = match &conv.bias {
+            Some(b) => flex_vec(b.val())?,
+            None => vec![0.0; c_out],
+        };
+        if [&gamma, &beta, &mean, &var, &bias]
+            .iter()
+            .any(|v| v.len() != c_out)
+        {
+            return None;
+        }
+        let eps = bn.epsilon;
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(&g, &v)| (g as f64 / (v as f64 + eps).sqrt()) as f32)
+            .collect();
+        let shift: Vec<f32> = (0..c_out)
+            .map(|c| beta[c] + (bias[c] - mean[c]) * scale[c])
+            .collect();
+        Some(Self {
+            weight,
+            scale: Arc::new(scale),
+            shift: Arc::new(shift),
+            c_out,
+            c_in,
+            k: kh,
+            stride: conv.stride[0],
+            pad,
+        })
+    }
+
+    fn geometry(&self, dims: &[usize]) -> Option<Geometry> {
+        let &[_, c_in, h, w] = dims else { return None };
+        if c_in != self.c_in || h + 2 * self.pad < self.k || w + 2 * self.pad < self.k {
+            return None;
+        }
+        Some(Geometry {
+            c_in,
+            c_out: self.c_out,
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            h,
+            w,
+            out_h: (h + 2 * self.pad - self.k) / self.stride + 1,
+            out_w: (w + 2 * self.pad - self.k) / self.stride + 1,
+        })
+    }
+
+    /// Run on flex tensors (plain or autodiff); hands the inputs back when they are not.
+    #[allow(clippy::result_large_err)]
+    fn run(self, x: Tensor<4>, epilogue: Epilogue) -> Result<Tensor<4>, (Tensor<4>, Epilogue)> {
+        let relu = !matches!(epilogue, Epilogue::None);
+        let Some(geometry) = self.geometry(&x.dims()) else {
+            return Err((x, epilogue));
+        };
+        let out_dims = [x.dims()[0], self.c_out, geometry.out_h, geometry.out_w];
+        let residual = match &epilogue {
+            Epilogue::AddRelu(r) if r.dims() != out_dims || r.dtype() != DType::F32 => {
+                return Err((x, epilogue));
+            }
+            Epilogue::AddRelu(r) => Some(r.clone()),
+            _ => None,
+        };
+        if x.dtype() != DType::F32 {
+            return Err((x, epilogue));
+        }
+        let any_autodiff = x.is_autodiff() || residual.as_ref().is_some_and(|r| r.is_autodiff());
+        let out = if any_autodiff {
+            let xa = autodiff_primitive(x.clone());
+            let ra = residual.map(autodiff_primitive);
+            match (xa, ra) {
+                (Some(xa), None) => self.run_autodiff_1(xa, relu, geometry),
+                (Some(xa), Some(Some(ra))) => self.run_autodiff_2(xa, ra, geometry),
+                _ => None,
+            }
+            .map(Tensor::from_primitive::<Autodiff<Flex>>)
+        } else {
+            let xp = x.clone().try_into_primitive::<Flex>().ok();
+            let rp = residual.map(|r| r.try_into_primitive::<Flex>().ok());
+            match (xp, rp) {
+                (Some(xp), None) => self.forward(&xp, None, relu, geometry),
+                (Some(xp), Some(Some(rp))) => self.forward(&xp, Some(&rp), relu, geometry),
+                _ => None,
+            }
+            .map(Tensor::from_primitive::<Flex>)
+        };
+        out.ok_or((x, epilogue))
+    }
+
+    fn run_autodiff_1(self, x: AdTensor, relu: bool, g: Geometry) -> Option<AdTensor> {
+        let out = self.forward(x.primitive(), None, relu, g)?;
+        Some(
+            match FusedConvBackward
+                .prepare::<NoCheckpointing>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let state = Saved::new(self, g, relu.then(|| out.clone()));
+                    prep.finish(state, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            },
+        )
+    }
+
+    fn run_autodiff_2(self, x: AdTensor, r: AdTensor, g: Geometry) -> Option<AdTensor> {
+        let out = self.forward(x.primitive(), Some(r.primitive()), true, g)?;
+        Some(
+            match FusedConvResidualBackward
+                .prepare::<NoCheckpointing>([x.node(), r.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let state = Saved::new(self, g, Some(out.clone()));
+                    prep.finish(state, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            },
+        )
+    }
+
+    /// The fused forward on flex primitives. `None` when a tensor is not f32.
+    fn forward(
+        &self,
+        x: &FlexTensor,
+        residual: Option<&FlexTensor>,
+        relu: bool,
+        g: Geometry,
+    ) -> Option<FlexTensor> {
+        let batch = x.layout().shape()[0];
+        let (x, xs, xe) = values(x)?;
+        let x: &[f32] = &x.storage()[xs..xe];
+        let (w, ws, we) = values(&self.weight)?;
+        let w: &[f32] = &w.storage()[ws..we];
+        let residual = match residual {
+            Some(r) => Some(values(r)?),
+            None => None,
+        };
+        let residual: Option<&[f32]> = residual.as_ref().map(|(r, s, e)| &r.storage()[*s..*e]);
+        let plane = g.out_plane();
+        let per_item = g.c_out * plane;
+        let total = batch * per_item;
+        let mut out: Vec<f32> = Vec::with_capacity(total);
+        with_scratch(g, |col| {
+            let dst = &mut out.spare_capacity_mut()[..total];
+            for (n, out_n) in dst.chunks_mut(per_item.max(1)).enumerate() {
+                let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
+                let rhs: &[f32] = match g.is_pointwise() {
+                    true => x_n,
+                    false => {
+                        im2col(x_n, &g, col);
+                        col
+                    }
+                };
+                // out_n[c_out, plane] = w[c_out, depth] . rhs[depth, plane]
+                matmul(
+                    out_n,
+                    g.c_out,
+                    plane,
+                    g.depth(),
+                    (w, g.depth(), 1),
+                    (rhs, plane, 1),
+                );
+            }
+        });
+        // SAFETY: the GEMMs above (which never read their destination) wrote all `total`
+        // values, item by item.
+        unsafe { out.set_len(total) };
+        epilogue(&mut out, plane, &self.scale, &self.shift, residual, relu);
+        Some(FlexTensor::from_data(TensorData::new(
+            out,
+            [batch, g.c_out, g.out_h, g.out_w],
+        )))
+    }
+}
+
+/// The autodiff primitive of an `Autodiff<Flex>` tensor, or of a plain flex tensor as a
+/// constant (an untracked leaf).
+fn autodiff_primitive(t: Tensor<4>) -> Option<AdTensor> {
+    match t.is_autodiff() {
+        true => t.try_into_primitive::<Autodiff<Flex>>().ok(),
+        false => t.try_into_primitive::<Flex>().ok().map(AdTensor::new),
+    }
+}
+
+/// Run `f` with an im2col buffer of `[depth, out_plane]` (empty for pointwise convolutions,
+/// which need none), reused across calls on this thread.
+fn with_scratch<R>(g: Geometry, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let len = match g.is_pointwise() {
+        true => 0,
+        false => g.depth() * g.out_plane(),
+    };
+    // Taken out of the cell for the duration, so that a nested call gets its own buffer.
+    let mut buf = SCRATCH.with(RefCell::take);
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    SCRATCH.with(|s| s.replace(buf));
+    out
+}
+
+/// `f32` values viewed as possibly-uninitialised ones (for [`matmul`]'s destination).
+fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; [`matmul`] only ever writes initialised f32 values through it.
+    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// `y = act(y * scale[c] + shift[c] (+ residual))` per output channel, in place. `out` and
+/// `residual`: `[batch, channels, plane]`.
+fn epilogue(
+    out: &mut [f32],
+    plane: usize,
+    scale: &[f32],
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+) {
+    let channels = scale.len();
+    let run = |(i, row): (usize, &mut [f32])| {
+        let c = i % channels;
+        let (s, t) = (scale[c], shift[c]);
+        match (residual, relu) {
+            (Some(r), _) => {
+                let r = &r[i * plane..][..plane];
+                for (v, &r) in row.iter_mut().zip(r) {
+                    *v = (*v * s + t + r).max(0.0);
+                }
+            }
+            (None, true) => row.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0)),
+            (None, false) => row.iter_mut().for_each(|v| *v = *v * s + t),
+        }
+    };
+    if out.len() >= 1 << 15 {
+        out.par_chunks_mut(plane).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(plane).enumerate().for_each(run);
+    }
+}
+
+/// For kernel offset `kj`: the output columns whose input column `ox * stride + kj - pad`
+/// falls inside `[0, w)`, as a half-open range.
+fn valid_range(out_w: usize, w: usize, stride: usize, pad: usize, kj: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(kj).div_ceil(stride).min(out_w);
+    let hi = match (w + pad).checked_sub(kj + 1) {
+        Some(last) => (last / stride + 1).min(out_w),
+        None => 0,
+    };
+    (lo, hi.max(lo))
+}
+
+/// `col[(c * k + ki) * k + kj][oy * out_w + ox] = x[c][oy * s + ki - p][ox * s + kj - p]`, zero
+/// outside the image. `x`: `[c_in, h, w]`; `col`: `[c_in * k * k, out_h * out_w]`.
+fn im2col(x: &[f32], g: &Geometry, col: &mut [f32]) {
+    let plane = g.out_plane();
+    let per_channel = g.k * g.k * plane;
+    let fill = |(c, rows): (usize, &mut [f32])| {
+        let xc = &x[c * g.in_plane()..][..g.in_plane()];
+        for ki in 0..g.k {
+            for kj in 0..g.k {
+                let row = &mut rows[(ki * g.k + kj) * plane..][..plane];
+                let (lo, hi) = valid_range(g.out_w, g.w, g.stride, g.pad, kj);
+                for oy in 0..g.out_h {
+                    let dst = &mut row[oy * g.out_w..][..g.out_w];
+                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &xc[iy as usize * g.w..][..g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if g.stride == 1 {
+                        let start = lo + kj - g.pad;
+                        dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    } else {
+                        for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                            *d = src[ox * g.stride + kj - g.pad];
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if col.len() >= 1 << 15 {
+        col.par_chunks_mut(per_channel).enumerate().for_each(fill);
+    } else {
+        col.chunks_mut(per_channel).enumerate().for_each(fill);
+    }
+}
+
+/// The adjoint of [`im2col`]: `x[c][iy][ix] = sum of the col entries that read it`.
+/// `col`: `[c_in * k * k, out_h * out_w]`; `x`: `[c_in, h, w]`, zeroed by the caller (added to).
+fn col2im(col: &[f32], g: &Geometry, x: &mut [f32]) {
+    let plane = g.out_plane();
+    let per_channel = g.k * g.k * plane;
+    let gather = |(c, xc): (usize, &mut [f32])| {
+        let rows = &col[c * per_channel..][..per_channel];
+        for ki in 0..g.k {
+            for kj in 0..g.k {
+                let row = &rows[(ki * g.k + kj) * plane..][..plane];
+                let (lo, hi) = valid_range(g.out_w, g.w, g.stride, g.pad, kj);
+                for oy in 0..g.out_h {
+                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let src = &row[oy * g.out_w..][..g.out_w];
+                    let dst = &mut xc[iy as usize * g.w..][..g.w];
+                    if g.stride == 1 {
+                        let start = lo + kj - g.pad;
+                        for (d, &s) in dst[start..start + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (ox, &s) in src.iter().enumerate().take(hi).skip(lo) {
+                            dst[ox * g.stride + kj - g.pad] += s;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if x.len() >= 1 << 14 {
+        x.par_chunks_mut(g.in_plane()).enumerate().for_each(gather);
+    } else {
+        x.chunks_mut(g.in_plane()).enumerate().for_each(gather);
+    }
+}
+
+/// `dst[m, n] = lhs[m, k] . rhs[k, n]`, row-major `dst` (written, never read, so it may be
+/// uninitialised); `lhs` and `rhs` as (values, row stride, column stride).
+fn matmul(
+    dst: &mut [MaybeUninit<f32>],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    let (lhs, lhs_rs, lhs_cs) = lhs;
+    let (rhs, rhs_rs, rhs_cs) = rhs;
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    assert!(
+        m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
+        "matmul: lhs too small"
+    );
+    assert!(
+        n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
+        "matmul: rhs too small"
+    );
+    let parallelism = if m * n * k >= 1 << 21 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index gemm touches inside the three slices, and
+    // `dst` is borrowed mutably (no aliasing with `lhs` or `rhs`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().cast::<f32>(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `rows` rows of `plane` values, or `rows` empty rows when `v` is empty.
+fn rows_of<T>(v: &mut [T], plane: usize, rows: usize) -> impl Iterator<Item = &mut [T]> {
+    let empty = v.is_empty();
+    let full = (!empty).then(|| v.chunks_mut(plane.max(1)));
+    full.into_iter()
+        .flatten()
+        .chain((0..if empty { rows } else { 0 }).map(|_| <&mut [T]>::default()))
+}
+
+/// What the backward needs: the constants and, for the ReLU mask, the output.
+#[derive(Debug, Clone)]
+struct Saved {
+    conv: FusedConv,
+    geometry: Geometry,
+    output: Option<FlexTensor>,
+}
+
+impl Saved {
+    fn new(conv: FusedConv, geometry: Geometry, output: Option<FlexTensor>) -> Arc<Self> {
+        Arc::new(Self {
+            conv,
+            geometry,
+            output,
+        })
+    }
+
+    /// Gradients of the input (when `want_x`) and of the pre-BatchNorm sum's residual (when
+    /// `want_residual`) from the output gradient.
+    fn backward(
+        &self,
+        grad: FlexTensor,
+        want_x: bool,
+        want_residual: bool,
+    ) -> (Option<FlexTensor>, Option<FlexTensor>) {
+        let g = self.geometry;
+        let plane = g.out_plane();
+        let dims = grad.layout().shape().to_vec();
+        let batch = dims[0];
+        let Some((grad, gs, ge)) = values(&grad) else {
+            panic!("fused conv backward: gradient is not f32")
+        };
+        let grad: &[f32] = &grad.storage()[gs..ge];
+        let output = self.output.as_ref().and_then(values);
+        let output: Option<&[f32]> = output.as_ref().map(|(y, s, e)| &y.storage()[*s..*e]);
+        // One pass: the ReLU mask d(act)/d(pre) = [output > 0] (the residual's gradient) and,
+        // through the BatchNorm, times scale per channel (the convolution output's gradient).
+        let scale = &self.conv.scale;
+        let n_scaled = if want_x { grad.len() } else { 0 };
+        let n_masked = if want_residual && output.is_some() {
+            grad.len()
+        } else {
+            0
+        };
+        let mut scaled: Vec<f32> = Vec::with_capacity(n_scaled);
+        let mut masked: Vec<f32> = Vec::with_capacity(n_masked);
+        let run = |(i, (scaled, masked)): (usize, (&mut [Uninit], &mut [Uninit]))| {
+            let s = scale[i % g.c_out];
+            let gy = &grad[i * plane..][..plane];
+            match output.map(|y| &y[i * plane..][..plane]) {
+                Some(y) => {
+                    for ((m, &d), &y) in masked.iter_mut().zip(gy).zip(y) {
+                        m.write(if y > 0.0 { d } else { 0.0 });
+                    }
+                    for ((v, &d), &y) in scaled.iter_mut().zip(gy).zip(y) {
+                        v.write(if y > 0.0 { d * s } else { 0.0 });
+                    }
+                }
+                None => {
+                    for (v, &d) in scaled.iter_mut().zip(gy) {
+                        v.write(d * s);
+                    }
+                }
+            }
+        };
+        let rows = grad.len() / plane.max(1);
+        let pairs: Vec<_> = rows_of(&mut scaled.spare_capacity_mut()[..n_scaled], plane, rows)
+            .zip(rows_of(
+                &mut masked.spare_capacity_mut()[..n_masked],
+                plane,
+                rows,
+            ))
+            .collect();
+        if grad.len() >= 1 << 15 {
+            pairs.into_par_iter().enumerate().for_each(run);
+        } else {
+            pairs.into_iter().enumerate().for_each(run);
+        }
+        // SAFETY: the pass above wrote every row of both (rows * plane = their lengths).
+        unsafe {
+            scaled.set_len(n_scaled);
+            masked.set_len(n_masked);
+        }
+        let grad_residual = want_residual.then(|| {
+            let masked = match output {
+                Some(_) => masked,
+                None => grad.to_vec(),
+            };
+            FlexTensor::from_data(TensorData::new(masked, dims.clone()))
+        });
+        let grad_x = want_x.then(|| {
+            let Some((w, ws, we)) = values(&self.conv.weight) else {
+                panic!("fused conv backward: weight is not f32")
+            };
+            let w: &[f32] = &w.storage()[ws..we];
+            let depth = g.depth();
+            let per_item = g.c_in * g.in_plane();
+            let total = batch * per_item;
+            // Pointwise: written whole by the GEMM. Otherwise col2im adds into zeros.
+            let mut gx: Vec<f32> = match g.is_pointwise() {
+                true => Vec::with_capacity(total),
+                false => vec![0.0f32; total],
+            };
+            with_scratch(g, |col| {
+                for n in 0..batch {
+                    let gy_n = &scaled[n * g.c_out * plane..][..g.c_out * plane];
+                    // w^T[depth, c_out]: element (r, c) at w[c * depth + r].
+                    let w_t = (w, 1, depth);
+                    if g.is_pointwise() {
+                        let gx_n = &mut gx.spare_capacity_mut()[n * per_item..][..per_item];
+                        matmul(gx_n, depth, plane, g.c_out, w_t, (gy_n, plane, 1));
+                    } else {
+                        let gx_n = &mut gx[n * per_item..][..per_item];
+                        matmul(as_uninit(col), depth, plane, g.c_out, w_t, (gy_n, plane, 1));
+                        col2im(col, &g, gx_n);
+                    }
+                }
+            });
+            if g.is_pointwise() {
+                // SAFETY: the GEMMs wrote all `total` values, item by item.
+                unsafe { gx.set_len(total) };
+            }
+            FlexTensor::from_data(TensorData::new(gx, [batch, g.c_in, g.h, g.w]))
+        });
+        (grad_x, grad_residual)
+    }
+}
+
+#[derive(Debug)]
+struct FusedConvBackward;
+
+impl Backward<Flex, 1> for FusedConvBackward {
+    type State = Arc<Saved>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node_x {
+            let (gx, _) = ops.state.backward(grad, true, false);
+            if let Some(gx) = gx {
+                grads.register::<Flex>(node.id, gx);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FusedConvResidualBackward;
+
+impl Backward<Flex, 2> for FusedConvResidualBackward {
+    type State = Arc<Saved>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_r] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (gx, gr) = ops.state.backward(grad, node_x.is_some(), node_r.is_some());
+        if let (Some(node), Some(gx)) = (node_x, gx) {
+            grads.register::<Flex>(node.id, gx);
+        }
+        if let (Some(node), Some(gr)) = (node_r, gr) {
+            grads.register::<Flex>(node.id, gr);
+        }
+    }
+}
