@@ -5,8 +5,10 @@
 //! imports a UI toolkit: results leave it as plain data ([`inference`]).
 
 pub mod attack;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dicom;
 pub mod error;
 pub mod eval;
 pub mod explain;
