@@ -728,6 +728,9 @@ struct Header {
     is_sequence: bool,
     /// An explicit UN of undefined length: its items are implicit VR little endian.
     implicit_inside: bool,
+    /// Size of one value of a binary VR (1 for text and bytes): dicom-rs reads
+    /// `len / unit` values, so a length that is not a multiple would shift everything after.
+    unit: usize,
     len: u32,
     /// Offset of the value.
     value: usize,
@@ -741,6 +744,7 @@ fn read_header(b: &[u8], at: usize, enc: Encoding) -> std::result::Result<Header
             tag,
             is_sequence: false,
             implicit_inside: false,
+            unit: 1,
             len: enc.u32(b, at + 4)?,
             value: at + 8,
         });
@@ -749,55 +753,74 @@ fn read_header(b: &[u8], at: usize, enc: Encoding) -> std::result::Result<Header
         let vr = b
             .get(at + 4..at + 6)
             .ok_or_else(|| format!("the file is truncated at byte {}", at + 4))?;
-        let long = matches!(
+        // The VRs with a 2-byte length (PS3.5 7.1.2); dicom-rs reads any other one, unknown
+        // ones as UN, with a 4-byte length, and so must this check.
+        let short = matches!(
             vr,
-            b"OB"
-                | b"OD"
-                | b"OF"
-                | b"OL"
-                | b"OV"
-                | b"OW"
-                | b"SQ"
-                | b"SV"
-                | b"UC"
-                | b"UN"
-                | b"UR"
-                | b"UT"
-                | b"UV"
+            b"AE"
+                | b"AS"
+                | b"AT"
+                | b"CS"
+                | b"DA"
+                | b"DS"
+                | b"DT"
+                | b"FL"
+                | b"FD"
+                | b"IS"
+                | b"LO"
+                | b"LT"
+                | b"PN"
+                | b"SH"
+                | b"SL"
+                | b"SS"
+                | b"ST"
+                | b"TM"
+                | b"UI"
+                | b"UL"
+                | b"US"
         );
-        if !vr.iter().all(u8::is_ascii_uppercase) {
-            return Err(format!(
-                "element ({:04X},{:04X}) at byte {at} has no valid value representation",
-                tag.0, tag.1
-            ));
-        }
+        let long = !short;
         let (len, value) = if long {
             (enc.u32(b, at + 8)?, at + 12)
         } else {
             (u32::from(enc.u16(b, at + 6)?), at + 8)
         };
-        // UN with an undefined length holds an implicit-VR sequence.
-        let implicit_inside = vr == b"UN" && len == UNDEFINED;
+        // UN (or an unknown VR) with an undefined length holds an implicit-VR sequence.
+        let implicit_inside = vr != b"SQ" && len == UNDEFINED;
         Ok(Header {
             tag,
             is_sequence: vr == b"SQ" || implicit_inside,
             implicit_inside,
+            unit: vr_unit(vr),
             len,
             value,
         })
     } else {
         let len = enc.u32(b, at + 4)?;
-        let is_sequence = len == UNDEFINED
-            || StandardDataDictionary
-                .by_tag(Tag(tag.0, tag.1))
-                .is_some_and(|e| matches!(e.vr(), VirtualVr::Exact(dicom_core::VR::SQ)));
+        let entry = StandardDataDictionary.by_tag(Tag(tag.0, tag.1));
+        let (is_sq, unit) = match entry.map(|e| e.vr()) {
+            Some(VirtualVr::Exact(vr)) => (vr == dicom_core::VR::SQ, vr_unit(&vr.to_bytes())),
+            Some(VirtualVr::Xs | VirtualVr::Ox | VirtualVr::Px) => (false, 2),
+            _ => (false, 1),
+        };
         Ok(Header {
             tag,
-            is_sequence,
+            is_sequence: len == UNDEFINED || is_sq,
             implicit_inside: false,
+            unit,
             len,
             value: at + 8,
         })
+    }
+}
+
+/// Bytes per value of a binary VR; 1 for the others.
+fn vr_unit(vr: &[u8]) -> usize {
+    match vr {
+        b"US" | b"SS" | b"OW" => 2,
+        b"UL" | b"SL" | b"FL" | b"AT" | b"OL" | b"OF" => 4,
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+        _ => 1,
     }
 }
 
@@ -809,11 +832,29 @@ fn scan(b: &[u8]) -> std::result::Result<Layout, String> {
     } else {
         return Err("not a DICOM Part 10 file (no DICM marker at byte 128)".into());
     };
-    let mut at = meta_start + 4;
+    // dicom-rs reads the file meta group by its group length (0002,0000), which must come
+    // first; the elements must fill exactly that many bytes, or the parser and this check
+    // would disagree on where the data set starts.
+    let group = read_header(b, meta_start + 4, LE_EXPLICIT)?;
+    if group.tag != (0x0002, 0x0000) || group.len != 4 {
+        return Err("its file meta group does not start with its group length (0002,0000)".into());
+    }
+    let group_end = value_end(b, &group, b.len())?;
+    let meta_end = group_end
+        .checked_add(LE_EXPLICIT.u32(b, group.value)? as usize)
+        .filter(|&e| e <= b.len())
+        .ok_or("the file meta group length (0002,0000) points past the end of the file")?;
+    let mut at = group_end;
     let mut transfer_syntax = None;
-    while b.len() >= at + 2 && LE_EXPLICIT.u16(b, at)? == 0x0002 {
+    while at < meta_end {
         let h = read_header(b, at, LE_EXPLICIT)?;
-        let end = value_end(b, &h, b.len())?;
+        if h.tag.0 != 0x0002 {
+            return Err(format!(
+                "element ({:04X},{:04X}) inside the file meta group",
+                h.tag.0, h.tag.1
+            ));
+        }
+        let end = value_end(b, &h, meta_end)?;
         if h.tag == (0x0002, 0x0010) {
             let uid = String::from_utf8_lossy(&b[h.value..end]);
             transfer_syntax = Some(uid.trim_end_matches(['\0', ' ']).to_string());
@@ -855,6 +896,13 @@ fn value_end(b: &[u8], h: &Header, container_end: usize) -> std::result::Result<
             h.tag.0, h.tag.1
         ));
     }
+    if !(h.len as usize).is_multiple_of(h.unit) {
+        return Err(format!(
+            "element ({:04X},{:04X}) has a length of {} bytes, not a multiple of its {}-byte \
+             values",
+            h.tag.0, h.tag.1, h.len, h.unit
+        ));
+    }
     let end = h.value.saturating_add(h.len as usize);
     if end > container_end.min(b.len()) {
         return Err(format!(
@@ -890,20 +938,18 @@ fn walk_items(
             return Ok(end);
         }
         let h = read_header(b, at, enc)?;
-        if h.tag == ITEM_END {
-            if undefined_item {
+        // dicom-rs reads any (FFFE,xxxx) tag as an 8-byte item or delimiter header and goes
+        // on with what follows as elements: only an item's end is valid here, anything else
+        // is refused rather than read differently from the parser.
+        if h.tag.0 == 0xFFFE {
+            if h.tag == ITEM_END && undefined_item {
                 return Ok(h.value);
             }
-            return Err(format!("an item delimiter at byte {at} outside any item"));
-        }
-        if h.tag == ITEM || h.tag == SEQUENCE_END {
-            if depth == 0 && h.len != UNDEFINED {
-                // A stray item or delimiter outside any sequence: the parser reads on past
-                // it, and so does the check (its length must still fit).
-                at = value_end(b, &h, end)?;
-                continue;
-            }
-            return Err(format!("an unexpected item tag at byte {at}"));
+            return Err(format!(
+                "an item or delimiter tag ({:04X},{:04X}) at byte {at} where a data element \
+                 belongs",
+                h.tag.0, h.tag.1
+            ));
         }
         at = if h.len == UNDEFINED {
             if h.tag == PIXEL_DATA {
@@ -1043,6 +1089,8 @@ mod tests {
         let mut b = vec![0u8; 128];
         b.extend_from_slice(b"DICM");
         let ts = b"1.2.840.10008.1.2.1\0";
+        b.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        b.extend_from_slice(&(8 + ts.len() as u32).to_le_bytes());
         b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         b.extend_from_slice(&(ts.len() as u16).to_le_bytes());
         b.extend_from_slice(ts);
