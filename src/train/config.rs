@@ -708,6 +708,34 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
     }
 
     #[test]
+    fn paths_in_the_file_are_relative_to_it_and_overrides_to_the_working_directory() {
+        let dir = std::env::temp_dir().join(format!("triscope-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data_here")).unwrap();
+        std::fs::write(dir.join("w.safetensors"), b"x").unwrap();
+        let file = dir.join("run.yaml");
+        std::fs::write(
+            &file,
+            "architecture: {weights: w.safetensors}\ndata: {root: data_here}\n",
+        )
+        .unwrap();
+        // The working directory (the package root) has no data_here: only the file's folder.
+        let c = TrainConfig::load(&file, &[]).unwrap();
+        assert_eq!(c.data.root, dir.join("data_here"));
+        assert!(c.data.root.is_absolute());
+        assert_eq!(c.architecture.weights, Some(dir.join("w.safetensors")));
+        // An override is read from the working directory.
+        let c = TrainConfig::load(&file, &["data.root=src".to_string()]).unwrap();
+        assert_eq!(c.data.root, std::env::current_dir().unwrap().join("src"));
+        // A name that would move the default run folder is refused, naming the file.
+        for name in ["../../x", "/tmp/x", "a/b", ".."] {
+            let o = format!("data.dataset={name}");
+            let e = TrainConfig::load(&file, &[o]).unwrap_err().to_string();
+            assert!(e.contains("data.dataset") && e.contains("run.yaml"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn overrides_apply() {
         let c = parse(
             "training: {epochs: 9}",
