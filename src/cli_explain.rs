@@ -228,12 +228,7 @@ fn write_images(
 }
 
 fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        matches!(
-            e.to_ascii_lowercase().as_str(),
-            "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
-        )
-    })
+    triscope::imaging::has_image_extension(p)
 }
 
 /// Image files under `dir`, recursively, sorted.
@@ -314,7 +309,7 @@ fn explain_folder(
     let images = list_images(dir)?;
     if images.is_empty() {
         bail!(
-            "{} holds no images (png, jpg, jpeg, bmp, tif, tiff)",
+            "{} holds no images (png, jpg, jpeg, bmp, tif, tiff, dcm)",
             dir.display()
         );
     }

@@ -237,6 +237,8 @@ pub(crate) struct Table {
     pub(crate) path: PathBuf,
     pub(crate) header: Vec<String>,
     pub(crate) rows: Vec<Vec<String>>,
+    /// The file line of each row (1-based), for errors.
+    lines: Vec<usize>,
 }
 
 impl Table {
@@ -244,13 +246,48 @@ impl Table {
         self.header.iter().position(|h| h == name)
     }
 
+    /// The index of column `name`, which every row must have (rows may end early, as
+    /// ChestX-ray14's trailing empty column does, but not before a column that is used).
     fn require(&self, name: &str) -> Result<usize> {
-        self.column(name).ok_or_else(|| {
+        let c = self.column(name).ok_or_else(|| {
             TriscopeError::InvalidArgument(format!(
                 "{} has no '{name}' column",
                 self.path.display()
             ))
-        })
+        })?;
+        if let Some((row, line)) = self
+            .rows
+            .iter()
+            .zip(&self.lines)
+            .find(|(r, _)| r.len() <= c)
+        {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{} line {line}: no '{name}' field (the row has {} fields, the header {})",
+                self.path.display(),
+                row.len(),
+                self.header.len()
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Image file names from a column: plain names inside the dataset's image folder.
+    fn file_name<'a>(&self, row: &'a [String], line: usize, col: usize) -> Result<&'a str> {
+        let name = row[col].as_str();
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\\'])
+            && !Path::new(name).is_absolute();
+        if plain {
+            Ok(name)
+        } else {
+            Err(TriscopeError::InvalidArgument(format!(
+                "{} line {line}: image name '{name}' is not a plain file name (no folders, no \
+                 '..')",
+                self.path.display()
+            )))
+        }
     }
 }
 
@@ -265,6 +302,7 @@ pub(crate) fn read_csv(path: &Path) -> Result<Table> {
             TriscopeError::InvalidArgument(format!("{} is empty", path.display()))
         })?);
     let mut rows = Vec::new();
+    let mut numbers = Vec::new();
     for (i, line) in lines.enumerate() {
         let row = split_csv_line(line);
         if row.len() < header.len().min(2) {
@@ -277,11 +315,13 @@ pub(crate) fn read_csv(path: &Path) -> Result<Table> {
             )));
         }
         rows.push(row);
+        numbers.push(i + 2);
     }
     Ok(Table {
         path: path.to_path_buf(),
         header,
         rows,
+        lines: numbers,
     })
 }
 
@@ -344,10 +384,11 @@ fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
         )));
     }
     let mut samples = Vec::new();
-    for row in &table.rows {
+    for (row, &line) in table.rows.iter().zip(&table.lines) {
         if split != "all" && row[split_col] != split {
             continue;
         }
+        let name = table.file_name(row, line, id)?;
         let class = class_names
             .iter()
             .position(|c| c == &row[dx])
@@ -361,8 +402,8 @@ fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
                 ))
             })?;
         samples.push(Sample {
-            id: format!("{}.jpg", row[id]),
-            source: Source::File(root.join("images").join(format!("{}.jpg", row[id]))),
+            id: format!("{name}.jpg"),
+            source: Source::File(root.join("images").join(format!("{name}.jpg"))),
             label: Label::Class(class),
         });
     }
@@ -389,7 +430,8 @@ fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
     }
     let class_names: Vec<String> = CHESTXRAY14_FINDINGS.iter().map(|s| s.to_string()).collect();
     let mut samples = Vec::new();
-    for row in &table.rows {
+    for (row, &line) in table.rows.iter().zip(&table.lines) {
+        let name = table.file_name(row, line, file)?;
         let mut vector = vec![0.0f32; class_names.len()];
         for f in row[findings].split('|').map(str::trim) {
             if f == "No Finding" || f.is_empty() {
@@ -405,8 +447,8 @@ fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
             vector[i] = 1.0;
         }
         samples.push(Sample {
-            id: row[file].clone(),
-            source: Source::File(root.join("images").join(&row[file])),
+            id: name.to_string(),
+            source: Source::File(root.join("images").join(name)),
             label: Label::Findings(vector),
         });
     }
@@ -422,6 +464,9 @@ fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
     })
 }
 
+/// Largest `.npy` member of a `.npz` read into memory.
+const MAX_NPZ_MEMBER_BYTES: u64 = 4 << 30;
+
 fn open_medmnist(path: &Path, split: &str) -> Result<Dataset> {
     let bad =
         |reason: String| TriscopeError::InvalidArgument(format!("{}: {reason}", path.display()));
@@ -435,14 +480,25 @@ fn open_medmnist(path: &Path, split: &str) -> Result<Dataset> {
         let mut entry = zip
             .by_name(name)
             .map_err(|_| bad(format!("has no {name} (is '{split}' a split of it?)")))?;
-        // Cap what a corrupt header may make us allocate.
-        if entry.size() > (4u64 << 30) {
-            return Err(bad(format!("{name} declares {} bytes", entry.size())));
+        // Cap what a corrupt header may make us allocate, and never inflate past the
+        // declared size (a lying header on a deflated member).
+        let declared = entry.size();
+        if declared > MAX_NPZ_MEMBER_BYTES {
+            return Err(bad(format!(
+                "{name} declares {declared} bytes, over the {} MiB limit",
+                MAX_NPZ_MEMBER_BYTES >> 20
+            )));
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
+        let mut bytes = Vec::new();
+        (&mut entry)
+            .take(declared + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| bad(format!("cannot read {name}: {e}")))?;
+        if bytes.len() as u64 > declared {
+            return Err(bad(format!(
+                "{name} inflates to more than the {declared} bytes its zip header declares"
+            )));
+        }
         crate::npy::decode(&bytes).map_err(|e| bad(format!("{name}: {e}")))
     };
     let images = read(&format!("{split}_images.npy"))?;
@@ -507,15 +563,7 @@ fn open_medmnist(path: &Path, split: &str) -> Result<Dataset> {
 }
 
 fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| {
-            matches!(
-                e.to_ascii_lowercase().as_str(),
-                "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
-            )
-        })
-        .unwrap_or(false)
+    crate::imaging::has_image_extension(p)
 }
 
 fn open_folder(root: &Path, split: Option<&str>) -> Result<Dataset> {

@@ -1,5 +1,6 @@
-//! Input pipeline: decode an image file, convert it to the model's channel count and resize
-//! it to the model's resolution, with pixel values in [0, 1].
+//! Input pipeline: decode an image file (PNG, JPEG, BMP, TIFF, or DICOM through
+//! [`crate::dicom`]), convert it to the model's channel count and resize it to the model's
+//! resolution, with pixel values in [0, 1].
 //!
 //! The resize reproduces torchvision's `Resize(R, antialias=True)` + `CenterCrop(R)` (PIL's
 //! antialiased bilinear filter), so pixels fed to the model match a PyTorch pipeline.
@@ -9,12 +10,30 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
 
+use crate::dicom::{DicomInfo, Window, decode_dicom, has_dicom_extension, has_dicom_magic};
 use crate::error::{Result, TriscopeError};
+
+/// File extensions the loaders list in folders (lower case; DICOM included).
+pub const IMAGE_EXTENSIONS: [&str; 8] =
+    ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"];
+
+/// True when the extension is one of [`IMAGE_EXTENSIONS`] (any case).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
 
 /// Largest accepted side, in pixels, before decoding.
 pub const MAX_IMAGE_SIDE: u32 = 40_000;
 /// Most memory a decoder may claim for one image.
 pub const MAX_DECODE_BYTES: u64 = 2 << 30;
+/// Above [`PLAUSIBLE_DECODE_BYTES`], the decoded size may be at most this many times the
+/// file's size: a few hundred bytes declaring a 30000x30000 image are refused before the
+/// decoder allocates for it (deflate peaks near 1032:1, JPEG well below this).
+pub const MAX_EXPANSION: u64 = 4096;
+/// Decoded sizes up to this are accepted from any file size.
+pub const PLAUSIBLE_DECODE_BYTES: u64 = 64 << 20;
 
 /// How the image is brought to the square model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -82,6 +101,21 @@ pub struct LoadedImage {
     pub source_color: String,
     /// Model input, `[channels, resolution, resolution]`.
     pub pixels: PixelImage,
+    /// For a DICOM file: its geometry, grey-level transforms and the window applied.
+    pub dicom: Option<DicomInfo>,
+}
+
+/// How to decode: the window for DICOM files (`None`: the file's, else min-max).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecodeOptions {
+    pub dicom_window: Option<Window>,
+}
+
+/// A decoded file: the image, and what a DICOM file said about it.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    pub dicom: Option<DicomInfo>,
 }
 
 /// Decode `path` and prepare it for a model with `channels` and `resolution`.
@@ -91,11 +125,22 @@ pub fn load_image(
     resolution: usize,
     mode: ResizeMode,
 ) -> Result<LoadedImage> {
-    let decoded = decode(path)?;
-    let (source_width, source_height) = (decoded.width(), decoded.height());
-    let source_color = format!("{:?}", decoded.color());
+    load_image_with(path, channels, resolution, mode, &DecodeOptions::default())
+}
+
+/// [`load_image`] with decoding options (a DICOM window).
+pub fn load_image_with(
+    path: &Path,
+    channels: usize,
+    resolution: usize,
+    mode: ResizeMode,
+    options: &DecodeOptions,
+) -> Result<LoadedImage> {
+    let Decoded { image, dicom } = decode_with(path, options)?;
+    let (source_width, source_height) = (image.width(), image.height());
+    let source_color = format!("{:?}", image.color());
     let pixels =
-        prepare(decoded, channels, resolution, mode).map_err(|reason| TriscopeError::BadImage {
+        prepare(image, channels, resolution, mode).map_err(|reason| TriscopeError::BadImage {
             path: path.to_path_buf(),
             reason,
         })?;
@@ -105,11 +150,18 @@ pub fn load_image(
         source_height,
         source_color,
         pixels,
+        dicom,
     })
 }
 
 /// Decode with size and memory caps, naming the file in every error.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
+    decode_with(path, &DecodeOptions::default()).map(|d| d.image)
+}
+
+/// [`decode`] with options; DICOM files (by extension or by their `DICM` marker) go through
+/// [`crate::dicom`], everything else through the `image` crate.
+pub fn decode_with(path: &Path, options: &DecodeOptions) -> Result<Decoded> {
     let meta = std::fs::metadata(path).map_err(|source| TriscopeError::Io {
         path: path.to_path_buf(),
         source,
@@ -125,53 +177,137 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
             path: path.to_path_buf(),
         });
     }
-    let bad = |reason: String| TriscopeError::BadImage {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (w, h) = open_reader(path)?
-        .into_dimensions()
-        .map_err(|e| bad(describe_image_error(&e)))?;
-    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
-        return Err(TriscopeError::ImageTooLarge {
-            path: path.to_path_buf(),
-            width: w,
-            height: h,
-            max_side: MAX_IMAGE_SIDE,
+    if has_dicom_extension(path) || has_dicom_magic(&read_head(path, 132)?) {
+        let d = decode_dicom(path, options.dicom_window)?;
+        return Ok(Decoded {
+            image: d.image,
+            dicom: Some(d.info),
         });
     }
-    if w == 0 || h == 0 {
-        return Err(bad(format!("it declares an empty size {w}x{h}")));
-    }
-    // into_dimensions consumed the reader; open it again to decode.
-    let reader = open_reader(path)?;
-    reader.decode().map_err(|e| bad(describe_image_error(&e)))
+    let image = decode_checked(meta.len(), || {
+        let file = std::fs::File::open(path).map_err(Refusal::Io)?;
+        Ok(ImageReader::new(std::io::BufReader::new(file)))
+    })
+    .map_err(|r| r.into_error(path))?;
+    Ok(Decoded { image, dicom: None })
 }
 
-/// A reader with the format guessed from the content and the size and memory caps set.
-fn open_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
-    let mut reader = ImageReader::open(path)
-        .map_err(|source| TriscopeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|e| TriscopeError::BadImage {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if reader.format().is_none() {
-        return Err(TriscopeError::BadImage {
-            path: path.to_path_buf(),
-            reason: "unrecognised format (expected PNG, JPEG, BMP or TIFF)".into(),
+/// [`decode_with`] on bytes in memory (the fuzz target and the corpus replay): the same
+/// caps and checks; errors say what is wrong without a file name.
+pub fn decode_bytes(bytes: &[u8], options: &DecodeOptions) -> std::result::Result<Decoded, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes)".into());
+    }
+    if has_dicom_magic(bytes) {
+        let d = crate::dicom::decode_dicom_bytes(bytes, options.dicom_window)?;
+        return Ok(Decoded {
+            image: d.image,
+            dicom: Some(d.info),
         });
     }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    Ok(reader)
+    let image = decode_checked(bytes.len() as u64, || {
+        Ok(ImageReader::new(std::io::Cursor::new(bytes)))
+    })
+    .map_err(|r| r.into_error(Path::new("<bytes>")).to_string())?;
+    Ok(Decoded { image, dicom: None })
+}
+
+/// Why the `image` crate path refused a file.
+enum Refusal {
+    Io(std::io::Error),
+    TooLarge(u32, u32),
+    Bad(String),
+}
+
+impl Refusal {
+    fn into_error(self, path: &Path) -> TriscopeError {
+        let path = path.to_path_buf();
+        match self {
+            Self::Io(source) => TriscopeError::Io { path, source },
+            Self::TooLarge(width, height) => TriscopeError::ImageTooLarge {
+                path,
+                width,
+                height,
+                max_side: MAX_IMAGE_SIDE,
+            },
+            Self::Bad(reason) => TriscopeError::BadImage { path, reason },
+        }
+    }
+}
+
+/// Guess the format, read the declared size, refuse it over the caps, then decode with the
+/// memory limit set. `open` gives a fresh reader at the start of the data (called twice).
+fn decode_checked<R: std::io::BufRead + std::io::Seek>(
+    file_len: u64,
+    open: impl Fn() -> std::result::Result<ImageReader<R>, Refusal>,
+) -> std::result::Result<DynamicImage, Refusal> {
+    // The declared size is read with the memory cap only, so that a side over the limit is
+    // reported with its size; the decode then runs with every limit.
+    let limited = |sides: bool| -> std::result::Result<ImageReader<R>, Refusal> {
+        let mut reader = open()?
+            .with_guessed_format()
+            .map_err(|e| Refusal::Bad(e.to_string()))?;
+        if reader.format().is_none() {
+            return Err(Refusal::Bad(
+                "unrecognised format (expected PNG, JPEG, BMP, TIFF or DICOM)".into(),
+            ));
+        }
+        let mut limits = Limits::default();
+        if sides {
+            limits.max_image_width = Some(MAX_IMAGE_SIDE);
+            limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        }
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        Ok(reader)
+    };
+    let decoder = limited(false)?
+        .into_decoder()
+        .map_err(|e| Refusal::Bad(describe_image_error(&e)))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    let declared = image::ImageDecoder::total_bytes(&decoder);
+    drop(decoder);
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(Refusal::TooLarge(w, h));
+    }
+    if w == 0 || h == 0 {
+        return Err(Refusal::Bad(format!("it declares an empty size {w}x{h}")));
+    }
+    if declared > MAX_DECODE_BYTES {
+        return Err(Refusal::Bad(format!(
+            "it declares {w}x{h} pixels and would need {} MiB to decode, more than the {} MiB \
+             limit",
+            declared >> 20,
+            MAX_DECODE_BYTES >> 20
+        )));
+    }
+    if declared > PLAUSIBLE_DECODE_BYTES && declared / file_len.max(1) > MAX_EXPANSION {
+        return Err(Refusal::Bad(format!(
+            "it declares {w}x{h} pixels ({} MiB decoded) in a file of {file_len} bytes, more \
+             than {MAX_EXPANSION} times its size: a corrupt or hostile header",
+            declared >> 20
+        )));
+    }
+    // into_dimensions consumed the reader; open it again to decode.
+    limited(true)?
+        .decode()
+        .map_err(|e| Refusal::Bad(describe_image_error(&e)))
+}
+
+/// The first `n` bytes of a file (fewer if it is shorter).
+fn read_head(path: &Path, n: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io = |source| TriscopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(n)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    Ok(head)
 }
 
 fn describe_image_error(e: &image::ImageError) -> String {
@@ -183,7 +319,7 @@ fn describe_image_error(e: &image::ImageError) -> String {
         image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             "the file is truncated (unexpected end of data)".into()
         }
-        other => other.to_string(),
+        other => other.to_string().trim().to_string(),
     }
 }
 
@@ -231,10 +367,16 @@ pub fn prepare(
             }
         }
     };
-    let resized = resize_antialiased(&planar, new_h, new_w);
     let top = round_half_even((new_h - resolution) as f64 / 2.0);
     let left = round_half_even((new_w - resolution) as f64 / 2.0);
-    Ok(crop(&resized, top, left, resolution, resolution))
+    // Only the centre crop of the resized image is computed: a 40000x2 strip would otherwise
+    // be resized to millions of columns first.
+    Ok(resize_window(
+        &planar,
+        (new_h, new_w),
+        (top, left),
+        (resolution, resolution),
+    ))
 }
 
 fn round_half_even(x: f64) -> usize {
@@ -297,8 +439,19 @@ fn to_planar(img: &DynamicImage, channels: usize) -> std::result::Result<PixelIm
 
 /// PIL's antialiased bilinear (triangle) resampling, separable, per channel.
 pub fn resize_antialiased(src: &PixelImage, out_h: usize, out_w: usize) -> PixelImage {
-    let hx = filter_coeffs(src.width, out_w);
-    let hy = filter_coeffs(src.height, out_h);
+    resize_window(src, (out_h, out_w), (0, 0), (out_h, out_w))
+}
+
+/// The `(h, w)` window at `(top, left)` of `src` resized to `(full_h, full_w)` with
+/// [`resize_antialiased`]'s filter; the rest of the resized image is never computed.
+fn resize_window(
+    src: &PixelImage,
+    (full_h, full_w): (usize, usize),
+    (top, left): (usize, usize),
+    (out_h, out_w): (usize, usize),
+) -> PixelImage {
+    let hx = filter_coeffs(src.width, full_w, left..left + out_w);
+    let hy = filter_coeffs(src.height, full_h, top..top + out_h);
     let mut data = Vec::with_capacity(src.channels * out_h * out_w);
     let mut tmp = vec![0.0f32; src.height * out_w];
     for c in 0..src.channels {
@@ -335,11 +488,15 @@ pub fn resize_antialiased(src: &PixelImage, out_h: usize, out_w: usize) -> Pixel
 
 /// For each output index: first input index and normalised triangle weights (PIL's
 /// `precompute_coeffs` with support 1, widened by the scale when downsampling).
-fn filter_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f32>)> {
+fn filter_coeffs(
+    in_size: usize,
+    out_size: usize,
+    outputs: std::ops::Range<usize>,
+) -> Vec<(usize, Vec<f32>)> {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = filter_scale; // triangle support 1.0 times the scale
-    (0..out_size)
+    outputs
         .map(|i| {
             let center = (i as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
@@ -359,22 +516,6 @@ fn filter_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f32>)> {
             (xmin, weights.into_iter().map(|w| w as f32).collect())
         })
         .collect()
-}
-
-fn crop(src: &PixelImage, top: usize, left: usize, h: usize, w: usize) -> PixelImage {
-    let mut data = Vec::with_capacity(src.channels * h * w);
-    for c in 0..src.channels {
-        let plane = src.plane(c);
-        for y in top..top + h {
-            data.extend_from_slice(&plane[y * src.width + left..y * src.width + left + w]);
-        }
-    }
-    PixelImage {
-        channels: src.channels,
-        height: h,
-        width: w,
-        data,
-    }
 }
 
 #[cfg(test)]
@@ -410,6 +551,29 @@ mod tests {
         let img = DynamicImage::new_luma8(1, 1);
         let p = prepare(img, 1, 224, ResizeMode::Stretch).unwrap();
         assert_eq!((p.channels, p.height, p.width), (1, 224, 224));
+    }
+
+    #[test]
+    fn window_is_the_crop_of_the_full_resize() {
+        let img = PixelImage {
+            channels: 2,
+            height: 7,
+            width: 23,
+            data: (0..2 * 7 * 23)
+                .map(|v| ((v * 37) % 101) as f32 / 100.0)
+                .collect(),
+        };
+        let full = resize_antialiased(&img, 5, 16);
+        let win = resize_window(&img, (5, 16), (1, 6), (3, 4));
+        for c in 0..2 {
+            for y in 0..3 {
+                for x in 0..4 {
+                    let a = full.data[c * 80 + (y + 1) * 16 + x + 6];
+                    let b = win.data[c * 12 + y * 4 + x];
+                    assert_eq!(a, b, "c{c} y{y} x{x}");
+                }
+            }
+        }
     }
 
     #[test]

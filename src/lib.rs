@@ -6,8 +6,10 @@
 
 pub mod attack;
 pub mod audit;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dicom;
 pub mod error;
 pub mod eval;
 pub mod explain;

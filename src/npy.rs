@@ -69,6 +69,14 @@ impl NpyArray {
         Ok(match self.dtype.as_str() {
             "|u1" | "<u1" | "u1" => d.iter().map(|&v| v as i64).collect(),
             "|i1" | "<i1" | "i1" => d.iter().map(|&v| v as i8 as i64).collect(),
+            "<u2" => d
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+            "<i2" => d
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
             "<i4" => d
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)

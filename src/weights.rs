@@ -5,67 +5,23 @@
 //! as it is) with the model config and metadata as JSON in the safetensors header. A plain
 //! torchvision state dict saved as safetensors is imported by giving the config by hand.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
+pub use crate::checkpoint::{
+    CONFIG_KEY, CheckpointHeader, CheckpointMetadata, EXTRA_PREFIX, FORMAT_CHECKPOINT, FORMAT_KEY,
+    METADATA_KEY, utc_now_rfc3339,
+};
 use crate::error::{Result, TriscopeError};
 use crate::model::source::{Fetch, Init, ParamBuilder, ParamSource};
 use crate::model::{ModelConfig, ResNet50};
 
-/// Header key holding the model config (JSON).
-pub const CONFIG_KEY: &str = "triscope.config";
-/// Header key holding [`CheckpointMetadata`] (JSON).
-pub const METADATA_KEY: &str = "triscope.metadata";
-/// Header key naming the format.
-pub const FORMAT_KEY: &str = "format";
-/// Value of [`FORMAT_KEY`] in Triscope checkpoints.
-pub const FORMAT_CHECKPOINT: &str = "triscope-checkpoint-v1";
-/// Prefix of header keys and tensor names that are not network weights (training state).
-pub const EXTRA_PREFIX: &str = "triscope.";
 /// Largest checkpoint file accepted (a full-width ResNet-50 in f32 is ~100 MB).
 pub const MAX_CHECKPOINT_BYTES: u64 = 2 << 30;
-
-/// What a checkpoint says about where it came from.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointMetadata {
-    /// Triscope version that wrote it.
-    pub triscope_version: String,
-    /// UTC time of writing, RFC 3339.
-    pub created_utc: String,
-    /// Whether the weights were trained at all (false for seeded initialisations).
-    pub trained: bool,
-    /// One line a user reads in the app and the CLI.
-    pub description: String,
-    /// Dataset it was trained on, if any.
-    #[serde(default)]
-    pub dataset: Option<String>,
-    /// Seed of the initialisation or of the training run.
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// The file it was imported from, if imported.
-    #[serde(default)]
-    pub imported_from: Option<String>,
-    /// Free-form measured numbers (accuracy, ...).
-    #[serde(default)]
-    pub metrics: BTreeMap<String, f64>,
-}
-
-impl CheckpointMetadata {
-    /// Metadata stamped with this build's version and the current time.
-    pub fn now(description: impl Into<String>, trained: bool) -> Self {
-        Self {
-            triscope_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_utc: utc_now_rfc3339(),
-            trained,
-            description: description.into(),
-            ..Default::default()
-        }
-    }
-}
 
 /// How a 3-channel stem becomes a 1-channel one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -110,14 +66,6 @@ pub fn adapt_stem_to_gray(weights: &[f32], out_channels: usize, mode: StemAdapta
     gray
 }
 
-/// A loaded checkpoint's header: config (if Triscope wrote it) and metadata.
-#[derive(Debug, Clone)]
-pub struct CheckpointHeader {
-    pub config: Option<ModelConfig>,
-    pub metadata: Option<CheckpointMetadata>,
-    pub raw: HashMap<String, String>,
-}
-
 /// The parsed tensors of a safetensors file, converted to f32.
 struct SafetensorsSource {
     path: PathBuf,
@@ -134,25 +82,7 @@ impl SafetensorsSource {
 
     /// Parse safetensors `bytes`; `path` only names the origin in errors.
     fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Self, CheckpointHeader)> {
-        let bad = |reason: String| TriscopeError::BadCheckpoint {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let (_, meta) =
-            SafeTensors::read_metadata(bytes).map_err(|e| bad(describe_st_error(&e)))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(describe_st_error(&e)))?;
-        let raw = meta.metadata().clone().unwrap_or_default();
-        let config = match raw.get(CONFIG_KEY) {
-            Some(json) => Some(
-                serde_json::from_str::<ModelConfig>(json)
-                    .map_err(|e| bad(format!("its model config is invalid: {e}")))?,
-            ),
-            None => None,
-        };
-        let metadata = match raw.get(METADATA_KEY) {
-            Some(json) => serde_json::from_str::<CheckpointMetadata>(json).ok(),
-            None => None,
-        };
+        let (st, header) = crate::checkpoint::parse(bytes, path)?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             // Training state (optimizer bytes) rides along under reserved names.
@@ -171,11 +101,7 @@ impl SafetensorsSource {
                 used: HashSet::new(),
                 stem: None,
             },
-            CheckpointHeader {
-                config,
-                metadata,
-                raw,
-            },
+            header,
         ))
     }
 }
@@ -516,32 +442,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(err)
-}
-
-/// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc_now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -21,11 +21,12 @@ use crate::attack::{
     AttackConfig, AttackGoal, AttackMethod, StepReport, run_attack, run_attack_from,
 };
 use crate::device::ComputeDevice;
+use crate::dicom::{DicomInfo, Window};
 use crate::error::{Result, TriscopeError};
 use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
 use crate::explain::quality::{spearman, ssim};
-use crate::imaging::{PixelImage, decode, prepare};
+use crate::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
 use crate::inference::{Classifier, ModelSource, Prediction};
 use crate::model::{LayerId, ModelConfig};
 use crate::weights::CheckpointMetadata;
@@ -112,6 +113,9 @@ pub struct Analysis {
     pub layers: Vec<LayerView>,
     /// The requested method's map when it is not Grad-CAM (Grad-CAM is in `layers`).
     pub attribution: Option<AttributionMap>,
+    /// For a DICOM file: geometry, grey-level transforms, the window applied (no identifying
+    /// attribute is ever read).
+    pub dicom: Option<DicomInfo>,
     pub elapsed_secs: f64,
 }
 
@@ -169,6 +173,8 @@ pub enum Job {
         /// The explanation method, and the layer it explains (CAM family).
         method: Method,
         method_layer: LayerId,
+        /// DICOM window (the app's centre/width sliders); `None`: the file's, else min-max.
+        window: Option<Window>,
     },
     /// Attack the last analysed image.
     Attack(AttackRequest),
@@ -431,13 +437,14 @@ impl ModelWorker {
                 top_k,
                 method,
                 method_layer,
+                window,
             } => self
                 .analyze(
                     request,
                     &path,
                     target,
                     top_k,
-                    (method, method_layer),
+                    (method, method_layer, window),
                     &cancel,
                 )
                 .map(|a| WorkerEvent::Analysis(Box::new(a))),
@@ -494,13 +501,19 @@ impl ModelWorker {
         path: &Path,
         target: TargetClass,
         top_k: usize,
-        (method, method_layer): (Method, LayerId),
+        (method, method_layer, window): (Method, LayerId, Option<Window>),
         cancel: &AtomicBool,
     ) -> Result<Analysis> {
         let started = Instant::now();
         let classifier = self.classifier()?;
         let cfg = classifier.config().clone();
-        let decoded = decode(path)?;
+        let options = DecodeOptions {
+            dicom_window: window,
+        };
+        let crate::imaging::Decoded {
+            image: decoded,
+            dicom,
+        } = decode_with(path, &options)?;
         let (source_width, source_height) = (decoded.width(), decoded.height());
         let bad = |reason| TriscopeError::BadImage {
             path: path.to_path_buf(),
@@ -585,6 +598,7 @@ impl ModelWorker {
             target_class,
             layers,
             attribution,
+            dicom,
             elapsed_secs: started.elapsed().as_secs_f64(),
         })
     }
@@ -892,6 +906,7 @@ mod tests {
                 top_k: 4,
                 method: Method::GradCam,
                 method_layer: LayerId::Layer4,
+                window: None,
             },
             cancel: flag(0),
         });

@@ -54,6 +54,7 @@ fn ready_worker() -> WorkerHandle {
         top_k: 4,
         method: Method::GradCam,
         method_layer: LayerId::Layer4,
+        window: None,
     });
     let events = collect_until(&w, |e| e.request() == analyze);
     match events.last() {
@@ -137,6 +138,7 @@ fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
         top_k: 4,
         method: Method::GradCam,
         method_layer: LayerId::Layer4,
+        window: None,
     });
     let events = collect_until(&w, |e| e.request() == bad);
     match events.last() {
@@ -158,6 +160,7 @@ fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
         top_k: 4,
         method: Method::GradCam,
         method_layer: LayerId::Layer4,
+        window: None,
     });
     let events = collect_until(&w, |e| e.request() == bad_class);
     assert!(
@@ -170,6 +173,7 @@ fn bad_inputs_become_failure_events_and_the_worker_lives_on() {
         top_k: 2,
         method: Method::GradCam,
         method_layer: LayerId::Layer4,
+        window: None,
     });
     let events = collect_until(&w, |e| e.request() == ok);
     match events.last() {
@@ -196,6 +200,7 @@ fn other_methods_answer_and_a_newer_analysis_cancels_a_slow_one() {
         top_k: 2,
         method: Method::ScoreCam,
         method_layer: LayerId::Layer4,
+        window: None,
     });
     std::thread::sleep(Duration::from_millis(100));
     let fast = w.submit(Job::Analyze {
@@ -204,6 +209,7 @@ fn other_methods_answer_and_a_newer_analysis_cancels_a_slow_one() {
         top_k: 2,
         method: Method::LayerCam,
         method_layer: LayerId::Layer3,
+        window: None,
     });
     let events = collect_until(&w, |e| e.request() == fast);
     assert!(
@@ -226,6 +232,7 @@ fn other_methods_answer_and_a_newer_analysis_cancels_a_slow_one() {
         top_k: 2,
         method: Method::IntegratedGradients,
         method_layer: LayerId::Layer4,
+        window: None,
     });
     let events = collect_until(&w, |e| e.request() == ig);
     match events.last() {

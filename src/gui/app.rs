@@ -73,6 +73,8 @@ pub struct TriscopeApp {
     pub current_image: Option<PathBuf>,
     /// Class the explanation targets (`None`: predicted).
     explain_class: Option<usize>,
+    /// The DICOM window asked for by the sliders (`None`: the file's, else min-max).
+    pub dicom_window: Option<triscope::dicom::Window>,
     latest: Latest,
     /// Last finished operation and its time, for the status bar.
     pub status: String,
@@ -137,6 +139,7 @@ impl TriscopeApp {
             device_line,
             current_image: None,
             explain_class: None,
+            dicom_window: None,
             latest: Latest::default(),
             status: "loading the model…".into(),
             errors,
@@ -178,6 +181,7 @@ impl TriscopeApp {
         self.gallery.selected = Some(path.clone());
         self.current_image = Some(path);
         self.explain_class = None;
+        self.dicom_window = None;
         self.analyze();
     }
 
@@ -195,6 +199,7 @@ impl TriscopeApp {
             top_k: self.layers.top_k,
             method: self.explain.settings.method,
             method_layer: self.explain.settings.layer,
+            window: self.dicom_window,
         });
         // A running attack belongs to the old analysis; the worker has cancelled it.
         self.latest.attack = 0;
@@ -247,6 +252,10 @@ impl TriscopeApp {
             UiAction::LoadModel(p) => {
                 self.load_model(Some(p));
                 self.saved.tab = Tab::Explanation;
+            }
+            UiAction::DicomWindow(w) => {
+                self.dicom_window = w;
+                self.analyze();
             }
         }
     }
@@ -526,7 +535,7 @@ impl TriscopeApp {
             self.load_model(Some(p));
         } else {
             self.errors.push(format!(
-                "{}: not an image Triscope reads (png, jpg, bmp, tiff, webp) or a .safetensors model",
+                "{}: not an image Triscope reads (png, jpg, bmp, tiff, dcm) or a .safetensors model",
                 p.display()
             ));
         }

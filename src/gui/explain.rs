@@ -1,9 +1,10 @@
 //! Explanation panel: the image with its Grad-CAM overlay (zoom, pan, opacity, colour map,
-//! layer, class).
+//! layer, class) and, for a DICOM image, its window (centre and width).
 
 use std::sync::Arc;
 
 use eframe::egui;
+use triscope::dicom::{DicomInfo, Window};
 use triscope::explain::Colormap;
 use triscope::explain::attribution::Method;
 use triscope::model::LayerId;
@@ -54,6 +55,8 @@ pub struct ExplainPanel {
     pub center: [f32; 2],
     pub painter: OverlayPainter,
     pub actions: Vec<UiAction>,
+    /// The DICOM window the sliders show (modality units), for a grey DICOM image.
+    pub window: Option<Window>,
 }
 
 impl ExplainPanel {
@@ -68,10 +71,14 @@ impl ExplainPanel {
             center: [0.5, 0.5],
             painter: OverlayPainter::new(gpu),
             actions: Vec::new(),
+            window: None,
         }
     }
 
     pub fn set_analysis(&mut self, analysis: Arc<Analysis>) {
+        // The sliders follow the window the worker applied (the file's or min-max for a new
+        // image; the requested one after a slider move).
+        self.window = analysis.dicom.as_ref().and_then(|d| d.window);
         self.sources = layer_sources(&analysis);
         self.attribution = attribution_source(&analysis);
         self.analysis = Some(analysis);
@@ -234,5 +241,64 @@ impl ExplainPanel {
                 ui.label(format!("zoom {:.1}×", self.zoom));
             }
         });
+        let dicom = self.analysis.as_ref().and_then(|a| a.dicom.clone());
+        if let Some(info) = dicom {
+            self.dicom_controls(ui, &info);
+        }
+    }
+
+    /// Window centre and width sliders for a grey DICOM image; a change asks for a new
+    /// analysis with that window (the worker coalesces a drag into the latest value).
+    fn dicom_controls(&mut self, ui: &mut egui::Ui, info: &DicomInfo) {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(format!(
+                "DICOM {}, {} of {} bits{}",
+                info.photometric,
+                info.bits_stored,
+                info.bits_allocated,
+                if info.rescale_slope != 1.0 || info.rescale_intercept != 0.0 {
+                    format!(
+                        ", rescale {} x + {}",
+                        info.rescale_slope, info.rescale_intercept
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        });
+        let Some(mut w) = self.window.filter(|_| info.is_grey()) else {
+            return;
+        };
+        let (lo, hi) = (info.value_min, info.value_max);
+        let span = (hi - lo).max(1.0);
+        let mut changed = false;
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Window:");
+            changed |= ui
+                .add(
+                    egui::Slider::new(&mut w.center, (lo - span / 2.0)..=(hi + span / 2.0))
+                        .text("centre")
+                        .max_decimals(1),
+                )
+                .changed();
+            changed |= ui
+                .add(
+                    egui::Slider::new(&mut w.width, 1.0..=(2.0 * span + 1.0))
+                        .text("width")
+                        .max_decimals(1),
+                )
+                .changed();
+            if info.file_window.is_some() && ui.button("File window").clicked() {
+                self.actions.push(UiAction::DicomWindow(None));
+            }
+            if ui.button("Min-max").clicked() {
+                self.actions
+                    .push(UiAction::DicomWindow(Some(info.min_max_window())));
+            }
+        });
+        if changed {
+            self.window = Some(w);
+            self.actions.push(UiAction::DicomWindow(Some(w)));
+        }
     }
 }

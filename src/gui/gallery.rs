@@ -6,8 +6,8 @@ use eframe::egui;
 
 use super::state::UiAction;
 
-/// Extensions the decoder reads.
-pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
+/// Extensions the decoder reads (DICOM included).
+pub use triscope::imaging::IMAGE_EXTENSIONS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GalleryEntry {
@@ -115,9 +115,7 @@ pub fn list_folder(dir: &Path) -> std::io::Result<Vec<GalleryEntry>> {
 }
 
 pub fn is_image(p: &Path) -> bool {
-    p.extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+    triscope::imaging::has_image_extension(p)
 }
 
 /// The bundled samples listed in `labels.csv` (`image,label`), in file order.

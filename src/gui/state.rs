@@ -140,6 +140,8 @@ pub enum UiAction {
     TopKChanged,
     /// Load this checkpoint as the workbench's model.
     LoadModel(PathBuf),
+    /// Re-analyse the DICOM image with this window (`None`: the file's own).
+    DicomWindow(Option<triscope::dicom::Window>),
 }
 
 #[cfg(test)]

@@ -332,6 +332,81 @@ fn training_panel_trains_a_tiny_run_live_and_loads_its_checkpoint() {
 }
 
 #[test]
+fn dicom_window_sliders_reanalyse_and_the_export_holds_no_patient_identity() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom");
+    let file = fixtures.join("patient_identity.dcm");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::OpenImage(file.clone()));
+    wait_until(&mut h, "the DICOM analysis", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.path == file && x.dicom.is_some())
+    });
+    // The sliders show the applied (min-max) window; no window before, so none is asked.
+    h.get_by_label_contains("DICOM MONOCHROME2, 8 of 8 bits");
+    h.get_by_label("Window:");
+    h.get_by_label("Min-max");
+    let before = h.state().explain.analysis.clone().expect("analysis");
+    let info = before.dicom.clone().expect("dicom info");
+    assert_eq!(
+        info.window_source,
+        Some(triscope::dicom::WindowSource::MinMax)
+    );
+    assert_eq!(h.state().explain.window, info.window);
+    // A narrow window re-runs the analysis through the worker with that window.
+    let narrow = triscope::dicom::Window {
+        center: 100.0,
+        width: 40.0,
+    };
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::DicomWindow(Some(narrow)));
+    wait_until(&mut h, "the re-windowed analysis", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .and_then(|x| x.dicom.as_ref())
+            .is_some_and(|d| d.window == Some(narrow))
+    });
+    let after = h.state().explain.analysis.clone().expect("analysis");
+    assert_eq!(
+        after.dicom.as_ref().and_then(|d| d.window_source),
+        Some(triscope::dicom::WindowSource::User)
+    );
+    assert_ne!(
+        after.display.rgb, before.display.rgb,
+        "the window changes the pixels"
+    );
+    assert_eq!(h.state().explain.window, Some(narrow));
+    // Export: no identifying attribute in any file.
+    let dir = std::env::temp_dir().join(format!("triscope-dicom-export-{}", std::process::id()));
+    let data = h.state().export_data().expect("something to export");
+    let files = export_view(&dir, &data).expect("export");
+    let summary = std::fs::read_to_string(dir.join("summary.json")).expect("summary");
+    assert!(
+        summary.contains("MONOCHROME2"),
+        "the DICOM info is exported"
+    );
+    let identity: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("fake_identity.json")).expect("identity"),
+    )
+    .expect("json");
+    for f in &files {
+        let text = String::from_utf8_lossy(&std::fs::read(f).expect("read")).to_string();
+        for v in identity.as_object().expect("object").values() {
+            let secret = v.as_str().expect("string");
+            assert!(!text.contains(secret), "{} holds {secret}", f.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bundled_chest_xray_model_loads_from_the_menu_and_explains_a_grey_image() {
     if !wgpu_available() {
         return;

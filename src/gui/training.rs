@@ -68,7 +68,11 @@ impl TrainForm {
         self.attack_steps = c.robustness.attack.steps;
         self.base_width = c.architecture.base_width;
         self.resolution = c.input.resolution;
-        self.data_root = c.data.root.display().to_string();
+        // The config holds it absolute; the field shows it from the working directory, as
+        // the override built from the field is read.
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let root = c.data.root.strip_prefix(&cwd).unwrap_or(&c.data.root);
+        self.data_root = root.display().to_string();
         self.train_limit = c.data.train_limit;
         self.val_limit = c.data.val_limit;
     }

@@ -147,6 +147,8 @@ impl ModelConfig {
 
     /// Check every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
+        /// Most classes a model may declare (the head is allocated from it before loading).
+        const MAX_CLASSES: usize = 100_000;
         let bad = |m: String| Err(TriscopeError::BadConfig(m));
         if self.architecture != "resnet50" {
             return bad(format!(
@@ -154,8 +156,11 @@ impl ModelConfig {
                 self.architecture
             ));
         }
-        if self.num_classes == 0 {
-            return bad("num_classes must be at least 1".into());
+        if self.num_classes == 0 || self.num_classes > MAX_CLASSES {
+            return bad(format!(
+                "num_classes must be in 1..={MAX_CLASSES}, got {}",
+                self.num_classes
+            ));
         }
         if self.in_channels != 1 && self.in_channels != 3 {
             return bad(format!(

@@ -41,6 +41,7 @@ pub struct ArchitectureSection {
     /// Start from `weights` (a Triscope checkpoint or a torchvision safetensors state dict).
     pub pretrained: bool,
     /// The file of pretrained weights (required with `pretrained: true`; nothing is downloaded).
+    /// Relative to the config file's folder.
     pub weights: Option<PathBuf>,
 }
 
@@ -257,10 +258,11 @@ impl Default for AttackSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// A name recorded in checkpoints (ham10000, pneumoniamnist, ...).
+    /// A name recorded in checkpoints (ham10000, pneumoniamnist, ...) and used in the default
+    /// run folder name: letters, digits, `_`, `-` and `.` only (no path).
     pub dataset: String,
-    /// Dataset folder or MedMNIST `.npz`; relative paths are taken from the working directory,
-    /// then from the config file's folder.
+    /// Dataset folder or MedMNIST `.npz`, relative to the config file's folder (a `--set
+    /// data.root=` override: relative to the working directory).
     pub root: PathBuf,
     pub train_split: String,
     pub val_split: String,
@@ -298,12 +300,26 @@ impl TrainConfig {
         if value.is_null() {
             value = serde_norway::Value::Mapping(Default::default());
         }
+        // Paths written in the file are relative to the file; paths given on the command line
+        // (or typed in the app) are relative to the working directory. Both become absolute,
+        // so the run folder's config.yaml means the same from anywhere.
+        let config_dir = origin.parent().unwrap_or(Path::new(""));
+        resolve_paths(&mut value, config_dir).map_err(|e| config_error(origin, e))?;
         for o in overrides {
-            apply_override(&mut value, o).map_err(|e| config_error(origin, e))?;
+            let mut single = serde_norway::Value::Mapping(Default::default());
+            apply_override(&mut single, o).map_err(|e| config_error(origin, e))?;
+            resolve_paths(&mut single, Path::new("")).map_err(|e| config_error(origin, e))?;
+            apply_override(&mut value, &reassemble(o, &single))
+                .map_err(|e| config_error(origin, e))?;
         }
-        let mut config: TrainConfig =
-            serde_norway::from_value(value).map_err(|e| config_error(origin, e))?;
-        config.resolve_root(origin.parent());
+        let config: TrainConfig = serde_norway::from_value(value).map_err(|e| {
+            // A tree carries no positions: parse the text alone again for the key path and
+            // line of the fault (when the fault is in the file rather than in an override).
+            let located = serde_norway::from_str::<TrainConfig>(text)
+                .err()
+                .map(|e| e.to_string());
+            config_error(origin, located.unwrap_or_else(|| e.to_string()))
+        })?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -323,25 +339,17 @@ impl TrainConfig {
             .map_err(|e| TriscopeError::Compute(format!("writing the config as YAML: {e}")))
     }
 
-    /// A relative root that does not exist from the working directory is tried from the
-    /// config file's folder.
-    fn resolve_root(&mut self, config_dir: Option<&Path>) {
-        let root = &self.data.root;
-        if root.is_absolute() || root.exists() {
-            return;
-        }
-        if let Some(dir) = config_dir {
-            let alt = dir.join(root);
-            if alt.exists() {
-                self.data.root = alt;
-            }
-        }
-    }
-
     /// Check every value; errors name the file and the key.
     pub fn validate(&self, origin: &Path) -> Result<()> {
         let bad = |m: String| Err(config_error(origin, m));
         let t = &self.training;
+        if !is_plain_name(&self.data.dataset) {
+            return bad(format!(
+                "data.dataset '{}' must be a plain name (letters, digits, '_', '-', '.'; at most \
+                 64 characters; no path): it names the default run folder",
+                self.data.dataset
+            ));
+        }
         if self.architecture.name != "resnet50" {
             return bad(format!(
                 "architecture.name '{}' is not supported (only resnet50)",
@@ -496,6 +504,70 @@ impl TrainConfig {
     }
 }
 
+/// Keys whose values are file paths.
+const PATH_KEYS: [(&str, &str); 2] = [("data", "root"), ("architecture", "weights")];
+
+/// Make the path values of a config tree absolute, relative ones taken from `base` (then from
+/// the working directory when `base` is relative).
+fn resolve_paths(tree: &mut serde_norway::Value, base: &Path) -> std::result::Result<(), String> {
+    for (section, key) in PATH_KEYS {
+        let Some(v) = tree
+            .get_mut(section)
+            .and_then(|s| s.as_mapping_mut())
+            .and_then(|m| m.get_mut(key))
+        else {
+            continue;
+        };
+        let Some(text) = v.as_str() else {
+            continue; // null, or a wrong type that deserialisation reports with its key
+        };
+        if text.is_empty() {
+            return Err(format!("{section}.{key} is empty"));
+        }
+        let joined = base.join(text);
+        let absolute = std::path::absolute(&joined)
+            .map_err(|e| format!("{section}.{key} {}: {e}", joined.display()))?;
+        *v = serde_norway::Value::String(absolute.to_string_lossy().into_owned());
+    }
+    Ok(())
+}
+
+/// `a.b=value` with the value taken from `tree` (after its paths were resolved).
+fn reassemble(assignment: &str, tree: &serde_norway::Value) -> String {
+    let Some((path, _)) = assignment.split_once('=') else {
+        return assignment.to_string();
+    };
+    let mut node = Some(tree);
+    for k in path.trim().split('.') {
+        node = node.and_then(|n| n.get(k));
+    }
+    match node.and_then(|n| n.as_str()) {
+        Some(s)
+            if PATH_KEYS
+                .iter()
+                .any(|(a, b)| path.trim() == format!("{a}.{b}")) =>
+        {
+            // Quoted so that YAML reads it back as the same string.
+            format!(
+                "{}={}",
+                path.trim(),
+                serde_json::Value::String(s.to_string())
+            )
+        }
+        _ => assignment.to_string(),
+    }
+}
+
+/// Letters, digits, `_`, `-`, `.`; not `.` or `..`; 1 to 64 characters.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// Apply `a.b.c=value` to a YAML tree; `value` is parsed as YAML (`3`, `0.1`, `true`, `[1, 2]`).
 pub fn apply_override(
     root: &mut serde_norway::Value,
@@ -633,6 +705,34 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
             e.contains("/no/such/dataset") && e.contains("c.yaml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn paths_in_the_file_are_relative_to_it_and_overrides_to_the_working_directory() {
+        let dir = std::env::temp_dir().join(format!("triscope-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data_here")).unwrap();
+        std::fs::write(dir.join("w.safetensors"), b"x").unwrap();
+        let file = dir.join("run.yaml");
+        std::fs::write(
+            &file,
+            "architecture: {weights: w.safetensors}\ndata: {root: data_here}\n",
+        )
+        .unwrap();
+        // The working directory (the package root) has no data_here: only the file's folder.
+        let c = TrainConfig::load(&file, &[]).unwrap();
+        assert_eq!(c.data.root, dir.join("data_here"));
+        assert!(c.data.root.is_absolute());
+        assert_eq!(c.architecture.weights, Some(dir.join("w.safetensors")));
+        // An override is read from the working directory.
+        let c = TrainConfig::load(&file, &["data.root=src".to_string()]).unwrap();
+        assert_eq!(c.data.root, std::env::current_dir().unwrap().join("src"));
+        // A name that would move the default run folder is refused, naming the file.
+        for name in ["../../x", "/tmp/x", "a/b", ".."] {
+            let o = format!("data.dataset={name}");
+            let e = TrainConfig::load(&file, &[o]).unwrap_err().to_string();
+            assert!(e.contains("data.dataset") && e.contains("run.yaml"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

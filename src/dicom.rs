@@ -1,0 +1,1103 @@
+//! DICOM input: a Part 10 file to a display image, with the file's modality LUT (rescale
+//! slope and intercept) and VOI window (or a caller's window, or min-max), MONOCHROME1
+//! inverted. Parsing is dicom-rs (`dicom-object`, `dicom-pixeldata`: native pixel data and
+//! RLE Lossless); the pixel pipeline is here so that every value is checked.
+//!
+//! Hardening: the whole file is read (at most [`MAX_DICOM_FILE_BYTES`]) and its element
+//! structure walked before dicom-rs sees it, so that no declared length larger than the bytes
+//! that follow it reaches the parser (which reserves and zero-fills a declared length before
+//! reading: a 300-byte file could otherwise make it allocate 4 GiB), and sequences nest at
+//! most [`MAX_SEQUENCE_DEPTH`] deep. Rows, columns, samples and bits are capped before any
+//! pixel buffer is made.
+//!
+//! Privacy: nothing here reads patient, physician, institution or study identifiers; the
+//! returned [`DicomInfo`] holds only the image geometry and the grey-level transforms, so no
+//! such tag can reach a report, a log line or a JSON file.
+
+use std::path::Path;
+
+use dicom_core::Tag;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::header::HasLength as _;
+use dicom_dictionary_std::{StandardDataDictionary, tags};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::{PixelDecoder, PlanarConfiguration};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use image::{DynamicImage, ImageBuffer, Luma, Rgb};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TriscopeError};
+use crate::imaging::{MAX_DECODE_BYTES, MAX_IMAGE_SIDE};
+
+/// Largest DICOM file read (it is held in memory while it is parsed).
+pub const MAX_DICOM_FILE_BYTES: u64 = 1 << 30;
+/// Deepest nesting of sequences accepted.
+pub const MAX_SEQUENCE_DEPTH: usize = 16;
+/// File extensions taken as DICOM even without looking at the content.
+pub const DICOM_EXTENSIONS: [&str; 2] = ["dcm", "dicom"];
+
+/// A VOI window in modality units (after the rescale).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub center: f64,
+    pub width: f64,
+}
+
+/// The VOI LUT function (0028,1056).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VoiFunction {
+    #[default]
+    Linear,
+    LinearExact,
+    Sigmoid,
+}
+
+/// Where the applied window came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowSource {
+    /// Window Center / Window Width of the file (the first pair).
+    File,
+    /// The range of the image's values (the file has no usable window).
+    MinMax,
+    /// Given by the caller (the app's sliders).
+    User,
+}
+
+/// What a DICOM file held, without any identifying attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DicomInfo {
+    /// e.g. "Explicit VR Little Endian (1.2.840.10008.1.2.1)".
+    pub transfer_syntax: String,
+    /// MONOCHROME1, MONOCHROME2 or RGB.
+    pub photometric: String,
+    pub rows: u32,
+    pub columns: u32,
+    /// Frames in the file; the first one is read.
+    pub frames: u32,
+    pub bits_allocated: u16,
+    pub bits_stored: u16,
+    pub signed: bool,
+    pub rescale_slope: f64,
+    pub rescale_intercept: f64,
+    /// Smallest and largest value of the frame in modality units.
+    pub value_min: f64,
+    pub value_max: f64,
+    /// The file's first window, if it has a usable one.
+    pub file_window: Option<Window>,
+    pub voi_function: VoiFunction,
+    /// The window applied (grey images only).
+    pub window: Option<Window>,
+    pub window_source: Option<WindowSource>,
+}
+
+impl DicomInfo {
+    /// The window that shows the whole value range, as a LINEAR window.
+    pub fn min_max_window(&self) -> Window {
+        min_max_window(self.value_min, self.value_max)
+    }
+
+    /// The window the file asks for, or the min-max window.
+    pub fn default_window(&self) -> Window {
+        self.file_window.unwrap_or_else(|| self.min_max_window())
+    }
+
+    pub fn is_grey(&self) -> bool {
+        self.photometric.starts_with("MONOCHROME")
+    }
+}
+
+/// A decoded DICOM frame: 16-bit grey (windowed) or RGB, and what the file said.
+#[derive(Debug, Clone)]
+pub struct DicomImage {
+    pub image: DynamicImage,
+    pub info: DicomInfo,
+}
+
+/// True when `head` (the first 132 bytes or more) carries the DICOM Part 10 marker.
+pub fn has_dicom_magic(head: &[u8]) -> bool {
+    head.get(128..132) == Some(b"DICM") || head.starts_with(b"DICM")
+}
+
+/// True when the extension says DICOM.
+pub fn has_dicom_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| DICOM_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Read and decode the first frame of a DICOM file. `window` overrides the file's window
+/// (grey images); it must have a positive width.
+pub fn decode_dicom(path: &Path, window: Option<Window>) -> Result<DicomImage> {
+    let bad = |reason: String| TriscopeError::BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io = |source| TriscopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.len() > MAX_DICOM_FILE_BYTES {
+        return Err(bad(format!(
+            "the DICOM file is {} MiB, over the {} MiB limit",
+            meta.len() >> 20,
+            MAX_DICOM_FILE_BYTES >> 20
+        )));
+    }
+    let mut bytes = Vec::new();
+    {
+        use std::io::Read;
+        // Read at most one byte past the limit, in case the file grew after the check.
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(MAX_DICOM_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+    }
+    if bytes.len() as u64 > MAX_DICOM_FILE_BYTES {
+        return Err(bad(format!(
+            "the DICOM file is over the {} MiB limit",
+            MAX_DICOM_FILE_BYTES >> 20
+        )));
+    }
+    decode_dicom_bytes(&bytes, window).map_err(bad)
+}
+
+/// [`decode_dicom`] on bytes in memory (the fuzz target's entry); errors say what is wrong
+/// without the file name.
+pub fn decode_dicom_bytes(
+    bytes: &[u8],
+    window: Option<Window>,
+) -> std::result::Result<DicomImage, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if let Some(w) = window
+        && !(w.width > 0.0 && w.width.is_finite() && w.center.is_finite())
+    {
+        return Err(format!(
+            "window centre {} / width {} is not usable (the width must be positive)",
+            w.center, w.width
+        ));
+    }
+    let layout = scan(bytes)?;
+    let ts = TransferSyntaxRegistry
+        .get(&layout.transfer_syntax)
+        .ok_or_else(|| {
+            format!(
+                "unknown transfer syntax UID {} (not in the DICOM standard)",
+                layout.transfer_syntax
+            )
+        })?;
+    let ts_name = format!("{} ({})", ts.name(), ts.uid());
+    if !ts.can_decode_dataset() {
+        return Err(format!(
+            "transfer syntax {ts_name} is not supported (its data set cannot be read)"
+        ));
+    }
+    if !ts.can_decode_all() {
+        return Err(format!(
+            "compressed transfer syntax {ts_name} cannot be decoded: Triscope reads uncompressed \
+             DICOM and RLE Lossless; convert the file first (e.g. `gdcmconv --raw IN OUT` or \
+             `dcmdjpeg IN OUT`)"
+        ));
+    }
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .from_reader(&bytes[layout.meta_start..])
+        .map_err(|e| format!("not a readable DICOM file: {}", error_chain(&e)))?;
+    let header = PixelHeader::read(&obj)?;
+    let frame_bytes = header.frame_bytes();
+    match element(&obj, tags::PIXEL_DATA).map(|e| e.value()) {
+        None => return Err("it has no pixel data (7FE0,0010)".into()),
+        Some(dicom_core::DicomValue::Primitive(p)) => {
+            let n = p.to_bytes().len();
+            if n < frame_bytes {
+                return Err(format!(
+                    "the pixel data holds {n} bytes, fewer than the {frame_bytes} of one {}x{} \
+                     frame",
+                    header.columns, header.rows
+                ));
+            }
+        }
+        Some(dicom_core::DicomValue::PixelSequence(seq)) => {
+            // dicom-rs's RLE decoder indexes by the segment table and by the rows x columns
+            // it expects from each segment without checking them (it panics on a corrupt
+            // fragment): check the first frame's fragment first.
+            if layout.transfer_syntax == RLE_LOSSLESS {
+                let fragment = seq
+                    .fragments()
+                    .first()
+                    .ok_or("the RLE pixel data holds no fragment")?;
+                let bytes_per_sample = usize::from(header.bits_allocated) / 8;
+                check_rle_fragment(
+                    fragment,
+                    header.samples as usize * bytes_per_sample,
+                    header.rows as usize * header.columns as usize,
+                )?;
+            }
+        }
+        Some(_) => return Err("the pixel data (7FE0,0010) is a sequence".into()),
+    }
+    let decoded = obj
+        .decode_pixel_data_frame(0)
+        .map_err(|e| format!("cannot decode the pixel data: {}", error_chain(&e)))?;
+    let mut info = DicomInfo {
+        transfer_syntax: ts_name,
+        photometric: header.photometric.clone(),
+        rows: header.rows,
+        columns: header.columns,
+        frames: header.frames,
+        bits_allocated: header.bits_allocated,
+        bits_stored: header.bits_stored,
+        signed: header.signed,
+        rescale_slope: header.slope,
+        rescale_intercept: header.intercept,
+        value_min: 0.0,
+        value_max: 0.0,
+        file_window: None,
+        voi_function: header.voi_function,
+        window: None,
+        window_source: None,
+    };
+    let data = decoded.data();
+    let frame = data.get(..frame_bytes).ok_or_else(|| {
+        format!(
+            "the pixel data holds {} bytes, fewer than the {frame_bytes} of one {}x{} frame",
+            data.len(),
+            header.columns,
+            header.rows
+        )
+    })?;
+    // Values are read from the frame's bytes where they are used: no per-pixel copies beyond
+    // the output image.
+    let samples = frame_bytes / (usize::from(header.bits_allocated) / 8);
+    let stored = |i: usize| header.stored(frame, i);
+    let (w, h) = (header.columns, header.rows);
+    if header.samples == 3 {
+        // RGB: no modality or VOI transform applies; scale the stored range to [0, 1].
+        let planar = decoded.planar_configuration() == PlanarConfiguration::PixelFirst;
+        let max = ((1u64 << header.bits_stored) - 1) as f64;
+        let n = (w * h) as usize;
+        let at = |i: usize, c: usize| {
+            let idx = if planar { c * n + i } else { i * 3 + c };
+            (stored(idx) as f64 / max).clamp(0.0, 1.0)
+        };
+        let (lo, hi) = (0..samples)
+            .map(stored)
+            .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        info.value_min = lo as f64;
+        info.value_max = hi as f64;
+        let img = ImageBuffer::from_fn(w, h, |x, y| {
+            let i = (y * w + x) as usize;
+            Rgb([0, 1, 2].map(|c| (at(i, c) * 65535.0).round() as u16))
+        });
+        return Ok(DicomImage {
+            image: DynamicImage::ImageRgb16(img),
+            info,
+        });
+    }
+    let modality = |i: usize| stored(i) as f64 * header.slope + header.intercept;
+    let (lo, hi) = (0..samples)
+        .map(modality)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Err("the rescaled pixel values are not finite".into());
+    }
+    info.value_min = lo;
+    info.value_max = hi;
+    info.file_window = header
+        .window
+        .filter(|w| window_is_valid(*w, header.voi_function));
+    let (applied, source) = match (window, info.file_window) {
+        (Some(w), _) => (w, WindowSource::User),
+        (None, Some(w)) => (w, WindowSource::File),
+        (None, None) => (min_max_window(lo, hi), WindowSource::MinMax),
+    };
+    // The min-max window is a LINEAR one by construction.
+    let function = if source == WindowSource::MinMax {
+        VoiFunction::Linear
+    } else {
+        header.voi_function
+    };
+    info.window = Some(applied);
+    info.window_source = Some(source);
+    let invert = header.photometric == "MONOCHROME1";
+    let img = ImageBuffer::from_fn(w, h, |x, y| {
+        let v = apply_window(modality((y * w + x) as usize), applied, function);
+        let v = if invert { 1.0 - v } else { v };
+        Luma([(v.clamp(0.0, 1.0) * 65535.0).round() as u16])
+    });
+    Ok(DicomImage {
+        image: DynamicImage::ImageLuma16(img),
+        info,
+    })
+}
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Check an RLE Lossless fragment (PS3.5 Annex G): a 64-byte header with the expected number
+/// of segments, offsets in order inside the fragment, and every segment's PackBits stream
+/// decoding to at least `plane_len` bytes (read the way dicom-rs reads it).
+fn check_rle_fragment(
+    fragment: &[u8],
+    segments: usize,
+    plane_len: usize,
+) -> std::result::Result<(), String> {
+    let bad = |what: String| Err(format!("corrupt RLE pixel data: {what}"));
+    if fragment.len() < 64 {
+        return bad(format!(
+            "a fragment of {} bytes has no 64-byte header",
+            fragment.len()
+        ));
+    }
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            fragment[4 * i],
+            fragment[4 * i + 1],
+            fragment[4 * i + 2],
+            fragment[4 * i + 3],
+        ]) as usize
+    };
+    let n = word(0);
+    if n != segments || !(1..=15).contains(&n) {
+        return bad(format!(
+            "{n} segments where the header fields ask for {segments}"
+        ));
+    }
+    let mut offsets: Vec<usize> = (1..=n).map(word).collect();
+    offsets.push(fragment.len());
+    if offsets[0] != 64 || offsets.windows(2).any(|w| w[0] > w[1]) {
+        return bad(format!(
+            "segment offsets {:?} are out of order or outside the fragment",
+            &offsets[..n]
+        ));
+    }
+    for (i, range) in offsets.windows(2).enumerate() {
+        let segment = &fragment[range[0]..range[1]];
+        let (mut at, mut out) = (0usize, 0usize);
+        while at < segment.len() {
+            let h = segment[at] as i8;
+            at += 1;
+            match h {
+                -127..=-1 => {
+                    if at >= segment.len() {
+                        return bad(format!("segment {i} ends inside a run"));
+                    }
+                    at += 1;
+                    out += (1 - isize::from(h)) as usize;
+                }
+                0..=127 => {
+                    let n = h as usize + 1;
+                    out += n.min(segment.len() - at);
+                    at += n;
+                }
+                _ => {} // -128: no operation
+            }
+        }
+        if out < plane_len {
+            return bad(format!(
+                "segment {i} decodes to {out} bytes, fewer than the {plane_len} of a plane"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// DICOM PS3.3 C.11.2.1.2 (LINEAR), C.11.2.1.3.2 (LINEAR_EXACT) and C.11.2.1.3.1 (SIGMOID),
+/// with the output range [0, 1].
+pub fn apply_window(x: f64, window: Window, function: VoiFunction) -> f64 {
+    let Window { center, width } = window;
+    match function {
+        VoiFunction::Linear | VoiFunction::LinearExact => {
+            let (c, w) = if function == VoiFunction::Linear {
+                (center - 0.5, (width - 1.0).max(0.0))
+            } else {
+                (center, width)
+            };
+            if x <= c - w / 2.0 {
+                0.0
+            } else if x > c + w / 2.0 {
+                1.0
+            } else {
+                (x - c) / w + 0.5
+            }
+        }
+        VoiFunction::Sigmoid => 1.0 / (1.0 + (-4.0 * (x - center) / width).exp()),
+    }
+}
+
+fn min_max_window(lo: f64, hi: f64) -> Window {
+    Window {
+        center: (lo + hi) / 2.0 + 0.5,
+        width: hi - lo + 1.0,
+    }
+}
+
+fn window_is_valid(w: Window, function: VoiFunction) -> bool {
+    let min_width = if function == VoiFunction::Linear {
+        1.0
+    } else {
+        f64::MIN_POSITIVE
+    };
+    w.center.is_finite() && w.width.is_finite() && w.width >= min_width
+}
+
+/// The attributes that describe the pixel data, all checked.
+struct PixelHeader {
+    rows: u32,
+    columns: u32,
+    samples: u32,
+    frames: u32,
+    bits_allocated: u16,
+    bits_stored: u16,
+    high_bit: u16,
+    signed: bool,
+    photometric: String,
+    slope: f64,
+    intercept: f64,
+    window: Option<Window>,
+    voi_function: VoiFunction,
+}
+
+impl PixelHeader {
+    fn read(obj: &DefaultDicomObject) -> std::result::Result<Self, String> {
+        let rows = required_int(obj, tags::ROWS, "Rows")?;
+        let columns = required_int(obj, tags::COLUMNS, "Columns")?;
+        let samples = int_attr(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?.unwrap_or(1);
+        let bits_allocated = required_int(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
+        let bits_stored = int_attr(obj, tags::BITS_STORED, "BitsStored")?.unwrap_or(bits_allocated);
+        let high_bit = int_attr(obj, tags::HIGH_BIT, "HighBit")?.unwrap_or(bits_stored - 1);
+        let pixel_rep =
+            int_attr(obj, tags::PIXEL_REPRESENTATION, "PixelRepresentation")?.unwrap_or(0);
+        let planar = int_attr(obj, tags::PLANAR_CONFIGURATION, "PlanarConfiguration")?.unwrap_or(0);
+        let frames = int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames")?.unwrap_or(1);
+        let photometric = str_attr(obj, tags::PHOTOMETRIC_INTERPRETATION)
+            .ok_or("it has no PhotometricInterpretation (0028,0004)")?;
+
+        if rows <= 0 || columns <= 0 {
+            return Err(format!("it declares an empty image ({columns}x{rows})"));
+        }
+        if rows > i64::from(MAX_IMAGE_SIDE) || columns > i64::from(MAX_IMAGE_SIDE) {
+            return Err(format!(
+                "it is {columns}x{rows} pixels, larger than the {MAX_IMAGE_SIDE}-pixel limit per side"
+            ));
+        }
+        if !(bits_allocated == 8 || bits_allocated == 16) {
+            return Err(format!(
+                "BitsAllocated {bits_allocated} is not supported (8 or 16)"
+            ));
+        }
+        if bits_stored < 1 || bits_stored > bits_allocated {
+            return Err(format!(
+                "BitsStored {bits_stored} does not fit BitsAllocated {bits_allocated}"
+            ));
+        }
+        if high_bit < bits_stored - 1 || high_bit >= bits_allocated {
+            return Err(format!(
+                "HighBit {high_bit} does not fit BitsStored {bits_stored} and BitsAllocated \
+                 {bits_allocated}"
+            ));
+        }
+        if !(pixel_rep == 0 || pixel_rep == 1) {
+            return Err(format!("PixelRepresentation {pixel_rep} is not 0 or 1"));
+        }
+        if frames < 1 {
+            return Err(format!("NumberOfFrames {frames} is not positive"));
+        }
+        match (samples, photometric.as_str()) {
+            (1, "MONOCHROME1" | "MONOCHROME2") => {}
+            (3, "RGB") => {}
+            (1 | 3, other) => {
+                return Err(format!(
+                    "photometric interpretation {other} with {samples} sample(s) per pixel is \
+                     not supported (MONOCHROME1, MONOCHROME2 or RGB)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "SamplesPerPixel {samples} is not supported (1 or 3)"
+                ));
+            }
+        }
+        if !(planar == 0 || planar == 1) {
+            return Err(format!("PlanarConfiguration {planar} is not 0 or 1"));
+        }
+        let frame_bytes =
+            rows as u64 * columns as u64 * samples as u64 * (bits_allocated as u64 / 8);
+        if frame_bytes > MAX_DECODE_BYTES / 8 {
+            return Err(format!(
+                "one frame of {columns}x{rows}x{samples} at {bits_allocated} bits needs {} MiB, \
+                 over the {} MiB limit",
+                frame_bytes >> 20,
+                MAX_DECODE_BYTES >> 23
+            ));
+        }
+        let slope = float_attr(obj, tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0);
+        let intercept =
+            float_attr(obj, tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0);
+        if !(slope.is_finite() && intercept.is_finite()) || slope == 0.0 {
+            return Err(format!(
+                "rescale slope {slope} / intercept {intercept} is not usable"
+            ));
+        }
+        let voi_function = match str_attr(obj, tags::VOILUT_FUNCTION).as_deref() {
+            None | Some("") | Some("LINEAR") => VoiFunction::Linear,
+            Some("LINEAR_EXACT") => VoiFunction::LinearExact,
+            Some("SIGMOID") => VoiFunction::Sigmoid,
+            Some(other) => return Err(format!("VOI LUT function {other} is not supported")),
+        };
+        // A window attribute that does not parse is ignored (min-max is used instead).
+        let center = float_attr(obj, tags::WINDOW_CENTER, "WindowCenter")
+            .ok()
+            .flatten();
+        let width = float_attr(obj, tags::WINDOW_WIDTH, "WindowWidth")
+            .ok()
+            .flatten();
+        let window = center
+            .zip(width)
+            .map(|(center, width)| Window { center, width });
+        let as_u16 = |v: i64| v as u16; // all checked above to be in 0..=16
+        Ok(Self {
+            rows: rows as u32,
+            columns: columns as u32,
+            samples: samples as u32,
+            frames: u32::try_from(frames).unwrap_or(u32::MAX),
+            bits_allocated: as_u16(bits_allocated),
+            bits_stored: as_u16(bits_stored),
+            high_bit: as_u16(high_bit),
+            signed: pixel_rep == 1,
+            photometric,
+            slope,
+            intercept,
+            window,
+            voi_function,
+        })
+    }
+
+    fn frame_bytes(&self) -> usize {
+        self.rows as usize
+            * self.columns as usize
+            * self.samples as usize
+            * (self.bits_allocated as usize / 8)
+    }
+
+    /// Stored value `i` of `frame` (checked to hold every sample): the BitsStored bits below
+    /// HighBit, sign-extended when signed.
+    fn stored(&self, frame: &[u8], i: usize) -> i64 {
+        let raw = if self.bits_allocated == 8 {
+            u32::from(frame[i])
+        } else {
+            u32::from(u16::from_le_bytes([frame[2 * i], frame[2 * i + 1]]))
+        };
+        let shift = u32::from(self.high_bit + 1 - self.bits_stored);
+        let v = (raw >> shift) & ((1u32 << self.bits_stored) - 1);
+        if self.signed && v & (1u32 << (self.bits_stored - 1)) != 0 {
+            i64::from(v) - (1i64 << self.bits_stored)
+        } else {
+            i64::from(v)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+fn element(obj: &DefaultDicomObject, tag: Tag) -> Option<&dicom_object::mem::InMemElement> {
+    obj.element_opt(tag).ok().flatten()
+}
+
+fn int_attr(
+    obj: &DefaultDicomObject,
+    tag: Tag,
+    name: &str,
+) -> std::result::Result<Option<i64>, String> {
+    match element(obj, tag) {
+        None => Ok(None),
+        Some(e) if e.is_empty() => Ok(None),
+        Some(e) => e
+            .to_int::<i64>()
+            .map(Some)
+            .map_err(|err| format!("{name} {tag} is not an integer ({err})")),
+    }
+}
+
+fn required_int(
+    obj: &DefaultDicomObject,
+    tag: Tag,
+    name: &str,
+) -> std::result::Result<i64, String> {
+    int_attr(obj, tag, name)?.ok_or_else(|| format!("it has no {name} {tag}"))
+}
+
+fn float_attr(
+    obj: &DefaultDicomObject,
+    tag: Tag,
+    name: &str,
+) -> std::result::Result<Option<f64>, String> {
+    match element(obj, tag) {
+        None => Ok(None),
+        Some(e) if e.is_empty() => Ok(None),
+        Some(e) => e
+            .to_multi_float64()
+            .map_err(|err| format!("{name} {tag} is not a number ({err})"))
+            .map(|v| v.first().copied()),
+    }
+}
+
+fn str_attr(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    element(obj, tag).and_then(|e| e.to_str().ok()).map(|s| {
+        s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Structural pre-scan.
+
+/// Where the file meta group starts and which transfer syntax the data set uses.
+struct Layout {
+    /// Offset of the "DICM" marker (what `from_reader` expects first).
+    meta_start: usize,
+    transfer_syntax: String,
+}
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: (u16, u16) = (0xFFFE, 0xE000);
+const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
+const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
+
+#[derive(Clone, Copy)]
+struct Encoding {
+    explicit: bool,
+    big_endian: bool,
+}
+
+impl Encoding {
+    fn u16(self, b: &[u8], at: usize) -> std::result::Result<u16, String> {
+        let s = b
+            .get(at..at + 2)
+            .ok_or_else(|| format!("the file is truncated at byte {at}"))?;
+        Ok(if self.big_endian {
+            u16::from_be_bytes([s[0], s[1]])
+        } else {
+            u16::from_le_bytes([s[0], s[1]])
+        })
+    }
+
+    fn u32(self, b: &[u8], at: usize) -> std::result::Result<u32, String> {
+        let s = b
+            .get(at..at + 4)
+            .ok_or_else(|| format!("the file is truncated at byte {at}"))?;
+        let a = [s[0], s[1], s[2], s[3]];
+        Ok(if self.big_endian {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        })
+    }
+}
+
+const LE_EXPLICIT: Encoding = Encoding {
+    explicit: true,
+    big_endian: false,
+};
+
+/// One element header.
+struct Header {
+    tag: (u16, u16),
+    /// Explicit VR, or the dictionary's for implicit VR.
+    is_sequence: bool,
+    /// An explicit UN of undefined length: its items are implicit VR little endian.
+    implicit_inside: bool,
+    /// Size of one value of a binary VR (1 for text and bytes): dicom-rs reads
+    /// `len / unit` values, so a length that is not a multiple would shift everything after.
+    unit: usize,
+    len: u32,
+    /// Offset of the value.
+    value: usize,
+}
+
+fn read_header(b: &[u8], at: usize, enc: Encoding) -> std::result::Result<Header, String> {
+    let tag = (enc.u16(b, at)?, enc.u16(b, at + 2)?);
+    // Item and delimitation tags have no VR in any encoding.
+    if tag.0 == 0xFFFE {
+        return Ok(Header {
+            tag,
+            is_sequence: false,
+            implicit_inside: false,
+            unit: 1,
+            len: enc.u32(b, at + 4)?,
+            value: at + 8,
+        });
+    }
+    if enc.explicit {
+        let vr = b
+            .get(at + 4..at + 6)
+            .ok_or_else(|| format!("the file is truncated at byte {}", at + 4))?;
+        // The VRs with a 2-byte length (PS3.5 7.1.2); dicom-rs reads any other one, unknown
+        // ones as UN, with a 4-byte length, and so must this check.
+        let short = matches!(
+            vr,
+            b"AE"
+                | b"AS"
+                | b"AT"
+                | b"CS"
+                | b"DA"
+                | b"DS"
+                | b"DT"
+                | b"FL"
+                | b"FD"
+                | b"IS"
+                | b"LO"
+                | b"LT"
+                | b"PN"
+                | b"SH"
+                | b"SL"
+                | b"SS"
+                | b"ST"
+                | b"TM"
+                | b"UI"
+                | b"UL"
+                | b"US"
+        );
+        let long = !short;
+        let (len, value) = if long {
+            (enc.u32(b, at + 8)?, at + 12)
+        } else {
+            (u32::from(enc.u16(b, at + 6)?), at + 8)
+        };
+        // UN (or an unknown VR) with an undefined length holds an implicit-VR sequence.
+        let implicit_inside = vr != b"SQ" && len == UNDEFINED;
+        Ok(Header {
+            tag,
+            is_sequence: vr == b"SQ" || implicit_inside,
+            implicit_inside,
+            unit: vr_unit(vr),
+            len,
+            value,
+        })
+    } else {
+        let len = enc.u32(b, at + 4)?;
+        let entry = StandardDataDictionary.by_tag(Tag(tag.0, tag.1));
+        let (is_sq, unit) = match entry.map(|e| e.vr()) {
+            Some(VirtualVr::Exact(vr)) => (vr == dicom_core::VR::SQ, vr_unit(&vr.to_bytes())),
+            Some(VirtualVr::Xs | VirtualVr::Ox | VirtualVr::Px) => (false, 2),
+            _ => (false, 1),
+        };
+        Ok(Header {
+            tag,
+            is_sequence: len == UNDEFINED || is_sq,
+            implicit_inside: false,
+            unit,
+            len,
+            value: at + 8,
+        })
+    }
+}
+
+/// Bytes per value of a binary VR; 1 for the others.
+fn vr_unit(vr: &[u8]) -> usize {
+    match vr {
+        b"US" | b"SS" | b"OW" => 2,
+        b"UL" | b"SL" | b"FL" | b"AT" | b"OL" | b"OF" => 4,
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+        _ => 1,
+    }
+}
+
+fn scan(b: &[u8]) -> std::result::Result<Layout, String> {
+    let meta_start = if b.get(128..132) == Some(b"DICM") {
+        128
+    } else if b.starts_with(b"DICM") {
+        0
+    } else {
+        return Err("not a DICOM Part 10 file (no DICM marker at byte 128)".into());
+    };
+    // dicom-rs reads the file meta group by its group length (0002,0000), which must come
+    // first; the elements must fill exactly that many bytes, or the parser and this check
+    // would disagree on where the data set starts.
+    let group = read_header(b, meta_start + 4, LE_EXPLICIT)?;
+    if group.tag != (0x0002, 0x0000) || group.len != 4 {
+        return Err("its file meta group does not start with its group length (0002,0000)".into());
+    }
+    let group_end = value_end(b, &group, b.len())?;
+    let meta_end = group_end
+        .checked_add(LE_EXPLICIT.u32(b, group.value)? as usize)
+        .filter(|&e| e <= b.len())
+        .ok_or("the file meta group length (0002,0000) points past the end of the file")?;
+    let mut at = group_end;
+    let mut transfer_syntax = None;
+    while at < meta_end {
+        let h = read_header(b, at, LE_EXPLICIT)?;
+        if h.tag.0 != 0x0002 {
+            return Err(format!(
+                "element ({:04X},{:04X}) inside the file meta group",
+                h.tag.0, h.tag.1
+            ));
+        }
+        let end = value_end(b, &h, meta_end)?;
+        if h.tag == (0x0002, 0x0010) {
+            let uid = String::from_utf8_lossy(&b[h.value..end]);
+            transfer_syntax = Some(uid.trim_end_matches(['\0', ' ']).to_string());
+        }
+        at = end;
+    }
+    let transfer_syntax =
+        transfer_syntax.ok_or("its file meta group has no transfer syntax (0002,0010)")?;
+    let enc = match transfer_syntax.as_str() {
+        "1.2.840.10008.1.2" => Encoding {
+            explicit: false,
+            big_endian: false,
+        },
+        "1.2.840.10008.1.2.2" => Encoding {
+            explicit: true,
+            big_endian: true,
+        },
+        // Deflated data sets are refused later (no inflater is built in); nothing to walk.
+        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => {
+            return Ok(Layout {
+                meta_start,
+                transfer_syntax,
+            });
+        }
+        _ => LE_EXPLICIT,
+    };
+    walk_items(b, at, b.len(), enc, 0, false)?;
+    Ok(Layout {
+        meta_start,
+        transfer_syntax,
+    })
+}
+
+/// The end of a defined-length value, which must lie inside its container.
+fn value_end(b: &[u8], h: &Header, container_end: usize) -> std::result::Result<usize, String> {
+    if h.len == UNDEFINED {
+        return Err(format!(
+            "element ({:04X},{:04X}) has an undefined length where one is required",
+            h.tag.0, h.tag.1
+        ));
+    }
+    if !(h.len as usize).is_multiple_of(h.unit) {
+        return Err(format!(
+            "element ({:04X},{:04X}) has a length of {} bytes, not a multiple of its {}-byte \
+             values",
+            h.tag.0, h.tag.1, h.len, h.unit
+        ));
+    }
+    let end = h.value.saturating_add(h.len as usize);
+    if end > container_end.min(b.len()) {
+        return Err(format!(
+            "element ({:04X},{:04X}) declares {} bytes but only {} follow (truncated or corrupt \
+             file)",
+            h.tag.0,
+            h.tag.1,
+            h.len,
+            container_end.min(b.len()).saturating_sub(h.value)
+        ));
+    }
+    Ok(end)
+}
+
+/// Walk the elements of a data set from `at` to `end` (or to an item delimiter when
+/// `undefined_item`); returns the offset after the last byte consumed.
+fn walk_items(
+    b: &[u8],
+    mut at: usize,
+    end: usize,
+    enc: Encoding,
+    depth: usize,
+    undefined_item: bool,
+) -> std::result::Result<usize, String> {
+    if depth > MAX_SEQUENCE_DEPTH {
+        return Err(format!(
+            "sequences are nested deeper than {MAX_SEQUENCE_DEPTH} levels"
+        ));
+    }
+    while at < end {
+        // Trailing padding shorter than a header is tolerated at the top level.
+        if depth == 0 && end - at < 8 {
+            return Ok(end);
+        }
+        let h = read_header(b, at, enc)?;
+        // dicom-rs reads any (FFFE,xxxx) tag as an 8-byte item or delimiter header and goes
+        // on with what follows as elements: only an item's end is valid here, anything else
+        // is refused rather than read differently from the parser.
+        if h.tag.0 == 0xFFFE {
+            if h.tag == ITEM_END && undefined_item {
+                return Ok(h.value);
+            }
+            return Err(format!(
+                "an item or delimiter tag ({:04X},{:04X}) at byte {at} where a data element \
+                 belongs",
+                h.tag.0, h.tag.1
+            ));
+        }
+        at = if h.len == UNDEFINED {
+            if h.tag == PIXEL_DATA {
+                walk_fragments(b, h.value, end, enc)?
+            } else if h.is_sequence {
+                let inner = if h.implicit_inside {
+                    Encoding {
+                        explicit: false,
+                        big_endian: false,
+                    }
+                } else {
+                    enc
+                };
+                walk_sequence(b, h.value, end, inner, depth + 1, None)?
+            } else {
+                return Err(format!(
+                    "element ({:04X},{:04X}) has an undefined length but is not a sequence",
+                    h.tag.0, h.tag.1
+                ));
+            }
+        } else {
+            let value_end = value_end(b, &h, end)?;
+            if h.is_sequence {
+                walk_sequence(b, h.value, value_end, enc, depth + 1, Some(value_end))?;
+            }
+            value_end
+        };
+    }
+    if undefined_item {
+        return Err("an item of undefined length is not closed (truncated file)".into());
+    }
+    Ok(at)
+}
+
+/// Items of a sequence, up to `defined_end` or a sequence delimiter.
+fn walk_sequence(
+    b: &[u8],
+    mut at: usize,
+    end: usize,
+    enc: Encoding,
+    depth: usize,
+    defined_end: Option<usize>,
+) -> std::result::Result<usize, String> {
+    loop {
+        if let Some(e) = defined_end
+            && at >= e
+        {
+            return Ok(e);
+        }
+        if at >= end {
+            return Err("a sequence of undefined length is not closed (truncated file)".into());
+        }
+        let h = read_header(b, at, enc)?;
+        match h.tag {
+            SEQUENCE_END if defined_end.is_none() => return Ok(h.value),
+            ITEM if h.len == UNDEFINED => {
+                at = walk_items(b, h.value, end, enc, depth, true)?;
+            }
+            ITEM => {
+                let item_end = value_end(b, &h, end)?;
+                walk_items(b, h.value, item_end, enc, depth, false)?;
+                at = item_end;
+            }
+            (g, e) => {
+                return Err(format!(
+                    "a sequence holds ({g:04X},{e:04X}) at byte {at} where an item belongs"
+                ));
+            }
+        }
+    }
+}
+
+/// Encapsulated pixel data: items of defined length up to a sequence delimiter.
+fn walk_fragments(
+    b: &[u8],
+    mut at: usize,
+    end: usize,
+    enc: Encoding,
+) -> std::result::Result<usize, String> {
+    loop {
+        if at >= end {
+            return Err("the encapsulated pixel data is not closed (truncated file)".into());
+        }
+        let h = read_header(b, at, enc)?;
+        match h.tag {
+            SEQUENCE_END => return Ok(h.value),
+            ITEM => at = value_end(b, &h, end)?,
+            (g, e) => {
+                return Err(format!(
+                    "the encapsulated pixel data holds ({g:04X},{e:04X}) at byte {at} where a \
+                     fragment belongs"
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_window_matches_the_standard() {
+        let w = Window {
+            center: 2048.0,
+            width: 4096.0,
+        };
+        assert_eq!(apply_window(0.0, w, VoiFunction::Linear), 0.0);
+        assert_eq!(apply_window(4096.0, w, VoiFunction::Linear), 1.0);
+        let mid = apply_window(2047.5, w, VoiFunction::Linear);
+        assert!((mid - 0.5).abs() < 1e-12, "{mid}");
+        let exact = apply_window(2048.0, w, VoiFunction::LinearExact);
+        assert!((exact - 0.5).abs() < 1e-12);
+        let s = apply_window(2048.0, w, VoiFunction::Sigmoid);
+        assert!((s - 0.5).abs() < 1e-12);
+        // Width 1 (LINEAR) is a threshold at centre - 0.5.
+        let t = Window {
+            center: 10.0,
+            width: 1.0,
+        };
+        assert_eq!(apply_window(9.5, t, VoiFunction::Linear), 0.0);
+        assert_eq!(apply_window(9.6, t, VoiFunction::Linear), 1.0);
+    }
+
+    #[test]
+    fn min_max_window_spans_the_values() {
+        let w = min_max_window(-100.0, 300.0);
+        assert_eq!(apply_window(-100.0, w, VoiFunction::Linear), 0.0);
+        assert_eq!(apply_window(300.0, w, VoiFunction::Linear), 1.0);
+        assert!((apply_window(100.0, w, VoiFunction::Linear) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn lying_lengths_are_refused_before_parsing() {
+        // Preamble, DICM, a meta group with the transfer syntax, then pixel data declaring
+        // 4 GiB in a file of a few hundred bytes.
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        let ts = b"1.2.840.10008.1.2.1\0";
+        b.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        b.extend_from_slice(&(8 + ts.len() as u32).to_le_bytes());
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        b.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        b.extend_from_slice(ts);
+        b.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+        b.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        b.extend_from_slice(&[0u8; 64]);
+        let err = decode_dicom_bytes(&b, None).unwrap_err();
+        assert!(err.contains("declares 4294967280 bytes"), "{err}");
+    }
+}

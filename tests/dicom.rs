@@ -1,0 +1,306 @@
+//! DICOM input: pixel values against pydicom (tools/make_dicom_fixtures.py), windows,
+//! MONOCHROME1, rescale, RLE, multi-frame, RGB, a compressed syntax without a codec, and no
+//! patient identifier in any output or log.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use image::DynamicImage;
+use triscope::dicom::{VoiFunction, Window, WindowSource, decode_dicom};
+use triscope::imaging::{DecodeOptions, ResizeMode, decode_with, load_image, load_image_with};
+
+fn dicom(name: &str) -> PathBuf {
+    fixture("dicom").join(name)
+}
+
+/// pydicom's display values as uint16 codes, and their shape.
+fn expected(name: &str) -> (Vec<usize>, Vec<i64>) {
+    let path = dicom(&format!("{name}.expected.npy"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let a = triscope::npy::decode(&bytes).unwrap();
+    let v = a.to_i64().unwrap();
+    (a.shape, v)
+}
+
+/// The decoded image as planar uint16 codes.
+fn codes(img: &DynamicImage) -> Vec<i64> {
+    match img {
+        DynamicImage::ImageLuma16(g) => g.pixels().map(|p| i64::from(p.0[0])).collect(),
+        DynamicImage::ImageRgb16(rgb) => (0..3)
+            .flat_map(|c| rgb.pixels().map(move |p| i64::from(p.0[c])))
+            .collect(),
+        other => panic!("unexpected colour type {:?}", other.color()),
+    }
+}
+
+/// Largest difference in codes (1 code = 1/65535).
+fn check_against(name: &str, img: &DynamicImage, tolerance: i64) {
+    let (shape, want) = expected(name);
+    let got = codes(img);
+    let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    assert_eq!(
+        (img.width() as usize, img.height() as usize),
+        (w, h),
+        "{name}"
+    );
+    assert_eq!(got.len(), want.len(), "{name}");
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .max()
+        .unwrap();
+    assert!(
+        worst <= tolerance,
+        "{name}: largest difference from pydicom {worst} codes of 65535"
+    );
+    // The picture is not flat (a wrong transform often saturates everything).
+    let distinct: std::collections::HashSet<_> = got.iter().collect();
+    assert!(
+        distinct.len() > 20,
+        "{name}: only {} grey levels",
+        distinct.len()
+    );
+}
+
+#[test]
+fn pixel_values_match_pydicom_with_the_files_windows() {
+    // (file, window source, photometric, bits stored)
+    let cases = [
+        ("mono2_8bit", Some(WindowSource::MinMax), "MONOCHROME2", 8),
+        (
+            "mono2_12bit_window",
+            Some(WindowSource::File),
+            "MONOCHROME2",
+            12,
+        ),
+        ("mono1_12bit", Some(WindowSource::File), "MONOCHROME1", 12),
+        (
+            "mono2_16bit_rescale",
+            Some(WindowSource::File),
+            "MONOCHROME2",
+            16,
+        ),
+        (
+            "mono2_16bit_sigmoid",
+            Some(WindowSource::File),
+            "MONOCHROME2",
+            16,
+        ),
+        (
+            "mono2_multiframe",
+            Some(WindowSource::MinMax),
+            "MONOCHROME2",
+            8,
+        ),
+        ("mono2_rle", Some(WindowSource::File), "MONOCHROME2", 12),
+        ("rgb_8bit", None, "RGB", 8),
+        (
+            "patient_identity",
+            Some(WindowSource::MinMax),
+            "MONOCHROME2",
+            8,
+        ),
+    ];
+    for (name, source, photometric, bits) in cases {
+        let d = decode_dicom(&dicom(&format!("{name}.dcm")), None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_against(name, &d.image, 2);
+        assert_eq!(d.info.window_source, source, "{name}");
+        assert_eq!(d.info.photometric, photometric, "{name}");
+        assert_eq!(d.info.bits_stored, bits, "{name}");
+    }
+}
+
+#[test]
+fn header_fields_are_read() {
+    let d = decode_dicom(&dicom("mono2_16bit_rescale.dcm"), None).unwrap();
+    let i = &d.info;
+    assert!(i.signed);
+    assert_eq!((i.rescale_slope, i.rescale_intercept), (0.5, -1024.0));
+    assert_eq!(
+        i.file_window,
+        Some(Window {
+            center: -300.0,
+            width: 1500.0
+        })
+    );
+    // Stored -4000..6200 at slope 0.5, intercept -1024.
+    assert!(i.value_min >= -3024.0 && i.value_max <= 2076.0, "{i:?}");
+    assert!(i.transfer_syntax.contains("1.2.840.10008.1.2.1"), "{i:?}");
+
+    let d = decode_dicom(&dicom("mono2_12bit_window.dcm"), None).unwrap();
+    assert!(
+        d.info
+            .transfer_syntax
+            .starts_with("Implicit VR Little Endian")
+    );
+    assert_eq!((d.info.bits_allocated, d.info.bits_stored), (16, 12));
+    let d = decode_dicom(&dicom("mono2_16bit_sigmoid.dcm"), None).unwrap();
+    assert_eq!(d.info.voi_function, VoiFunction::Sigmoid);
+    let d = decode_dicom(&dicom("mono2_multiframe.dcm"), None).unwrap();
+    assert_eq!(d.info.frames, 2);
+    let d = decode_dicom(&dicom("mono2_rle.dcm"), None).unwrap();
+    assert!(d.info.transfer_syntax.contains("RLE"), "{:?}", d.info);
+}
+
+#[test]
+fn a_callers_window_replaces_the_files() {
+    let path = dicom("mono2_12bit_window.dcm");
+    let w = Window {
+        center: 1200.0,
+        width: 800.0,
+    };
+    let d = decode_dicom(&path, Some(w)).unwrap();
+    assert_eq!(d.info.window, Some(w));
+    assert_eq!(d.info.window_source, Some(WindowSource::User));
+    check_against("mono2_12bit_window_custom", &d.image, 2);
+    // Through the model pipeline: another window, other pixels.
+    let options = DecodeOptions {
+        dicom_window: Some(w),
+    };
+    let a = load_image_with(&path, 1, 64, ResizeMode::Stretch, &options).unwrap();
+    let b = load_image(&path, 1, 64, ResizeMode::Stretch).unwrap();
+    assert_ne!(a.pixels.data, b.pixels.data);
+    assert_eq!(a.dicom.unwrap().window, Some(w));
+    // A zero or negative width is refused, naming the file.
+    for width in [0.0, -5.0, f64::NAN] {
+        let bad = Window { center: 1.0, width };
+        let err = decode_dicom(&path, Some(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("mono2_12bit_window.dcm") && err.contains("width"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn monochrome1_is_inverted() {
+    // MONOCHROME1 stores 4095 - v with the mirrored window: the same picture as MONOCHROME2.
+    let a = decode_dicom(&dicom("mono1_12bit.dcm"), None).unwrap();
+    let b = decode_dicom(&dicom("mono2_12bit_window.dcm"), None).unwrap();
+    assert_eq!(codes(&a.image), codes(&b.image));
+}
+
+#[test]
+fn dicom_goes_through_every_loader() {
+    for name in ["mono2_12bit_window.dcm", "rgb_8bit.dcm", "mono2_rle.dcm"] {
+        let p = dicom(name);
+        for channels in [1, 3] {
+            let img = load_image(&p, channels, 96, ResizeMode::ShorterSideCrop)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(img.pixels.data.len(), channels * 96 * 96);
+            assert!(img.dicom.is_some());
+        }
+    }
+    // Detected by content too: a DICOM file without the extension.
+    let dir = TempDir::new("dicom-noext");
+    let p = dir.path().join("scan.bin");
+    std::fs::copy(dicom("mono2_8bit.dcm"), &p).unwrap();
+    let d = decode_with(&p, &DecodeOptions::default()).unwrap();
+    assert!(d.dicom.is_some());
+}
+
+#[test]
+fn compressed_syntax_without_a_codec_is_named() {
+    let p = dicom("jpeg_baseline.dcm");
+    let err = load_image(&p, 1, 64, ResizeMode::Stretch)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("jpeg_baseline.dcm"), "{err}");
+    assert!(err.contains("JPEG Baseline"), "{err}");
+    assert!(err.contains("1.2.840.10008.1.2.4.50"), "{err}");
+}
+
+fn fake_identity() -> Vec<String> {
+    let text = std::fs::read_to_string(dicom("fake_identity.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for value in v.as_object().unwrap().values() {
+        let s = value.as_str().unwrap();
+        out.push(s.to_string());
+        // Person names: each component on its own too (Fakename^Jane^Q).
+        out.extend(s.split('^').filter(|p| p.len() > 3).map(str::to_string));
+    }
+    out
+}
+
+/// Every file under `dir`, as lossy text.
+fn all_text(dir: &std::path::Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_text(&p));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            out.push((p, String::from_utf8_lossy(&bytes).to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn patient_identity_never_reaches_outputs_or_logs() {
+    let secrets = fake_identity();
+    let file = dicom("patient_identity.dcm");
+    // The identity is really in the file (else this test proves nothing).
+    let raw = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).to_string();
+    for s in &secrets {
+        assert!(raw.contains(s.as_str()), "fixture lacks {s}");
+    }
+    let dir = TempDir::new("dicom-privacy");
+    let f = file.display().to_string();
+    let out = |sub: &str| dir.path().join(sub).display().to_string();
+    let runs: Vec<Vec<String>> = vec![
+        vec!["predict".into(), f.clone(), "--json".into()],
+        vec!["predict".into(), f.clone()],
+        vec!["explain".into(), f.clone(), "--out".into(), out("explain")],
+        vec![
+            "explain".into(),
+            fixture("dicom").display().to_string(),
+            "--out".into(),
+            out("explain_folder"),
+        ],
+        vec![
+            "attack".into(),
+            f.clone(),
+            "--method".into(),
+            "fgsm".into(),
+            "--out".into(),
+            out("attack"),
+        ],
+    ];
+    for args in runs {
+        let o = Command::new(env!("CARGO_BIN_EXE_triscope"))
+            .args(&args)
+            .args(["--device", "cpu"])
+            .env("TRISCOPE_LOG", "trace")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        // The folder holds a JPEG-compressed file: that row fails (exit 1), the rest succeed.
+        let folder = args[1].ends_with("dicom");
+        assert!(
+            o.status.success() || (folder && o.status.code() == Some(1)),
+            "{args:?}: {stderr}"
+        );
+        for s in &secrets {
+            assert!(!stdout.contains(s.as_str()), "{args:?} printed {s}");
+            assert!(!stderr.contains(s.as_str()), "{args:?} logged {s}");
+        }
+    }
+    let files = all_text(dir.path());
+    assert!(files.len() >= 10, "{} output files", files.len());
+    assert!(files.iter().any(|(p, _)| p.ends_with("prediction.json")));
+    assert!(files.iter().any(|(p, _)| p.ends_with("attack.json")));
+    for (p, text) in files {
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "{} holds {s}", p.display());
+        }
+    }
+}

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Small DICOM test files and the pixel values Triscope must read from them (tests/dicom.rs).
+
+    pip install pydicom numpy pillow
+    python3 tools/make_dicom_fixtures.py        # writes tests/fixtures/dicom/
+
+Made from the bundled samples (assets/samples: one NIH ChestX-ray14 image, one HAM10000
+image), downscaled to 96 px so the files stay small. For every file that Triscope must read,
+`<name>.expected.npy` holds the display values in [0, 1] after pydicom's own modality LUT
+(rescale slope/intercept) and VOI windowing (`apply_modality_lut`, `apply_windowing`, the
+file's first window, or a min-max window when the file has none), MONOCHROME1 inverted,
+as uint16 codes round(v * 65535), [H, W] for grey and [3, H, W] for RGB.
+
+Files:
+  mono2_8bit.dcm            MONOCHROME2, 8 bit, explicit VR little endian, no window (min-max)
+  mono2_12bit_window.dcm    MONOCHROME2, 12 of 16 bits, implicit VR little endian, window
+                            centre/width in the file; also `..._custom.expected.npy` for the
+                            window centre 1200 / width 800 given by the caller
+  mono1_12bit.dcm           MONOCHROME1 (inverted grey), 12 bits, window in the file
+  mono2_16bit_rescale.dcm   MONOCHROME2, signed 16 bit, rescale slope 0.5 / intercept -1024
+                            (CT-like units), window in rescaled units
+  mono2_16bit_sigmoid.dcm   MONOCHROME2, unsigned 16 bit, VOI LUT function SIGMOID
+  mono2_multiframe.dcm      two frames of 8 bit (Triscope reads the first)
+  mono2_rle.dcm             RLE Lossless (a compressed syntax Triscope decodes)
+  rgb_8bit.dcm              RGB, 8 bit, interleaved
+  jpeg_baseline.dcm         JPEG Baseline (Process 1), encapsulated: Triscope has no JPEG
+                            codec for DICOM and must say which syntax it cannot decode
+  patient_identity.dcm      MONOCHROME2, 8 bit, with a fake patient name, id, birth date,
+                            address, institution and physician, which must never reach any
+                            output file or log
+"""
+
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels.processing import apply_modality_lut, apply_windowing
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "fixtures", "dicom")
+SIDE = 96
+CXR = os.path.join(ROOT, "assets", "samples", "nih-cxr14", "00000032_037.png")
+DERM = os.path.join(ROOT, "assets", "samples", "ham10000", "ISIC_0024410.jpg")
+
+# Identity of a person who does not exist; the privacy test looks for these strings.
+FAKE_IDENTITY = {
+    "PatientName": "Fakename^Jane^Q",
+    "PatientID": "FAKE-ID-7730521",
+    "PatientBirthDate": "19370412",
+    "PatientAddress": "12 Nowhere Lane, Faketown",
+    "OtherPatientIDs": "FAKE-OTHER-88123",
+    "InstitutionName": "Fictional General Hospital",
+    "ReferringPhysicianName": "Doctor^Imaginary",
+    "AccessionNumber": "FAKEACC991",
+}
+
+
+def grey(path, side):
+    img = Image.open(path).convert("L").resize((side, side), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def rgb(path, side):
+    img = Image.open(path).convert("RGB").resize((side, side), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def base(rows, cols, syntax, samples=1, photometric="MONOCHROME2"):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[f"triscope-{rows}-{photometric}"])
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["triscope-fixtures"])
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.SamplesPerPixel = samples
+    ds.PhotometricInterpretation = photometric
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    return ds
+
+
+def set_pixels(ds, arr, bits_allocated, bits_stored, signed=False):
+    ds.BitsAllocated = bits_allocated
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    dtype = {8: np.uint8, 16: np.int16 if signed else np.uint16}[bits_allocated]
+    ds.PixelData = np.ascontiguousarray(arr.astype(dtype)).tobytes()
+
+
+def save(ds, name):
+    path = os.path.join(OUT, name)
+    syntax = ds.file_meta.TransferSyntaxUID
+    ds.save_as(path, enforce_file_format=True, little_endian=True, implicit_vr=syntax == ImplicitVRLittleEndian)
+    return path
+
+
+def display_values(path, window=None, frame=0):
+    """What a viewer shows: modality LUT, the window (the file's, the given one or min-max),
+    MONOCHROME1 inverted, in [0, 1], as pydicom computes it."""
+    ds = pydicom.dcmread(path)
+    arr = ds.pixel_array
+    if int(getattr(ds, "NumberOfFrames", 1)) > 1:
+        arr = arr[frame]
+    if ds.SamplesPerPixel == 3:
+        return np.moveaxis(arr.astype(np.float64) / (2**ds.BitsStored - 1), -1, 0)
+    values = apply_modality_lut(arr, ds).astype(np.float64)
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+        if "VOILUTFunction" in ds:
+            del ds.VOILUTFunction
+    elif "WindowCenter" not in ds:
+        lo, hi = float(values.min()), float(values.max())
+        ds.WindowCenter, ds.WindowWidth = (lo + hi) / 2 + 0.5, hi - lo + 1
+    # Windowing's output range follows BitsStored, pixel representation and the rescale.
+    signed = ds.PixelRepresentation == 1
+    y_min = -(2 ** (ds.BitsStored - 1)) if signed else 0
+    y_max = 2 ** (ds.BitsStored - 1) - 1 if signed else 2**ds.BitsStored - 1
+    if "RescaleSlope" in ds:
+        y_min = y_min * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        y_max = y_max * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    out = (apply_windowing(values, ds) - y_min) / (y_max - y_min)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        out = 1.0 - out
+    return np.clip(out, 0.0, 1.0)
+
+
+def write_expected(name, values):
+    codes = np.round(values * 65535.0).astype(np.uint16)
+    np.save(os.path.join(OUT, name), codes)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    g8 = grey(CXR, SIDE)
+    g12 = g8.astype(np.uint16) * 16 + 7  # 7..4087 of 4095
+    expected = {}
+
+    ds = base(SIDE, SIDE, ExplicitVRLittleEndian)
+    set_pixels(ds, g8, 8, 8)
+    expected["mono2_8bit"] = save(ds, "mono2_8bit.dcm")
+
+    ds = base(SIDE, SIDE, ImplicitVRLittleEndian)
+    set_pixels(ds, g12, 16, 12)
+    ds.WindowCenter, ds.WindowWidth = 2000, 3000
+    expected["mono2_12bit_window"] = save(ds, "mono2_12bit_window.dcm")
+
+    ds = base(SIDE, SIDE, ExplicitVRLittleEndian, photometric="MONOCHROME1")
+    set_pixels(ds, 4095 - g12, 16, 12)
+    ds.WindowCenter, ds.WindowWidth = 2096, 3000  # the same picture as mono2_12bit_window
+    expected["mono1_12bit"] = save(ds, "mono1_12bit.dcm")
+
+    # Signed 16 bit, rescaled to CT-like units: value = 0.5 * stored - 1024.
+    ds = base(SIDE, SIDE, ExplicitVRLittleEndian)
+    stored = g8.astype(np.int32) * 40 - 4000  # -4000..6200
+    set_pixels(ds, stored, 16, 16, signed=True)
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 0.5, -1024, "HU"
+    ds.WindowCenter, ds.WindowWidth = -300, 1500
+    expected["mono2_16bit_rescale"] = save(ds, "mono2_16bit_rescale.dcm")
+
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
+    set_pixels(ds, grey(CXR, SIDE // 2).astype(np.uint16) * 250, 16, 16)
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 30000, 20000, "SIGMOID"
+    expected["mono2_16bit_sigmoid"] = save(ds, "mono2_16bit_sigmoid.dcm")
+
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
+    small = grey(CXR, SIDE // 2)
+    ds.NumberOfFrames = 2
+    set_pixels(ds, np.stack([small, 255 - small]), 8, 8)
+    expected["mono2_multiframe"] = save(ds, "mono2_multiframe.dcm")
+
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
+    set_pixels(ds, grey(CXR, SIDE // 2).astype(np.uint16) * 16, 16, 12)
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.compress(RLELossless, encoding_plugin="pydicom")
+    expected["mono2_rle"] = save(ds, "mono2_rle.dcm")
+
+    ds = base(SIDE, SIDE, ExplicitVRLittleEndian, samples=3, photometric="RGB")
+    set_pixels(ds, rgb(DERM, SIDE), 8, 8)
+    expected["rgb_8bit"] = save(ds, "rgb_8bit.dcm")
+
+    ds = base(SIDE, SIDE, JPEGBaseline8Bit)
+    set_pixels(ds, g8, 8, 8)
+    buf = io.BytesIO()
+    Image.fromarray(g8).save(buf, format="JPEG", quality=90)
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.LossyImageCompression = "01"
+    save(ds, "jpeg_baseline.dcm")
+
+    ds = base(SIDE, SIDE, ExplicitVRLittleEndian)
+    set_pixels(ds, g8, 8, 8)
+    for key, value in FAKE_IDENTITY.items():
+        setattr(ds, key, value)
+    expected["patient_identity"] = save(ds, "patient_identity.dcm")
+
+    for name, path in expected.items():
+        write_expected(f"{name}.expected.npy", display_values(path))
+    write_expected(
+        "mono2_12bit_window_custom.expected.npy",
+        display_values(expected["mono2_12bit_window"], window=(1200, 800)),
+    )
+    with open(os.path.join(OUT, "fake_identity.json"), "w") as f:
+        json.dump(FAKE_IDENTITY, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(OUT, "make_dicom_fixtures.json"), "w") as f:
+        versions = {"pydicom": pydicom.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+        json.dump(versions, f, indent=1)
+        f.write("\n")
+    print(f"wrote {len(os.listdir(OUT))} files to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
