@@ -53,24 +53,36 @@ fn binary_opens_under_xvfb_and_shows_the_first_explanation() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     }
-    let display = format!(":{}", 90 + std::process::id() % 100);
-    let xvfb = KillOnDrop(
-        Command::new("Xvfb")
-            .args([
-                display.as_str(),
-                "-screen",
-                "0",
-                "1440x900x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start Xvfb"),
-    );
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
-    wait_for("Xvfb", Duration::from_secs(20), || socket.exists());
+    // Xvfb picks a free display itself and writes its number to stdout once it accepts
+    // connections (-displayfd): no collision with other servers or stale sockets of killed
+    // ones, and no race with its start.
+    let mut server = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1440x900x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start Xvfb");
+    let stdout = server.stdout.take().expect("Xvfb stdout");
+    let xvfb = KillOnDrop(server);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let number = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("Xvfb reported no display within 30 s");
+    let display = format!(":{}", number.trim());
+    assert!(display.len() > 1, "Xvfb wrote no display number");
 
     let ready = tmp.join("ready");
     let log = std::fs::File::create(tmp.join("app.log")).expect("log");
