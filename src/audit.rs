@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -145,13 +144,14 @@ pub struct SampleFigures {
 
 /// Audit one image. `regions` are its ground-truth regions at model resolution; the map of a
 /// region whose finding is one of the model's classes explains that class, all others the
-/// predicted class. `true_label` is for the record.
+/// predicted class. `true_label` is for the record; `true_class` (single-label, in the model's
+/// order) decides `correct`.
 pub fn audit_sample(
     classifier: &Classifier,
     id: &str,
     image: &PixelImage,
     true_label: &str,
-    correct: Option<bool>,
+    true_class: Option<usize>,
     regions: &[Region],
     options: &ExplainAuditOptions,
 ) -> Result<SampleAudit> {
@@ -237,10 +237,7 @@ pub fn audit_sample(
         config.eps_linf = eps;
         config.alpha = if name == "fgsm" { eps } else { eps / 4.0 };
         config.seed = options.seed;
-        let x = Tensor::<4>::from_data(
-            TensorData::new(image.data.clone(), [1, image.channels, h, w]),
-            &device,
-        );
+        let x = classifier.batch_tensor(&[image])?; // [1, C, H, W]
         let output = run_attack(
             classifier.model(),
             x,
@@ -288,7 +285,7 @@ pub fn audit_sample(
         true_label: true_label.to_string(),
         predicted: prediction.class_name.clone(),
         confidence: prediction.confidence,
-        correct,
+        correct: true_class.map(|c| c == class),
         explained_class: cfg.class_names[class].clone(),
         faithfulness: faith,
         random_faithfulness: random_faith,

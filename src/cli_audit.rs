@@ -199,19 +199,18 @@ pub fn audit(
     for (i, r) in &chosen {
         let image = dataset.load(*i, cfg.in_channels, res, mode)?;
         let s = &dataset.samples[*i];
-        let (true_label, correct) = describe_label(
-            &dataset,
-            &s.label,
-            labels.as_ref().map(|l| &l[*i]),
-            classifier,
-            &image,
-        )?;
+        let true_label = describe_label(&dataset, &s.label);
+        // The label in the model's class order (single-label) decides "correct".
+        let true_class = match labels.as_ref().map(|l| &l[*i]) {
+            Some(Label::Class(c)) => Some(*c),
+            _ => None,
+        };
         samples.push(audit_sample(
             classifier,
             &s.id,
             &image,
             &true_label,
-            correct,
+            true_class,
             r,
             &explain_options,
         )?);
@@ -225,7 +224,12 @@ pub fn audit(
     // 3. Sanity check: cascading randomisation.
     let mut sanity = Vec::new();
     for (k, image) in images.iter().take(args.sanity_images).enumerate() {
-        let class = classifier.predict(&[image])?.remove(0).class_index;
+        // The class the audit explained for this image (its prediction).
+        let class = cfg
+            .class_names
+            .iter()
+            .position(|c| *c == samples[k].explained_class)
+            .unwrap_or_default();
         for &m in &sanity_methods {
             eprintln!("sanity check: {m} on {}", samples[k].id);
             let opts = AttributionOptions {
@@ -347,15 +351,9 @@ pub fn audit(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ground truth as text and whether the model got it right.
-fn describe_label(
-    dataset: &Dataset,
-    label: &Label,
-    model_label: Option<&Label>,
-    classifier: &Classifier,
-    image: &PixelImage,
-) -> Result<(String, Option<bool>)> {
-    let text = match label {
+/// The ground truth as text.
+fn describe_label(dataset: &Dataset, label: &Label) -> String {
+    match label {
         Label::Class(c) => dataset.class_names[*c].clone(),
         Label::Findings(f) => {
             let names: Vec<&str> = f
@@ -370,12 +368,7 @@ fn describe_label(
                 names.join("|")
             }
         }
-    };
-    let correct = match model_label {
-        Some(Label::Class(c)) => Some(classifier.predict(&[image])?[0].class_index == *c),
-        _ => None,
-    };
-    Ok((text, correct))
+    }
 }
 
 type ConceptSets = Vec<(String, Vec<PathBuf>)>;
@@ -509,21 +502,13 @@ fn run_tcav(
     // prediction; at most 40 per class.
     let mut per_class: Vec<Vec<PixelImage>> = vec![Vec::new(); cfg.num_classes];
     for i in 0..dataset.len() {
+        let img = dataset.load(i, cfg.in_channels, cfg.resolution, classifier.resize_mode)?;
         let class = match labels.map(|l| &l[i]) {
             Some(Label::Class(c)) => *c,
-            _ => {
-                let img =
-                    dataset.load(i, cfg.in_channels, cfg.resolution, classifier.resize_mode)?;
-                classifier.predict(&[&img])?[0].class_index
-            }
+            _ => classifier.predict(&[&img])?[0].class_index,
         };
         if per_class[class].len() < 40 {
-            per_class[class].push(dataset.load(
-                i,
-                cfg.in_channels,
-                cfg.resolution,
-                classifier.resize_mode,
-            )?);
+            per_class[class].push(img);
         }
     }
     let mut results = Vec::new();

@@ -206,17 +206,7 @@ pub fn render_line_chart(chart: &LineChart, width: u32, height: u32) -> Result<R
     let py = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top);
     let grid = [225, 225, 225];
     let ink = [40, 40, 40];
-    for t in nice_ticks(y0, y1, 5) {
-        c.line((left, py(t)), (right, py(t)), 1.0, grid);
-        c.text(
-            &label(t),
-            (left - 8.0) as f32,
-            (py(t) + 5.0) as f32,
-            14.0,
-            1.0,
-            ink,
-        );
-    }
+    c.y_grid(nice_ticks(y0, y1, 5), (left, right), &py);
     let x_ticks: Vec<(f64, String)> = if chart.x_ticks.is_empty() {
         nice_ticks(x0, x1, 6)
             .into_iter()
@@ -284,6 +274,21 @@ fn canvas(width: u32, height: u32) -> Result<Canvas> {
 }
 
 impl Canvas {
+    /// Horizontal grid lines at `ticks` between `left` and `right`, labelled left of the axis.
+    fn y_grid(&mut self, ticks: Vec<f64>, (left, right): (f64, f64), py: &dyn Fn(f64) -> f64) {
+        for t in ticks {
+            self.line((left, py(t)), (right, py(t)), 1.0, [225, 225, 225]);
+            self.text(
+                &label(t),
+                (left - 8.0) as f32,
+                (py(t) + 5.0) as f32,
+                14.0,
+                1.0,
+                [40, 40, 40],
+            );
+        }
+    }
+
     fn fill_rect(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, color: [u8; 3]) {
         for y in y0.round() as i64..y1.round() as i64 {
             for x in x0.round() as i64..x1.round() as i64 {
@@ -387,21 +392,10 @@ pub fn render_bar_chart(
 ) -> Result<RgbImage> {
     let mut c = canvas(width, height)?;
     let ink = [40, 40, 40];
-    let grid = [225, 225, 225];
     let (w, h) = (width as f64, height as f64);
     let (left, right, top, bottom) = (80.0, w - 170.0, 50.0, h - 60.0);
     let py = |y: f64| bottom - (y / y_max).clamp(0.0, 1.0) * (bottom - top);
-    for t in nice_ticks(0.0, y_max, 5) {
-        c.line((left, py(t)), (right, py(t)), 1.0, grid);
-        c.text(
-            &label(t),
-            (left - 8.0) as f32,
-            (py(t) + 5.0) as f32,
-            14.0,
-            1.0,
-            ink,
-        );
-    }
+    c.y_grid(nice_ticks(0.0, y_max, 5), (left, right), &py);
     let groups = categories.len().max(1) as f64;
     let group_w = (right - left) / groups;
     let bar_w = group_w * 0.8 / series.len().max(1) as f64;
