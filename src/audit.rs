@@ -704,11 +704,11 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
         h.push_str("</table>\n");
     }
     if !report.tcav.is_empty() {
-        h.push_str("<h3>TCAV</h3>\n<table><tr><th>concept</th><th>layer</th><th>class</th><th>images</th><th>TCAV score</th><th>random</th><th>p</th><th>significant</th><th>CAV accuracy</th></tr>\n");
+        h.push_str("<h3>TCAV</h3>\n<table><tr><th>concept</th><th>layer</th><th>class</th><th>images</th><th>TCAV score</th><th>random</th><th>p</th><th>p (Holm)</th><th>significant (Holm, 0.05)</th><th>CAV accuracy</th></tr>\n");
         for t in &report.tcav {
             let acc = t.cav_accuracies.iter().sum::<f64>() / t.cav_accuracies.len().max(1) as f64;
             h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ± {}</td><td>{}</td><td>{:.3e}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ± {}</td><td>{}</td><td>{:.3e}</td><td>{:.3e}</td><td>{}</td><td>{}</td></tr>\n",
                 escape(&t.concept),
                 t.layer,
                 escape(&t.class_name),
@@ -717,6 +717,7 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
                 fmt(t.std),
                 fmt(t.random_mean),
                 t.p_value,
+                t.p_holm,
                 if t.significant { "yes" } else { "no" },
                 fmt(acc)
             ));

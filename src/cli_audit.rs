@@ -20,7 +20,9 @@ use triscope::data::{Dataset, Label};
 use triscope::eval::EvalReport;
 use triscope::explain::faithfulness::FaithfulnessOptions;
 use triscope::explain::sanity::{CASCADE, cascading_randomisation};
-use triscope::explain::tcav::{TcavResult, layer_activations, layer_gradients, tcav_test};
+use triscope::explain::tcav::{
+    TcavResult, adjust_for_multiple_tests, layer_activations, layer_gradients, tcav_test,
+};
 use triscope::explain::{
     AttributionOptions, Colormap, Method, TargetClass, attribute, overlay_rgb8,
 };
@@ -540,6 +542,7 @@ fn run_tcav(
             results.extend(tcav_test(name, layer, &acts, &randoms, &grads, 0.05, seed)?);
         }
     }
+    adjust_for_multiple_tests(&mut results, 0.05);
     Ok(results)
 }
 
@@ -891,7 +894,7 @@ fn print_summary(r: &AuditReport) {
     }
     for t in &r.tcav {
         println!(
-            "TCAV {:<13} {} {:<6} {:.2} ± {:.2} (random {:.2}), p {:.2e}{}",
+            "TCAV {:<13} {} {:<6} {:.2} ± {:.2} (random {:.2}), p {:.2e}, Holm {:.2e}{}",
             t.concept,
             t.layer,
             t.class_name,
@@ -899,6 +902,7 @@ fn print_summary(r: &AuditReport) {
             t.std,
             t.random_mean,
             t.p_value,
+            t.p_holm,
             if t.significant { " *" } else { "" }
         );
     }

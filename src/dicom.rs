@@ -1,7 +1,8 @@
 //! DICOM input: a Part 10 file to a display image, with the file's modality LUT (rescale
 //! slope and intercept) and VOI window (or a caller's window, or min-max), MONOCHROME1
-//! inverted. Parsing is dicom-rs (`dicom-object`, `dicom-pixeldata`: native pixel data and
-//! RLE Lossless); the pixel pipeline is here so that every value is checked.
+//! inverted. The data set is parsed by dicom-rs (`dicom-object`); the pixel data (native,
+//! encapsulated uncompressed, RLE Lossless) is decoded here, so that every offset, run and
+//! value is checked (dicom-pixeldata's RLE decoder panics on corrupt fragments).
 //!
 //! Hardening: the whole file is read (at most [`MAX_DICOM_FILE_BYTES`]) and its element
 //! structure walked before dicom-rs sees it, so that no declared length larger than the bytes
@@ -14,6 +15,7 @@
 //! returned [`DicomInfo`] holds only the image geometry and the grey-level transforms, so no
 //! such tag can reach a report, a log line or a JSON file.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use dicom_core::Tag;
@@ -23,7 +25,6 @@ use dicom_dictionary_std::{StandardDataDictionary, tags};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::{PixelDecoder, PlanarConfiguration};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use image::{DynamicImage, ImageBuffer, Luma, Rgb};
 use serde::{Deserialize, Serialize};
@@ -199,53 +200,91 @@ pub fn decode_dicom_bytes(
             "transfer syntax {ts_name} is not supported (its data set cannot be read)"
         ));
     }
-    if !ts.can_decode_all() {
+    let pixel_encoding = if ts.is_codec_free() {
+        PixelEncoding::Native
+    } else if ts.uid() == RLE_LOSSLESS {
+        PixelEncoding::Rle
+    } else if ts.uid() == ENCAPSULATED_UNCOMPRESSED {
+        PixelEncoding::EncapsulatedUncompressed
+    } else {
         return Err(format!(
             "compressed transfer syntax {ts_name} cannot be decoded: Triscope reads uncompressed \
              DICOM and RLE Lossless; convert the file first (e.g. `gdcmconv --raw IN OUT` or \
              `dcmdjpeg IN OUT`)"
         ));
-    }
+    };
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(&bytes[layout.meta_start..])
         .map_err(|e| format!("not a readable DICOM file: {}", error_chain(&e)))?;
+    // The structural pre-scan chose its encoding from the transfer syntax it found; the
+    // parser must have read the same one, or the checks above were about other bytes.
+    let parsed_ts = obj.meta().transfer_syntax();
+    if parsed_ts.trim_end_matches(['\0', ' ']) != layout.transfer_syntax {
+        return Err(format!(
+            "its file meta group names the transfer syntax ambiguously ({} and {parsed_ts})",
+            layout.transfer_syntax
+        ));
+    }
     let header = PixelHeader::read(&obj)?;
     let frame_bytes = header.frame_bytes();
-    match element(&obj, tags::PIXEL_DATA).map(|e| e.value()) {
-        None => return Err("it has no pixel data (7FE0,0010)".into()),
-        Some(dicom_core::DicomValue::Primitive(p)) => {
-            let n = p.to_bytes().len();
-            if n < frame_bytes {
-                return Err(format!(
-                    "the pixel data holds {n} bytes, fewer than the {frame_bytes} of one {}x{} \
-                     frame",
-                    header.columns, header.rows
-                ));
-            }
+    // The first frame's bytes, decoded here rather than by dicom-rs's codecs: its RLE decoder
+    // indexes the segment table and its output without bounds checks and panics on corrupt
+    // fragments (found by fuzzing).
+    let pixels: Cow<'_, [u8]> = match (
+        element(&obj, tags::PIXEL_DATA).map(|e| e.value()),
+        pixel_encoding,
+    ) {
+        (None, _) => return Err("it has no pixel data (7FE0,0010)".into()),
+        (Some(dicom_core::DicomValue::Primitive(p)), PixelEncoding::Native) => p.to_bytes(),
+        (Some(dicom_core::DicomValue::PixelSequence(seq)), PixelEncoding::Rle) => {
+            let fragment = seq
+                .fragments()
+                .first()
+                .ok_or("the RLE pixel data holds no fragment")?;
+            Cow::Owned(decode_rle_frame(fragment, &header)?)
         }
-        Some(dicom_core::DicomValue::PixelSequence(seq)) => {
-            // dicom-rs's RLE decoder indexes by the segment table and by the rows x columns
-            // it expects from each segment without checking them (it panics on a corrupt
-            // fragment): check the first frame's fragment first.
-            if layout.transfer_syntax == RLE_LOSSLESS {
-                let fragment = seq
-                    .fragments()
-                    .first()
-                    .ok_or("the RLE pixel data holds no fragment")?;
-                let bytes_per_sample = usize::from(header.bits_allocated) / 8;
-                check_rle_fragment(
-                    fragment,
-                    header.samples as usize * bytes_per_sample,
-                    header.rows as usize * header.columns as usize,
-                )?;
+        (
+            Some(dicom_core::DicomValue::PixelSequence(seq)),
+            PixelEncoding::EncapsulatedUncompressed,
+        ) => {
+            let mut frame = Vec::with_capacity(frame_bytes);
+            for fragment in seq.fragments() {
+                let room = frame_bytes - frame.len();
+                frame.extend_from_slice(&fragment[..fragment.len().min(room)]);
+                if frame.len() == frame_bytes {
+                    break;
+                }
             }
+            Cow::Owned(frame)
         }
-        Some(_) => return Err("the pixel data (7FE0,0010) is a sequence".into()),
-    }
-    let decoded = obj
-        .decode_pixel_data_frame(0)
-        .map_err(|e| format!("cannot decode the pixel data: {}", error_chain(&e)))?;
+        (Some(dicom_core::DicomValue::Sequence(_)), _) => {
+            return Err("the pixel data (7FE0,0010) is a sequence".into());
+        }
+        (Some(dicom_core::DicomValue::Primitive(_)), _) => {
+            return Err(format!(
+                "the pixel data is not encapsulated although the transfer syntax {ts_name} \
+                 requires it"
+            ));
+        }
+        (Some(dicom_core::DicomValue::PixelSequence(_)), _) => {
+            return Err(format!(
+                "the pixel data is encapsulated although the transfer syntax {ts_name} is \
+                 uncompressed"
+            ));
+        }
+    };
+    let frame = pixels.get(..frame_bytes).ok_or_else(|| {
+        format!(
+            "the pixel data holds {} bytes, fewer than the {frame_bytes} of one {}x{} frame",
+            pixels.len(),
+            header.columns,
+            header.rows
+        )
+    })?;
+    // RLE segments are decoded into interleaved pixels whatever the file's planar
+    // configuration says (PS3.5 G.2: the attribute does not apply to RLE's segments).
+    let planar = header.planar && pixel_encoding != PixelEncoding::Rle;
     let mut info = DicomInfo {
         transfer_syntax: ts_name,
         photometric: header.photometric.clone(),
@@ -264,15 +303,6 @@ pub fn decode_dicom_bytes(
         window: None,
         window_source: None,
     };
-    let data = decoded.data();
-    let frame = data.get(..frame_bytes).ok_or_else(|| {
-        format!(
-            "the pixel data holds {} bytes, fewer than the {frame_bytes} of one {}x{} frame",
-            data.len(),
-            header.columns,
-            header.rows
-        )
-    })?;
     // Values are read from the frame's bytes where they are used: no per-pixel copies beyond
     // the output image.
     let samples = frame_bytes / (usize::from(header.bits_allocated) / 8);
@@ -280,7 +310,6 @@ pub fn decode_dicom_bytes(
     let (w, h) = (header.columns, header.rows);
     if header.samples == 3 {
         // RGB: no modality or VOI transform applies; scale the stored range to [0, 1].
-        let planar = decoded.planar_configuration() == PlanarConfiguration::PixelFirst;
         let max = ((1u64 << header.bits_stored) - 1) as f64;
         let n = (w * h) as usize;
         let at = |i: usize, c: usize| {
@@ -341,16 +370,29 @@ pub fn decode_dicom_bytes(
 }
 
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+const ENCAPSULATED_UNCOMPRESSED: &str = "1.2.840.10008.1.2.1.98";
 
-/// Check an RLE Lossless fragment (PS3.5 Annex G): a 64-byte header with the expected number
-/// of segments, offsets in order inside the fragment, and every segment's PackBits stream
-/// decoding to at least `plane_len` bytes (read the way dicom-rs reads it).
-fn check_rle_fragment(
-    fragment: &[u8],
-    segments: usize,
-    plane_len: usize,
-) -> std::result::Result<(), String> {
+/// How the pixel data of a transfer syntax Triscope reads is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PixelEncoding {
+    /// Native (uncompressed) pixel data in one value.
+    Native,
+    /// RLE Lossless (PS3.5 Annex G), one fragment per frame.
+    Rle,
+    /// Uncompressed frames split into fragments.
+    EncapsulatedUncompressed,
+}
+
+/// Decode one RLE Lossless frame (PS3.5 Annex G) into interleaved little-endian samples,
+/// `header.frame_bytes()` long. The fragment is a 64-byte header (the number of segments and
+/// up to 15 offsets) and one PackBits segment per byte of each sample, most significant byte
+/// first; every offset and run is checked against the fragment and the frame.
+fn decode_rle_frame(fragment: &[u8], header: &PixelHeader) -> std::result::Result<Vec<u8>, String> {
     let bad = |what: String| Err(format!("corrupt RLE pixel data: {what}"));
+    let bytes_per_sample = usize::from(header.bits_allocated) / 8;
+    let samples = header.samples as usize;
+    let segments = samples * bytes_per_sample;
+    let plane_len = header.rows as usize * header.columns as usize;
     if fragment.len() < 64 {
         return bad(format!(
             "a fragment of {} bytes has no 64-byte header",
@@ -366,9 +408,9 @@ fn check_rle_fragment(
         ]) as usize
     };
     let n = word(0);
-    if n != segments || !(1..=15).contains(&n) {
+    if n != segments {
         return bad(format!(
-            "{n} segments where the header fields ask for {segments}"
+            "{n} segments where the image attributes ask for {segments}"
         ));
     }
     let mut offsets: Vec<usize> = (1..=n).map(word).collect();
@@ -379,35 +421,62 @@ fn check_rle_fragment(
             &offsets[..n]
         ));
     }
-    for (i, range) in offsets.windows(2).enumerate() {
+    let stride = segments; // bytes per pixel in the output
+    let mut frame = vec![0u8; plane_len * stride];
+    for (segment_index, range) in offsets.windows(2).enumerate() {
         let segment = &fragment[range[0]..range[1]];
-        let (mut at, mut out) = (0usize, 0usize);
-        while at < segment.len() {
+        // Segment `sample * bytes_per_sample + k` holds byte k (0 = most significant) of that
+        // sample; little-endian output puts the most significant byte last.
+        let sample = segment_index / bytes_per_sample;
+        let byte = bytes_per_sample - 1 - segment_index % bytes_per_sample;
+        let first = sample * bytes_per_sample + byte;
+        let mut out = frame.iter_mut().skip(first).step_by(stride);
+        let (mut at, mut written) = (0usize, 0usize);
+        while written < plane_len && at < segment.len() {
             let h = segment[at] as i8;
             at += 1;
             match h {
-                -127..=-1 => {
-                    if at >= segment.len() {
-                        return bad(format!("segment {i} ends inside a run"));
-                    }
-                    at += 1;
-                    out += (1 - isize::from(h)) as usize;
-                }
+                // A literal run of h + 1 bytes.
                 0..=127 => {
-                    let n = h as usize + 1;
-                    out += n.min(segment.len() - at);
-                    at += n;
+                    let len = h as usize + 1;
+                    let Some(literal) = segment.get(at..at + len) else {
+                        return bad(format!("segment {segment_index} ends inside a literal run"));
+                    };
+                    at += len;
+                    for &v in literal.iter().take(plane_len - written) {
+                        if let Some(slot) = out.next() {
+                            *slot = v;
+                        }
+                    }
+                    written = (written + len).min(plane_len);
                 }
-                _ => {} // -128: no operation
+                // A repeat run: the next byte 1 - h times.
+                -127..=-1 => {
+                    let Some(&v) = segment.get(at) else {
+                        return bad(format!("segment {segment_index} ends inside a repeat run"));
+                    };
+                    at += 1;
+                    let len = (1 - isize::from(h)) as usize;
+                    for _ in 0..len.min(plane_len - written) {
+                        if let Some(slot) = out.next() {
+                            *slot = v;
+                        }
+                    }
+                    written = (written + len).min(plane_len);
+                }
+                // -128: no operation.
+                _ => {}
             }
         }
-        if out < plane_len {
+        if written < plane_len {
             return bad(format!(
-                "segment {i} decodes to {out} bytes, fewer than the {plane_len} of a plane"
+                "segment {segment_index} decodes to {written} bytes, fewer than the {plane_len} \
+                 of a {}x{} plane",
+                header.columns, header.rows
             ));
         }
     }
-    Ok(())
+    Ok(frame)
 }
 
 /// DICOM PS3.3 C.11.2.1.2 (LINEAR), C.11.2.1.3.2 (LINEAR_EXACT) and C.11.2.1.3.1 (SIGMOID),
@@ -459,6 +528,8 @@ struct PixelHeader {
     bits_stored: u16,
     high_bit: u16,
     signed: bool,
+    /// Colour planes stored one after the other (PlanarConfiguration 1).
+    planar: bool,
     photometric: String,
     slope: f64,
     intercept: f64,
@@ -573,6 +644,7 @@ impl PixelHeader {
             bits_stored: as_u16(bits_stored),
             high_bit: as_u16(high_bit),
             signed: pixel_rep == 1,
+            planar: planar == 1,
             photometric,
             slope,
             intercept,

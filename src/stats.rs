@@ -31,6 +31,25 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Holm-Bonferroni adjusted p-values (step-down; as statsmodels' `multipletests(p,
+/// method="holm")`): a test is significant at family-wise error `alpha` when its adjusted
+/// p-value is below `alpha`. NaN p-values stay NaN and do not count in the family.
+pub fn holm_adjust(p_values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p_values.len())
+        .filter(|&i| !p_values[i].is_nan())
+        .collect();
+    order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]));
+    let m = order.len();
+    let mut adjusted = vec![f64::NAN; p_values.len()];
+    let mut running_max = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        let scaled = ((m - rank) as f64 * p_values[i]).min(1.0);
+        running_max = running_max.max(scaled);
+        adjusted[i] = running_max;
+    }
+    adjusted
+}
+
 /// Student's two-sample t-test with pooled variance, two-sided, as
 /// `scipy.stats.ttest_ind(a, b)`: `(t, p)`. NaN when a group has fewer than two values or
 /// both groups are constant and equal.
@@ -200,5 +219,23 @@ mod tests {
         let (_, p) = super::ttest_ind(&[0.5, 0.6, 0.7], &[0.5, 0.6, 0.7]);
         assert!((p - 1.0).abs() < 1e-12, "{p}");
         assert!(super::ttest_ind(&[1.0], &[0.0, 1.0]).1.is_nan());
+    }
+
+    #[test]
+    fn holm_matches_a_hand_worked_family() {
+        // m = 4, sorted p = 0.01, 0.02, 0.03, 0.5: 4*0.01 = 0.04, 3*0.02 = 0.06,
+        // max(0.06, 2*0.03) = 0.06, max(0.06, 0.5) = 0.5; back in the input order.
+        let adjusted = super::holm_adjust(&[0.03, 0.5, 0.01, f64::NAN, 0.02]);
+        let want = [0.06, 0.5, 0.04, f64::NAN, 0.06];
+        for (a, w) in adjusted.iter().zip(want) {
+            assert!(
+                a.is_nan() && w.is_nan() || (a - w).abs() < 1e-12,
+                "{adjusted:?}"
+            );
+        }
+        // Capped at 1, and a single test is left alone.
+        assert_eq!(super::holm_adjust(&[0.4, 0.6]), vec![0.8, 0.8]);
+        assert_eq!(super::holm_adjust(&[0.7]), vec![0.7]);
+        assert!(super::holm_adjust(&[]).is_empty());
     }
 }

@@ -133,6 +133,30 @@ const IMAGES: &[Case] = &[
     ),
     ("dicom/nested_sequences.dcm", &["nested deeper than"]),
     ("dicom/no_pixel_data.dcm", &["no Rows"]),
+    (
+        "dicom/rle_segment_short.dcm",
+        &["corrupt RLE", "segment 0 decodes to 10 bytes", "64"],
+    ),
+    (
+        "dicom/rle_segment_count_wrong.dcm",
+        &["corrupt RLE", "3 segments", "ask for 1"],
+    ),
+    (
+        "dicom/rle_offset_past_fragment.dcm",
+        &["corrupt RLE", "[900]", "outside the fragment"],
+    ),
+    (
+        "dicom/rle_literal_run_truncated.dcm",
+        &["corrupt RLE", "ends inside a literal run"],
+    ),
+    (
+        "dicom/rle_fragment_without_header.dcm",
+        &["corrupt RLE", "10 bytes has no 64-byte header"],
+    ),
+    (
+        "dicom/rle_pixel_data_not_encapsulated.dcm",
+        &["not encapsulated", "RLE Lossless"],
+    ),
 ];
 
 const CHECKPOINTS: &[Case] = &[

@@ -98,6 +98,20 @@ fn pixel_values_match_pydicom_with_the_files_windows() {
         ),
         ("mono2_rle", Some(WindowSource::File), "MONOCHROME2", 12),
         ("rgb_8bit", None, "RGB", 8),
+        ("rgb_8bit_planar", None, "RGB", 8),
+        ("rgb_rle", None, "RGB", 8),
+        (
+            "mono2_16bit_rle",
+            Some(WindowSource::MinMax),
+            "MONOCHROME2",
+            16,
+        ),
+        (
+            "mono2_encapsulated",
+            Some(WindowSource::MinMax),
+            "MONOCHROME2",
+            8,
+        ),
         (
             "patient_identity",
             Some(WindowSource::MinMax),

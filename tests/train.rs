@@ -702,5 +702,13 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
         weights_of(&killed.join("last.safetensors")),
         weights_of(&reference.join("last.safetensors"))
     );
+    // The killed writers' temporary files are gone after the resume.
+    let leftovers: Vec<_> = std::fs::read_dir(&killed)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -157,6 +157,24 @@ def dicom_image(rows, cols, bits_alloc=8, bits_stored=None, photometric=b"MONOCH
     return dicom_file(syntax, body)
 
 
+def rle_image(rows, cols, fragment, syntax="1.2.840.10008.1.2.5", encapsulated=True):
+    """An 8-bit MONOCHROME2 image whose pixel data is one encapsulated fragment (an empty
+    basic offset table first), or, with encapsulated=False, the same bytes as native data."""
+    if not encapsulated:
+        return dicom_image(rows, cols, pixel=fragment, syntax=syntax)
+    head = dicom_image(rows, cols, pixel=b"", syntax=syntax)
+    head = head[: -len(dicom_element(0x7FE0, 0x0010, b"OB", b""))]
+    item = lambda data: struct.pack("<HHI", 0xFFFE, 0xE000, len(data)) + data
+    return (head + struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\0\0" + struct.pack("<I", 0xFFFFFFFF)
+            + item(b"") + item(fragment) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+
+
+def rle_fragment(offsets, segments_bytes, count=None):
+    header = struct.pack("<I", len(offsets) if count is None else count)
+    header += b"".join(struct.pack("<I", o) for o in offsets)
+    return header + b"\0" * (64 - len(header)) + segments_bytes
+
+
 def nested_sequences(depth):
     """An explicit-VR sequence of undefined length nested `depth` times."""
     inner = b""
@@ -239,6 +257,15 @@ def main():
     write("dicom/deflated_syntax.dcm", dicom_file("1.2.840.10008.1.2.1.99", zlib.compress(b"\0" * 64)[2:-4]))
     write("dicom/jpeg2000_syntax.dcm", dicom_image(4, 4, pixel=b"\0" * 16, syntax="1.2.840.10008.1.2.4.90"))
     write("dicom/nested_sequences.dcm", dicom_file("1.2.840.10008.1.2.1", nested_sequences(64)))
+    # RLE Lossless (PS3.5 Annex G) on an 8x8 8-bit image: one segment of 64 bytes is due.
+    whole = bytes([0x3F]) + bytes(range(64))  # a literal run of 64 bytes: a valid segment
+    write("dicom/rle_segment_short.dcm", rle_image(8, 8, rle_fragment([64], bytes([0xF7, 9]))))
+    write("dicom/rle_segment_count_wrong.dcm", rle_image(8, 8, rle_fragment([64, 64, 64], whole)))
+    write("dicom/rle_offset_past_fragment.dcm", rle_image(8, 8, rle_fragment([900], whole)))
+    write("dicom/rle_literal_run_truncated.dcm", rle_image(8, 8, rle_fragment([64], whole[:40])))
+    write("dicom/rle_fragment_without_header.dcm", rle_image(8, 8, b"\1\0\0\0@\0\0\0\0\0"))
+    write("dicom/rle_pixel_data_not_encapsulated.dcm",
+          rle_image(8, 8, rle_fragment([64], whole), encapsulated=False))
     write("dicom/no_pixel_data.dcm", dicom_file(
         "1.2.840.10008.1.2.1", dicom_element(0x0008, 0x0060, b"CS", b"OT")))
 

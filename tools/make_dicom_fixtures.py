@@ -23,6 +23,11 @@ Files:
   mono2_multiframe.dcm      two frames of 8 bit (Triscope reads the first)
   mono2_rle.dcm             RLE Lossless (a compressed syntax Triscope decodes)
   rgb_8bit.dcm              RGB, 8 bit, interleaved
+  rgb_8bit_planar.dcm       RGB, 8 bit, colour planes one after another (PlanarConfiguration 1)
+  rgb_rle.dcm               RGB, 8 bit, RLE Lossless (three segments, one per colour)
+  mono2_16bit_rle.dcm       MONOCHROME2, 16 bit, RLE Lossless (two segments: high, low byte)
+  mono2_encapsulated.dcm    Encapsulated Uncompressed Explicit VR Little Endian, the frame
+                            split over two fragments
   jpeg_baseline.dcm         JPEG Baseline (Process 1), encapsulated: Triscope has no JPEG
                             codec for DICOM and must say which syntax it cannot decode
   patient_identity.dcm      MONOCHROME2, 8 bit, with a fake patient name, id, birth date,
@@ -33,7 +38,9 @@ Files:
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import pydicom
@@ -47,8 +54,11 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
     RLELossless,
     SecondaryCaptureImageStorage,
+    UID,
     generate_uid,
 )
+
+EncapsulatedUncompressed = UID("1.2.840.10008.1.2.1.98")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "dicom")
@@ -198,6 +208,38 @@ def main():
     ds = base(SIDE, SIDE, ExplicitVRLittleEndian, samples=3, photometric="RGB")
     set_pixels(ds, rgb(DERM, SIDE), 8, 8)
     expected["rgb_8bit"] = save(ds, "rgb_8bit.dcm")
+
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian, samples=3, photometric="RGB")
+    ds.PlanarConfiguration = 1
+    set_pixels(ds, np.moveaxis(rgb(DERM, SIDE // 2), -1, 0), 8, 8)
+    expected["rgb_8bit_planar"] = save(ds, "rgb_8bit_planar.dcm")
+
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian, samples=3, photometric="RGB")
+    set_pixels(ds, rgb(DERM, SIDE // 2), 8, 8)
+    ds.compress(RLELossless, encoding_plugin="pydicom")
+    expected["rgb_rle"] = save(ds, "rgb_rle.dcm")
+
+    # Full 16-bit range, so that both the high- and the low-byte segment carry information.
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
+    small = grey(CXR, SIDE // 2).astype(np.uint16)
+    set_pixels(ds, small * 257 + (np.arange(small.size).reshape(small.shape) % 7), 16, 16)
+    ds.compress(RLELossless, encoding_plugin="pydicom")
+    expected["mono2_16bit_rle"] = save(ds, "mono2_16bit_rle.dcm")
+
+    # pydicom cannot decode this syntax: the expected values come from a native twin.
+    inverted = 255 - grey(CXR, SIDE // 2)
+    ds = base(SIDE // 2, SIDE // 2, EncapsulatedUncompressed)
+    set_pixels(ds, inverted, 8, 8)
+    ds.PixelData = encapsulate([ds.PixelData], fragments_per_frame=2)
+    ds["PixelData"].VR = "OB"
+    save(ds, "mono2_encapsulated.dcm")
+    twin = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
+    set_pixels(twin, inverted, 8, 8)
+    twin_dir = tempfile.mkdtemp()
+    twin_path = os.path.join(twin_dir, "twin.dcm")
+    twin.save_as(twin_path, enforce_file_format=True)
+    write_expected("mono2_encapsulated.expected.npy", display_values(twin_path))
+    shutil.rmtree(twin_dir)
 
     ds = base(SIDE, SIDE, JPEGBaseline8Bit)
     set_pixels(ds, g8, 8, 8)

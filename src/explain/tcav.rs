@@ -206,9 +206,14 @@ pub struct TcavResult {
     pub random_mean: f64,
     #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub t: f64,
+    /// The t-test's two-sided p-value, for this test alone.
     #[serde(deserialize_with = "crate::stats::f64_or_nan")]
     pub p_value: f64,
-    /// `p_value < alpha`.
+    /// Holm-Bonferroni adjusted p-value over the family the result was reported in (every
+    /// concept, layer and class of one audit; see [`adjust_for_multiple_tests`]).
+    #[serde(default = "nan", deserialize_with = "crate::stats::f64_or_nan")]
+    pub p_holm: f64,
+    /// `p_holm < alpha`: significant with the family-wise error held at `alpha`.
     pub significant: bool,
     /// Held-out accuracy of each concept CAV.
     #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
@@ -264,11 +269,28 @@ pub fn tcav_test(
                 random_mean,
                 t,
                 p_value,
+                // A family of one until the caller adjusts over all its tests.
+                p_holm: p_value,
                 significant: p_value < alpha,
                 cav_accuracies: cavs.iter().map(|c| c.accuracy).collect(),
             }
         })
         .collect())
+}
+
+/// Adjust the p-values of `results` as one family (Holm-Bonferroni) and mark as significant
+/// those whose adjusted p-value is below `alpha`. An audit tests every concept against every
+/// class at every layer: at 28 tests and alpha 0.05 about one and a half would pass by chance.
+pub fn adjust_for_multiple_tests(results: &mut [TcavResult], alpha: f64) {
+    let p: Vec<f64> = results.iter().map(|r| r.p_value).collect();
+    for (r, adjusted) in results.iter_mut().zip(crate::stats::holm_adjust(&p)) {
+        r.p_holm = adjusted;
+        r.significant = adjusted < alpha;
+    }
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// Flattened activations of `layer` for each image (`[K * h * w]` each), in batches.
@@ -435,6 +457,22 @@ mod tests {
         let flat = &results[1];
         assert!((flat.mean - 0.5).abs() < 0.25, "{flat:?}");
         assert_eq!(up.scores.len(), 5);
+        // One family of 21 tests: p 0.001 stays significant (21 x 0.001 < 0.05); p 0.01,
+        // significant alone, is not once 19 null tests (p >= 0.2) stand beside it.
+        let with_p = |p: f64| {
+            let mut r = results[0].clone();
+            r.p_value = p;
+            r
+        };
+        let mut family = vec![with_p(0.001)];
+        family.extend((0..19).map(|i| with_p(0.2 + 0.04 * i as f64)));
+        family.push(with_p(0.01));
+        adjust_for_multiple_tests(&mut family, 0.05);
+        assert!(family[0].significant, "{:?}", family[0]);
+        assert!((family[0].p_holm - 0.021).abs() < 1e-12, "{:?}", family[0]);
+        assert!(!family[20].significant, "{:?}", family[20]);
+        assert!((family[20].p_holm - 0.2).abs() < 1e-12, "{:?}", family[20]);
+        assert!(family[1..20].iter().all(|r| !r.significant));
         assert!(
             tcav_test(
                 "x",

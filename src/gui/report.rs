@@ -207,14 +207,21 @@ impl ReportPanel {
                 let significant: Vec<_> = r.tcav.iter().filter(|t| t.significant).collect();
                 if !r.tcav.is_empty() {
                     ui.label(format!(
-                        "TCAV: {} of {} concept/class/layer tests significant (p < 0.05)",
+                        "TCAV: {} of {} concept/class/layer tests significant (Holm-adjusted \
+                         p < 0.05)",
                         significant.len(),
                         r.tcav.len()
                     ));
                     for t in significant {
                         ui.weak(format!(
-                            "{} at {} for {}: {:.2} vs random {:.2}, p {:.1e}",
-                            t.concept, t.layer, t.class_name, t.mean, t.random_mean, t.p_value
+                            "{} at {} for {}: {:.2} vs random {:.2}, p {:.1e} (Holm {:.1e})",
+                            t.concept,
+                            t.layer,
+                            t.class_name,
+                            t.mean,
+                            t.random_mean,
+                            t.p_value,
+                            t.p_holm
                         ));
                     }
                 }

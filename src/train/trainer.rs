@@ -431,6 +431,10 @@ impl Trainer {
                 run_dir.display()
             )));
         }
+        // A run killed while writing a checkpoint leaves its temporary file beside it.
+        for path in weights::remove_stale_temporaries(run_dir)? {
+            tracing::info!("removed {} left by an interrupted write", path.display());
+        }
         let (header, blobs) = weights::read_extras(&last)?;
         let bad = |reason: String| TriscopeError::BadCheckpoint {
             path: last.clone(),
