@@ -248,6 +248,14 @@ pub fn decode_dicom_bytes(
             Some(dicom_core::DicomValue::PixelSequence(seq)),
             PixelEncoding::EncapsulatedUncompressed,
         ) => {
+            let held: usize = seq.fragments().iter().map(|f| f.len()).sum();
+            if held < frame_bytes {
+                return Err(format!(
+                    "the pixel data holds {held} bytes, fewer than the {frame_bytes} of one \
+                     {}x{} frame",
+                    header.columns, header.rows
+                ));
+            }
             let mut frame = Vec::with_capacity(frame_bytes);
             for fragment in seq.fragments() {
                 let room = frame_bytes - frame.len();
@@ -421,62 +429,81 @@ fn decode_rle_frame(fragment: &[u8], header: &PixelHeader) -> std::result::Resul
             &offsets[..n]
         ));
     }
-    let stride = segments; // bytes per pixel in the output
-    let mut frame = vec![0u8; plane_len * stride];
-    for (segment_index, range) in offsets.windows(2).enumerate() {
-        let segment = &fragment[range[0]..range[1]];
-        // Segment `sample * bytes_per_sample + k` holds byte k (0 = most significant) of that
-        // sample; little-endian output puts the most significant byte last.
-        let sample = segment_index / bytes_per_sample;
-        let byte = bytes_per_sample - 1 - segment_index % bytes_per_sample;
-        let first = sample * bytes_per_sample + byte;
-        let mut out = frame.iter_mut().skip(first).step_by(stride);
-        let (mut at, mut written) = (0usize, 0usize);
-        while written < plane_len && at < segment.len() {
-            let h = segment[at] as i8;
-            at += 1;
-            match h {
-                // A literal run of h + 1 bytes.
-                0..=127 => {
-                    let len = h as usize + 1;
-                    let Some(literal) = segment.get(at..at + len) else {
-                        return bad(format!("segment {segment_index} ends inside a literal run"));
-                    };
-                    at += len;
-                    for &v in literal.iter().take(plane_len - written) {
-                        if let Some(slot) = out.next() {
-                            *slot = v;
-                        }
-                    }
-                    written = (written + len).min(plane_len);
-                }
-                // A repeat run: the next byte 1 - h times.
-                -127..=-1 => {
-                    let Some(&v) = segment.get(at) else {
-                        return bad(format!("segment {segment_index} ends inside a repeat run"));
-                    };
-                    at += 1;
-                    let len = (1 - isize::from(h)) as usize;
-                    for _ in 0..len.min(plane_len - written) {
-                        if let Some(slot) = out.next() {
-                            *slot = v;
-                        }
-                    }
-                    written = (written + len).min(plane_len);
-                }
-                // -128: no operation.
-                _ => {}
-            }
-        }
+    // First only check that every segment fills its plane, so that nothing is allocated for
+    // a frame the fragment cannot fill (a few bytes may declare a 256 MiB frame).
+    let segment_at = |i: usize| &fragment[offsets[i]..offsets[i + 1]];
+    for i in 0..n {
+        let written = unpack_segment(segment_at(i), plane_len, |_| {})
+            .map_err(|e| format!("corrupt RLE pixel data: segment {i} {e}"))?;
         if written < plane_len {
             return bad(format!(
-                "segment {segment_index} decodes to {written} bytes, fewer than the {plane_len} \
-                 of a {}x{} plane",
+                "segment {i} decodes to {written} bytes, fewer than the {plane_len} of a {}x{} \
+                 plane",
                 header.columns, header.rows
             ));
         }
     }
+    let stride = segments; // bytes per pixel in the output
+    let mut frame = vec![0u8; plane_len * stride];
+    for i in 0..n {
+        // Segment `sample * bytes_per_sample + k` holds byte k (0 = most significant) of that
+        // sample; little-endian output puts the most significant byte last.
+        let sample = i / bytes_per_sample;
+        let byte = bytes_per_sample - 1 - i % bytes_per_sample;
+        let mut out = frame
+            .iter_mut()
+            .skip(sample * bytes_per_sample + byte)
+            .step_by(stride);
+        unpack_segment(segment_at(i), plane_len, |run| match run {
+            Run::Literal(bytes) => out.by_ref().zip(bytes).for_each(|(o, &v)| *o = v),
+            Run::Repeat(v, count) => out.by_ref().take(count).for_each(|o| *o = v),
+        })?;
+    }
     Ok(frame)
+}
+
+/// One PackBits run of an RLE segment.
+enum Run<'a> {
+    Literal(&'a [u8]),
+    Repeat(u8, usize),
+}
+
+/// Walk one PackBits segment (PS3.5 G.3.1) until it has produced `plane_len` bytes (a longer
+/// segment's tail is ignored), handing each run to `emit`; returns the bytes produced, or
+/// what is wrong when a run does not fit the segment.
+fn unpack_segment(
+    segment: &[u8],
+    plane_len: usize,
+    mut emit: impl FnMut(Run<'_>),
+) -> std::result::Result<usize, String> {
+    let (mut at, mut written) = (0usize, 0usize);
+    while written < plane_len && at < segment.len() {
+        let h = segment[at] as i8;
+        at += 1;
+        match h {
+            // A literal run of h + 1 bytes.
+            0..=127 => {
+                let len = h as usize + 1;
+                let literal = segment
+                    .get(at..at + len)
+                    .ok_or("ends inside a literal run")?;
+                emit(Run::Literal(literal));
+                at += len;
+                written += len;
+            }
+            // The next byte 1 - h times.
+            -127..=-1 => {
+                let v = *segment.get(at).ok_or("ends inside a repeat run")?;
+                let count = (1 - isize::from(h)) as usize;
+                emit(Run::Repeat(v, count));
+                at += 1;
+                written += count;
+            }
+            // -128: no operation.
+            _ => {}
+        }
+    }
+    Ok(written)
 }
 
 /// DICOM PS3.3 C.11.2.1.2 (LINEAR), C.11.2.1.3.2 (LINEAR_EXACT) and C.11.2.1.3.1 (SIGMOID),
@@ -928,8 +955,19 @@ fn scan(b: &[u8]) -> std::result::Result<Layout, String> {
         }
         let end = value_end(b, &h, meta_end)?;
         if h.tag == (0x0002, 0x0010) {
+            if transfer_syntax.is_some() {
+                return Err("its file meta group names a transfer syntax (0002,0010) twice".into());
+            }
+            // Trimmed as dicom-rs trims it (trailing whitespace of any kind and NULs; here
+            // only ASCII ones, so a UID this accepts is the one dicom-rs reads): the walk
+            // below must use the encoding the parser will use, or its length checks are
+            // about other bytes (a trailing newline once made this walk read an implicit-VR
+            // data set as explicit, and dicom-rs allocate 2 GiB).
             let uid = String::from_utf8_lossy(&b[h.value..end]);
-            transfer_syntax = Some(uid.trim_end_matches(['\0', ' ']).to_string());
+            transfer_syntax = Some(
+                uid.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\0')
+                    .to_string(),
+            );
         }
         at = end;
     }
