@@ -318,3 +318,40 @@ fn patient_identity_never_reaches_outputs_or_logs() {
         }
     }
 }
+
+#[test]
+fn eval_reads_class_folders_of_dicom_files() {
+    // Class folders of DICOM files (uncompressed, planar, RLE; RGB and 16-bit grey) evaluate
+    // like any image folder: every file is read, none is skipped.
+    let dir = TempDir::new("dicom-eval");
+    let data = dir.path().join("data");
+    for (class, names) in [
+        ("nv", ["rgb_8bit.dcm", "rgb_rle.dcm"]),
+        ("mel", ["rgb_8bit_planar.dcm", "mono2_16bit_rle.dcm"]),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for name in names {
+            std::fs::copy(dicom(name), data.join(class).join(name)).unwrap();
+        }
+    }
+    let out = dir.path().join("eval");
+    let o = Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .args(["eval", "--data"])
+        .arg(&data)
+        .args([
+            "--attacks",
+            "clean,fgsm",
+            "--eps",
+            "2/255",
+            "--device",
+            "cpu",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["n"], 4, "{report}");
+}
