@@ -5,9 +5,9 @@
 //! single request while each loader runs).
 
 mod common;
+#[path = "common/largest_allocation.rs"]
+mod largest_allocation;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,50 +21,13 @@ use triscope::weights::{load_checkpoint, read_header};
 /// Largest single allocation any loader may make on a corpus file.
 const ALLOCATION_CAP: usize = 64 << 20;
 
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|l| {
-        if size > l.get() {
-            l.set(size);
-        }
-    });
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
 fn corpus() -> PathBuf {
     root().join("tests").join("bad_inputs")
 }
 
 /// Run `f`, returning its error text and the largest allocation it made.
 fn measured<T>(f: impl FnOnce() -> Result<T, String>) -> (Option<String>, usize) {
-    LARGEST.with(|l| l.set(0));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let largest = LARGEST.with(|l| l.get());
+    let (outcome, largest) = largest_allocation::largest_during(f);
     match outcome {
         Ok(Ok(_)) => (None, largest),
         Ok(Err(e)) => (Some(e), largest),

@@ -5,42 +5,12 @@
 //! counting allocator also holds every input to single allocations of at most 256 MiB (the
 //! reproducers of the dicom-rs over-allocations made it allocate gigabytes).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "common/largest_allocation.rs"]
+mod largest_allocation;
+
 use std::path::{Path, PathBuf};
 
 const ALLOCATION_CAP: usize = 256 << 20;
-
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// The names `targets.rs` reaches the parsers through.
 mod surface {
@@ -78,9 +48,7 @@ fn replay(target: &str, run: fn(&[u8]), extra: &[&str]) -> usize {
     for dir in dirs {
         for f in files(&dir) {
             let bytes = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            LARGEST.with(|l| l.set(0));
-            let outcome = std::panic::catch_unwind(|| run(&bytes));
-            let largest = LARGEST.with(|l| l.get());
+            let (outcome, largest) = largest_allocation::largest_during(|| run(&bytes));
             assert!(
                 largest <= ALLOCATION_CAP,
                 "the {target} target allocates {} MiB at once on {}",
