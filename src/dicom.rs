@@ -73,7 +73,7 @@ pub enum WindowSource {
 pub struct DicomInfo {
     /// e.g. "Explicit VR Little Endian (1.2.840.10008.1.2.1)".
     pub transfer_syntax: String,
-    /// MONOCHROME1, MONOCHROME2 or RGB.
+    /// MONOCHROME1, MONOCHROME2, RGB or YBR_FULL (decoded to RGB).
     pub photometric: String,
     pub rows: u32,
     pub columns: u32,
@@ -317,12 +317,30 @@ pub fn decode_dicom_bytes(
     let stored = |i: usize| header.stored(frame, i);
     let (w, h) = (header.columns, header.rows);
     if header.samples == 3 {
-        // RGB: no modality or VOI transform applies; scale the stored range to [0, 1].
+        // Colour: no modality or VOI transform applies; scale the stored range to [0, 1].
         let max = ((1u64 << header.bits_stored) - 1) as f64;
         let n = (w * h) as usize;
-        let at = |i: usize, c: usize| {
+        let sample = |i: usize, c: usize| {
             let idx = if planar { c * n + i } else { i * 3 + c };
-            (stored(idx) as f64 / max).clamp(0.0, 1.0)
+            stored(idx) as f64
+        };
+        let ybr = header.photometric == "YBR_FULL";
+        // YBR_FULL to RGB by PS3.3 C.7.6.3.1.2 (the inverse of its ITU-R BT.601 full-range
+        // equations), chroma centred on half the stored range.
+        let half = (1u64 << (header.bits_stored - 1)) as f64;
+        let rgb = |i: usize| -> [f64; 3] {
+            let v = [sample(i, 0), sample(i, 1), sample(i, 2)];
+            if !ybr {
+                return v;
+            }
+            let (y, cb, cr) = (v[0], v[1] - half, v[2] - half);
+            // Rounded to stored values, as a converted file would hold them (and pydicom).
+            [
+                y + 1.402 * cr,
+                y - 0.344_136 * cb - 0.714_136 * cr,
+                y + 1.772 * cb,
+            ]
+            .map(|c| (c + 0.5).floor().clamp(0.0, max))
         };
         let (lo, hi) = (0..samples)
             .map(stored)
@@ -330,8 +348,8 @@ pub fn decode_dicom_bytes(
         info.value_min = lo as f64;
         info.value_max = hi as f64;
         let img = ImageBuffer::from_fn(w, h, |x, y| {
-            let i = (y * w + x) as usize;
-            Rgb([0, 1, 2].map(|c| (at(i, c) * 65535.0).round() as u16))
+            let v = rgb((y * w + x) as usize);
+            Rgb(v.map(|c| ((c / max).clamp(0.0, 1.0) * 65535.0).round() as u16))
         });
         return Ok(DicomImage {
             image: DynamicImage::ImageRgb16(img),
@@ -611,11 +629,11 @@ impl PixelHeader {
         }
         match (samples, photometric.as_str()) {
             (1, "MONOCHROME1" | "MONOCHROME2") => {}
-            (3, "RGB") => {}
+            (3, "RGB" | "YBR_FULL") => {}
             (1 | 3, other) => {
                 return Err(format!(
                     "photometric interpretation {other} with {samples} sample(s) per pixel is \
-                     not supported (MONOCHROME1, MONOCHROME2 or RGB)"
+                     not supported (MONOCHROME1, MONOCHROME2, RGB or YBR_FULL)"
                 ));
             }
             _ => {

@@ -81,7 +81,10 @@ const IMAGES: &[Case] = &[
     ),
     ("dicom/bits_allocated_32.dcm", &["BitsAllocated 32"]),
     ("dicom/bits_stored_over_allocated.dcm", &["BitsStored 12"]),
-    ("dicom/ybr_photometric.dcm", &["YBR_FULL", "not supported"]),
+    (
+        "dicom/ybr_422_photometric.dcm",
+        &["YBR_FULL_422", "not supported"],
+    ),
     (
         "dicom/unknown_transfer_syntax.dcm",
         &["unknown transfer syntax", "1.2.3.4.5.6.7"],

@@ -100,6 +100,8 @@ fn pixel_values_match_pydicom_with_the_files_windows() {
         ("rgb_8bit", None, "RGB", 8),
         ("rgb_8bit_planar", None, "RGB", 8),
         ("rgb_rle", None, "RGB", 8),
+        ("ybr_full", None, "YBR_FULL", 8),
+        ("ybr_full_rle", None, "YBR_FULL", 8),
         (
             "mono2_16bit_rle",
             Some(WindowSource::MinMax),

@@ -252,7 +252,8 @@ def main():
     write("dicom/pixel_data_short.dcm", dicom_image(64, 64, 8, pixel=b"\x10" * 100))
     write("dicom/bits_allocated_32.dcm", dicom_image(4, 4, 32, pixel=b"\0" * 64))
     write("dicom/bits_stored_over_allocated.dcm", dicom_image(4, 4, 8, bits_stored=12, pixel=b"\0" * 16))
-    write("dicom/ybr_photometric.dcm", dicom_image(4, 4, 8, photometric=b"YBR_FULL", samples=3, pixel=b"\0" * 48))
+    write("dicom/ybr_422_photometric.dcm",
+          dicom_image(4, 4, 8, photometric=b"YBR_FULL_422", samples=3, pixel=b"\0" * 48))
     write("dicom/unknown_transfer_syntax.dcm", dicom_image(4, 4, pixel=b"\0" * 16, syntax="1.2.3.4.5.6.7"))
     write("dicom/deflated_syntax.dcm", dicom_file("1.2.840.10008.1.2.1.99", zlib.compress(b"\0" * 64)[2:-4]))
     write("dicom/jpeg2000_syntax.dcm", dicom_image(4, 4, pixel=b"\0" * 16, syntax="1.2.840.10008.1.2.4.90"))

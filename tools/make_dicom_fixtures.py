@@ -25,6 +25,8 @@ Files:
   rgb_8bit.dcm              RGB, 8 bit, interleaved
   rgb_8bit_planar.dcm       RGB, 8 bit, colour planes one after another (PlanarConfiguration 1)
   rgb_rle.dcm               RGB, 8 bit, RLE Lossless (three segments, one per colour)
+  ybr_full.dcm              YBR_FULL, 8 bit, interleaved (decoded to RGB)
+  ybr_full_rle.dcm          YBR_FULL, 8 bit, RLE Lossless
   mono2_16bit_rle.dcm       MONOCHROME2, 16 bit, RLE Lossless (two segments: high, low byte)
   mono2_encapsulated.dcm    Encapsulated Uncompressed Explicit VR Little Endian, the frame
                             split over two fragments
@@ -47,7 +49,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.pixels.processing import apply_modality_lut, apply_windowing
+from pydicom.pixels.processing import apply_modality_lut, apply_windowing, convert_color_space
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -130,6 +132,7 @@ def display_values(path, window=None, frame=0):
     MONOCHROME1 inverted, in [0, 1], as pydicom computes it."""
     ds = pydicom.dcmread(path)
     arr = ds.pixel_array
+    # pydicom's pixel_array converts YBR_FULL to RGB itself (as_rgb).
     if int(getattr(ds, "NumberOfFrames", 1)) > 1:
         arr = arr[frame]
     if ds.SamplesPerPixel == 3:
@@ -202,7 +205,7 @@ def main():
     ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
     set_pixels(ds, grey(CXR, SIDE // 2).astype(np.uint16) * 16, 16, 12)
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    ds.compress(RLELossless, encoding_plugin="pydicom")
+    ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
     expected["mono2_rle"] = save(ds, "mono2_rle.dcm")
 
     ds = base(SIDE, SIDE, ExplicitVRLittleEndian, samples=3, photometric="RGB")
@@ -216,14 +219,24 @@ def main():
 
     ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian, samples=3, photometric="RGB")
     set_pixels(ds, rgb(DERM, SIDE // 2), 8, 8)
-    ds.compress(RLELossless, encoding_plugin="pydicom")
+    ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
     expected["rgb_rle"] = save(ds, "rgb_rle.dcm")
+
+    # YBR_FULL (PS3.3 C.7.6.3.1.2), from RGB by pydicom's own conversion; the expected
+    # values are pydicom's decoding back to RGB (not the original RGB: rounding differs).
+    for name, rle in [("ybr_full", False), ("ybr_full_rle", True)]:
+        ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian, samples=3, photometric="YBR_FULL")
+        ycc = convert_color_space(rgb(DERM, SIDE // 2), "RGB", "YBR_FULL")
+        set_pixels(ds, ycc, 8, 8)
+        if rle:
+            ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
+        expected[name] = save(ds, f"{name}.dcm")
 
     # Full 16-bit range, so that both the high- and the low-byte segment carry information.
     ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
     small = grey(CXR, SIDE // 2).astype(np.uint16)
     set_pixels(ds, small * 257 + (np.arange(small.size).reshape(small.shape) % 7), 16, 16)
-    ds.compress(RLELossless, encoding_plugin="pydicom")
+    ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
     expected["mono2_16bit_rle"] = save(ds, "mono2_16bit_rle.dcm")
 
     # pydicom cannot decode this syntax: the expected values come from a native twin.
