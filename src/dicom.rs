@@ -206,11 +206,13 @@ pub fn decode_dicom_bytes(
         PixelEncoding::Rle
     } else if ts.uid() == ENCAPSULATED_UNCOMPRESSED {
         PixelEncoding::EncapsulatedUncompressed
+    } else if JPEG_8BIT.contains(&ts.uid()) {
+        PixelEncoding::Jpeg
     } else {
         return Err(format!(
             "compressed transfer syntax {ts_name} cannot be decoded: Triscope reads uncompressed \
-             DICOM and RLE Lossless; convert the file first (e.g. `gdcmconv --raw IN OUT` or \
-             `dcmdjpeg IN OUT`)"
+             DICOM, RLE Lossless and 8-bit JPEG (Baseline, Extended); convert the file first \
+             (e.g. `gdcmconv --raw IN OUT` or `dcmdjpeg IN OUT`)"
         ));
     };
     let obj = OpenFileOptions::new()
@@ -266,6 +268,24 @@ pub fn decode_dicom_bytes(
             }
             Cow::Owned(frame)
         }
+        (Some(dicom_core::DicomValue::PixelSequence(seq)), PixelEncoding::Jpeg) => {
+            // One frame may span several fragments (PS3.5 A.4); with several frames only the
+            // common one-fragment-per-frame layout is read.
+            let fragments = seq.fragments();
+            let stream: Cow<'_, [u8]> = if header.frames == 1 {
+                Cow::Owned(fragments.concat())
+            } else if fragments.len() == header.frames as usize {
+                Cow::Borrowed(&fragments[0])
+            } else {
+                return Err(format!(
+                    "its {} JPEG frames lie in {} fragments: frames spanning several fragments \
+                     are read only in single-frame files",
+                    header.frames,
+                    fragments.len()
+                ));
+            };
+            Cow::Owned(decode_jpeg_frame(&stream, &header)?)
+        }
         (Some(dicom_core::DicomValue::Sequence(_)), _) => {
             return Err("the pixel data (7FE0,0010) is a sequence".into());
         }
@@ -292,7 +312,17 @@ pub fn decode_dicom_bytes(
     })?;
     // RLE segments are decoded into interleaved pixels whatever the file's planar
     // configuration says (PS3.5 G.2: the attribute does not apply to RLE's segments).
-    let planar = header.planar && pixel_encoding != PixelEncoding::Rle;
+    let planar = header.planar && pixel_encoding == PixelEncoding::Native;
+    // A JPEG decoder returns RGB whatever colour space the file compressed; subsampled YBR is
+    // only read through one.
+    let converted_by_codec = pixel_encoding == PixelEncoding::Jpeg;
+    if header.photometric == "YBR_FULL_422" && !converted_by_codec {
+        return Err(
+            "photometric interpretation YBR_FULL_422 (subsampled chroma) is not supported \
+             outside JPEG-compressed files"
+                .into(),
+        );
+    }
     let mut info = DicomInfo {
         transfer_syntax: ts_name,
         photometric: header.photometric.clone(),
@@ -324,7 +354,7 @@ pub fn decode_dicom_bytes(
             let idx = if planar { c * n + i } else { i * 3 + c };
             stored(idx) as f64
         };
-        let ybr = header.photometric == "YBR_FULL";
+        let ybr = header.photometric == "YBR_FULL" && !converted_by_codec;
         // YBR_FULL to RGB by PS3.3 C.7.6.3.1.2 (the inverse of its ITU-R BT.601 full-range
         // equations), chroma centred on half the stored range.
         let half = (1u64 << (header.bits_stored - 1)) as f64;
@@ -398,6 +428,9 @@ pub fn decode_dicom_bytes(
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 const ENCAPSULATED_UNCOMPRESSED: &str = "1.2.840.10008.1.2.1.98";
 
+/// JPEG Baseline (Process 1) and Extended (Processes 2 & 4, 8-bit samples only).
+const JPEG_8BIT: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
+
 /// How the pixel data of a transfer syntax Triscope reads is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PixelEncoding {
@@ -407,6 +440,39 @@ enum PixelEncoding {
     Rle,
     /// Uncompressed frames split into fragments.
     EncapsulatedUncompressed,
+    /// 8-bit JPEG, decoded by the `image` crate with the image caps.
+    Jpeg,
+}
+
+/// Decode one 8-bit JPEG frame into interleaved samples (grey, or RGB: the decoder converts
+/// YCbCr), checked against the image attributes.
+fn decode_jpeg_frame(stream: &[u8], header: &PixelHeader) -> std::result::Result<Vec<u8>, String> {
+    if header.bits_allocated != 8 {
+        return Err(format!(
+            "JPEG with BitsAllocated {} is not supported (8-bit JPEG only)",
+            header.bits_allocated
+        ));
+    }
+    let img = crate::imaging::decode_jpeg_bytes(stream)
+        .map_err(|e| format!("cannot decode the JPEG frame: {e}"))?;
+    if (img.width(), img.height()) != (header.columns, header.rows) {
+        return Err(format!(
+            "the JPEG frame is {}x{}, the image attributes say {}x{}",
+            img.width(),
+            img.height(),
+            header.columns,
+            header.rows
+        ));
+    }
+    match (header.samples, img) {
+        (1, DynamicImage::ImageLuma8(grey)) => Ok(grey.into_raw()),
+        (3, DynamicImage::ImageRgb8(rgb)) => Ok(rgb.into_raw()),
+        (samples, other) => Err(format!(
+            "the JPEG frame holds {:?} pixels where the image attributes declare {samples} \
+             sample(s) per pixel",
+            other.color()
+        )),
+    }
 }
 
 /// Decode one RLE Lossless frame (PS3.5 Annex G) into interleaved little-endian samples,
@@ -629,11 +695,12 @@ impl PixelHeader {
         }
         match (samples, photometric.as_str()) {
             (1, "MONOCHROME1" | "MONOCHROME2") => {}
-            (3, "RGB" | "YBR_FULL") => {}
+            (3, "RGB" | "YBR_FULL" | "YBR_FULL_422") => {}
             (1 | 3, other) => {
                 return Err(format!(
                     "photometric interpretation {other} with {samples} sample(s) per pixel is \
-                     not supported (MONOCHROME1, MONOCHROME2, RGB or YBR_FULL)"
+                     not supported (MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, or YBR_FULL_422 in \
+                     JPEG)"
                 ));
             }
             _ => {

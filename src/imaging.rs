@@ -212,6 +212,24 @@ pub fn decode_bytes(bytes: &[u8], options: &DecodeOptions) -> std::result::Resul
     Ok(Decoded { image, dicom: None })
 }
 
+/// A JPEG stream (a DICOM frame) with the same caps and checks as a JPEG file.
+pub fn decode_jpeg_bytes(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err("it does not start with a JPEG SOI marker (FF D8)".into());
+    }
+    decode_checked(bytes.len() as u64, || {
+        Ok(ImageReader::with_format(
+            std::io::Cursor::new(bytes),
+            image::ImageFormat::Jpeg,
+        ))
+    })
+    .map_err(|r| match r {
+        Refusal::Io(e) => e.to_string(),
+        Refusal::TooLarge(w, h) => format!("{w}x{h} pixels, over the {MAX_IMAGE_SIDE}-pixel limit"),
+        Refusal::Bad(reason) => reason,
+    })
+}
+
 /// Why the `image` crate path refused a file.
 enum Refusal {
     Io(std::io::Error),

@@ -120,6 +120,18 @@ const IMAGES: &[Case] = &[
         &["corrupt RLE", "10 bytes has no 64-byte header"],
     ),
     (
+        "dicom/jpeg_frame_size_mismatch.dcm",
+        &["JPEG frame is 16x16", "say 8x8"],
+    ),
+    (
+        "dicom/jpeg_fragment_not_jpeg.dcm",
+        &["cannot decode the JPEG frame", "SOI marker"],
+    ),
+    (
+        "dicom/jpeg_truncated.dcm",
+        &["cannot decode the JPEG frame"],
+    ),
+    (
         "dicom/rle_pixel_data_not_encapsulated.dcm",
         &["not encapsulated", "RLE Lossless"],
     ),

@@ -267,6 +267,13 @@ def main():
     write("dicom/rle_fragment_without_header.dcm", rle_image(8, 8, b"\1\0\0\0@\0\0\0\0\0"))
     write("dicom/rle_pixel_data_not_encapsulated.dcm",
           rle_image(8, 8, rle_fragment([64], whole), encapsulated=False))
+    # 8-bit JPEG Baseline frames that do not fit the image attributes (8x8 MONOCHROME2).
+    baseline = "1.2.840.10008.1.2.4.50"
+    write("dicom/jpeg_frame_size_mismatch.dcm", rle_image(8, 8, jpeg_with_size(16, 16), baseline))
+    write("dicom/jpeg_fragment_not_jpeg.dcm", rle_image(8, 8, png(8, 8), baseline))
+    jpeg8 = io.BytesIO()
+    Image.new("L", (8, 8), 77).save(jpeg8, format="JPEG")
+    write("dicom/jpeg_truncated.dcm", rle_image(8, 8, jpeg8.getvalue()[:150], baseline))
     write("dicom/no_pixel_data.dcm", dicom_file(
         "1.2.840.10008.1.2.1", dicom_element(0x0008, 0x0060, b"CS", b"OT")))
 

@@ -30,8 +30,14 @@ Files:
   mono2_16bit_rle.dcm       MONOCHROME2, 16 bit, RLE Lossless (two segments: high, low byte)
   mono2_encapsulated.dcm    Encapsulated Uncompressed Explicit VR Little Endian, the frame
                             split over two fragments
-  jpeg_baseline.dcm         JPEG Baseline (Process 1), encapsulated: Triscope has no JPEG
-                            codec for DICOM and must say which syntax it cannot decode
+  jpeg_baseline.dcm         MONOCHROME2, JPEG Baseline (Process 1), one fragment
+  jpeg_baseline_color.dcm   YBR_FULL_422, JPEG Baseline (4:2:0 chroma, as PIL writes it), the
+                            stream split over two fragments; expected values are pydicom's
+                            decoding (Pillow, libjpeg), so they differ from Triscope's decoder
+                            (zune-jpeg) by IDCT and chroma-upsampling rounding
+  jpeg_lossless_label.dcm   labelled JPEG Lossless SV1 (1.2.840.10008.1.2.4.70), a syntax
+                            Triscope has no codec for and must name (the fragment is the
+                            baseline stream: it is never read)
   patient_identity.dcm      MONOCHROME2, 8 bit, with a fake patient name, id, birth date,
                             address, institution and physician, which must never reach any
                             output file or log
@@ -54,6 +60,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    JPEGLosslessSV1,
     RLELossless,
     SecondaryCaptureImageStorage,
     UID,
@@ -261,7 +268,24 @@ def main():
     ds.PixelData = encapsulate([buf.getvalue()])
     ds["PixelData"].VR = "OB"
     ds.LossyImageCompression = "01"
-    save(ds, "jpeg_baseline.dcm")
+    expected["jpeg_baseline"] = save(ds, "jpeg_baseline.dcm")
+    baseline_stream = buf.getvalue()
+
+    ds = base(SIDE // 2, SIDE // 2, JPEGBaseline8Bit, samples=3, photometric="YBR_FULL_422")
+    set_pixels(ds, rgb(DERM, SIDE // 2), 8, 8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb(DERM, SIDE // 2)).save(buf, format="JPEG", quality=90)
+    stream = buf.getvalue()
+    ds.PixelData = encapsulate([stream], fragments_per_frame=2)
+    ds["PixelData"].VR = "OB"
+    ds.LossyImageCompression = "01"
+    expected["jpeg_baseline_color"] = save(ds, "jpeg_baseline_color.dcm")
+
+    ds = base(SIDE, SIDE, JPEGLosslessSV1)
+    set_pixels(ds, g8, 8, 8)
+    ds.PixelData = encapsulate([baseline_stream])
+    ds["PixelData"].VR = "OB"
+    save(ds, "jpeg_lossless_label.dcm")
 
     ds = base(SIDE, SIDE, ExplicitVRLittleEndian)
     set_pixels(ds, g8, 8, 8)
