@@ -208,11 +208,13 @@ pub fn decode_dicom_bytes(
         PixelEncoding::EncapsulatedUncompressed
     } else if JPEG_8BIT.contains(&ts.uid()) {
         PixelEncoding::Jpeg
+    } else if JPEG_LOSSLESS.contains(&ts.uid()) {
+        PixelEncoding::JpegLossless
     } else {
         return Err(format!(
             "compressed transfer syntax {ts_name} cannot be decoded: Triscope reads uncompressed \
-             DICOM, RLE Lossless and 8-bit JPEG (Baseline, Extended); convert the file first \
-             (e.g. `gdcmconv --raw IN OUT` or `dcmdjpeg IN OUT`)"
+             DICOM, RLE Lossless, JPEG Lossless and 8-bit JPEG (Baseline, Extended); convert \
+             the file first (e.g. `gdcmconv --raw IN OUT` or `dcmdjpeg IN OUT`)"
         ));
     };
     let obj = OpenFileOptions::new()
@@ -268,7 +270,10 @@ pub fn decode_dicom_bytes(
             }
             Cow::Owned(frame)
         }
-        (Some(dicom_core::DicomValue::PixelSequence(seq)), PixelEncoding::Jpeg) => {
+        (
+            Some(dicom_core::DicomValue::PixelSequence(seq)),
+            PixelEncoding::Jpeg | PixelEncoding::JpegLossless,
+        ) => {
             // One frame may span several fragments (PS3.5 A.4); with several frames only the
             // common one-fragment-per-frame layout is read.
             let fragments = seq.fragments();
@@ -284,7 +289,11 @@ pub fn decode_dicom_bytes(
                     fragments.len()
                 ));
             };
-            Cow::Owned(decode_jpeg_frame(&stream, &header)?)
+            Cow::Owned(if pixel_encoding == PixelEncoding::Jpeg {
+                decode_jpeg_frame(&stream, &header)?
+            } else {
+                decode_jpeg_lossless_frame(&stream, &header)?
+            })
         }
         (Some(dicom_core::DicomValue::Sequence(_)), _) => {
             return Err("the pixel data (7FE0,0010) is a sequence".into());
@@ -431,6 +440,9 @@ const ENCAPSULATED_UNCOMPRESSED: &str = "1.2.840.10008.1.2.1.98";
 /// JPEG Baseline (Process 1) and Extended (Processes 2 & 4, 8-bit samples only).
 const JPEG_8BIT: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
 
+/// JPEG Lossless, Non-Hierarchical (Process 14) and its first-order prediction (SV1).
+const JPEG_LOSSLESS: [&str; 2] = ["1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"];
+
 /// How the pixel data of a transfer syntax Triscope reads is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PixelEncoding {
@@ -442,6 +454,45 @@ enum PixelEncoding {
     EncapsulatedUncompressed,
     /// 8-bit JPEG, decoded by the `image` crate with the image caps.
     Jpeg,
+    /// Lossless JPEG, decoded by [`crate::jpeg_lossless`].
+    JpegLossless,
+}
+
+/// Decode one lossless JPEG frame into the native layout (interleaved, little-endian 16-bit
+/// or 8-bit samples), checked against the image attributes. The samples keep the stored
+/// bit pattern, so signed data and BitsStored are handled downstream as for native data.
+fn decode_jpeg_lossless_frame(
+    stream: &[u8],
+    header: &PixelHeader,
+) -> std::result::Result<Vec<u8>, String> {
+    let expected = header.rows as usize * header.columns as usize * header.samples as usize;
+    let frame = crate::jpeg_lossless::decode(stream, expected)
+        .map_err(|e| format!("cannot decode the lossless JPEG frame: {e}"))?;
+    if (frame.width, frame.height, u32::from(frame.components))
+        != (header.columns, header.rows, header.samples)
+    {
+        return Err(format!(
+            "the lossless JPEG frame is {}x{} with {} component(s), the image attributes say \
+             {}x{} with {}",
+            frame.width,
+            frame.height,
+            frame.components,
+            header.columns,
+            header.rows,
+            header.samples
+        ));
+    }
+    if u16::from(frame.precision) > header.bits_allocated {
+        return Err(format!(
+            "the lossless JPEG frame has {}-bit samples, more than BitsAllocated {}",
+            frame.precision, header.bits_allocated
+        ));
+    }
+    Ok(if header.bits_allocated == 8 {
+        frame.samples.iter().map(|&v| v as u8).collect()
+    } else {
+        frame.samples.iter().flat_map(|v| v.to_le_bytes()).collect()
+    })
 }
 
 /// Decode one 8-bit JPEG frame into interleaved samples (grey, or RGB: the decoder converts

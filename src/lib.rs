@@ -15,6 +15,7 @@ pub mod eval;
 pub mod explain;
 pub mod imaging;
 pub mod inference;
+pub mod jpeg_lossless;
 pub mod model;
 pub mod npy;
 pub mod plot;

@@ -132,6 +132,18 @@ const IMAGES: &[Case] = &[
         &["cannot decode the JPEG frame"],
     ),
     (
+        "dicom/jpeg_lossless_truncated.dcm",
+        &["cannot decode the lossless JPEG frame"],
+    ),
+    (
+        "dicom/jpeg_lossless_larger_than_declared.dcm",
+        &["96x96x1 samples, more than the 64 expected"],
+    ),
+    (
+        "dicom/jpeg_lossless_holds_baseline.dcm",
+        &["SOF0 where lossless (SOF3) was expected"],
+    ),
+    (
         "dicom/rle_pixel_data_not_encapsulated.dcm",
         &["not encapsulated", "RLE Lossless"],
     ),

@@ -101,6 +101,20 @@ fn pixel_values_match_pydicom_with_the_files_windows() {
         ("rgb_8bit_planar", None, "RGB", 8),
         ("rgb_rle", None, "RGB", 8),
         ("ybr_full", None, "YBR_FULL", 8),
+        // Lossless JPEG (DCMTK): exactly the uncompressed source's values.
+        (
+            "jpeg_lossless_sv1",
+            Some(WindowSource::File),
+            "MONOCHROME2",
+            12,
+        ),
+        (
+            "jpeg_lossless_p7",
+            Some(WindowSource::File),
+            "MONOCHROME2",
+            16,
+        ),
+        ("jpeg_lossless_rgb", None, "RGB", 8),
         ("ybr_full_rle", None, "YBR_FULL", 8),
         (
             "mono2_16bit_rle",
@@ -253,13 +267,13 @@ fn jpeg_baseline_matches_pydicom_within_decoder_rounding() {
 
 #[test]
 fn compressed_syntax_without_a_codec_is_named() {
-    let p = dicom("jpeg_lossless_label.dcm");
+    let p = dicom("jpegls_label.dcm");
     let err = load_image(&p, 1, 64, ResizeMode::Stretch)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("jpeg_lossless_label.dcm"), "{err}");
-    assert!(err.contains("JPEG Lossless"), "{err}");
-    assert!(err.contains("1.2.840.10008.1.2.4.70"), "{err}");
+    assert!(err.contains("jpegls_label.dcm"), "{err}");
+    assert!(err.contains("JPEG-LS"), "{err}");
+    assert!(err.contains("1.2.840.10008.1.2.4.80"), "{err}");
 }
 
 fn fake_identity() -> Vec<String> {
@@ -330,7 +344,7 @@ fn patient_identity_never_reaches_outputs_or_logs() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&o.stdout);
         let stderr = String::from_utf8_lossy(&o.stderr);
-        // The folder holds a file in a syntax without a codec (JPEG Lossless): that row fails
+        // The folder holds a file in a syntax without a codec (JPEG-LS): that row fails
         // (exit 1), the rest succeed.
         let folder = args[1].ends_with("dicom");
         assert!(

@@ -21,7 +21,9 @@ import zipfile
 import zlib
 
 import numpy as np
+import pydicom
 from PIL import Image
+from pydicom.encaps import generate_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "bad_inputs")
@@ -157,12 +159,13 @@ def dicom_image(rows, cols, bits_alloc=8, bits_stored=None, photometric=b"MONOCH
     return dicom_file(syntax, body)
 
 
-def rle_image(rows, cols, fragment, syntax="1.2.840.10008.1.2.5", encapsulated=True):
-    """An 8-bit MONOCHROME2 image whose pixel data is one encapsulated fragment (an empty
-    basic offset table first), or, with encapsulated=False, the same bytes as native data."""
+def rle_image(rows, cols, fragment, syntax="1.2.840.10008.1.2.5", encapsulated=True, bits=(8, 8)):
+    """A MONOCHROME2 image (8-bit unless `bits` = (allocated, stored) says otherwise) whose
+    pixel data is one encapsulated fragment (an empty basic offset table first), or, with
+    encapsulated=False, the same bytes as native data."""
     if not encapsulated:
         return dicom_image(rows, cols, pixel=fragment, syntax=syntax)
-    head = dicom_image(rows, cols, pixel=b"", syntax=syntax)
+    head = dicom_image(rows, cols, bits[0], bits[1], pixel=b"", syntax=syntax)
     head = head[: -len(dicom_element(0x7FE0, 0x0010, b"OB", b""))]
     item = lambda data: struct.pack("<HHI", 0xFFFE, 0xE000, len(data)) + data
     return (head + struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\0\0" + struct.pack("<I", 0xFFFFFFFF)
@@ -274,6 +277,14 @@ def main():
     jpeg8 = io.BytesIO()
     Image.new("L", (8, 8), 77).save(jpeg8, format="JPEG")
     write("dicom/jpeg_truncated.dcm", rle_image(8, 8, jpeg8.getvalue()[:150], baseline))
+    # Lossless JPEG (Process 14): DCMTK's 96x96 12-bit stream from the fixtures, broken.
+    lossless = "1.2.840.10008.1.2.4.70"
+    sv1 = pydicom.dcmread(os.path.join(ROOT, "tests", "fixtures", "dicom", "jpeg_lossless_sv1.dcm"))
+    stream = next(generate_frames(sv1.PixelData, number_of_frames=1))
+    write("dicom/jpeg_lossless_truncated.dcm",
+          rle_image(96, 96, stream[: len(stream) // 2], lossless, bits=(16, 12)))
+    write("dicom/jpeg_lossless_larger_than_declared.dcm", rle_image(8, 8, stream, lossless, bits=(16, 12)))
+    write("dicom/jpeg_lossless_holds_baseline.dcm", rle_image(8, 8, jpeg8.getvalue(), lossless))
     write("dicom/no_pixel_data.dcm", dicom_file(
         "1.2.840.10008.1.2.1", dicom_element(0x0008, 0x0060, b"CS", b"OT")))
 

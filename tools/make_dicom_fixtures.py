@@ -35,9 +35,17 @@ Files:
                             stream split over two fragments; expected values are pydicom's
                             decoding (Pillow, libjpeg), so they differ from Triscope's decoder
                             (zune-jpeg) by IDCT and chroma-upsampling rounding
-  jpeg_lossless_label.dcm   labelled JPEG Lossless SV1 (1.2.840.10008.1.2.4.70), a syntax
-                            Triscope has no codec for and must name (the fragment is the
+  jpeg_lossless_sv1.dcm     mono2_12bit_window.dcm through DCMTK's `dcmcjpeg +e1` (JPEG
+                            Lossless SV1, 12 bits); lossless, so its expected values are the
+                            source's
+  jpeg_lossless_p7.dcm      mono2_16bit_rescale.dcm (signed 16 bit) through `dcmcjpeg +el +sv 7`
+                            (Process 14, predictor 7)
+  jpeg_lossless_rgb.dcm     rgb_8bit.dcm through `dcmcjpeg +e1`
+  jpegls_label.dcm          labelled JPEG-LS Lossless (1.2.840.10008.1.2.4.80), a syntax
+                            Triscope has no codec for and must name (the fragment is a
                             baseline stream: it is never read)
+
+The JPEG Lossless files need DCMTK (`apt install dcmtk`): pydicom cannot write that syntax.
   patient_identity.dcm      MONOCHROME2, 8 bit, with a fake patient name, id, birth date,
                             address, institution and physician, which must never reach any
                             output file or log
@@ -47,6 +55,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -60,7 +69,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    JPEGLosslessSV1,
+    JPEGLSLossless,
     RLELossless,
     SecondaryCaptureImageStorage,
     UID,
@@ -175,6 +184,7 @@ def main():
     g8 = grey(CXR, SIDE)
     g12 = g8.astype(np.uint16) * 16 + 7  # 7..4087 of 4095
     expected = {}
+    lossless_sources = {}
 
     ds = base(SIDE, SIDE, ExplicitVRLittleEndian)
     set_pixels(ds, g8, 8, 8)
@@ -281,11 +291,22 @@ def main():
     ds.LossyImageCompression = "01"
     expected["jpeg_baseline_color"] = save(ds, "jpeg_baseline_color.dcm")
 
-    ds = base(SIDE, SIDE, JPEGLosslessSV1)
+    ds = base(SIDE, SIDE, JPEGLSLossless)
     set_pixels(ds, g8, 8, 8)
     ds.PixelData = encapsulate([baseline_stream])
     ds["PixelData"].VR = "OB"
-    save(ds, "jpeg_lossless_label.dcm")
+    save(ds, "jpegls_label.dcm")
+
+    # Lossless JPEG by DCMTK; the expected values are those of the uncompressed source.
+    for name, source, options in [
+        ("jpeg_lossless_sv1", "mono2_12bit_window", ["+e1"]),
+        ("jpeg_lossless_p7", "mono2_16bit_rescale", ["+el", "+sv", "7"]),
+        ("jpeg_lossless_rgb", "rgb_8bit", ["+e1"]),
+    ]:
+        target = os.path.join(OUT, f"{name}.dcm")
+        subprocess.run(["dcmcjpeg", *options, expected[source], target], check=True)
+        assert pydicom.dcmread(target).file_meta.TransferSyntaxUID.name.startswith("JPEG Lossless")
+        lossless_sources[name] = expected[source]
 
     ds = base(SIDE, SIDE, ExplicitVRLittleEndian)
     set_pixels(ds, g8, 8, 8)
@@ -294,6 +315,8 @@ def main():
     expected["patient_identity"] = save(ds, "patient_identity.dcm")
 
     for name, path in expected.items():
+        write_expected(f"{name}.expected.npy", display_values(path))
+    for name, path in lossless_sources.items():
         write_expected(f"{name}.expected.npy", display_values(path))
     write_expected(
         "mono2_12bit_window_custom.expected.npy",
