@@ -77,6 +77,10 @@ impl ArchArgs {
 enum Command {
     /// Open the desktop workbench (the default without a subcommand)
     Gui {
+        /// An image (PNG, JPEG, BMP, TIFF, DICOM), a folder of images, a .safetensors model or
+        /// an audit folder to open at start
+        #[arg(value_name = "PATH")]
+        open: Option<PathBuf>,
         /// Triscope checkpoint to open (default: the last one used, else the embedded model)
         #[arg(long, value_name = "PATH")]
         model: Option<PathBuf>,
@@ -259,12 +263,13 @@ fn init_tracing() {
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => gui(None, "auto", None),
+        None => gui(None, None, "auto", None),
         Some(Command::Gui {
+            open,
             model,
             device,
             ready_file,
-        }) => gui(model, &device, ready_file),
+        }) => gui(open, model, &device, ready_file),
         Some(Command::Predict {
             images,
             model,
@@ -399,8 +404,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn gui(model: Option<PathBuf>, device: &str, ready_file: Option<PathBuf>) -> Result<ExitCode> {
+fn gui(
+    open: Option<PathBuf>,
+    model: Option<PathBuf>,
+    device: &str,
+    ready_file: Option<PathBuf>,
+) -> Result<ExitCode> {
     let opened = crate::gui::run(crate::gui::GuiOptions {
+        open,
         model,
         device: device.parse()?,
         samples_dir: samples_dir(),

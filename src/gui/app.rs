@@ -35,6 +35,8 @@ pub struct AppInit {
     pub models_dir: PathBuf,
     /// Written once the first explanation has been drawn (for scripted screenshots).
     pub ready_file: Option<PathBuf>,
+    /// An image, folder, model or audit report to open at start (the command line's path).
+    pub open: Option<PathBuf>,
     /// Read the remembered state (off in tests, for reproducible screens).
     pub restore_state: bool,
     /// Whether burn and the renderer share one wgpu device.
@@ -159,6 +161,11 @@ impl TriscopeApp {
         app.training.wake = Some(Arc::new(move || train_ctx.request_repaint()));
         let model = init.model.or_else(|| app.saved.model_path.clone());
         app.load_model(model);
+        // Opened before the model has loaded: the analysis waits in the worker's queue, and
+        // the loaded model re-analyses what is current instead of opening a sample.
+        if let Some(p) = init.open {
+            app.open_path(p);
+        }
         app
     }
 

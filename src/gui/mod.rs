@@ -35,6 +35,8 @@ pub struct GuiOptions {
     /// Bundled checkpoints, offered in the File menu.
     pub models_dir: PathBuf,
     pub ready_file: Option<PathBuf>,
+    /// An image, folder, model or audit report to open at start.
+    pub open: Option<PathBuf>,
 }
 
 /// Open the window and run until it is closed.
@@ -69,6 +71,7 @@ pub fn run(opts: GuiOptions) -> Result<()> {
         samples_dir: opts.samples_dir,
         models_dir: opts.models_dir,
         ready_file: opts.ready_file,
+        open: opts.open,
         restore_state: true,
         shared_device,
     };

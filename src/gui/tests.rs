@@ -43,6 +43,11 @@ fn wgpu_available() -> bool {
 }
 
 fn harness() -> Harness<'static, TriscopeApp> {
+    harness_opening(None)
+}
+
+/// The app as `triscope gui PATH` starts it.
+fn harness_opening(open: Option<PathBuf>) -> Harness<'static, TriscopeApp> {
     Harness::builder()
         .with_size(egui::vec2(1280.0, 820.0))
         .wgpu()
@@ -55,6 +60,7 @@ fn harness() -> Harness<'static, TriscopeApp> {
                     samples_dir: samples(),
                     models_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
                     ready_file: None,
+                    open: open.clone(),
                     restore_state: false,
                     shared_device: false,
                 },
@@ -329,6 +335,23 @@ fn training_panel_trains_a_tiny_run_live_and_loads_its_checkpoint() {
         vec!["mel".to_string(), "nv".to_string()]
     );
     let _ = std::fs::remove_dir_all(&runs);
+}
+
+#[test]
+fn a_path_from_the_command_line_opens_instead_of_a_sample() {
+    if !wgpu_available() {
+        return;
+    }
+    // A JPEG Lossless chest X-ray (12 of 16 bits) given as `triscope gui FILE`.
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/jpeg_lossless_sv1.dcm");
+    let mut h = harness_opening(Some(file.clone()));
+    wait_until(&mut h, "the DICOM analysis", |a| a.has_analysis());
+    let analysis = h.state().explain.analysis.clone().expect("analysis");
+    assert_eq!(analysis.path, file, "a sample was analysed instead");
+    assert_eq!(h.state().current_image.as_ref(), Some(&file));
+    h.get_by_label_contains("DICOM MONOCHROME2, 12 of 16 bits");
+    h.get_by_label("Window:");
 }
 
 #[test]
