@@ -539,6 +539,9 @@ struct PredictRecord<'a> {
     image: String,
     #[serde(flatten)]
     prediction: &'a Prediction,
+    /// The image does not fit what the model was trained on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
 }
 
 fn predict(images: &[PathBuf], args: &ModelArgs, json: bool) -> Result<ExitCode> {
@@ -547,16 +550,20 @@ fn predict(images: &[PathBuf], args: &ModelArgs, json: bool) -> Result<ExitCode>
     let mut records = Vec::new();
     for path in images {
         let started = Instant::now();
-        let result = classifier
-            .load_image(path)
-            .and_then(|img| classifier.predict(&[&img.pixels]))
-            .map(|mut v| v.remove(0));
+        let result = classifier.load_image(path).and_then(|img| {
+            let warning = classifier.input_warning(&img);
+            let prediction = classifier.predict(&[&img.pixels])?.remove(0);
+            Ok((prediction, warning))
+        });
         match result {
-            Ok(prediction) => {
+            Ok((prediction, warning)) => {
                 if !json {
                     print_prediction(path, &prediction, started.elapsed().as_secs_f64());
                 }
-                records.push((path.display().to_string(), prediction));
+                if let Some(w) = &warning {
+                    eprintln!("warning: {}: {w}", path.display());
+                }
+                records.push((path.display().to_string(), prediction, warning));
             }
             Err(e) => {
                 failures += 1;
@@ -567,9 +574,10 @@ fn predict(images: &[PathBuf], args: &ModelArgs, json: bool) -> Result<ExitCode>
     if json {
         let out: Vec<PredictRecord> = records
             .iter()
-            .map(|(image, prediction)| PredictRecord {
+            .map(|(image, prediction, warning)| PredictRecord {
                 image: image.clone(),
                 prediction,
+                warning: warning.clone(),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);

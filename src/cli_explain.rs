@@ -118,6 +118,9 @@ struct ExplainSummary<'a> {
     explained_class_index: usize,
     explained_class_name: String,
     prediction: &'a Prediction,
+    /// The image does not fit what the model was trained on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
     heatmap_size: [usize; 2],
     /// Shape of attribution.npy (`[h, w]` for CAMs, `[C, H, W]` for input-space methods).
     attribution_shape: &'a [usize],
@@ -173,6 +176,7 @@ pub fn explain(
         explained_class_index: a.class_index,
         explained_class_name: classifier.config().class_names[a.class_index].clone(),
         prediction: &result.prediction,
+        warning: classifier.input_warning(&loaded),
         heatmap_size: [a.height, a.width],
         attribution_shape: &a.raw_shape,
         options: &plan.options,
@@ -185,6 +189,9 @@ pub fn explain(
     let text = serde_json::to_string_pretty(&summary)?;
     std::fs::write(&summary_path, &text)
         .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    if let Some(w) = &summary.warning {
+        eprintln!("warning: {}: {w}", path.display());
+    }
     if json {
         println!("{text}");
     } else {

@@ -101,6 +101,9 @@ pub struct LoadedImage {
     pub source_color: String,
     /// Model input, `[channels, resolution, resolution]`.
     pub pixels: PixelImage,
+    /// The decoded file has no colour (a grey format, or R = G = B up to noise): see
+    /// [`looks_grey`].
+    pub grey: bool,
     /// For a DICOM file: its geometry, grey-level transforms and the window applied.
     pub dicom: Option<DicomInfo>,
 }
@@ -139,12 +142,14 @@ pub fn load_image_with(
     let Decoded { image, dicom } = decode_with(path, options)?;
     let (source_width, source_height) = (image.width(), image.height());
     let source_color = format!("{:?}", image.color());
+    let grey = looks_grey(&image);
     let pixels =
         prepare(image, channels, resolution, mode).map_err(|reason| TriscopeError::BadImage {
             path: path.to_path_buf(),
             reason,
         })?;
     Ok(LoadedImage {
+        grey,
         path: path.to_path_buf(),
         source_width,
         source_height,
@@ -152,6 +157,42 @@ pub fn load_image_with(
         pixels,
         dicom,
     })
+}
+
+/// True when an image carries no colour: a grey pixel format, or colour channels that differ
+/// by less than 1% of full scale on average (a radiograph saved as RGB, JPEG chroma noise).
+pub fn looks_grey(image: &DynamicImage) -> bool {
+    if !image.color().has_color() {
+        return true;
+    }
+    // Mean over pixels of (max - min over the channels), in [0, 1].
+    fn spread<P: image::Pixel>(img: &image::ImageBuffer<P, Vec<P::Subpixel>>, full: f64) -> f64
+    where
+        P::Subpixel: Into<f64>,
+    {
+        let n = (img.width() as u64 * img.height() as u64).max(1) as f64;
+        let total: f64 = img
+            .pixels()
+            .map(|p| {
+                let c = p.channels();
+                let rgb = [c[0].into(), c[1].into(), c[2].into()];
+                let hi = rgb.iter().copied().fold(f64::MIN, f64::max);
+                let lo = rgb.iter().copied().fold(f64::MAX, f64::min);
+                hi - lo
+            })
+            .sum();
+        total / n / full
+    }
+    let mean_spread = match image {
+        DynamicImage::ImageRgb8(i) => spread(i, 255.0),
+        DynamicImage::ImageRgba8(i) => spread(i, 255.0),
+        DynamicImage::ImageRgb16(i) => spread(i, 65535.0),
+        DynamicImage::ImageRgba16(i) => spread(i, 65535.0),
+        DynamicImage::ImageRgb32F(i) => spread(i, 1.0),
+        DynamicImage::ImageRgba32F(i) => spread(i, 1.0),
+        other => spread(&other.to_rgb16(), 65535.0),
+    };
+    mean_spread < 0.01
 }
 
 /// Decode with size and memory caps, naming the file in every error.
@@ -539,6 +580,22 @@ fn filter_coeffs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grey_is_told_from_colour() {
+        use image::{GrayImage, Rgb, RgbImage};
+        assert!(looks_grey(&DynamicImage::ImageLuma8(GrayImage::new(4, 4))));
+        // R = G = B, and a little chroma noise: grey; a skin-like colour: not.
+        let equal = RgbImage::from_fn(8, 8, |x, y| Rgb([(x * 30) as u8; 3].map(|v| v + y as u8)));
+        assert!(looks_grey(&DynamicImage::ImageRgb8(equal)));
+        let noisy = RgbImage::from_fn(8, 8, |x, _| Rgb([100, 101 + (x % 2) as u8, 100]));
+        assert!(looks_grey(&DynamicImage::ImageRgb8(noisy)));
+        let skin = RgbImage::from_fn(8, 8, |_, _| Rgb([200, 140, 130]));
+        assert!(!looks_grey(&DynamicImage::ImageRgb8(skin.clone())));
+        assert!(!looks_grey(&DynamicImage::ImageRgb16(
+            DynamicImage::ImageRgb8(skin).to_rgb16()
+        )));
+    }
 
     #[test]
     fn resize_identity_and_constant() {

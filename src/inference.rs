@@ -76,6 +76,51 @@ impl std::fmt::Display for ModelSource {
     }
 }
 
+/// What a model's checkpoint says it was trained on, from its `dataset` metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// Colour photographs of skin (HAM10000, ISIC, DermaMNIST).
+    Dermoscopy,
+    /// Grey chest radiographs (ChestX-ray14, PneumoniaMNIST).
+    Radiograph,
+}
+
+impl Modality {
+    /// From a checkpoint's dataset name; `None` when it does not say.
+    pub fn of_dataset(dataset: &str) -> Option<Self> {
+        let d = dataset.to_ascii_lowercase();
+        if ["ham10000", "isic", "derma"].iter().any(|k| d.contains(k)) {
+            Some(Self::Dermoscopy)
+        } else if ["chest", "cxr", "nih", "pneumonia"]
+            .iter()
+            .any(|k| d.contains(k))
+        {
+            Some(Self::Radiograph)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why an image does not fit what a model was trained on (a grey radiograph given to a
+/// dermoscopy model, or a colour photograph to a radiograph model): such a prediction means
+/// nothing, and the one reading it must be told. `None` when the image fits, or when the
+/// checkpoint does not say what it was trained on.
+pub fn modality_warning(dataset: Option<&str>, image_is_grey: bool) -> Option<String> {
+    let dataset = dataset?;
+    match (Modality::of_dataset(dataset)?, image_is_grey) {
+        (Modality::Dermoscopy, true) => Some(format!(
+            "this model was trained on colour dermoscopy photographs ({dataset}) and this image \
+             is greyscale: its prediction does not mean anything"
+        )),
+        (Modality::Radiograph, false) => Some(format!(
+            "this model was trained on grey chest radiographs ({dataset}) and this image is in \
+             colour: its prediction does not mean anything"
+        )),
+        _ => None,
+    }
+}
+
 /// A model in inference mode on a device.
 pub struct Classifier {
     model: ResNet50,
@@ -136,6 +181,11 @@ impl Classifier {
 
     pub fn model(&self) -> &ResNet50 {
         &self.model
+    }
+
+    /// [`modality_warning`] for an image loaded for this model.
+    pub fn input_warning(&self, image: &LoadedImage) -> Option<String> {
+        modality_warning(self.metadata.dataset.as_deref(), image.grey)
     }
 
     /// Load an image file the way this model wants it.
@@ -288,4 +338,32 @@ pub fn probabilities(logits: &[f32], multi_label: bool) -> Vec<f32> {
     let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
     exps.iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modality_comes_from_the_dataset_name() {
+        for d in [
+            "ham10000",
+            "HAM10000 (train split)",
+            "dermamnist",
+            "ISIC 2018",
+        ] {
+            assert_eq!(Modality::of_dataset(d), Some(Modality::Dermoscopy), "{d}");
+        }
+        for d in ["pneumoniamnist", "nih-cxr14", "ChestX-ray14"] {
+            assert_eq!(Modality::of_dataset(d), Some(Modality::Radiograph), "{d}");
+        }
+        assert_eq!(Modality::of_dataset("my-folder"), None);
+        // Warned only where the image and the training data disagree.
+        assert!(modality_warning(Some("ham10000"), true).is_some());
+        assert!(modality_warning(Some("ham10000"), false).is_none());
+        assert!(modality_warning(Some("pneumoniamnist"), false).is_some());
+        assert!(modality_warning(Some("pneumoniamnist"), true).is_none());
+        assert!(modality_warning(Some("my-folder"), true).is_none());
+        assert!(modality_warning(None, true).is_none());
+    }
 }

@@ -116,6 +116,9 @@ pub struct Analysis {
     /// For a DICOM file: geometry, grey-level transforms, the window applied (no identifying
     /// attribute is ever read).
     pub dicom: Option<DicomInfo>,
+    /// The image does not fit what the model was trained on
+    /// ([`crate::inference::modality_warning`]).
+    pub input_warning: Option<String>,
     pub elapsed_secs: f64,
 }
 
@@ -515,6 +518,10 @@ impl ModelWorker {
             dicom,
         } = decode_with(path, &options)?;
         let (source_width, source_height) = (decoded.width(), decoded.height());
+        let input_warning = crate::inference::modality_warning(
+            classifier.metadata.dataset.as_deref(),
+            crate::imaging::looks_grey(&decoded),
+        );
         let bad = |reason| TriscopeError::BadImage {
             path: path.to_path_buf(),
             reason,
@@ -599,6 +606,7 @@ impl ModelWorker {
             layers,
             attribution,
             dicom,
+            input_warning,
             elapsed_secs: started.elapsed().as_secs_f64(),
         })
     }

@@ -65,6 +65,39 @@ fn predict_json_on_samples() {
 }
 
 #[test]
+fn a_model_is_warned_about_images_of_another_modality() {
+    // The embedded dermoscopy model on a chest X-ray, and the chest model on a skin photo:
+    // a warning on stderr and in the JSON; none where the image fits.
+    let skin = s(&sample("ham10000/ISIC_0024410.jpg"));
+    let chest = s(&sample("nih-cxr14/00000072_000.png"));
+    let chest_model = s(&root().join("models/pneumoniamnist_default.safetensors"));
+    let o = triscope(&["predict", &skin, &chest, "--json", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v[0].get("warning").is_none(), "{v}");
+    let w = v[1]["warning"].as_str().unwrap_or_default();
+    assert!(w.contains("dermoscopy") && w.contains("greyscale"), "{v}");
+    assert!(stderr(&o).contains("00000072_000.png: this model was trained on colour dermoscopy"));
+
+    let o = triscope(&[
+        "predict",
+        &skin,
+        &chest,
+        "--model",
+        &chest_model,
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("ISIC_0024410.jpg: this model was trained on grey chest radiographs"),
+        "{err}"
+    );
+    assert!(!err.contains("00000072_000.png"), "{err}");
+}
+
+#[test]
 fn predict_continues_past_a_bad_file_and_fails_at_the_end() {
     let dir = TempDir::new("cli-bad");
     let bad = dir.path().join("broken.png");

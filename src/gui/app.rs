@@ -346,6 +346,7 @@ impl TriscopeApp {
                 self.status = format!("analysis {:.2} s", a.elapsed_secs);
                 self.saved.last_image = Some(a.path.clone());
                 self.predictions.clean = Some(a.prediction.clone());
+                self.predictions.input_warning = a.input_warning.clone();
                 self.predictions.adversarial = None;
                 self.predictions.explained_class = Some(a.target_class);
                 self.explain.set_analysis(Arc::clone(&a));

@@ -84,6 +84,7 @@ pub fn export_view(dir: &Path, data: &ExportData) -> Result<Vec<PathBuf>> {
             "description": m.metadata.description,
         })),
         "prediction": a.prediction,
+        "warning": a.input_warning,
         // Geometry and grey-level transforms only: no identifying DICOM attribute is read.
         "dicom": a.dicom,
         "explanation": {"method": method.name(), "layer": s.layer, "class_index": class_index,

@@ -12,6 +12,8 @@ pub const ADV_COLOR: egui::Color32 = egui::Color32::from_rgb(229, 57, 53);
 pub struct PredictionPanel {
     pub clean: Option<Prediction>,
     pub adversarial: Option<Prediction>,
+    /// The image does not fit what the model was trained on (shown above the bars).
+    pub input_warning: Option<String>,
     /// Class the explanation shows (highlighted).
     pub explained_class: Option<usize>,
     pub actions: Vec<UiAction>,
@@ -32,6 +34,9 @@ impl PredictionPanel {
             ui.heading(&clean.class_name);
             ui.label(format!("{:.1}%", clean.confidence * 100.0));
         });
+        if let Some(warning) = &self.input_warning {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {warning}"));
+        }
         if let Some(adv) = &self.adversarial {
             let flipped = adv.class_index != clean.class_index;
             ui.horizontal_wrapped(|ui| {

@@ -352,6 +352,8 @@ fn a_path_from_the_command_line_opens_instead_of_a_sample() {
     assert_eq!(h.state().current_image.as_ref(), Some(&file));
     h.get_by_label_contains("DICOM MONOCHROME2, 12 of 16 bits");
     h.get_by_label("Window:");
+    // A chest X-ray on the embedded dermoscopy model: the prediction panel says so.
+    h.get_by_label_contains("trained on colour dermoscopy photographs");
 }
 
 #[test]
