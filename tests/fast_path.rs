@@ -203,26 +203,75 @@ fn fused_layer_matches_burn_ops_forward_and_gradients() {
 }
 
 #[test]
-fn training_mode_batch_norm_keeps_burn_ops() {
+fn training_step_on_the_fast_path_matches_burn_ops() {
+    // A whole training-mode forward and backward (trainable weights, BatchNorm on batch
+    // statistics): every convolution on the fast path. Logits, running statistics and the
+    // gradients of the last layers match burn's ops closely. Further back the gradients of a
+    // model this small (64 px, batch 4) are chaotic: burn's own ops move them by 3.6% when
+    // the input is scaled by 1 + 1e-5 (measured), so there the test only checks that they
+    // agree to a few percent; `trainable_convolution_matches_burn_ops` checks each layer's
+    // gradients to 1e-5.
     let device = Device::flex();
     let mut config = ModelConfig::generic(3, 3);
     config.base_width = 8;
-    config.resolution = 32;
-    let model = ResNet50::init(&config, 1, &device.clone().autodiff())
-        .expect("model")
-        .train();
+    config.resolution = 64;
+    config.dropout = 0.0;
     let x = tensor(
-        uniform(2 * 3 * 32 * 32, 5, 0.0, 1.0),
-        [2, 3, 32, 32],
+        uniform(4 * 3 * 64 * 64, 5, 0.0, 1.0),
+        [4, 3, 64, 64],
         &device,
     );
-    let before = fused_calls();
-    let _ = model.forward(x.autodiff());
+    let probe = tensor(uniform(4 * 3, 6, -1.0, 1.0), [4, 3], &device);
+    let run = || {
+        let model = ResNet50::init(&config, 1, &device.clone().autodiff())
+            .expect("model")
+            .train();
+        let before = fused_calls();
+        let logits = model.forward(x.clone().autodiff());
+        let calls = fused_calls() - before;
+        let grads = (logits.clone() * probe.clone().autodiff()).sum().backward();
+        let grad = |conv: &Conv2d| values(conv.weight.val().grad(&grads).expect("weight grad"));
+        let last = &model.layer4[2];
+        let late = vec![
+            values(model.fc.weight.val().grad(&grads).expect("fc gradient")),
+            grad(&last.conv3),
+            grad(&last.conv2),
+            grad(&last.conv1),
+            values(last.bn2.gamma.val().grad(&grads).expect("gamma gradient")),
+        ];
+        let block = &model.layer2[0];
+        let ds = &block.downsample.as_ref().expect("downsample").conv;
+        let early = vec![
+            grad(&model.conv1),
+            grad(&block.conv1),
+            grad(&block.conv2),
+            grad(ds),
+            values(model.bn1.gamma.val().grad(&grads).expect("gamma gradient")),
+        ];
+        let running = values(model.layer4[0].bn2.running_mean.value());
+        (values(logits), late, early, running, calls)
+    };
+    let (f_logits, f_late, f_early, f_running, f_calls) = run();
+    let (p_logits, p_late, p_early, p_running, p_calls) = with_plain_path(run);
+    assert_eq!(p_calls, 0);
     assert_eq!(
-        fused_calls(),
-        before,
-        "training must use batch statistics through burn"
+        f_calls, 53,
+        "every convolution of the model on the fast path"
     );
+    assert!(rel_l2(&f_logits, &p_logits) < 1e-4, "logits");
+    assert!(rel_l2(&f_running, &p_running) < 1e-4, "running mean");
+    for (i, (f, p)) in f_late.iter().zip(&p_late).enumerate() {
+        let e = rel_l2(f, p);
+        assert!(e < 1e-3, "late gradient {i}: {e}");
+    }
+    for (i, (f, p)) in f_early.iter().zip(&p_early).enumerate() {
+        let e = rel_l2(f, p);
+        assert!(e < 0.1, "early gradient {i}: {e}");
+        assert!(
+            p.iter().any(|v| *v != 0.0),
+            "early gradient {i} is all zero"
+        );
+    }
 }
 
 /// `|a - b| / |b|` (Euclidean norms).
@@ -391,5 +440,72 @@ fn full_width_blocks_match_plain_path() {
             d <= 1e-2,
             "block {i}: input gradient differs by {d} (relative L2)"
         );
+    }
+}
+
+#[test]
+fn trainable_convolution_matches_burn_ops() {
+    // Trainable weights (the training path: convolution on the fast path with its weight
+    // gradient, BatchNorm through burn), with BatchNorm on running and on batch statistics:
+    // output, weight gradient and input gradient against burn's ops.
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let shapes = [
+        (3, 8, 7, 2, 19, 23),
+        (6, 5, 1, 1, 9, 7),
+        (6, 10, 1, 2, 9, 8),
+        (4, 7, 3, 1, 8, 9),
+        (4, 7, 3, 2, 9, 10),
+        (64, 128, 3, 2, 32, 32),
+        (128, 256, 1, 2, 16, 16),
+        (64, 64, 3, 1, 32, 32),
+        (256, 64, 1, 1, 16, 16),
+    ];
+    for batch_statistics in [false, true] {
+        for (i, &(c_in, c_out, k, stride, h, w)) in shapes.iter().enumerate() {
+            let seed = 100 + i as u64;
+            let x = tensor(
+                uniform(2 * c_in * h * w, seed, -1.0, 1.0),
+                [2, c_in, h, w],
+                &device,
+            );
+            let run = || {
+                let mut cv = conv(c_in, c_out, k, stride, seed, &device);
+                cv.weight = Param::from_tensor(cv.weight.val().autodiff().require_grad());
+                let mut bn = batch_norm(c_out, seed, &device);
+                bn.training = Param::from_bool(batch_statistics);
+                let xg = x.clone().autodiff().require_grad();
+                let before = fused_calls();
+                let y = conv_bn(&cv, &bn, xg.clone(), Epilogue::Relu);
+                let fused = fused_calls() - before;
+                let dims = y.dims();
+                let probe = tensor(
+                    uniform(dims.iter().product(), seed + 7, -1.0, 1.0),
+                    dims,
+                    &ad,
+                );
+                let grads = (y.clone() * probe).sum().backward();
+                (
+                    values(y),
+                    values(cv.weight.val().grad(&grads).expect("weight gradient")),
+                    values(xg.grad(&grads).expect("input gradient")),
+                    fused,
+                )
+            };
+            let (fy, fw, fx, fused) = run();
+            let (py, pw, px, plain_fused) = with_plain_path(run);
+            assert_eq!((fused, plain_fused), (1, 0), "shape {i}");
+            for (what, f, p) in [
+                ("output", &fy, &py),
+                ("weight", &fw, &pw),
+                ("input", &fx, &px),
+            ] {
+                let e = rel_l2(f, p);
+                assert!(
+                    e < 1e-5,
+                    "shape {i} (batch statistics {batch_statistics}): {what} gradient {e}"
+                );
+            }
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! Fused convolution for burn's flex CPU backend: conv -> inference BatchNorm [-> + residual]
-//! [-> ReLU] as one kernel, with its own input-gradient backward.
+//! [-> ReLU] as one kernel, with its own input-gradient backward; and, for training, the
+//! convolution alone with its input and weight gradients.
 //!
 //! The model calls [`conv_bn`] for every conv + BatchNorm pair. Where the fused kernel applies
 //! (flex tensors in f32, BatchNorm on its running statistics, no parameter that needs a
-//! gradient) it runs here; everywhere else (wgpu, training with batch statistics, weight
-//! gradients) the same function falls back to burn's `Conv2d` and `BatchNorm`, so the model
-//! stays backend-agnostic and training is untouched.
+//! gradient) it runs here. When the weights are trainable (training, fine-tuning) the
+//! convolution still runs here, as its own autodiff operation with the weight gradient
+//! (`dW = sum over the batch of gy . im2col(x)^T`), and BatchNorm (batch statistics) and the
+//! epilogue go through burn's ops. Elsewhere (wgpu, other dtypes, odd convolutions) the same
+//! function falls back to burn's `Conv2d` and `BatchNorm`, so the model stays backend-agnostic.
 //!
 //! The kernel: im2col in NCHW order (`[c_in * k * k, out_h * out_w]`, skipped for unstrided 1x1
 //! convolutions), one GEMM with the torchvision weight as it is (`[c_out, c_in * k * k]`), then
@@ -86,18 +89,71 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) 
             }
             Err((x, epilogue)) => plain(conv, bn, x, epilogue),
         },
+        // Training (trainable weights, BatchNorm on batch statistics): the convolution alone
+        // on the fast path, with its input and weight gradients; BatchNorm through burn.
+        None if FAST_PATH.with(Cell::get) && enabled() => match conv_train(conv, x) {
+            Ok(y) => {
+                FUSED_CALLS.with(|c| c.set(c.get() + 1));
+                finish(bn.forward(y), epilogue)
+            }
+            Err(x) => plain(conv, bn, x, epilogue),
+        },
         None => plain(conv, bn, x, epilogue),
     }
 }
 
-/// burn's own ops: the reference and the fallback.
-fn plain(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
-    let y = bn.forward(conv.forward(x));
+fn finish(y: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
     match epilogue {
         Epilogue::None => y,
         Epilogue::Relu => relu(y),
         Epilogue::AddRelu(residual) => relu(y + residual),
     }
+}
+
+/// `conv(x)` on the fast path when the weight is trainable (an autodiff flex tensor), with the
+/// gradients of the input and of the weight; hands `x` back where it does not apply.
+#[allow(clippy::result_large_err)]
+fn conv_train(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let weight = conv.weight.val();
+    if conv.bias.is_some() || !weight.is_autodiff() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let Some(op) = FusedConv::plain_conv(conv, weight.clone()) else {
+        return Err(x);
+    };
+    let Some(g) = op.geometry(&x.dims()) else {
+        return Err(x);
+    };
+    let (Some(xa), Some(wa)) = (autodiff_primitive(x.clone()), autodiff_primitive(weight)) else {
+        return Err(x);
+    };
+    let Some(out) = op.forward(xa.primitive(), None, false, g) else {
+        return Err(x);
+    };
+    let out = match ConvTrainBackward
+        .prepare::<NoCheckpointing>([xa.node(), wa.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = Arc::new(SavedTrain {
+                saved: Saved {
+                    conv: op,
+                    geometry: g,
+                    output: None,
+                },
+                input: xa.primitive().clone(),
+            });
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(Tensor::from_primitive::<Autodiff<Flex>>(out))
+}
+
+/// burn's own ops: the reference and the fallback.
+fn plain(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
+    finish(bn.forward(conv.forward(x)), epilogue)
 }
 
 /// The contiguous f32 values of a flex tensor (copied to a contiguous layout first if needed).
@@ -222,6 +278,39 @@ impl FusedConv {
             weight,
             scale: Arc::new(scale),
             shift: Arc::new(shift),
+            c_out,
+            c_in,
+            k: kh,
+            stride: conv.stride[0],
+            pad,
+        })
+    }
+
+    /// The convolution alone (scale 1, shift 0), its weight taken from `weight` (which may
+    /// be tracked by autodiff: its values are read, its gradient is the caller's business).
+    fn plain_conv(conv: &Conv2d, weight: Tensor<4>) -> Option<Self> {
+        let [c_out, c_in, kh, kw] = weight.dims();
+        let pad = match conv.padding {
+            PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
+            PaddingConfig2d::Valid => 0,
+            _ => return None,
+        };
+        if kh != kw
+            || conv.groups != 1
+            || conv.dilation != [1, 1]
+            || conv.stride[0] != conv.stride[1]
+            || conv.stride[0] == 0
+        {
+            return None;
+        }
+        let weight = autodiff_primitive(weight)?.primitive().clone();
+        if weight.dtype() != DType::F32 {
+            return None;
+        }
+        Some(Self {
+            weight,
+            scale: Arc::new(vec![1.0; c_out]),
+            shift: Arc::new(vec![0.0; c_out]),
             c_out,
             c_in,
             k: kh,
@@ -542,6 +631,19 @@ fn matmul(
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
 ) {
+    matmul_into(dst, false, m, n, k, lhs, rhs)
+}
+
+/// [`matmul`], or with `accumulate` `dst += lhs . rhs` (then `dst` must be initialised).
+fn matmul_into(
+    dst: &mut [MaybeUninit<f32>],
+    accumulate: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
     let (lhs, lhs_rs, lhs_cs) = lhs;
     let (rhs, rhs_rs, rhs_cs) = rhs;
     assert!(dst.len() >= m * n, "matmul: destination too small");
@@ -568,14 +670,14 @@ fn matmul(
             dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
             lhs_rs as isize,
             rhs.as_ptr(),
             rhs_cs as isize,
             rhs_rs as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -719,6 +821,78 @@ impl Saved {
             FlexTensor::from_data(TensorData::new(gx, [batch, g.c_in, g.h, g.w]))
         });
         (grad_x, grad_residual)
+    }
+}
+
+/// The training convolution's backward state: the constants and its input (for the weight
+/// gradient).
+#[derive(Debug, Clone)]
+struct SavedTrain {
+    saved: Saved,
+    input: FlexTensor,
+}
+
+impl SavedTrain {
+    /// `dW[c_out, depth] = sum over the batch of gy_n[c_out, plane] . col_n[depth, plane]^T`.
+    fn weight_grad(&self, grad: &FlexTensor) -> FlexTensor {
+        let g = self.saved.geometry;
+        let plane = g.out_plane();
+        let depth = g.depth();
+        let Some((grad, gs, ge)) = values(grad) else {
+            panic!("training conv backward: gradient is not f32")
+        };
+        let grad: &[f32] = &grad.storage()[gs..ge];
+        let Some((x, xs, xe)) = values(&self.input) else {
+            panic!("training conv backward: input is not f32")
+        };
+        let x: &[f32] = &x.storage()[xs..xe];
+        let batch = grad.len() / (g.c_out * plane).max(1);
+        let mut gw = vec![0.0f32; g.c_out * depth];
+        with_scratch(g, |col| {
+            for n in 0..batch {
+                let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
+                let rhs: &[f32] = match g.is_pointwise() {
+                    true => x_n,
+                    false => {
+                        im2col(x_n, &g, col);
+                        col
+                    }
+                };
+                let gy_n = &grad[n * g.c_out * plane..][..g.c_out * plane];
+                // col^T[plane, depth]: element (p, d) at rhs[d * plane + p].
+                matmul_into(
+                    as_uninit(&mut gw),
+                    n > 0,
+                    g.c_out,
+                    depth,
+                    plane,
+                    (gy_n, plane, 1),
+                    (rhs, 1, plane),
+                );
+            }
+        });
+        FlexTensor::from_data(TensorData::new(gw, [g.c_out, g.c_in, g.k, g.k]))
+    }
+}
+
+#[derive(Debug)]
+struct ConvTrainBackward;
+
+impl Backward<Flex, 2> for ConvTrainBackward {
+    type State = Arc<SavedTrain>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, ops.state.weight_grad(&grad));
+        }
+        if let Some(node) = node_x {
+            let (gx, _) = ops.state.saved.backward(grad, true, false);
+            if let Some(gx) = gx {
+                grads.register::<Flex>(node.id, gx);
+            }
+        }
     }
 }
 
