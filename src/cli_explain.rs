@@ -282,6 +282,8 @@ struct BatchRecord {
     heatmap: Option<String>,
     overlay: Option<String>,
     faithfulness: Option<Faithfulness>,
+    /// The image does not fit what the model was trained on.
+    warning: Option<String>,
     elapsed_secs: f64,
 }
 
@@ -341,6 +343,10 @@ fn explain_folder(
         });
         let record = match result {
             Ok((loaded, r, faithfulness)) => {
+                let warning = classifier.input_warning(&loaded);
+                if let Some(w) = &warning {
+                    bar.suspend(|| eprintln!("warning: {}: {w}", path.display()));
+                }
                 let folder = out.join(rel.parent().unwrap_or(Path::new("")));
                 std::fs::create_dir_all(&folder)
                     .with_context(|| format!("cannot create {}", folder.display()))?;
@@ -358,6 +364,7 @@ fn explain_folder(
                 let mut record =
                     success_record(rel, &r, classifier, files, started.elapsed().as_secs_f64());
                 record.faithfulness = faithfulness;
+                record.warning = warning;
                 record
             }
             Err(e) => {
@@ -374,6 +381,7 @@ fn explain_folder(
                     heatmap: None,
                     overlay: None,
                     faithfulness: None,
+                    warning: None,
                     elapsed_secs: started.elapsed().as_secs_f64(),
                 }
             }
@@ -390,7 +398,7 @@ fn explain_folder(
     for name in class_names {
         csv.push_str(&format!(",p_{}", csv_field(name)));
     }
-    csv.push_str(",heatmap,overlay,elapsed_secs");
+    csv.push_str(",heatmap,overlay,elapsed_secs,warning");
     if plan.faithfulness {
         csv.push_str(",deletion_auc,insertion_auc,drop_percent,increase");
     }
@@ -419,6 +427,7 @@ fn explain_folder(
         row.push(csv_field(&opt(r.heatmap.clone())));
         row.push(csv_field(&opt(r.overlay.clone())));
         row.push(format!("{:.3}", r.elapsed_secs));
+        row.push(csv_field(&opt(r.warning.clone())));
         if plan.faithfulness {
             match &r.faithfulness {
                 Some(f) => row.extend([
@@ -487,6 +496,7 @@ fn success_record(
         heatmap: files.next(),
         overlay: files.next(),
         faithfulness: None,
+        warning: None,
         elapsed_secs,
     }
 }

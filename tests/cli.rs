@@ -468,6 +468,13 @@ fn explain_a_folder_writes_overlays_and_a_csv() {
         assert!((p - 1.0).abs() < 1e-3, "{line}");
     }
     assert!(csv.contains("ham10000/ISIC_0024410.jpg"), "{csv}");
+    // The dermoscopy model warns on the chest X-rays, and only on them.
+    let warning = header.iter().position(|h| *h == "warning").unwrap();
+    for line in &lines[1..] {
+        let cells: Vec<&str> = line.split(',').collect();
+        let chest = cells[0].contains("nih-cxr14");
+        assert_eq!(cells[warning].contains("greyscale"), chest, "{line}");
+    }
     for rel in [
         "ham10000/ISIC_0024410_heatmap.png",
         "ham10000/ISIC_0024410_overlay.png",
