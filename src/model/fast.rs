@@ -77,7 +77,8 @@ pub enum Epilogue {
 
 /// `epilogue(bn(conv(x)))`. `[batch, C_in, H, W]` -> `[batch, C_out, H', W']`.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
-    let fused = match FAST_PATH.with(Cell::get) && enabled() {
+    let fast = FAST_PATH.with(Cell::get) && enabled();
+    let fused = match fast {
         true => FusedConv::new(conv, bn, x.is_autodiff()),
         false => None,
     };
@@ -91,7 +92,7 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) 
         },
         // Training (trainable weights, BatchNorm on batch statistics): the convolution alone
         // on the fast path, with its input and weight gradients; BatchNorm through burn.
-        None if FAST_PATH.with(Cell::get) && enabled() => match conv_train(conv, x) {
+        None if fast => match conv_train(conv, x) {
             Ok(y) => {
                 FUSED_CALLS.with(|c| c.set(c.get() + 1));
                 finish(bn.forward(y), epilogue)
@@ -182,6 +183,26 @@ fn flex_vec(t: Tensor<1>) -> Option<Vec<f32>> {
     with_values(&flex_param(t)?, <[f32]>::to_vec)
 }
 
+/// `[c_out, c_in, k, stride, pad]` of a convolution the kernel handles: square kernel, one
+/// stride and one padding on both axes, no groups, no dilation.
+fn kernel_layout(conv: &Conv2d) -> Option<[usize; 5]> {
+    let [c_out, c_in, kh, kw] = conv.weight.dims();
+    let pad = match conv.padding {
+        PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
+        PaddingConfig2d::Valid => 0,
+        _ => return None,
+    };
+    if kh != kw
+        || conv.groups != 1
+        || conv.dilation != [1, 1]
+        || conv.stride[0] != conv.stride[1]
+        || conv.stride[0] == 0
+    {
+        return None;
+    }
+    Some([c_out, c_in, kh, conv.stride[0], pad])
+}
+
 /// Shapes of one convolution (square kernel, equal stride and padding on both axes).
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
@@ -233,20 +254,7 @@ impl FusedConv {
         if input_autodiff && bn.training.is_enabled() {
             return None;
         }
-        let [c_out, c_in, kh, kw] = conv.weight.dims();
-        let pad = match conv.padding {
-            PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
-            PaddingConfig2d::Valid => 0,
-            _ => return None,
-        };
-        if kh != kw
-            || conv.groups != 1
-            || conv.dilation != [1, 1]
-            || conv.stride[0] != conv.stride[1]
-            || conv.stride[0] == 0
-        {
-            return None;
-        }
+        let [c_out, c_in, k, stride, pad] = kernel_layout(conv)?;
         let weight = flex_param(conv.weight.val())?;
         if weight.dtype() != DType::F32 {
             return None;
@@ -280,8 +288,8 @@ impl FusedConv {
             shift: Arc::new(shift),
             c_out,
             c_in,
-            k: kh,
-            stride: conv.stride[0],
+            k,
+            stride,
             pad,
         })
     }
@@ -289,20 +297,7 @@ impl FusedConv {
     /// The convolution alone (scale 1, shift 0), its weight taken from `weight` (which may
     /// be tracked by autodiff: its values are read, its gradient is the caller's business).
     fn plain_conv(conv: &Conv2d, weight: Tensor<4>) -> Option<Self> {
-        let [c_out, c_in, kh, kw] = weight.dims();
-        let pad = match conv.padding {
-            PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => a,
-            PaddingConfig2d::Valid => 0,
-            _ => return None,
-        };
-        if kh != kw
-            || conv.groups != 1
-            || conv.dilation != [1, 1]
-            || conv.stride[0] != conv.stride[1]
-            || conv.stride[0] == 0
-        {
-            return None;
-        }
+        let [c_out, c_in, k, stride, pad] = kernel_layout(conv)?;
         let weight = autodiff_primitive(weight)?.primitive().clone();
         if weight.dtype() != DType::F32 {
             return None;
@@ -313,8 +308,8 @@ impl FusedConv {
             shift: Arc::new(vec![0.0; c_out]),
             c_out,
             c_in,
-            k: kh,
-            stride: conv.stride[0],
+            k,
+            stride,
             pad,
         })
     }
@@ -438,13 +433,7 @@ impl FusedConv {
             let dst = &mut out.spare_capacity_mut()[..total];
             for (n, out_n) in dst.chunks_mut(per_item.max(1)).enumerate() {
                 let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
-                let rhs: &[f32] = match g.is_pointwise() {
-                    true => x_n,
-                    false => {
-                        im2col(x_n, &g, col);
-                        col
-                    }
-                };
+                let rhs = columns(x_n, &g, col);
                 // out_n[c_out, plane] = w[c_out, depth] . rhs[depth, plane]
                 matmul(
                     out_n,
@@ -580,6 +569,16 @@ fn im2col(x: &[f32], g: &Geometry, col: &mut [f32]) {
     } else {
         col.chunks_mut(per_channel).enumerate().for_each(fill);
     }
+}
+
+/// The `[depth, out_plane]` column matrix of one image `x`: `x` itself for a pointwise
+/// convolution, else [`im2col`] written into `col`.
+fn columns<'a>(x: &'a [f32], g: &Geometry, col: &'a mut [f32]) -> &'a [f32] {
+    if g.is_pointwise() {
+        return x;
+    }
+    im2col(x, g, col);
+    col
 }
 
 /// The adjoint of [`im2col`]: `x[c][iy][ix] = sum of the col entries that read it`.
@@ -851,13 +850,7 @@ impl SavedTrain {
         with_scratch(g, |col| {
             for n in 0..batch {
                 let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
-                let rhs: &[f32] = match g.is_pointwise() {
-                    true => x_n,
-                    false => {
-                        im2col(x_n, &g, col);
-                        col
-                    }
-                };
+                let rhs = columns(x_n, &g, col);
                 let gy_n = &grad[n * g.c_out * plane..][..g.c_out * plane];
                 // col^T[plane, depth]: element (p, d) at rhs[d * plane + p].
                 matmul_into(
