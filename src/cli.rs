@@ -551,7 +551,7 @@ fn predict(images: &[PathBuf], args: &ModelArgs, json: bool) -> Result<ExitCode>
     for path in images {
         let started = Instant::now();
         let result = classifier.load_image(path).and_then(|img| {
-            let warning = classifier.input_warning(&img);
+            let warning = classifier.input_warning(img.grey);
             let prediction = classifier.predict(&[&img.pixels])?.remove(0);
             Ok((prediction, warning))
         });

@@ -176,7 +176,7 @@ pub fn explain(
         explained_class_index: a.class_index,
         explained_class_name: classifier.config().class_names[a.class_index].clone(),
         prediction: &result.prediction,
-        warning: classifier.input_warning(&loaded),
+        warning: classifier.input_warning(loaded.grey),
         heatmap_size: [a.height, a.width],
         attribution_shape: &a.raw_shape,
         options: &plan.options,
@@ -343,7 +343,7 @@ fn explain_folder(
         });
         let record = match result {
             Ok((loaded, r, faithfulness)) => {
-                let warning = classifier.input_warning(&loaded);
+                let warning = classifier.input_warning(loaded.grey);
                 if let Some(w) = &warning {
                     bar.suspend(|| eprintln!("warning: {}: {w}", path.display()));
                 }

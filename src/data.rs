@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Result, TriscopeError};
-use crate::imaging::{PixelImage, ResizeMode, load_image, prepare};
+use crate::imaging::{PixelImage, ResizeMode, load_pixels, prepare};
 use crate::model::config::{CHESTXRAY14_FINDINGS, HAM10000_CLASSES};
 
 /// The layouts Triscope reads.
@@ -186,7 +186,7 @@ impl Dataset {
     ) -> Result<PixelImage> {
         let sample = &self.samples[i];
         match &sample.source {
-            Source::File(path) => load_image(path, channels, resolution, mode).map(|l| l.pixels),
+            Source::File(path) => load_pixels(path, channels, resolution, mode),
             Source::Npz(index) => {
                 let npz = self
                     .npz

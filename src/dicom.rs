@@ -252,15 +252,10 @@ pub fn decode_dicom_bytes(
             Some(dicom_core::DicomValue::PixelSequence(seq)),
             PixelEncoding::EncapsulatedUncompressed,
         ) => {
+            // Sized by what the fragments hold, not by what the header claims; a short frame
+            // is reported by the length check below.
             let held: usize = seq.fragments().iter().map(|f| f.len()).sum();
-            if held < frame_bytes {
-                return Err(format!(
-                    "the pixel data holds {held} bytes, fewer than the {frame_bytes} of one \
-                     {}x{} frame",
-                    header.columns, header.rows
-                ));
-            }
-            let mut frame = Vec::with_capacity(frame_bytes);
+            let mut frame = Vec::with_capacity(frame_bytes.min(held));
             for fragment in seq.fragments() {
                 let room = frame_bytes - frame.len();
                 frame.extend_from_slice(&fragment[..fragment.len().min(room)]);

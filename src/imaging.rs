@@ -143,11 +143,7 @@ pub fn load_image_with(
     let (source_width, source_height) = (image.width(), image.height());
     let source_color = format!("{:?}", image.color());
     let grey = looks_grey(&image);
-    let pixels =
-        prepare(image, channels, resolution, mode).map_err(|reason| TriscopeError::BadImage {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+    let pixels = prepare_file(path, image, channels, resolution, mode)?;
     Ok(LoadedImage {
         grey,
         path: path.to_path_buf(),
@@ -156,6 +152,32 @@ pub fn load_image_with(
         source_color,
         pixels,
         dicom,
+    })
+}
+
+/// Only the model input of a file (no description of the source): the dataset loaders' path,
+/// run for every sample of every epoch.
+pub fn load_pixels(
+    path: &Path,
+    channels: usize,
+    resolution: usize,
+    mode: ResizeMode,
+) -> Result<PixelImage> {
+    let image = decode_with(path, &DecodeOptions::default())?.image;
+    prepare_file(path, image, channels, resolution, mode)
+}
+
+/// [`prepare`], naming the file in its error.
+fn prepare_file(
+    path: &Path,
+    image: DynamicImage,
+    channels: usize,
+    resolution: usize,
+    mode: ResizeMode,
+) -> Result<PixelImage> {
+    prepare(image, channels, resolution, mode).map_err(|reason| TriscopeError::BadImage {
+        path: path.to_path_buf(),
+        reason,
     })
 }
 

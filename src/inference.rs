@@ -183,9 +183,10 @@ impl Classifier {
         &self.model
     }
 
-    /// [`modality_warning`] for an image loaded for this model.
-    pub fn input_warning(&self, image: &LoadedImage) -> Option<String> {
-        modality_warning(self.metadata.dataset.as_deref(), image.grey)
+    /// [`modality_warning`] for this model and an image that is greyscale or not
+    /// ([`LoadedImage::grey`], [`crate::imaging::looks_grey`]).
+    pub fn input_warning(&self, image_is_grey: bool) -> Option<String> {
+        modality_warning(self.metadata.dataset.as_deref(), image_is_grey)
     }
 
     /// Load an image file the way this model wants it.

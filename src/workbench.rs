@@ -518,10 +518,7 @@ impl ModelWorker {
             dicom,
         } = decode_with(path, &options)?;
         let (source_width, source_height) = (decoded.width(), decoded.height());
-        let input_warning = crate::inference::modality_warning(
-            classifier.metadata.dataset.as_deref(),
-            crate::imaging::looks_grey(&decoded),
-        );
+        let input_warning = classifier.input_warning(crate::imaging::looks_grey(&decoded));
         let bad = |reason| TriscopeError::BadImage {
             path: path.to_path_buf(),
             reason,
