@@ -119,13 +119,13 @@ fn conv_train(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
     if conv.bias.is_some() || !weight.is_autodiff() || x.dtype() != DType::F32 {
         return Err(x);
     }
-    let Some(op) = FusedConv::plain_conv(conv, weight.clone()) else {
+    let (Some(xa), Some(wa)) = (autodiff_primitive(x.clone()), autodiff_primitive(weight)) else {
+        return Err(x);
+    };
+    let Some(op) = FusedConv::plain_conv(conv, wa.primitive().clone()) else {
         return Err(x);
     };
     let Some(g) = op.geometry(&x.dims()) else {
-        return Err(x);
-    };
-    let (Some(xa), Some(wa)) = (autodiff_primitive(x.clone()), autodiff_primitive(weight)) else {
         return Err(x);
     };
     let Some(out) = op.forward(xa.primitive(), None, false, g) else {
@@ -294,11 +294,10 @@ impl FusedConv {
         })
     }
 
-    /// The convolution alone (scale 1, shift 0), its weight taken from `weight` (which may
-    /// be tracked by autodiff: its values are read, its gradient is the caller's business).
-    fn plain_conv(conv: &Conv2d, weight: Tensor<4>) -> Option<Self> {
+    /// The convolution alone (scale 1, shift 0) with `weight`, the values of `conv`'s weight
+    /// (which may be tracked by autodiff: its gradient is the caller's business).
+    fn plain_conv(conv: &Conv2d, weight: FlexTensor) -> Option<Self> {
         let [c_out, c_in, k, stride, pad] = kernel_layout(conv)?;
-        let weight = autodiff_primitive(weight)?.primitive().clone();
         if weight.dtype() != DType::F32 {
             return None;
         }
