@@ -8,5 +8,6 @@ mod cli_train;
 mod gui;
 
 fn main() -> std::process::ExitCode {
+    triscope::device::keep_freed_memory();
     cli::run()
 }

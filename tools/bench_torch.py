@@ -11,6 +11,12 @@ reset before each row through /proc/self/clear_refs):
   (pytorch-grad-cam GradCAM), PGD-10 (torchattacks PGD, eps 8/255, alpha 2/255, random start),
   training step b8 (forward + backward with weight gradients + SGD step), for the full-width
   ResNet-50 at 224 and for the narrow test model (base width 8 at 128).
+
+--train adds what trains the shipped models: base widths 16 and 32 at 160 px, batch 64, one
+optimisation step with the trainer's recipe (weighted cross-entropy, SGD with Nesterov
+momentum and weight decay) clean and with TRADES (inner PGD-3 at 2/255 on the model in eval
+mode, then the clean and adversarial training-mode forwards), plus the forward at batch 64
+(validation) and the inner PGD-3 alone. `bench --train` prints the same rows, as images/s.
 """
 
 import argparse
@@ -20,6 +26,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_fixtures import MEAN, STD, Normalized, ResNet50  # noqa: E402
@@ -113,6 +120,74 @@ def bench_model(width, res, runs, rows):
     row("training step", 8, step)
 
 
+TRAIN_SETUPS = [(16, 160, 64), (32, 160, 64)]
+
+
+def bench_train(width, res, batch, runs, rows):
+    """Training rows as the trainer runs them (src/train/trainer.rs, src/train/loss.rs)."""
+    torch.manual_seed(0)
+    net = ResNet50(width, 7, 3)
+    model = Normalized(net, MEAN, STD)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    x = torch.rand(batch, 3, res, res)
+    y = torch.arange(batch) % 7
+    w = torch.linspace(0.5, 2.0, 7)
+    eps, alpha, steps, beta = 2 / 255, 1 / 255, 3, 6.0
+
+    def row(name, fn):
+        reset_peak()
+        median, best = timed(fn, runs)
+        rows.append({"operation": name, "base_width": width, "resolution": res, "batch": batch,
+                     "median_secs": median, "min_secs": best, "peak_rss_mib": peak_mib(), "runs": runs})
+        print(f"torch w{width} r{res}  {name:<30} batch {batch}  median {median:.3f} s"
+              f"  {batch / median:6.1f} images/s  peak {rows[-1]['peak_rss_mib']:.0f} MiB", flush=True)
+
+    def forward():
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    def inner():
+        # TRADES' inner maximisation (trades.py): eval mode, KL(p(x) || p(x')) ascent.
+        model.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            p_nat = F.softmax(model(x), 1)
+        adv = x + 0.001 * torch.randn_like(x)
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            loss = F.kl_div(F.log_softmax(model(adv), 1), p_nat, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, [adv])
+            adv = torch.min(torch.max(adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+        for p in net.parameters():
+            p.requires_grad_(True)
+        return adv
+
+    def clean_step():
+        model.train()
+        loss = F.cross_entropy(model(x), y, weight=w)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def trades_step():
+        adv = inner()
+        model.train()
+        logits = model(x)
+        logits_adv = model(adv)
+        loss = F.cross_entropy(logits, y, weight=w) + beta * F.kl_div(
+            F.log_softmax(logits_adv, 1), F.softmax(logits, 1), reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    row("forward", forward)
+    row("TRADES inner PGD-3", inner)
+    row("training step clean", clean_step)
+    row("training step TRADES", trades_step)
+
+
 def bench_ops(runs, rows):
     """Each distinct convolution of ResNet-50 at 224, batch 1 (as bench --ops): the raw conv
     forward, and conv + BatchNorm (eval) + ReLU forward and forward + backward to the input."""
@@ -169,15 +244,21 @@ def main():
     ap.add_argument("--out", default="bench_torch.json")
     ap.add_argument("--skip-full", action="store_true", help="only the narrow model")
     ap.add_argument("--ops", action="store_true", help="time each ResNet-50 convolution instead")
+    ap.add_argument("--train", action="store_true",
+                    help="also the training rows: widths 16 and 32 at 160 px, batch 64")
+    ap.add_argument("--train-only", action="store_true", help="only the training rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     if args.ops:
         bench_ops(args.runs, rows)
-    elif not args.skip_full:
-        bench_model(64, 224, args.runs, rows)
-    if not args.ops:
+    elif not args.train_only:
+        if not args.skip_full:
+            bench_model(64, 224, args.runs, rows)
         bench_model(8, 128, args.runs, rows)
+    if args.train or args.train_only:
+        for width, res, batch in TRAIN_SETUPS:
+            bench_train(width, res, batch, args.runs, rows)
     out = {"torch": torch.__version__, "threads": args.threads, "rows": rows}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)

@@ -1,22 +1,24 @@
 //! Speed and memory of the core operations, side by side with PyTorch (not a test):
 //!
-//!     python3 tools/bench_torch.py --threads 2 --out bench_torch.json   # optional, PyTorch side
-//!     cargo run --release --bin bench -- [--torch bench_torch.json] [--runs 5] [--wgpu]
+//!     python3 tools/bench_torch.py --threads 2 --train --out bench_torch.json  # PyTorch side
+//!     cargo run --release --bin bench -- --torch bench_torch.json --train       # + ratios
 //!
-//! `--ops` instead times each distinct convolution of ResNet-50 at 224 (batch 1; raw conv, and
-//! conv + BatchNorm + ReLU forward and forward + backward, fused and through burn's ops).
-//! `--plain` runs the model rows on burn's own ops (the fused flex path off); `--skip-train`
-//! leaves out the training step; `--narrow-only` the full-width model.
-//!
-//! Rows: forward (batch 1 and 8), forward + backward to the input (frozen weights), Grad-CAM on
-//! layer4, PGD-10 (eps 8/255, alpha 2/255, random start), one training step (batch 8: forward,
-//! backward with weight gradients, SGD update), for the full ResNet-50 at 224 and the narrow
-//! test model (base width 8 at 128). Medians after one warm-up; peak resident memory per row
-//! (Linux: VmHWM, reset through /proc/self/clear_refs before each row). With the PyTorch JSON
-//! the table gains a Triscope / PyTorch column measured on the same machine. Writes
-//! `bench.json` (or `--json PATH`).
+//! `bench --help` lists the options. Rows: forward (batch 1 and 8), forward + backward to the
+//! input (frozen weights), Grad-CAM on layer4, PGD-10 (eps 8/255, alpha 2/255, random start),
+//! one training step (batch 8: forward, backward with weight gradients, SGD update), for the
+//! full ResNet-50 at 224 and the narrow test model (base width 8 at 128). `--train` adds what
+//! trains the shipped models (base widths 16 and 32 at 160 px, batch 64): the forward at batch
+//! 64 (validation), TRADES' inner PGD-3, and one optimisation step of the trainer's recipe,
+//! clean and TRADES, with the clean step split into forward, backward and optimizer; and the
+//! data loader's images/s (decode + augmentation of HAM10000 at 160 px, 1 and 2 workers).
+//! `--ops` instead times each distinct convolution of ResNet-50 at 224. Medians after one
+//! warm-up; peak resident memory per row (Linux: VmHWM, reset through /proc/self/clear_refs
+//! before each row). With the PyTorch JSON the table gains a Triscope / PyTorch column measured
+//! on the same machine. Writes `bench.json` (or `--json PATH`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -25,11 +27,64 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
+use clap::Parser;
 use serde::{Deserialize, Serialize};
 use triscope::attack::{AttackConfig, AttackGoal, run_attack};
+use triscope::data::Dataset;
 use triscope::device::ComputeDevice;
 use triscope::explain::{TargetClass, grad_cam};
+use triscope::model::source::SplitMix64;
 use triscope::model::{LayerId, ModelConfig, ResNet50};
+use triscope::train::augment::AugmentParams;
+use triscope::train::config::TrainingSection;
+use triscope::train::loader::{Loader, LoaderSpec, epoch_order};
+use triscope::train::loss::{InnerAttack, cross_entropy, trades_adversarial, trades_outer};
+use triscope::train::optim::build_optimizer;
+
+/// Timings of Triscope's core operations, side by side with PyTorch's (tools/bench_torch.py).
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    about = "Timings of Triscope's core operations, side by side with PyTorch's (tools/bench_torch.py)"
+)]
+struct Args {
+    /// Timed runs per row (after one warm-up); the median and minimum are reported
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Where to write the rows as JSON
+    #[arg(long, default_value = "bench.json", value_name = "PATH")]
+    json: PathBuf,
+    /// PyTorch's rows (tools/bench_torch.py --out); ratios are printed when it exists
+    #[arg(long, default_value = "bench_torch.json", value_name = "PATH")]
+    torch: PathBuf,
+    /// Also run every row on the wgpu backend (a GPU, or lavapipe)
+    #[arg(long)]
+    wgpu: bool,
+    /// Run the model rows on burn's own ops (the fused flex path off): the before
+    #[arg(long)]
+    plain: bool,
+    /// Leave out the training step of the full-width and narrow test models
+    #[arg(long)]
+    skip_train: bool,
+    /// Leave out the full-width model (the narrow test model only)
+    #[arg(long)]
+    narrow_only: bool,
+    /// Time each distinct convolution of ResNet-50 at 224 instead of the model rows
+    #[arg(long)]
+    ops: bool,
+    /// Add the training rows: base widths 16 and 32 at 160 px, batch 64, clean and TRADES
+    #[arg(long)]
+    train: bool,
+    /// Only the training rows (and the loader)
+    #[arg(long)]
+    train_only: bool,
+    /// Only the rows whose operation contains this text (to profile one row)
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// HAM10000 folder for the loader rows (skipped when it does not exist)
+    #[arg(long, default_value = "../shared/data/ham10000", value_name = "DIR")]
+    data: PathBuf,
+}
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Row {
@@ -57,16 +112,15 @@ struct TorchBench {
     rows: Vec<Row>,
 }
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Forget the peak resident set so far (Linux); no-op elsewhere.
+/// Forget the peak resident set so far (Linux); no-op elsewhere. Memory kept by the
+/// allocator ([`triscope::device::keep_freed_memory`]) is handed back first, so that each row's
+/// peak is its own.
 fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the operating system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -82,6 +136,16 @@ fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// `--only`: the text a row's operation must contain (set once in `main`).
+static ONLY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn wanted(operation: &str) -> bool {
+    match ONLY.get() {
+        Some(Some(text)) => operation.contains(text.as_str()),
+        _ => true,
+    }
 }
 
 fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
@@ -135,6 +199,9 @@ fn bench_model(
                        batch: usize,
                        f: &mut dyn FnMut() -> Result<()>|
      -> Result<()> {
+        if !wanted(operation) {
+            return Ok(());
+        }
         reset_peak_rss();
         let (median, min) = time_runs(runs, f)?;
         let peak = peak_rss_mib();
@@ -355,6 +422,208 @@ fn bench_ops(dev: &ComputeDevice, runs: usize) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// What trains the shipped models: (base width, resolution, batch).
+const TRAIN_SETUPS: [(usize, usize, usize); 2] = [(16, 160, 64), (32, 160, 64)];
+
+fn push_row(
+    rows: &mut Vec<Row>,
+    dev: &ComputeDevice,
+    config: &ModelConfig,
+    operation: &str,
+    batch: usize,
+    (median, min): (f64, f64),
+    runs: usize,
+) {
+    let peak = peak_rss_mib();
+    println!(
+        "{:<10} w{:<2} r{:<3} {:<30} b{:<2} median {:>8.3} s  min {:>8.3} s  {:>7.1} images/s  peak {:>6.0} MiB",
+        short(&dev.description),
+        config.base_width,
+        config.resolution,
+        operation,
+        batch,
+        median,
+        min,
+        batch as f64 / median,
+        peak
+    );
+    rows.push(Row {
+        backend: dev.description.clone(),
+        operation: operation.to_string(),
+        base_width: config.base_width,
+        resolution: config.resolution,
+        batch,
+        median_secs: median,
+        min_secs: min,
+        peak_rss_mib: peak,
+        runs,
+        torch_median_secs: None,
+        ratio_to_torch: None,
+    });
+}
+
+/// The rows of `tools/bench_torch.py --train`: validation forward, TRADES' inner PGD-3 and one
+/// step of the trainer's recipe (weighted cross-entropy, SGD with Nesterov momentum and weight
+/// decay), clean and TRADES; the clean step also split into its forward (with the loss),
+/// backward and optimizer update.
+fn bench_train(
+    dev: &ComputeDevice,
+    (width, resolution, batch): (usize, usize, usize),
+    runs: usize,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let mut config = ModelConfig::ham10000();
+    config.base_width = width;
+    config.resolution = resolution;
+    let section = TrainingSection {
+        lr: 0.01,
+        weight_decay: 5e-4,
+        ..TrainingSection::default()
+    };
+    let inner = InnerAttack {
+        epsilon: 2.0 / 255.0,
+        steps: 3,
+        step_size: 1.0 / 255.0,
+    };
+    let labels: Vec<usize> = (0..batch).map(|i| i % config.num_classes).collect();
+    let class_weights: Vec<f32> = (0..config.num_classes)
+        .map(|c| 0.5 + 1.5 * c as f32 / (config.num_classes - 1) as f32)
+        .collect();
+    let plain = dev.device.clone();
+    let ad = plain.clone().autodiff();
+    let eval_model = ResNet50::init(&config, 0, &plain)?.valid();
+    let measure = |f: &mut dyn FnMut() -> Result<()>| {
+        reset_peak_rss();
+        time_runs(runs, f)
+    };
+    if wanted("forward") {
+        let t = measure(&mut || sync(eval_model.forward(input(batch, &config, &plain))))?;
+        push_row(rows, dev, &config, "forward", batch, t, runs);
+    }
+    if wanted("TRADES inner PGD-3") {
+        let t = measure(&mut || {
+            let mut rng = SplitMix64::new(1);
+            let x = input(batch, &config, &plain);
+            sync(trades_adversarial(&eval_model, &x, &inner, &mut rng)?)
+        })?;
+        push_row(rows, dev, &config, "TRADES inner PGD-3", batch, t, runs);
+    }
+
+    let mut model = Some(ResNet50::init(&config, 0, &ad)?.train());
+    let mut optimizer = build_optimizer(&section);
+    // (forward with loss, backward, optimizer) seconds of each timed clean step.
+    let mut parts: Vec<[f64; 3]> = Vec::new();
+    let mut clean_step = |record: bool| -> Result<()> {
+        let m = model.take().context("model lost")?;
+        let t0 = Instant::now();
+        let logits = m.forward(input(batch, &config, &ad)); // [b, classes]
+        let loss = cross_entropy(logits, &labels, Some(&class_weights));
+        sync(loss.clone())?;
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let t2 = Instant::now();
+        let m = optimizer.step(section.lr, m, grads);
+        sync(m.fc.weight.val())?;
+        if record {
+            parts.push([
+                (t1 - t0).as_secs_f64(),
+                (t2 - t1).as_secs_f64(),
+                t2.elapsed().as_secs_f64(),
+            ]);
+        }
+        model = Some(m);
+        Ok(())
+    };
+    if wanted("training step clean") {
+        clean_step(false)?;
+        reset_peak_rss();
+        let t = time_runs(runs, || clean_step(true))?;
+        push_row(rows, dev, &config, "training step clean", batch, t, runs);
+        for (i, part) in ["forward + loss", "backward", "optimizer"]
+            .iter()
+            .enumerate()
+        {
+            let mut secs: Vec<f64> = parts.iter().map(|p| p[i]).collect();
+            secs.sort_by(f64::total_cmp);
+            let name = format!("training step clean: {part}");
+            push_row(
+                rows,
+                dev,
+                &config,
+                &name,
+                batch,
+                (secs[secs.len() / 2], secs[0]),
+                runs,
+            );
+        }
+    }
+    if !wanted("training step TRADES") {
+        return Ok(());
+    }
+    let t = measure(&mut || {
+        let m = model.take().context("model lost")?;
+        let x = input(batch, &config, &plain);
+        let mut rng = SplitMix64::new(2);
+        let x_adv = trades_adversarial(&m.valid(), &x, &inner, &mut rng)?;
+        let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
+        let (parts, _, _) = trades_outer(
+            &m,
+            input(batch, &config, &ad),
+            x_adv,
+            &labels,
+            Some(&class_weights),
+            6.0,
+        );
+        let grads = GradientsParams::from_grads(parts.total.backward(), &m);
+        let m = optimizer.step(section.lr, m, grads);
+        sync(m.fc.weight.val())?;
+        model = Some(m);
+        Ok(())
+    })?;
+    push_row(rows, dev, &config, "training step TRADES", batch, t, runs);
+    Ok(())
+}
+
+/// The data loader alone: HAM10000 training images decoded, resized to 160 px and augmented,
+/// in batches of 64, with 1 and 2 worker threads (images/s to set beside a step's images/s).
+fn bench_loader(data: &std::path::Path, rows: &mut Vec<Row>) -> Result<()> {
+    if !data.join("labels.csv").is_file() {
+        println!("loader: {} not found, rows skipped", data.display());
+        return Ok(());
+    }
+    let dataset = Arc::new(Dataset::open(data, Some("train"))?);
+    let (batch, resolution, batches) = (64, 160, 10);
+    let order = epoch_order(dataset.len(), 42, 0);
+    let plan: Vec<Vec<usize>> = order
+        .chunks(batch)
+        .take(batches)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let mut config = ModelConfig::ham10000();
+    config.resolution = resolution;
+    let cpu = ComputeDevice::cpu();
+    for workers in [1usize, 2] {
+        let spec = LoaderSpec {
+            channels: 3,
+            resolution,
+            augment: Some((AugmentParams::default(), 42, 0)),
+            workers,
+            prefetch: 4,
+        };
+        let t = Instant::now();
+        for b in Loader::spawn(dataset.clone(), plan.clone(), spec) {
+            b?;
+        }
+        let per_batch = t.elapsed().as_secs_f64() / batches as f64;
+        let name = format!(
+            "loader, {workers} worker{}",
+            if workers > 1 { "s" } else { "" }
+        );
+        push_row(rows, &cpu, &config, &name, batch, (per_batch, per_batch), 1);
+    }
+    Ok(())
+}
+
 fn short(description: &str) -> String {
     if description.starts_with("CPU") {
         "flex".into()
@@ -364,17 +633,13 @@ fn short(description: &str) -> String {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let runs: usize = arg(&args, "--runs", 5);
-    let json_path: String = arg(&args, "--json", "bench.json".to_string());
-    let torch_path: String = arg(&args, "--torch", "bench_torch.json".to_string());
-    let narrow_only = args.iter().any(|a| a == "--narrow-only");
-    let skip_train = args.iter().any(|a| a == "--skip-train");
-    // burn's own ops only, without the fused flex path (src/model/fast.rs): the before.
-    let plain = args.iter().any(|a| a == "--plain");
-
+    triscope::device::keep_freed_memory();
+    let args = Args::parse();
+    let _ = ONLY.set(args.only.clone());
+    let runs = args.runs.max(1);
+    let torch_path = args.torch.display().to_string();
     let mut setups = Vec::new();
-    if !narrow_only {
+    if !args.narrow_only {
         setups.push(ModelConfig::ham10000()); // width 64, 224
     }
     let mut narrow = ModelConfig::ham10000();
@@ -388,23 +653,36 @@ fn main() -> Result<()> {
     println!("Triscope bench: {runs} runs after a warm-up, {threads} threads");
     let mut rows = Vec::new();
     let mut devices = vec![ComputeDevice::cpu()];
-    if args.iter().any(|a| a == "--wgpu") {
+    if args.wgpu {
         match ComputeDevice::wgpu() {
             Ok(gpu) => devices.push(gpu),
             Err(e) => println!("wgpu: not available ({e})"),
         }
     }
-    if args.iter().any(|a| a == "--ops") {
+    if args.ops {
         rows.extend(bench_ops(&devices[0], runs)?);
     } else {
         for dev in &devices {
-            for config in &setups {
-                let mut run = || bench_model(dev, config, runs, skip_train, &mut rows);
-                match plain {
-                    true => triscope::model::fast::with_plain_path(run)?,
-                    false => run()?,
+            let mut run = || -> Result<()> {
+                if !args.train_only {
+                    for config in &setups {
+                        bench_model(dev, config, runs, args.skip_train, &mut rows)?;
+                    }
                 }
+                if args.train || args.train_only {
+                    for setup in TRAIN_SETUPS {
+                        bench_train(dev, setup, runs, &mut rows)?;
+                    }
+                }
+                Ok(())
+            };
+            match args.plain {
+                true => triscope::model::fast::with_plain_path(run)?,
+                false => run()?,
             }
+        }
+        if (args.train || args.train_only) && wanted("loader") {
+            bench_loader(&args.data, &mut rows)?;
         }
     }
 
@@ -419,7 +697,7 @@ fn main() -> Result<()> {
                 torch.torch, torch.threads
             );
             println!(
-                "{:<10} {:<22} {:<28} {:>3}  {:>10} {:>10} {:>7}  {:>9} {:>9}",
+                "{:<10} {:<22} {:<30} {:>3}  {:>10} {:>10} {:>7}  {:>8} {:>8}  {:>9} {:>9}",
                 "backend",
                 "model",
                 "operation",
@@ -427,6 +705,8 @@ fn main() -> Result<()> {
                 "triscope",
                 "pytorch",
                 "ratio",
+                "img/s",
+                "torch",
                 "mem MiB",
                 "torch MiB"
             );
@@ -435,7 +715,7 @@ fn main() -> Result<()> {
                     row.torch_median_secs = Some(t.median_secs);
                     row.ratio_to_torch = Some(row.median_secs / t.median_secs);
                     println!(
-                        "{:<10} {:<22} {:<28} {:>3}  {:>9.3}s {:>9.3}s {:>6.2}x  {:>9.0} {:>9.0}",
+                        "{:<10} {:<22} {:<30} {:>3}  {:>9.3}s {:>9.3}s {:>6.2}x  {:>8.1} {:>8.1}  {:>9.0} {:>9.0}",
                         short(&row.backend),
                         format!("ResNet-50 w{} {}px", row.base_width, row.resolution),
                         row.operation,
@@ -443,6 +723,8 @@ fn main() -> Result<()> {
                         row.median_secs,
                         t.median_secs,
                         row.median_secs / t.median_secs,
+                        row.batch as f64 / row.median_secs,
+                        row.batch as f64 / t.median_secs,
                         row.peak_rss_mib,
                         t.peak_rss_mib
                     );
@@ -453,8 +735,8 @@ fn main() -> Result<()> {
             "\n(no {torch_path}: run `python3 tools/bench_torch.py --threads {threads} --out {torch_path}` for ratios to PyTorch)"
         ),
     }
-    std::fs::write(&json_path, serde_json::to_string_pretty(&rows)?)
-        .with_context(|| format!("cannot write {json_path}"))?;
-    println!("wrote {json_path}");
+    std::fs::write(&args.json, serde_json::to_string_pretty(&rows)?)
+        .with_context(|| format!("cannot write {}", args.json.display()))?;
+    println!("wrote {}", args.json.display());
     Ok(())
 }

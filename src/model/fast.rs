@@ -1,21 +1,27 @@
-//! Fused convolution for burn's flex CPU backend: conv -> inference BatchNorm [-> + residual]
-//! [-> ReLU] as one kernel, with its own input-gradient backward; and, for training, the
-//! convolution alone with its input and weight gradients.
+//! Fused convolutions for burn's flex CPU backend, with their own autodiff backward:
 //!
-//! The model calls [`conv_bn`] for every conv + BatchNorm pair. Where the fused kernel applies
-//! (flex tensors in f32, BatchNorm on its running statistics, no parameter that needs a
-//! gradient) it runs here. When the weights are trainable (training, fine-tuning) the
-//! convolution still runs here, as its own autodiff operation with the weight gradient
-//! (`dW = sum over the batch of gy . im2col(x)^T`), and BatchNorm (batch statistics) and the
-//! epilogue go through burn's ops. Elsewhere (wgpu, other dtypes, odd convolutions) the same
-//! function falls back to burn's `Conv2d` and `BatchNorm`, so the model stays backend-agnostic.
+//! - inference (BatchNorm on running statistics, constant weights): conv -> BatchNorm
+//!   [-> + residual] [-> ReLU] as one kernel, with the gradients of the input and residual
+//!   (attacks, Grad-CAM, attribution);
+//! - training (BatchNorm on batch statistics, [`train`]): the same chain as one autodiff
+//!   operation with the gradients of the input, weight, gamma, beta and residual; the batch
+//!   statistics are summed while the GEMM's output is in cache, and the backward is the
+//!   two-reduction form of BatchNorm's gradient feeding the convolution's gradients directly;
+//! - trainable weights with BatchNorm on running statistics: the convolution alone with its
+//!   input and weight gradients, BatchNorm through burn.
+//!
+//! The model calls [`conv_bn`] for every conv + BatchNorm pair. Elsewhere (wgpu, other dtypes,
+//! odd convolutions) the same function falls back to burn's `Conv2d` and `BatchNorm`, so the
+//! model stays backend-agnostic.
 //!
 //! The kernel: im2col in NCHW order (`[c_in * k * k, out_h * out_w]`, skipped for unstrided 1x1
-//! convolutions), one GEMM with the torchvision weight as it is (`[c_out, c_in * k * k]`), then
-//! one pass applying the BatchNorm scale and shift, the residual and the ReLU. The backward
-//! (gradients to the input and the residual only; the parameters are constants here) masks the
-//! output gradient with the ReLU, scales it, multiplies by the transposed weight and scatters
-//! it back with col2im. BatchNorm is thus folded into the convolution at no cost per call and
+//! convolutions), one GEMM per image with the torchvision weight as it is
+//! (`[c_out, c_in * k * k]`), then one pass applying the BatchNorm scale and shift, the
+//! residual and the ReLU. The gradients: `dW = sum over the batch of gy . im2col(x)^T` and
+//! `dx = col2im(W^T . gy)`. A batch is split into at most [`MAX_CHUNKS`] fixed chunks of images
+//! run in parallel (single-threaded GEMMs inside); a chunk's weight gradient is its own partial
+//! sum and the partials are added in chunk order, so every result is independent of thread
+//! count and scheduling. BatchNorm is folded into the convolution at no cost per call and
 //! without touching the stored (torchvision) parameters.
 
 use std::cell::{Cell, RefCell};
@@ -34,6 +40,8 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+
+mod train;
 
 type AdTensor = FloatTensor<Autodiff<Flex>>;
 type Uninit = MaybeUninit<f32>;
@@ -77,29 +85,32 @@ pub enum Epilogue {
 
 /// `epilogue(bn(conv(x)))`. `[batch, C_in, H, W]` -> `[batch, C_out, H', W']`.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
-    let fast = FAST_PATH.with(Cell::get) && enabled();
-    let fused = match fast {
-        true => FusedConv::new(conv, bn, x.is_autodiff()),
-        false => None,
+    if !(FAST_PATH.with(Cell::get) && enabled()) {
+        return plain(conv, bn, x, epilogue);
+    }
+    let counted = |y| {
+        FUSED_CALLS.with(|c| c.set(c.get() + 1));
+        y
     };
-    match fused {
+    // Training: BatchNorm on batch statistics (burn's rule: an autodiff input and the
+    // training flag), the whole chain as one autodiff operation.
+    if x.is_autodiff() && bn.training.is_enabled() {
+        return match train::conv_bn_train(conv, bn, x, epilogue) {
+            Ok(y) => counted(y),
+            Err((x, epilogue)) => plain(conv, bn, x, epilogue),
+        };
+    }
+    match FusedConv::new(conv, bn) {
         Some(op) => match op.run(x, epilogue) {
-            Ok(y) => {
-                FUSED_CALLS.with(|c| c.set(c.get() + 1));
-                y
-            }
+            Ok(y) => counted(y),
             Err((x, epilogue)) => plain(conv, bn, x, epilogue),
         },
-        // Training (trainable weights, BatchNorm on batch statistics): the convolution alone
-        // on the fast path, with its input and weight gradients; BatchNorm through burn.
-        None if fast => match conv_train(conv, x) {
-            Ok(y) => {
-                FUSED_CALLS.with(|c| c.set(c.get() + 1));
-                finish(bn.forward(y), epilogue)
-            }
+        // Trainable weights with BatchNorm on running statistics: the convolution alone on
+        // the fast path, with its input and weight gradients; BatchNorm through burn.
+        None => match conv_train(conv, x) {
+            Ok(y) => counted(finish(bn.forward(y), epilogue)),
             Err(x) => plain(conv, bn, x, epilogue),
         },
-        None => plain(conv, bn, x, epilogue),
     }
 }
 
@@ -249,11 +260,8 @@ struct FusedConv {
 }
 
 impl FusedConv {
-    fn new(conv: &Conv2d, bn: &BatchNorm, input_autodiff: bool) -> Option<Self> {
-        // BatchNorm in training mode uses batch statistics: not foldable.
-        if input_autodiff && bn.training.is_enabled() {
-            return None;
-        }
+    /// `None` when a parameter is not a constant flex f32 tensor (trainable weights).
+    fn new(conv: &Conv2d, bn: &BatchNorm) -> Option<Self> {
         let [c_out, c_in, k, stride, pad] = kernel_layout(conv)?;
         let weight = flex_param(conv.weight.val())?;
         if weight.dtype() != DType::F32 {
@@ -424,30 +432,16 @@ impl FusedConv {
             None => None,
         };
         let residual: Option<&[f32]> = residual.as_ref().map(|(r, s, e)| &r.storage()[*s..*e]);
-        let plane = g.out_plane();
-        let per_item = g.c_out * plane;
-        let total = batch * per_item;
-        let mut out: Vec<f32> = Vec::with_capacity(total);
-        with_scratch(g, |col| {
-            let dst = &mut out.spare_capacity_mut()[..total];
-            for (n, out_n) in dst.chunks_mut(per_item.max(1)).enumerate() {
-                let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
-                let rhs = columns(x_n, &g, col);
-                // out_n[c_out, plane] = w[c_out, depth] . rhs[depth, plane]
-                matmul(
-                    out_n,
-                    g.c_out,
-                    plane,
-                    g.depth(),
-                    (w, g.depth(), 1),
-                    (rhs, plane, 1),
-                );
-            }
-        });
-        // SAFETY: the GEMMs above (which never read their destination) wrote all `total`
-        // values, item by item.
-        unsafe { out.set_len(total) };
-        epilogue(&mut out, plane, &self.scale, &self.shift, residual, relu);
+        let (mut out, _) = conv_forward(&g, batch, x, w, false);
+        epilogue(
+            &mut out,
+            None,
+            g.out_plane(),
+            &self.scale,
+            &self.shift,
+            residual,
+            relu,
+        );
         Some(FlexTensor::from_data(TensorData::new(
             out,
             [batch, g.c_out, g.out_h, g.out_w],
@@ -455,9 +449,212 @@ impl FusedConv {
     }
 }
 
+/// Images per chunk and the chunk count for a batch of `plane`-sized outputs (see the module
+/// docs): a power of two of at most [`MAX_CHUNKS`] chunks, each at least [`MIN_CHUNK_COLUMNS`]
+/// output positions long so that adding up the weight gradient's partial sums stays small
+/// beside the GEMMs that made them; the batch spread evenly over them. Shapes alone decide it.
+fn chunking(batch: usize, plane: usize) -> (usize, usize) {
+    let by_columns = (batch * plane / MIN_CHUNK_COLUMNS).clamp(1, MAX_CHUNKS.min(batch.max(1)));
+    // The largest power of two not above it.
+    let chunks = 1 << by_columns.ilog2();
+    let per_chunk = batch.div_ceil(chunks).max(1);
+    (per_chunk, batch.div_ceil(per_chunk))
+}
+
+/// Fewest output positions (images x plane) per chunk.
+const MIN_CHUNK_COLUMNS: usize = 256;
+
+/// Most chunks a batch is split into. Fixed (not the thread count), so that the weight
+/// gradient's partial sums, and so the trained weights, are the same on every machine.
+const MAX_CHUNKS: usize = 8;
+
+/// Run `f(chunk, part)` on each `per_chunk`-sized part of `items` (in parallel when there is
+/// more than one and more than one thread), returning the results in chunk order.
+fn for_chunks<T: Send, R: Send>(
+    items: &mut [T],
+    per_chunk: usize,
+    f: impl Fn(usize, &mut [T]) -> R + Sync,
+) -> Vec<R> {
+    let per_chunk = per_chunk.max(1);
+    if items.len() > per_chunk && rayon::current_num_threads() > 1 {
+        items
+            .par_chunks_mut(per_chunk)
+            .enumerate()
+            .map(|(i, part)| f(i, part))
+            .collect()
+    } else {
+        items
+            .chunks_mut(per_chunk)
+            .enumerate()
+            .map(|(i, part)| f(i, part))
+            .collect()
+    }
+}
+
+/// Whether the GEMMs inside a chunk should use the thread pool themselves: only when the
+/// chunks alone cannot occupy it (a batch of one, or more threads than chunks).
+fn gemm_parallel(chunks: usize) -> bool {
+    chunks < rayon::current_num_threads()
+}
+
+/// `y = conv(x)`: `[batch, c_in, h, w]` -> `[batch, c_out, out_h, out_w]`, chunks of the batch
+/// in parallel. With `stats`, also each (image, channel) row's sum and sum of squares (f64,
+/// `[batch * c_out]`), taken right after the GEMM wrote the row, while it is in cache.
+fn conv_forward(
+    g: &Geometry,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    stats: bool,
+) -> (Vec<f32>, Vec<[f64; 2]>) {
+    let plane = g.out_plane();
+    let per_item = g.c_out * plane;
+    let in_item = g.c_in * g.in_plane();
+    let total = batch * per_item;
+    let (per_chunk, chunks) = chunking(batch, plane);
+    let parallel = gemm_parallel(chunks);
+    let mut out: Vec<f32> = Vec::with_capacity(total);
+    let sums = for_chunks(
+        &mut out.spare_capacity_mut()[..total],
+        per_chunk * per_item,
+        |chunk, part| {
+            let mut sums = Vec::with_capacity(if stats { per_chunk * g.c_out } else { 0 });
+            with_scratch(*g, |col| {
+                for (i, out_n) in part.chunks_mut(per_item.max(1)).enumerate() {
+                    let n = chunk * per_chunk + i;
+                    let rhs = columns(&x[n * in_item..][..in_item], g, col);
+                    // out_n[c_out, plane] = w[c_out, depth] . rhs[depth, plane]
+                    let (m, k) = (g.c_out, g.depth());
+                    matmul(out_n, m, plane, k, (w, k, 1), (rhs, plane, 1), parallel);
+                    if stats {
+                        // SAFETY: the GEMM above wrote all of `out_n`.
+                        let out_n = unsafe { assume_init(out_n) };
+                        sums.extend(out_n.chunks(plane.max(1)).map(row_sums));
+                    }
+                }
+            });
+            sums
+        },
+    );
+    // SAFETY: the GEMMs above (which never read their destination) wrote all `total` values,
+    // image by image.
+    unsafe { out.set_len(total) };
+    (out, sums.into_iter().flatten().collect())
+}
+
+/// Sum and sum of squares of a row, in f64.
+fn row_sums(row: &[f32]) -> [f64; 2] {
+    // f32 partial sums over short runs keep the loop vectorised; f64 across runs.
+    let (mut s, mut q) = (0.0f64, 0.0f64);
+    for run in row.chunks(64) {
+        let (mut rs, mut rq) = (0.0f32, 0.0f32);
+        for &v in run {
+            rs += v;
+            rq += v * v;
+        }
+        s += rs as f64;
+        q += rq as f64;
+    }
+    [s, q]
+}
+
+/// The gradients of `y = conv(x)` with weight `w` (`[c_out, c_in, k, k]` values), chunks of the
+/// batch in parallel. `gy(n, c, row)` writes the output gradient of image `n`, channel `c` into
+/// `row` (`[plane]`); the rows of an image are filled in parallel when the batch is one chunk. Returns `dx` (`[batch, c_in, h, w]`, when `want_x`) and, when `x` is given, `dW`
+/// (each chunk's partial sum, the partials added in chunk order).
+fn conv_grads(
+    g: &Geometry,
+    batch: usize,
+    x: Option<&[f32]>,
+    w: &[f32],
+    want_x: bool,
+    gy: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let plane = g.out_plane();
+    let depth = g.depth();
+    let in_item = g.c_in * g.in_plane();
+    let (per_chunk, chunks) = chunking(batch, plane);
+    let parallel = gemm_parallel(chunks);
+    let total = if want_x { batch * in_item } else { 0 };
+    let mut dx: Vec<f32> = Vec::with_capacity(total);
+    // Without dx, chunks are still formed over the (empty) slice's images.
+    let mut no_dx: Vec<Uninit> = Vec::new();
+    let run = |chunk: usize, part: &mut [Uninit]| -> Option<Vec<f32>> {
+        let first = chunk * per_chunk;
+        let count = per_chunk.min(batch - first);
+        let mut gy_n = vec![0.0f32; g.c_out * plane];
+        // Written whole by the chunk's first GEMM, then added to.
+        let mut gw: Option<Vec<f32>> = x.map(|_| Vec::with_capacity(g.c_out * depth));
+        with_scratch(*g, |col| {
+            for i in 0..count {
+                let n = first + i;
+                let fill = |(c, row): (usize, &mut [f32])| gy(n, c, row);
+                if chunks == 1 && gy_n.len() >= 1 << 15 {
+                    gy_n.par_chunks_mut(plane.max(1)).enumerate().for_each(fill);
+                } else {
+                    gy_n.chunks_mut(plane.max(1)).enumerate().for_each(fill);
+                }
+                if let (Some(x), Some(gw)) = (x, gw.as_mut()) {
+                    let rhs = columns(&x[n * in_item..][..in_item], g, col);
+                    // gw[c_out, depth] (+)= gy_n[c_out, plane] . rhs^T (element (p, d) of
+                    // rhs^T at rhs[d * plane + p]).
+                    let (lhs, rhs) = ((&gy_n[..], plane, 1), (rhs, 1, plane));
+                    let size = g.c_out * depth;
+                    if i == 0 {
+                        let dst = &mut gw.spare_capacity_mut()[..size];
+                        matmul(dst, g.c_out, depth, plane, lhs, rhs, parallel);
+                        // SAFETY: the GEMM wrote every value.
+                        unsafe { gw.set_len(size) };
+                    } else {
+                        let dst = as_uninit(&mut gw[..size]);
+                        matmul_into(dst, true, g.c_out, depth, plane, lhs, rhs, parallel);
+                    }
+                }
+                if want_x {
+                    let dx_n = &mut part[i * in_item..][..in_item];
+                    // w^T[depth, c_out]: element (r, c) at w[c * depth + r].
+                    let (w_t, rhs) = ((w, 1, depth), (&gy_n[..], plane, 1));
+                    if g.is_pointwise() {
+                        matmul(dx_n, depth, plane, g.c_out, w_t, rhs, parallel);
+                    } else {
+                        matmul(as_uninit(col), depth, plane, g.c_out, w_t, rhs, parallel);
+                        dx_n.iter_mut().for_each(|v| {
+                            v.write(0.0);
+                        });
+                        // SAFETY: just zeroed.
+                        col2im(col, g, unsafe { assume_init(dx_n) });
+                    }
+                }
+            }
+        });
+        gw
+    };
+    let partials = match want_x {
+        true => for_chunks(
+            &mut dx.spare_capacity_mut()[..total],
+            per_chunk * in_item,
+            run,
+        ),
+        false => {
+            no_dx.resize_with(batch, MaybeUninit::uninit);
+            for_chunks(&mut no_dx, per_chunk, |chunk, _| run(chunk, &mut []))
+        }
+    };
+    // SAFETY: each image's dx was written whole (by its GEMM, or zeroed and added to).
+    unsafe { dx.set_len(total) };
+    let mut partials = partials.into_iter().flatten();
+    let gw = partials.next().map(|mut gw| {
+        for part in partials {
+            gw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+        }
+        gw
+    });
+    (want_x.then_some(dx), gw)
+}
+
 /// The autodiff primitive of an `Autodiff<Flex>` tensor, or of a plain flex tensor as a
 /// constant (an untracked leaf).
-fn autodiff_primitive(t: Tensor<4>) -> Option<AdTensor> {
+fn autodiff_primitive<const D: usize>(t: Tensor<D>) -> Option<AdTensor> {
     match t.is_autodiff() {
         true => t.try_into_primitive::<Autodiff<Flex>>().ok(),
         false => t.try_into_primitive::<Flex>().ok().map(AdTensor::new),
@@ -487,10 +684,18 @@ fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
-/// `y = act(y * scale[c] + shift[c] (+ residual))` per output channel, in place. `out` and
-/// `residual`: `[batch, channels, plane]`.
+/// # Safety
+/// Every value of `values` must have been written.
+unsafe fn assume_init(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: same layout; the caller guarantees initialisation.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `out = act(src * scale[c] + shift[c] (+ residual))` per output channel; `src` is `out`
+/// itself (in place) when `None`. `out`, `src` and `residual`: `[batch, channels, plane]`.
 fn epilogue(
     out: &mut [f32],
+    src: Option<&[f32]>,
     plane: usize,
     scale: &[f32],
     shift: &[f32],
@@ -499,6 +704,10 @@ fn epilogue(
 ) {
     let channels = scale.len();
     let run = |(i, row): (usize, &mut [f32])| {
+        if let Some(src) = src {
+            // Copied, then finished in place while the row is in L1.
+            row.copy_from_slice(&src[i * plane..][..plane]);
+        }
         let c = i % channels;
         let (s, t) = (scale[c], shift[c]);
         match (residual, relu) {
@@ -513,9 +722,9 @@ fn epilogue(
         }
     };
     if out.len() >= 1 << 15 {
-        out.par_chunks_mut(plane).enumerate().for_each(run);
+        out.par_chunks_mut(plane.max(1)).enumerate().for_each(run);
     } else {
-        out.chunks_mut(plane).enumerate().for_each(run);
+        out.chunks_mut(plane.max(1)).enumerate().for_each(run);
     }
 }
 
@@ -620,7 +829,8 @@ fn col2im(col: &[f32], g: &Geometry, x: &mut [f32]) {
 }
 
 /// `dst[m, n] = lhs[m, k] . rhs[k, n]`, row-major `dst` (written, never read, so it may be
-/// uninitialised); `lhs` and `rhs` as (values, row stride, column stride).
+/// uninitialised); `lhs` and `rhs` as (values, row stride, column stride). With `parallel`,
+/// large products use the thread pool.
 fn matmul(
     dst: &mut [MaybeUninit<f32>],
     m: usize,
@@ -628,11 +838,13 @@ fn matmul(
     k: usize,
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
+    parallel: bool,
 ) {
-    matmul_into(dst, false, m, n, k, lhs, rhs)
+    matmul_into(dst, false, m, n, k, lhs, rhs, parallel)
 }
 
 /// [`matmul`], or with `accumulate` `dst += lhs . rhs` (then `dst` must be initialised).
+#[allow(clippy::too_many_arguments)] // the GEMM's own shape; grouped as (values, strides)
 fn matmul_into(
     dst: &mut [MaybeUninit<f32>],
     accumulate: bool,
@@ -641,6 +853,7 @@ fn matmul_into(
     k: usize,
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
+    parallel: bool,
 ) {
     let (lhs, lhs_rs, lhs_cs) = lhs;
     let (rhs, rhs_rs, rhs_cs) = rhs;
@@ -653,7 +866,7 @@ fn matmul_into(
         n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
         "matmul: rhs too small"
     );
-    let parallelism = if m * n * k >= 1 << 21 {
+    let parallelism = if parallel && m * n * k >= 1 << 21 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -683,15 +896,6 @@ fn matmul_into(
             parallelism,
         );
     }
-}
-
-/// `rows` rows of `plane` values, or `rows` empty rows when `v` is empty.
-fn rows_of<T>(v: &mut [T], plane: usize, rows: usize) -> impl Iterator<Item = &mut [T]> {
-    let empty = v.is_empty();
-    let full = (!empty).then(|| v.chunks_mut(plane.max(1)));
-    full.into_iter()
-        .flatten()
-        .chain((0..if empty { rows } else { 0 }).map(|_| <&mut [T]>::default()))
 }
 
 /// What the backward needs: the constants and, for the ReLU mask, the output.
@@ -729,57 +933,16 @@ impl Saved {
         let grad: &[f32] = &grad.storage()[gs..ge];
         let output = self.output.as_ref().and_then(values);
         let output: Option<&[f32]> = output.as_ref().map(|(y, s, e)| &y.storage()[*s..*e]);
-        // One pass: the ReLU mask d(act)/d(pre) = [output > 0] (the residual's gradient) and,
-        // through the BatchNorm, times scale per channel (the convolution output's gradient).
-        let scale = &self.conv.scale;
-        let n_scaled = if want_x { grad.len() } else { 0 };
-        let n_masked = if want_residual && output.is_some() {
-            grad.len()
-        } else {
-            0
-        };
-        let mut scaled: Vec<f32> = Vec::with_capacity(n_scaled);
-        let mut masked: Vec<f32> = Vec::with_capacity(n_masked);
-        let run = |(i, (scaled, masked)): (usize, (&mut [Uninit], &mut [Uninit]))| {
-            let s = scale[i % g.c_out];
-            let gy = &grad[i * plane..][..plane];
-            match output.map(|y| &y[i * plane..][..plane]) {
-                Some(y) => {
-                    for ((m, &d), &y) in masked.iter_mut().zip(gy).zip(y) {
-                        m.write(if y > 0.0 { d } else { 0.0 });
-                    }
-                    for ((v, &d), &y) in scaled.iter_mut().zip(gy).zip(y) {
-                        v.write(if y > 0.0 { d * s } else { 0.0 });
-                    }
-                }
-                None => {
-                    for (v, &d) in scaled.iter_mut().zip(gy) {
-                        v.write(d * s);
-                    }
-                }
-            }
-        };
-        let rows = grad.len() / plane.max(1);
-        let pairs: Vec<_> = rows_of(&mut scaled.spare_capacity_mut()[..n_scaled], plane, rows)
-            .zip(rows_of(
-                &mut masked.spare_capacity_mut()[..n_masked],
-                plane,
-                rows,
-            ))
-            .collect();
-        if grad.len() >= 1 << 15 {
-            pairs.into_par_iter().enumerate().for_each(run);
-        } else {
-            pairs.into_iter().enumerate().for_each(run);
-        }
-        // SAFETY: the pass above wrote every row of both (rows * plane = their lengths).
-        unsafe {
-            scaled.set_len(n_scaled);
-            masked.set_len(n_masked);
-        }
+        // The ReLU mask d(act)/d(pre) = [output > 0]: the residual's gradient.
         let grad_residual = want_residual.then(|| {
-            let masked = match output {
-                Some(_) => masked,
+            let masked: Vec<f32> = match output {
+                Some(y) => {
+                    let mask = |(&d, &y): (&f32, &f32)| if y > 0.0 { d } else { 0.0 };
+                    match grad.len() >= 1 << 15 {
+                        true => grad.par_iter().zip(y).map(mask).collect(),
+                        false => grad.iter().zip(y).map(mask).collect(),
+                    }
+                }
                 None => grad.to_vec(),
             };
             FlexTensor::from_data(TensorData::new(masked, dims.clone()))
@@ -789,33 +952,24 @@ impl Saved {
                 panic!("fused conv backward: weight is not f32")
             };
             let w: &[f32] = &w.storage()[ws..we];
-            let depth = g.depth();
-            let per_item = g.c_in * g.in_plane();
-            let total = batch * per_item;
-            // Pointwise: written whole by the GEMM. Otherwise col2im adds into zeros.
-            let mut gx: Vec<f32> = match g.is_pointwise() {
-                true => Vec::with_capacity(total),
-                false => vec![0.0f32; total],
-            };
-            with_scratch(g, |col| {
-                for n in 0..batch {
-                    let gy_n = &scaled[n * g.c_out * plane..][..g.c_out * plane];
-                    // w^T[depth, c_out]: element (r, c) at w[c * depth + r].
-                    let w_t = (w, 1, depth);
-                    if g.is_pointwise() {
-                        let gx_n = &mut gx.spare_capacity_mut()[n * per_item..][..per_item];
-                        matmul(gx_n, depth, plane, g.c_out, w_t, (gy_n, plane, 1));
-                    } else {
-                        let gx_n = &mut gx[n * per_item..][..per_item];
-                        matmul(as_uninit(col), depth, plane, g.c_out, w_t, (gy_n, plane, 1));
-                        col2im(col, &g, gx_n);
+            let scale = &self.conv.scale;
+            // The convolution output's gradient: masked, then through the BatchNorm (times
+            // scale per channel), written image by image where the GEMMs read it.
+            let gy = |n: usize, c: usize, row: &mut [f32]| {
+                let i = n * g.c_out + c;
+                let s = scale[c];
+                let d = &grad[i * plane..][..plane];
+                match output.map(|y| &y[i * plane..][..plane]) {
+                    Some(y) => {
+                        for ((v, &d), &y) in row.iter_mut().zip(d).zip(y) {
+                            *v = if y > 0.0 { d * s } else { 0.0 };
+                        }
                     }
+                    None => row.iter_mut().zip(d).for_each(|(v, &d)| *v = d * s),
                 }
-            });
-            if g.is_pointwise() {
-                // SAFETY: the GEMMs wrote all `total` values, item by item.
-                unsafe { gx.set_len(total) };
-            }
+            };
+            let (gx, _) = conv_grads(&g, batch, None, w, true, &gy);
+            let gx = gx.unwrap_or_default();
             FlexTensor::from_data(TensorData::new(gx, [batch, g.c_in, g.h, g.w]))
         });
         (grad_x, grad_residual)
@@ -831,11 +985,15 @@ struct SavedTrain {
 }
 
 impl SavedTrain {
-    /// `dW[c_out, depth] = sum over the batch of gy_n[c_out, plane] . col_n[depth, plane]^T`.
-    fn weight_grad(&self, grad: &FlexTensor) -> FlexTensor {
+    /// The gradients of the input (when `want_x`) and of the weight (when `want_w`).
+    fn backward(
+        &self,
+        grad: &FlexTensor,
+        want_x: bool,
+        want_w: bool,
+    ) -> (Option<FlexTensor>, Option<FlexTensor>) {
         let g = self.saved.geometry;
-        let plane = g.out_plane();
-        let depth = g.depth();
+        let per_item = g.c_out * g.out_plane();
         let Some((grad, gs, ge)) = values(grad) else {
             panic!("training conv backward: gradient is not f32")
         };
@@ -844,26 +1002,20 @@ impl SavedTrain {
             panic!("training conv backward: input is not f32")
         };
         let x: &[f32] = &x.storage()[xs..xe];
-        let batch = grad.len() / (g.c_out * plane).max(1);
-        let mut gw = vec![0.0f32; g.c_out * depth];
-        with_scratch(g, |col| {
-            for n in 0..batch {
-                let x_n = &x[n * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
-                let rhs = columns(x_n, &g, col);
-                let gy_n = &grad[n * g.c_out * plane..][..g.c_out * plane];
-                // col^T[plane, depth]: element (p, d) at rhs[d * plane + p].
-                matmul_into(
-                    as_uninit(&mut gw),
-                    n > 0,
-                    g.c_out,
-                    depth,
-                    plane,
-                    (gy_n, plane, 1),
-                    (rhs, 1, plane),
-                );
-            }
-        });
-        FlexTensor::from_data(TensorData::new(gw, [g.c_out, g.c_in, g.k, g.k]))
+        let Some((w, ws, we)) = values(&self.saved.conv.weight) else {
+            panic!("training conv backward: weight is not f32")
+        };
+        let w: &[f32] = &w.storage()[ws..we];
+        let batch = grad.len() / per_item.max(1);
+        let plane = g.out_plane();
+        let gy = |n: usize, c: usize, row: &mut [f32]| {
+            row.copy_from_slice(&grad[n * per_item + c * plane..][..plane]);
+        };
+        let (gx, gw) = conv_grads(&g, batch, want_w.then_some(x), w, want_x, &gy);
+        (
+            gx.map(|gx| FlexTensor::from_data(TensorData::new(gx, [batch, g.c_in, g.h, g.w]))),
+            gw.map(|gw| FlexTensor::from_data(TensorData::new(gw, [g.c_out, g.c_in, g.k, g.k]))),
+        )
     }
 }
 
@@ -876,14 +1028,14 @@ impl Backward<Flex, 2> for ConvTrainBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, ops.state.weight_grad(&grad));
+        let (gx, gw) = ops
+            .state
+            .backward(&grad, node_x.is_some(), node_w.is_some());
+        if let (Some(node), Some(gx)) = (node_x, gx) {
+            grads.register::<Flex>(node.id, gx);
         }
-        if let Some(node) = node_x {
-            let (gx, _) = ops.state.saved.backward(grad, true, false);
-            if let Some(gx) = gx {
-                grads.register::<Flex>(node.id, gx);
-            }
+        if let (Some(node), Some(gw)) = (node_w, gw) {
+            grads.register::<Flex>(node.id, gw);
         }
     }
 }

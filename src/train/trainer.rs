@@ -373,7 +373,10 @@ impl Trainer {
         let class_weights = match config.training.class_weights {
             ClassWeights::None => None,
             ClassWeights::InverseFrequency => {
-                Some(inverse_frequency(&train, &class_map, &model_config))
+                Some(inverse_frequency(&train, &class_map, &model_config, 1.0))
+            }
+            ClassWeights::SqrtInverseFrequency => {
+                Some(inverse_frequency(&train, &class_map, &model_config, 0.5))
             }
         };
         let ad_device = device.device.clone().autodiff();
@@ -1233,7 +1236,13 @@ fn check_classes(train: &Dataset, val: &Dataset, model: &ModelConfig) -> Result<
 
 /// 1 / (class count) in the training split, normalised to mean 1 over the classes present
 /// (absent classes get 0).
-fn inverse_frequency(train: &Dataset, class_map: &[usize], model: &ModelConfig) -> Vec<f32> {
+/// `1 / count^power` per model class, normalised to mean 1 over the classes present.
+fn inverse_frequency(
+    train: &Dataset,
+    class_map: &[usize],
+    model: &ModelConfig,
+    power: f64,
+) -> Vec<f32> {
     let mut counts = vec![0usize; model.num_classes];
     for (dataset_class, n) in train.class_counts().into_iter().enumerate() {
         let k = if train.multi_label {
@@ -1245,7 +1254,7 @@ fn inverse_frequency(train: &Dataset, class_map: &[usize], model: &ModelConfig) 
     }
     let inv: Vec<f64> = counts
         .iter()
-        .map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f64 })
+        .map(|&n| if n == 0 { 0.0 } else { (n as f64).powf(-power) })
         .collect();
     let present = counts.iter().filter(|&&n| n > 0).count().max(1) as f64;
     let mean = inv.iter().sum::<f64>() / present;
