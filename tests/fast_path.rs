@@ -509,3 +509,144 @@ fn trainable_convolution_matches_burn_ops() {
         }
     }
 }
+
+#[test]
+fn training_layer_matches_burn_ops() {
+    // The training operation (BatchNorm on batch statistics, every parameter trainable): the
+    // output, the gradients of the input, weight, gamma, beta and residual, and the running
+    // statistics it leaves, against burn's ops; batches of 1, 3 and 9 images (one chunk, and
+    // chunks of unequal size) and every epilogue.
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let shapes = [
+        (3, 8, 7, 2, 19, 23, 3),
+        (6, 5, 1, 1, 9, 7, 9),
+        (6, 10, 1, 2, 9, 8, 3),
+        (4, 7, 3, 1, 8, 9, 9),
+        (4, 7, 3, 2, 9, 10, 1),
+        (64, 32, 3, 1, 20, 20, 3),
+        (32, 128, 1, 1, 10, 10, 9),
+    ];
+    for (i, &(c_in, c_out, k, stride, h, w, batch)) in shapes.iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let x = tensor(
+            uniform(batch * c_in * h * w, seed, -1.0, 1.0),
+            [batch, c_in, h, w],
+            &device,
+        );
+        let (oh, ow) = (
+            (h + 2 * (k / 2) - k) / stride + 1,
+            (w + 2 * (k / 2) - k) / stride + 1,
+        );
+        let out = [batch, c_out, oh, ow];
+        let n_out: usize = out.iter().product();
+        let residual = tensor(uniform(n_out, seed + 1, -1.0, 1.0), out, &device);
+        for ending in 0..3 {
+            let run = || {
+                let mut cv = conv(c_in, c_out, k, stride, seed, &device);
+                cv.weight = Param::from_tensor(cv.weight.val().autodiff().require_grad());
+                let mut bn = batch_norm(c_out, seed, &device);
+                bn.training = Param::from_bool(true);
+                bn.gamma = Param::from_tensor(bn.gamma.val().autodiff().require_grad());
+                bn.beta = Param::from_tensor(bn.beta.val().autodiff().require_grad());
+                bn.running_mean = RunningState::new(bn.running_mean.value().autodiff());
+                bn.running_var = RunningState::new(bn.running_var.value().autodiff());
+                let xg = x.clone().autodiff().require_grad();
+                let r = residual.clone().autodiff().require_grad();
+                let epilogue = match ending {
+                    0 => Epilogue::None,
+                    1 => Epilogue::Relu,
+                    _ => Epilogue::AddRelu(r.clone()),
+                };
+                let before = fused_calls();
+                let y = conv_bn(&cv, &bn, xg.clone(), epilogue);
+                let fused = fused_calls() - before;
+                // Zero where the output is within rounding of zero, so a unit the two paths
+                // round to opposite sides of the ReLU's kink cannot move the gradients.
+                let y_max = values(y.clone().abs().max())[0];
+                let probe = tensor(uniform(n_out, seed + 2, -1.0, 1.0), out, &ad)
+                    * y.clone().abs().greater_elem(1e-4 * y_max).float().detach();
+                let grads = (y.clone() * probe).sum().backward();
+                let grad = |t: Tensor<1>| values(t.grad(&grads).expect("gradient"));
+                let outputs = vec![
+                    values(y),
+                    values(xg.grad(&grads).expect("input gradient")),
+                    values(cv.weight.val().grad(&grads).expect("weight gradient")),
+                    grad(bn.gamma.val()),
+                    grad(bn.beta.val()),
+                    match ending {
+                        2 => values(r.grad(&grads).expect("residual gradient")),
+                        _ => Vec::new(),
+                    },
+                    values(bn.running_mean.value_sync()),
+                    values(bn.running_var.value_sync()),
+                ];
+                (outputs, fused)
+            };
+            let (fast, fused) = run();
+            let (plain, plain_fused) = with_plain_path(run);
+            assert_eq!(
+                (fused, plain_fused),
+                (1, 0),
+                "shape {i}: fast path not taken"
+            );
+            let names = [
+                "output",
+                "input",
+                "weight",
+                "gamma",
+                "beta",
+                "residual",
+                "running mean",
+                "running var",
+            ];
+            for ((name, f), p) in names.iter().zip(&fast).zip(&plain) {
+                assert_eq!(f.len(), p.len(), "shape {i} ending {ending}: {name} length");
+                if p.is_empty() {
+                    continue;
+                }
+                let e = rel_l2(f, p);
+                assert!(e < 2e-5, "shape {i} ending {ending}: {name} differs by {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn training_steps_are_deterministic() {
+    // Two identical training steps (fast path, batch split into parallel chunks) give
+    // bit-identical gradients: chunk partial sums are added in a fixed order.
+    let device = Device::flex();
+    let mut config = ModelConfig::generic(3, 3);
+    config.base_width = 8;
+    config.resolution = 48;
+    let x = tensor(
+        uniform(12 * 3 * 48 * 48, 9, 0.0, 1.0),
+        [12, 3, 48, 48],
+        &device,
+    );
+    let run = || {
+        let model = ResNet50::init(&config, 4, &device.clone().autodiff())
+            .expect("model")
+            .train();
+        let logits = model.forward(x.clone().autodiff());
+        let grads = logits.clone().powf_scalar(2.0).sum().backward();
+        let mut all = values(logits);
+        all.extend(values(model.conv1.weight.val().grad(&grads).expect("grad")));
+        all.extend(values(
+            model.layer3[1]
+                .conv2
+                .weight
+                .val()
+                .grad(&grads)
+                .expect("grad"),
+        ));
+        all.extend(values(
+            model.layer4[0].bn1.gamma.val().grad(&grads).expect("grad"),
+        ));
+        all
+    };
+    let a = run();
+    let b = run();
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}

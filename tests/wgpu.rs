@@ -78,3 +78,64 @@ fn wgpu_forward_and_gradcam_match_pytorch() {
         .unwrap();
     assert!(max_rel_diff(&logits, &cpu_logits) <= 1e-3);
 }
+
+#[test]
+fn gpu_check_runs_on_a_wgpu_adapter() {
+    // `bench --gpu-check` (what tools/gpu_check.sh runs on a GPU machine), quick variant: the
+    // parity lines within tolerance and the timed rows, on whatever adapter is here.
+    if ComputeDevice::wgpu().is_err() {
+        if std::env::var_os("TRISCOPE_REQUIRE_WGPU").is_some() {
+            panic!("TRISCOPE_REQUIRE_WGPU is set but there is no wgpu adapter");
+        }
+        eprintln!("skipping: no wgpu adapter");
+        return;
+    }
+    let dir = TempDir::new("gpu-check");
+    let json = dir.0.join("check.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .current_dir(root())
+        .args([
+            "--gpu-check",
+            "--narrow-only",
+            "--skip-train",
+            "--runs",
+            "1",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .args(["--torch", "/nonexistent"])
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench --gpu-check failed: {stdout}");
+    let number_after = |key: &str| -> f64 {
+        let at = stdout
+            .find(key)
+            .unwrap_or_else(|| panic!("no '{key}' in {stdout}"))
+            + key.len();
+        let text: String = stdout[at..]
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || ".e-+".contains(*c))
+            .collect();
+        text.parse()
+            .unwrap_or_else(|_| panic!("'{text}' after '{key}'"))
+    };
+    assert!(number_after("logits") < 1e-4, "{stdout}");
+    assert!(number_after("Grad-CAM layer4") < 1e-3, "{stdout}");
+    assert!(number_after("differ by at most") < 1e-4, "{stdout}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("check.json")).unwrap();
+    for operation in [
+        "forward",
+        "PGD-10",
+        "live attack: first PGD step",
+        "live attack: PGD-10 + both Grad-CAMs",
+    ] {
+        assert!(
+            rows.iter()
+                .any(|r| r["operation"] == operation && r["median_secs"].as_f64().unwrap() > 0.0),
+            "no '{operation}' row in {rows:?}"
+        );
+    }
+}

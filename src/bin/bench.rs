@@ -78,6 +78,23 @@ struct Args {
     /// Only the training rows (and the loader)
     #[arg(long)]
     train_only: bool,
+    /// The Attack tab's latency rows: the app's model thread with this checkpoint (or the
+    /// embedded default, `embedded`) on a bundled sample, PGD-10 at 2/255 as a slider move
+    /// asks for it: time to the first step and to the result with both Grad-CAMs
+    #[arg(long, value_name = "PATH|embedded")]
+    live: Option<String>,
+    /// The sample image of the live-attack rows
+    #[arg(
+        long,
+        default_value = "assets/samples/ham10000/ISIC_0024317.jpg",
+        value_name = "PATH"
+    )]
+    sample: PathBuf,
+    /// What a GPU machine offers and how Triscope runs there: the wgpu adapter, wgpu against
+    /// flex (logits and Grad-CAM of a seeded model, the embedded model's probabilities), the
+    /// model rows and the embedded model's live attack on wgpu (tools/gpu_check.sh runs it)
+    #[arg(long)]
+    gpu_check: bool,
     /// Only the rows whose operation contains this text (to profile one row)
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
@@ -624,6 +641,163 @@ fn bench_loader(data: &std::path::Path, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// The Attack tab as a slider move runs it: the app's model thread (`workbench`) on `dev`,
+/// `model` loaded (None: the embedded default), `sample` analysed, then PGD-10 at 2/255 (step
+/// 0.5/255, the panel's defaults scaled) `runs` times; seconds to the first step's event and
+/// to the finished result (adversarial prediction and both Grad-CAMs).
+fn bench_live_attack(
+    dev: &ComputeDevice,
+    model: Option<&std::path::Path>,
+    sample: &std::path::Path,
+    runs: usize,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    use std::time::Duration;
+    use triscope::attack::AttackMethod;
+    use triscope::explain::attribution::Method;
+    use triscope::workbench::{AttackRequest, Job, WorkerEvent, WorkerHandle};
+    let worker = WorkerHandle::spawn(dev.clone(), Box::new(|| {}))?;
+    let wait = |want: &dyn Fn(&WorkerEvent) -> bool| -> Result<WorkerEvent> {
+        loop {
+            match worker.wait_event(Duration::from_secs(600)) {
+                Some(WorkerEvent::Failed { what, message, .. }) => {
+                    return Err(anyhow!("{what}: {message}"));
+                }
+                Some(e) if want(&e) => return Ok(e),
+                Some(_) => {}
+                None => return Err(anyhow!("the model thread did not answer in 10 minutes")),
+            }
+        }
+    };
+    worker.submit(Job::LoadModel {
+        path: model.map(std::path::Path::to_path_buf),
+    });
+    let WorkerEvent::ModelLoaded { info, .. } =
+        wait(&|e| matches!(e, WorkerEvent::ModelLoaded { .. }))?
+    else {
+        return Err(anyhow!("no model"));
+    };
+    worker.submit(Job::Analyze {
+        path: sample.to_path_buf(),
+        target: TargetClass::Predicted,
+        top_k: 8,
+        method: Method::GradCam,
+        method_layer: LayerId::Layer4,
+        window: None,
+    });
+    wait(&|e| matches!(e, WorkerEvent::Analysis(_)))?;
+    let mut first = Vec::new();
+    let mut done = Vec::new();
+    for run in 0..=runs {
+        let t = Instant::now();
+        worker.submit(Job::Attack(AttackRequest {
+            method: AttackMethod::Pgd,
+            eps_linf: 2.0 / 255.0,
+            alpha: 0.5 / 255.0,
+            steps: 10,
+            target: None,
+            layer: LayerId::Layer4,
+            seed: run as u64,
+        }));
+        wait(&|e| matches!(e, WorkerEvent::AttackStep { .. }))?;
+        let t_first = t.elapsed().as_secs_f64();
+        wait(&|e| matches!(e, WorkerEvent::Attack(_)))?;
+        if run > 0 {
+            // The first run is the warm-up.
+            first.push(t_first);
+            done.push(t.elapsed().as_secs_f64());
+        }
+    }
+    for (name, mut secs) in [
+        ("live attack: first PGD step", first),
+        ("live attack: PGD-10 + both Grad-CAMs", done),
+    ] {
+        secs.sort_by(f64::total_cmp);
+        let t = (secs[secs.len() / 2], secs[0]);
+        push_row(rows, dev, &info.config, name, 1, t, runs);
+    }
+    Ok(())
+}
+
+/// `--gpu-check`: the adapter, wgpu against flex, then the model rows and the live attack on
+/// wgpu. Without an adapter it says what it found and returns.
+fn gpu_check(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    use triscope::inference::Classifier;
+    let gpu = match ComputeDevice::wgpu() {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            println!("gpu-check: no wgpu adapter: {e}");
+            return Ok(());
+        }
+    };
+    println!(
+        "gpu-check: adapter {} ({})",
+        gpu.description,
+        if gpu.software_adapter {
+            "software rasteriser, not a GPU"
+        } else {
+            "hardware"
+        }
+    );
+    let cpu = ComputeDevice::cpu();
+    // A seeded narrow model: the same weights on both devices (host-side generator).
+    let mut config = ModelConfig::ham10000();
+    config.base_width = 8;
+    config.resolution = 128;
+    let logits_and_cam = |dev: &ComputeDevice| -> Result<(Vec<f32>, Vec<f32>)> {
+        let model = ResNet50::init(&config, 7, &dev.device)?.valid();
+        let batch = grad_cam(
+            &model,
+            input(2, &config, &dev.device),
+            LayerId::Layer4,
+            TargetClass::Predicted,
+        )?;
+        let logits = batch.logits.concat();
+        let cams = batch.maps.iter().flat_map(|m| m.raw.clone()).collect();
+        Ok((logits, cams))
+    };
+    let (cpu_logits, cpu_cam) = logits_and_cam(&cpu)?;
+    let (gpu_logits, gpu_cam) = logits_and_cam(&gpu)?;
+    let max_rel = |a: &[f32], b: &[f32]| {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        a.iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+    };
+    println!(
+        "gpu-check: seeded w8 model at 128 px, wgpu vs flex: logits {:.2e}, Grad-CAM layer4 {:.2e} (largest difference / largest value)",
+        max_rel(&gpu_logits, &cpu_logits),
+        max_rel(&gpu_cam, &cpu_cam)
+    );
+    let probabilities = |dev: &ComputeDevice| -> Result<Vec<f32>> {
+        let classifier = Classifier::load(None, dev.clone())?;
+        let image = classifier.load_image(&args.sample)?;
+        let prediction = classifier.predict(&[&image.pixels])?;
+        Ok(prediction[0].scores.iter().map(|s| s.probability).collect())
+    };
+    let (p_cpu, p_gpu) = (probabilities(&cpu)?, probabilities(&gpu)?);
+    let largest = p_cpu
+        .iter()
+        .zip(&p_gpu)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!(
+        "gpu-check: embedded model on {}: probabilities differ by at most {largest:.2e}",
+        args.sample.display()
+    );
+    let mut setups = vec![];
+    if !args.narrow_only {
+        setups.push(ModelConfig::ham10000());
+    }
+    let mut narrow = ModelConfig::ham10000();
+    narrow.base_width = 8;
+    narrow.resolution = 128;
+    setups.push(narrow);
+    for config in &setups {
+        bench_model(&gpu, config, args.runs, args.skip_train, rows)?;
+    }
+    bench_live_attack(&gpu, None, &args.sample, args.runs, rows)
+}
+
 fn short(description: &str) -> String {
     if description.starts_with("CPU") {
         "flex".into()
@@ -659,7 +833,9 @@ fn main() -> Result<()> {
             Err(e) => println!("wgpu: not available ({e})"),
         }
     }
-    if args.ops {
+    if args.gpu_check {
+        gpu_check(&args, &mut rows)?;
+    } else if args.ops {
         rows.extend(bench_ops(&devices[0], runs)?);
     } else {
         for dev in &devices {
@@ -683,6 +859,12 @@ fn main() -> Result<()> {
         }
         if (args.train || args.train_only) && wanted("loader") {
             bench_loader(&args.data, &mut rows)?;
+        }
+        if let Some(model) = &args.live {
+            let path = (model != "embedded").then(|| std::path::Path::new(model.as_str()));
+            for dev in &devices {
+                bench_live_attack(dev, path, &args.sample, runs, &mut rows)?;
+            }
         }
     }
 
