@@ -316,8 +316,9 @@ impl Refusal {
     }
 }
 
-/// Guess the format, read the declared size, refuse it over the caps, then decode with the
-/// memory limit set. `open` gives a fresh reader at the start of the data (called twice).
+/// Guess the format, read the declared size, refuse it over the caps (and a JPEG that is not
+/// whole), then decode with the memory limit set. `open` gives a fresh reader at the start of
+/// the data (called two or three times).
 fn decode_checked<R: std::io::BufRead + std::io::Seek>(
     file_len: u64,
     open: impl Fn() -> std::result::Result<ImageReader<R>, Refusal>,
@@ -342,7 +343,11 @@ fn decode_checked<R: std::io::BufRead + std::io::Seek>(
         reader.limits(limits);
         Ok(reader)
     };
-    let decoder = limited(false)?
+    let reader = limited(false)?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(open()?.into_inner()).map_err(Refusal::Bad)?;
+    }
+    let decoder = reader
         .into_decoder()
         .map_err(|e| Refusal::Bad(describe_image_error(&e)))?;
     let (w, h) = image::ImageDecoder::dimensions(&decoder);
@@ -373,6 +378,72 @@ fn decode_checked<R: std::io::BufRead + std::io::Seek>(
     limited(true)?
         .decode()
         .map_err(|e| Refusal::Bad(describe_image_error(&e)))
+}
+
+/// Refuse a JPEG stream that stops before its end-of-image marker. The decoder fills the
+/// blocks of a cut file with grey and says nothing (PIL refuses the same file as truncated), so
+/// the marker structure is walked first: segment lengths, then each scan's entropy-coded data
+/// up to the next marker (a stuffed `FF 00` or a restart marker is data), until EOI. Bytes after
+/// EOI (padding, appended data) are not read.
+pub fn check_jpeg_complete(reader: impl std::io::BufRead) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut bytes = reader.bytes();
+    let mut next = || match bytes.next() {
+        Some(Ok(b)) => Ok(b),
+        Some(Err(e)) => Err(format!("reading the JPEG data failed: {e}")),
+        None => Err(
+            "the JPEG data stops before its end-of-image marker: the file is truncated \
+                     (cut short, as by an interrupted copy or download)"
+                .to_string(),
+        ),
+    };
+    if (next()?, next()?) != (0xFF, 0xD8) {
+        return Err("it does not start with a JPEG start-of-image marker (FF D8)".into());
+    }
+    // A marker met at the end of a scan's entropy-coded data.
+    let mut pending: Option<u8> = None;
+    loop {
+        let marker = match pending.take() {
+            Some(m) => m,
+            None => {
+                // 0xFF, fill bytes, the code; stray bytes between segments are skipped as the
+                // decoder skips them.
+                let mut b = next()?;
+                while b != 0xFF {
+                    b = next()?;
+                }
+                while b == 0xFF {
+                    b = next()?;
+                }
+                b
+            }
+        };
+        match marker {
+            0xD9 => return Ok(()),
+            // Markers without a length: TEM, restart markers, SOI.
+            0x01 | 0xD0..=0xD8 => {}
+            _ => {
+                let length = u16::from_be_bytes([next()?, next()?]);
+                for _ in 2..length {
+                    next()?;
+                }
+                if marker == 0xDA {
+                    pending = Some(loop {
+                        let mut b = next()?;
+                        if b != 0xFF {
+                            continue;
+                        }
+                        while b == 0xFF {
+                            b = next()?;
+                        }
+                        if b != 0x00 && !(0xD0..=0xD7).contains(&b) {
+                            break b;
+                        }
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// The first `n` bytes of a file (fewer if it is shorter).

@@ -49,6 +49,13 @@ const IMAGES: &[Case] = &[
     ("images/empty.png", &["empty (0 bytes)"]),
     ("images/truncated.png", &["truncated"]),
     ("images/truncated.jpg", &["not a readable image"]),
+    ("images/jpeg_cut_40.jpg", &["truncated"]),
+    ("images/jpeg_cut_80.jpg", &["truncated"]),
+    ("images/jpeg_cut_99.jpg", &["truncated"]),
+    ("images/jpeg_no_end_marker.jpg", &["truncated"]),
+    ("images/jpeg_progressive_cut_30.jpg", &["truncated"]),
+    ("images/jpeg_progressive_cut_75.jpg", &["truncated"]),
+    ("dicom/jpeg_frame_cut.dcm", &["truncated"]),
     ("images/text_named.png", &["unrecognised format"]),
     ("images/wrong_magic.jpg", &["unrecognised format"]),
     ("images/png_side_over_limit.png", &["40001x16", "limit"]),
@@ -260,7 +267,9 @@ fn every_corpus_file_has_an_expectation() {
                 .unwrap()
                 .to_string_lossy()
                 .to_string();
-            if rel.starts_with("datasets/class_folders_bad_image/") {
+            if rel.starts_with("datasets/class_folders_bad_image/")
+                || rel.starts_with("datasets/split_folders_truncated_jpeg/")
+            {
                 continue;
             }
             if !listed
@@ -369,6 +378,59 @@ fn datasets_fail_clearly() {
         .find_map(|r| r.err())
         .expect("the broken image fails");
     assert!(broken.to_string().contains("broken.png"), "{broken}");
+}
+
+/// A truncated JPEG among the training images: the dataset opens (files are listed, not
+/// decoded), `check_images` names it, and `triscope train` stops before its first step.
+#[test]
+fn training_names_a_truncated_image_before_any_step() {
+    let root = corpus().join("datasets/split_folders_truncated_jpeg");
+    let train = Dataset::open(&root, Some("train")).expect("the split opens");
+    let err = train
+        .check_images()
+        .expect_err("the cut JPEG is found")
+        .to_string();
+    assert!(
+        err.contains("cut.jpg") && err.contains("truncated"),
+        "{err}"
+    );
+    Dataset::open(&root, Some("val"))
+        .expect("val opens")
+        .check_images()
+        .expect("val is whole");
+
+    let dir = TempDir::new("bad-train");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "architecture: {{name: resnet50, base_width: 8, pretrained: false, weights: null}}\n\
+             input: {{channels: 3, resolution: 32}}\n\
+             classifier: {{num_classes: 2}}\n\
+             training: {{epochs: 1, batch_size: 2, workers: 1}}\n\
+             data: {{dataset: folders, root: {}, train_split: train, val_split: val}}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .args(["train", "--device", "cpu", "--quiet", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cut.jpg") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+    assert!(
+        !run.join("last.safetensors").exists(),
+        "a checkpoint was written"
+    );
 }
 
 #[cfg(unix)]

@@ -214,6 +214,13 @@ def npz(path, members):
             z.writestr(name, data)
 
 
+def progressive_jpeg():
+    """The HAM10000 sample re-encoded as a progressive JPEG (PIL, quality 90)."""
+    out = io.BytesIO()
+    Image.open(SAMPLE_JPG).save(out, format="JPEG", quality=90, progressive=True)
+    return out.getvalue()
+
+
 def main():
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
@@ -245,6 +252,16 @@ def main():
     inf = np.full((8, 8, 3), 0.5, dtype="<f4")
     inf[0, 0, 0] = np.inf
     write("images/tiff_float_inf.tiff", tiff(8, 8, 3, 32, 3, inf.tobytes()))
+    # JPEGs that did not arrive whole (an interrupted copy or download): a decoder fills the
+    # missing blocks with grey; PIL refuses them as truncated. The baseline HAM10000 sample and
+    # a progressive encoding of it, cut at several points, and one missing only its EOI.
+    for percent in (40, 80, 99):
+        write(f"images/jpeg_cut_{percent}.jpg", good_jpg[: len(good_jpg) * percent // 100])
+    write("images/jpeg_no_end_marker.jpg", good_jpg[:-2])
+    progressive = progressive_jpeg()
+    for percent in (30, 75):
+        write(f"images/jpeg_progressive_cut_{percent}.jpg",
+              progressive[: len(progressive) * percent // 100])
 
     # --- DICOM ----------------------------------------------------------------------------
     write("dicom/empty.dcm", b"")
@@ -277,6 +294,11 @@ def main():
     jpeg8 = io.BytesIO()
     Image.new("L", (8, 8), 77).save(jpeg8, format="JPEG")
     write("dicom/jpeg_truncated.dcm", rle_image(8, 8, jpeg8.getvalue()[:150], baseline))
+    # A 64x64 frame whose entropy-coded data stops at 60%: headers whole, blocks missing.
+    frame = io.BytesIO()
+    Image.open(SAMPLE_JPG).convert("L").resize((64, 64)).save(frame, format="JPEG", quality=90)
+    frame = frame.getvalue()
+    write("dicom/jpeg_frame_cut.dcm", rle_image(64, 64, frame[: len(frame) * 6 // 10], baseline))
     # Lossless JPEG (Process 14): DCMTK's 96x96 12-bit stream from the fixtures, broken.
     lossless = "1.2.840.10008.1.2.4.70"
     sv1 = pydicom.dcmread(os.path.join(ROOT, "tests", "fixtures", "dicom", "jpeg_lossless_sv1.dcm"))
@@ -358,6 +380,13 @@ def main():
     write("datasets/class_folders_no_images/a/readme.txt", "nothing here\n")
     write("datasets/class_folders_bad_image/a/broken.png", good_png[:100])
     write("datasets/class_folders_bad_image/b/fine.png", good_png)
+    # Train and val splits of class folders; one training JPEG cut short. Training must name
+    # it before its first step.
+    for split, name in (("train", "cut.jpg"), ("val", "fine_b.jpg")):
+        write(f"datasets/split_folders_truncated_jpeg/{split}/a/fine_a.jpg", good_jpg)
+        cut = name == "cut.jpg"
+        write(f"datasets/split_folders_truncated_jpeg/{split}/b/{name}",
+              good_jpg[: len(good_jpg) // 2] if cut else good_jpg)
 
     # --- MedMNIST npz ---------------------------------------------------------------------
     write("npz/empty.npz", b"")
@@ -401,6 +430,15 @@ def main():
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
     count = sum(len(fs) for _, _, fs in os.walk(OUT))
     print(f"wrote {count} files, {total} bytes, to {OUT}")
+    fuzz_seeds()
+
+
+def fuzz_seeds():
+    """The truncated JPEGs also seed the image and DICOM fuzz targets."""
+    for name in ("jpeg_cut_80.jpg", "jpeg_progressive_cut_75.jpg"):
+        shutil.copy(os.path.join(OUT, "images", name), os.path.join(ROOT, "fuzz", "corpus", "image", name))
+    shutil.copy(os.path.join(OUT, "dicom", "jpeg_frame_cut.dcm"),
+                os.path.join(ROOT, "fuzz", "corpus", "dicom", "jpeg_frame_cut.dcm"))
 
 
 if __name__ == "__main__":

@@ -332,6 +332,7 @@ fn open_split(config: &TrainConfig, split: &str, limit: usize) -> Result<Dataset
             config.data.root.display()
         )));
     }
+    ds.check_images()?;
     Ok(ds)
 }
 
