@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use triscope::device::{ComputeDevice, DeviceChoice};
@@ -164,6 +164,9 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
             TrainEvent::Checkpoint { .. } | TrainEvent::Paused | TrainEvent::Resumed => {}
         }
     }
-    handle.join().context("training failed")?;
+    // The library's error already names the file and the OS error; no cause chain to repeat.
+    handle
+        .join()
+        .map_err(|e| anyhow::anyhow!("training failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }

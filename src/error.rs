@@ -32,6 +32,11 @@ pub enum TriscopeError {
     BadCheckpoint { path: PathBuf, reason: String },
     #[error("{path} does not fit the model:\n{report}")]
     WeightMismatch { path: PathBuf, report: String },
+    #[error(
+        "{path} is in use by {holder}: one process at a time trains a run folder; wait for it to \
+         finish or stop it, then resume"
+    )]
+    RunInUse { path: PathBuf, holder: String },
     #[error("invalid model configuration: {0}")]
     BadConfig(String),
     #[error("invalid argument: {0}")]

@@ -386,7 +386,6 @@ fn decode_checked<R: std::io::BufRead + std::io::Seek>(
 /// up to the next marker (a stuffed `FF 00` or a restart marker is data), until EOI. Bytes after
 /// EOI (padding, appended data) are not read.
 pub fn check_jpeg_complete(reader: impl std::io::BufRead) -> std::result::Result<(), String> {
-    use std::io::Read;
     let mut bytes = reader.bytes();
     let mut next = || match bytes.next() {
         Some(Ok(b)) => Ok(b),

@@ -712,3 +712,225 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One writer per run folder: while a trainer holds a run, a second one (in this process, or
+/// `triscope train --resume` in another) stops at once naming the holder, and touches nothing;
+/// once the holder is gone the resume goes ahead. (A holder killed with SIGKILL releases the
+/// lock too: `sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run`.)
+#[test]
+fn a_second_writer_is_refused_while_a_run_is_held() {
+    let dir = temp_dir("locked");
+    let config = tiny_config("clean", 2, &["training.checkpoint_every_steps=1"]);
+    // One epoch of two, then a stop: the run has a `last` to resume.
+    let trainer = Trainer::new(config.clone(), &dir, ComputeDevice::cpu()).unwrap();
+    let control = TrainControl::new();
+    let c = control.clone();
+    trainer
+        .run(&control, &mut |e| {
+            if matches!(e, TrainEvent::Epoch(_)) {
+                c.stop();
+            }
+        })
+        .unwrap();
+    let log_before = std::fs::read(dir.join("metrics.jsonl")).unwrap();
+
+    let holder = Trainer::resume(&dir, ComputeDevice::cpu()).unwrap();
+    let pid = format!("process {}", std::process::id());
+    let second = Trainer::resume(&dir, ComputeDevice::cpu())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(second, triscope::TriscopeError::RunInUse { .. })
+            && second.to_string().contains(&pid),
+        "{second}"
+    );
+    let new = Trainer::new(config.clone(), &dir, ComputeDevice::cpu())
+        .err()
+        .expect("refused");
+    assert!(new.to_string().contains("in use by"), "{new}");
+    let out = triscope(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by") && stderr.contains(&pid),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("metrics.jsonl")).unwrap(),
+        log_before
+    );
+
+    drop(holder);
+    let out = triscope(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tmpfs mounted for the test and unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` where this process may not mount (not root, no CAP_SYS_ADMIN).
+    fn mount(dir: &Path, bytes: u64) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_path_buf()))
+    }
+
+    fn resize(&self, bytes: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The disk fills during a run: the run stops naming the file and the OS error, the last good
+/// checkpoint is whole, an export onto the full disk fails the same way, and once there is
+/// space again `--resume` finishes with the metrics and weights of a run that never stopped.
+#[test]
+fn a_full_disk_stops_the_run_and_resume_continues_once_space_is_back() {
+    let dir = temp_dir("full-disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tiny.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "architecture: {{base_width: 4}}\ninput: {{resolution: 32}}\n\
+             training: {{epochs: 3, batch_size: 8, warmup_epochs: 0, checkpoint_every_steps: 1, seed: 5}}\n\
+             robustness: {{loss_type: clean}}\ndata: {{dataset: tiny, root: {}}}\n",
+            fixture("train_tiny").display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let reference = dir.join("reference");
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--out",
+        reference.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checkpoint = std::fs::metadata(reference.join("last.safetensors"))
+        .unwrap()
+        .len();
+
+    // Room for `last` and its rewrite, not for `best` beside them as well.
+    let Some(disk) = Tmpfs::mount(&dir.join("disk"), checkpoint * 5 / 2) else {
+        assert!(
+            std::env::var_os("TRISCOPE_REQUIRE_TMPFS").is_none(),
+            "TRISCOPE_REQUIRE_TMPFS is set but a tmpfs cannot be mounted here"
+        );
+        eprintln!("skipping: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let run = disk.0.join("run");
+    let out = triscope(&[
+        "train",
+        "--config",
+        c,
+        "--out",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains(run.to_str().unwrap()),
+        "the error names no file: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    weights::load_checkpoint(&run.join("last.safetensors"), &Device::flex())
+        .expect("the last good checkpoint is whole");
+
+    // Fill what is left, then export onto the full disk.
+    let filler = disk.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut f, &[0u8; 4096]).is_ok() {}
+    drop(f);
+    let export = disk.0.join("export.safetensors");
+    let last = run.join("last.safetensors");
+    let out = triscope(&[
+        "export",
+        "--model",
+        last.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("export.safetensors"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+
+    disk.resize(checkpoint * 8);
+    let out = triscope(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        metrics_without_times(&run),
+        metrics_without_times(&reference)
+    );
+    assert_eq!(
+        weights_of(&run.join("last.safetensors")),
+        weights_of(&reference.join("last.safetensors"))
+    );
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}

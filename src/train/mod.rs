@@ -14,6 +14,6 @@ mod trainer;
 
 pub use config::{LossType, TrainConfig};
 pub use trainer::{
-    CheckpointKind, EpochMetrics, MetricsLine, OPTIMIZER_KEY, RunInfo, StepMetrics,
+    CheckpointKind, EpochMetrics, LOCK_FILE, MetricsLine, OPTIMIZER_KEY, RunInfo, StepMetrics,
     TRAIN_STATE_KEY, TrainControl, TrainEvent, TrainHandle, TrainState, TrainSummary, Trainer,
 };

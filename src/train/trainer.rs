@@ -35,6 +35,8 @@ pub const TRAIN_STATE_KEY: &str = "triscope.train_state";
 /// Tensor (u8) holding the optimizer state (burn's burnpack bytes) in `last`.
 pub const OPTIMIZER_KEY: &str = "triscope.optimizer";
 const CONFIG_FILE: &str = "config.yaml";
+/// The run folder's writer lock ([`RunLock`]).
+pub const LOCK_FILE: &str = ".triscope-run.lock";
 const METRICS_FILE: &str = "metrics.jsonl";
 const LAST_FILE: &str = "last.safetensors";
 const BEST_FILE: &str = "best.safetensors";
@@ -312,6 +314,65 @@ pub struct Trainer {
     optimizer: ModuleOptimizer,
     state: TrainState,
     resumed: bool,
+    /// Held until the trainer is dropped (the end of `run`).
+    _lock: RunLock,
+}
+
+/// One writer per run folder: an exclusive lock on `LOCK_FILE` in it, held for the trainer's
+/// lifetime. The operating system drops it when the process ends, killed or not, so a crashed
+/// run never blocks its resume. The file names the holder (process id and command) for the
+/// message a second writer gets.
+struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    fn acquire(run_dir: &Path) -> Result<Self> {
+        use std::io::{Read, Seek};
+        std::fs::create_dir_all(run_dir).map_err(write_err(run_dir))?;
+        let path = run_dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(write_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_string(),
+                    h => h.to_string(),
+                };
+                return Err(TriscopeError::RunInUse {
+                    path: run_dir.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(TriscopeError::Write { path, source });
+            }
+        }
+        let command: Vec<String> = std::env::args()
+            .take(2)
+            .enumerate()
+            .map(|(i, a)| match i {
+                0 => Path::new(&a)
+                    .file_name()
+                    .map_or(a.clone(), |n| n.to_string_lossy().to_string()),
+                _ => a,
+            })
+            .collect();
+        let holder = format!("process {} ({})\n", std::process::id(), command.join(" "));
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(holder.as_bytes()))
+            .map_err(write_err(&path))?;
+        Ok(Self { _file: file })
+    }
 }
 
 fn write_err(path: &Path) -> impl Fn(std::io::Error) -> TriscopeError + '_ {
@@ -356,6 +417,7 @@ fn git_commit() -> Option<String> {
 impl Trainer {
     /// Prepare a new run in `run_dir` (created; it must not hold a run already).
     pub fn new(config: TrainConfig, run_dir: &Path, device: ComputeDevice) -> Result<Self> {
+        let lock = RunLock::acquire(run_dir)?;
         if run_dir.join(LAST_FILE).exists() {
             return Err(TriscopeError::InvalidArgument(format!(
                 "{} already holds a run; continue it with --resume {} or choose another --out",
@@ -423,6 +485,7 @@ impl Trainer {
             optimizer,
             state,
             resumed: false,
+            _lock: lock,
         })
     }
 
@@ -435,6 +498,8 @@ impl Trainer {
                 run_dir.display()
             )));
         }
+        // Before anything in the folder is touched (temporaries, the log's tail).
+        let lock = RunLock::acquire(run_dir)?;
         // A run killed while writing a checkpoint leaves its temporary file beside it.
         for path in weights::remove_stale_temporaries(run_dir)? {
             tracing::info!("removed {} left by an interrupted write", path.display());
@@ -486,6 +551,7 @@ impl Trainer {
             optimizer,
             state,
             resumed: true,
+            _lock: lock,
         })
     }
 
