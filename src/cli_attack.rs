@@ -16,6 +16,7 @@ use triscope::explain::{Colormap, TargetClass, overlay_rgb8, quality};
 use triscope::inference::{Classifier, Prediction};
 use triscope::model::LayerId;
 use triscope::plot::{LineChart, PALETTE, Series, render_line_chart};
+use triscope::weights::write_atomic;
 
 /// Parse an eps or step size: `8/255`, `0.0314`.
 pub fn parse_fraction(s: &str) -> Result<f32> {
@@ -339,8 +340,7 @@ pub fn attack(
         files,
     };
     let text = serde_json::to_string_pretty(&summary)?;
-    std::fs::write(&json_path, &text)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    write_atomic(&json_path, text.as_bytes())?;
     if json {
         println!("{text}");
     } else {
@@ -591,11 +591,9 @@ pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) ->
     };
     let text = serde_json::to_string_pretty(&output)?;
     let json_path = out.join("eval.json");
-    std::fs::write(&json_path, &text)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    write_atomic(&json_path, text.as_bytes())?;
     let csv_path = out.join("eval.csv");
-    std::fs::write(&csv_path, eval_csv(&report))
-        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    write_atomic(&csv_path, eval_csv(&report).as_bytes())?;
     let mut written = vec![json_path, csv_path];
     if !report.sweep.is_empty() {
         let png = out.join("accuracy_vs_eps.png");

@@ -34,6 +34,7 @@ use triscope::plot::{
     render_line_chart,
 };
 use triscope::regions::{LesionSizeSpec, Region, RegionSource, lesion_size_concepts};
+use triscope::weights::write_atomic;
 
 /// Options of `triscope audit`.
 #[derive(clap::Args, Debug)]
@@ -338,11 +339,10 @@ pub fn audit(
     };
     let text = serde_json::to_string_pretty(&report)?;
     let json_path = out.join("audit.json");
-    std::fs::write(&json_path, &text)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    // Written whole or not at all: a failed write leaves an earlier report intact.
+    write_atomic(&json_path, text.as_bytes())?;
     let html_path = out.join("audit.html");
-    std::fs::write(&html_path, render_html(&report, out)?)
-        .with_context(|| format!("cannot write {}", html_path.display()))?;
+    write_atomic(&html_path, render_html(&report, out)?.as_bytes())?;
     if json {
         println!("{text}");
     } else {

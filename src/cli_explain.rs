@@ -16,6 +16,7 @@ use triscope::explain::{
 };
 use triscope::inference::{AttributionResult, Classifier, Prediction};
 use triscope::model::LayerId;
+use triscope::weights::write_atomic;
 
 /// What to explain and how to draw it.
 #[derive(Args, Debug, Clone)]
@@ -187,8 +188,7 @@ pub fn explain(
         files: written,
     };
     let text = serde_json::to_string_pretty(&summary)?;
-    std::fs::write(&summary_path, &text)
-        .with_context(|| format!("cannot write {}", summary_path.display()))?;
+    write_atomic(&summary_path, text.as_bytes())?;
     if let Some(w) = &summary.warning {
         eprintln!("warning: {}: {w}", path.display());
     }
@@ -443,8 +443,7 @@ fn explain_folder(
         csv.push('\n');
     }
     let csv_path = out.join("predictions.csv");
-    std::fs::write(&csv_path, csv)
-        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    write_atomic(&csv_path, csv.as_bytes())?;
 
     let failures = records.iter().filter(|r| r.status != "ok").count();
     if json {

@@ -118,8 +118,7 @@ pub fn export_view(dir: &Path, data: &ExportData) -> Result<Vec<PathBuf>> {
         });
     }
     let path = dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    triscope::weights::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     written.push(path);
     Ok(written)
 }
