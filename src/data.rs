@@ -1,5 +1,7 @@
 //! Datasets: HAM10000 (labels.csv with a split column), the NIH ChestX-ray14 subset
-//! (multi-label `Finding Labels`), MedMNIST `.npz` files and generic class-per-folder trees.
+//! (multi-label `Finding Labels`, an optional split column), an `image,label` labels.csv with
+//! optional `split` and `patient_id` columns (kermany-cxr), MedMNIST `.npz` files and generic
+//! class-per-folder trees.
 //!
 //! Opening a dataset checks everything that can be checked before compute: the labels file,
 //! every listed image's existence, the split, the class names.
@@ -20,6 +22,8 @@ use crate::model::config::{CHESTXRAY14_FINDINGS, HAM10000_CLASSES};
 pub enum DatasetKind {
     Ham10000,
     NihCxr14,
+    /// `labels.csv` with `image` and `label` columns (e.g. kermany-cxr).
+    LabelsCsv,
     MedMnist,
     ImageFolder,
 }
@@ -104,11 +108,20 @@ impl Dataset {
             if table.column("dx").is_some() {
                 return open_ham(root, &table, split.unwrap_or("test"));
             }
+            // The natural evaluation split: `test` where the table has a split column.
+            let default = match table.column("split") {
+                Some(_) => "test",
+                None => "all",
+            };
             if table.column("Finding Labels").is_some() {
-                return open_nih(root, &table, split.unwrap_or("all"));
+                return open_nih(root, &table, split.unwrap_or(default));
+            }
+            if table.column("image").is_some() && table.column("label").is_some() {
+                return open_labels_csv(root, &table, split.unwrap_or(default));
             }
             return Err(TriscopeError::InvalidArgument(format!(
-                "{} has neither a 'dx' column (HAM10000) nor a 'Finding Labels' column (ChestX-ray14)",
+                "{} has neither a 'dx' column (HAM10000), a 'Finding Labels' column \
+                 (ChestX-ray14) nor 'image' and 'label' columns",
                 labels.display()
             )));
         }
@@ -399,13 +412,20 @@ fn check_files_exist(root: &Path, samples: &[Sample]) -> Result<()> {
     )))
 }
 
-fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
-    let dx = table.require("dx")?;
-    let id = table.require("image_id")?;
-    let split_col = table.require("split")?;
-    let class_names: Vec<String> = HAM10000_CLASSES.iter().map(|s| s.to_string()).collect();
+/// Which rows of `table` belong to `split` (`all`: every row). Without a split column only
+/// `all` exists; a split the table does not have is an error listing those it has.
+fn split_rows(table: &Table, split_col: Option<usize>, split: &str) -> Result<Vec<bool>> {
+    let Some(col) = split_col else {
+        if split == "all" {
+            return Ok(vec![true; table.rows.len()]);
+        }
+        return Err(TriscopeError::InvalidArgument(format!(
+            "{} has no split column; use --split all",
+            table.path.display()
+        )));
+    };
     let splits: std::collections::BTreeSet<&str> =
-        table.rows.iter().map(|r| r[split_col].as_str()).collect();
+        table.rows.iter().map(|r| r[col].as_str()).collect();
     if split != "all" && !splits.contains(split) {
         return Err(TriscopeError::InvalidArgument(format!(
             "{} has no split '{split}' (it has: {}, or all)",
@@ -413,9 +433,46 @@ fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
             splits.into_iter().collect::<Vec<_>>().join(", ")
         )));
     }
+    Ok(table
+        .rows
+        .iter()
+        .map(|r| split == "all" || r[col] == split)
+        .collect())
+}
+
+/// A patient (or lesion) whose images are in two splits would leak between training and
+/// evaluation: refused, naming it.
+fn check_groups_within_splits(table: &Table, group_col: usize, split_col: usize) -> Result<()> {
+    let mut first: BTreeMap<&str, &str> = BTreeMap::new();
+    for row in &table.rows {
+        let (group, split) = (row[group_col].as_str(), row[split_col].as_str());
+        match first.get(group) {
+            Some(&s) if s != split => {
+                return Err(TriscopeError::InvalidArgument(format!(
+                    "{}: {} '{group}' has images in the '{s}' and '{split}' splits; a split must \
+                     keep each one whole",
+                    table.path.display(),
+                    table.header[group_col]
+                )));
+            }
+            Some(_) => {}
+            None => {
+                first.insert(group, split);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
+    let dx = table.require("dx")?;
+    let id = table.require("image_id")?;
+    let split_col = table.require("split")?;
+    let class_names: Vec<String> = HAM10000_CLASSES.iter().map(|s| s.to_string()).collect();
+    let keep = split_rows(table, Some(split_col), split)?;
     let mut samples = Vec::new();
-    for (row, &line) in table.rows.iter().zip(&table.lines) {
-        if split != "all" && row[split_col] != split {
+    for ((row, &line), keep) in table.rows.iter().zip(&table.lines).zip(keep) {
+        if !keep {
             continue;
         }
         let name = table.file_name(row, line, id)?;
@@ -452,15 +509,20 @@ fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
 fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
     let file = table.require("Image Index")?;
     let findings = table.require("Finding Labels")?;
-    if split != "all" {
-        return Err(TriscopeError::InvalidArgument(format!(
-            "{} has no split column; use --split all",
-            table.path.display()
-        )));
+    let split_col = table
+        .column("split")
+        .map(|_| table.require("split"))
+        .transpose()?;
+    let keep = split_rows(table, split_col, split)?;
+    if let (Some(_), Some(col)) = (table.column("Patient ID"), split_col) {
+        check_groups_within_splits(table, table.require("Patient ID")?, col)?;
     }
     let class_names: Vec<String> = CHESTXRAY14_FINDINGS.iter().map(|s| s.to_string()).collect();
     let mut samples = Vec::new();
-    for (row, &line) in table.rows.iter().zip(&table.lines) {
+    for ((row, &line), keep) in table.rows.iter().zip(&table.lines).zip(keep) {
+        if !keep {
+            continue;
+        }
         let name = table.file_name(row, line, file)?;
         let mut vector = vec![0.0f32; class_names.len()];
         for f in row[findings].split('|').map(str::trim) {
@@ -489,6 +551,76 @@ fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
         split: split.to_string(),
         class_names,
         multi_label: true,
+        samples,
+        npz: None,
+    })
+}
+
+/// `labels.csv` with `image` (a file in `images/`, written as `NAME` or `images/NAME`) and
+/// `label` columns, and optionally `split` and `patient_id` (checked: no patient in two
+/// splits). Class names are the distinct labels of the whole table in sorted order, so every
+/// split numbers them alike.
+fn open_labels_csv(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
+    let image = table.require("image")?;
+    let label = table.require("label")?;
+    let split_col = table
+        .column("split")
+        .map(|_| table.require("split"))
+        .transpose()?;
+    let keep = split_rows(table, split_col, split)?;
+    if let (Some(_), Some(col)) = (table.column("patient_id"), split_col) {
+        check_groups_within_splits(table, table.require("patient_id")?, col)?;
+    }
+    let class_names: Vec<String> = table
+        .rows
+        .iter()
+        .map(|r| r[label].clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if let Some(line) = table
+        .rows
+        .iter()
+        .zip(&table.lines)
+        .find_map(|(r, &line)| r[label].trim().is_empty().then_some(line))
+    {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "{} line {line}: the label is empty",
+            table.path.display()
+        )));
+    }
+    let mut samples = Vec::new();
+    for ((row, &line), keep) in table.rows.iter().zip(&table.lines).zip(keep) {
+        if !keep {
+            continue;
+        }
+        // `images/NAME` is the folder every layout keeps its images in; nothing else may be
+        // named (no other folders, no '..').
+        let name = match row[image].strip_prefix("images/") {
+            Some(rest) => {
+                let mut row = row.to_vec();
+                row[image] = rest.to_string();
+                table.file_name(&row, line, image)?.to_string()
+            }
+            None => table.file_name(row, line, image)?.to_string(),
+        };
+        let class = class_names
+            .iter()
+            .position(|c| c == &row[label])
+            .unwrap_or(0);
+        samples.push(Sample {
+            id: name.clone(),
+            source: Source::File(root.join("images").join(&name)),
+            label: Label::Class(class),
+        });
+    }
+    check_files_exist(root, &samples)?;
+    Ok(Dataset {
+        kind: DatasetKind::LabelsCsv,
+        root: root.to_path_buf(),
+        split: split.to_string(),
+        class_names,
+        multi_label: false,
         samples,
         npz: None,
     })

@@ -366,3 +366,89 @@ fn eval_and_attack_commands_end_to_end() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("at least 1 step"));
 }
+
+/// The patient-level splits: an NIH table with a `split` column honours `--split` (test by
+/// default), and an `image,label,split,patient_id` table (kermany-cxr's layout, image names
+/// with or without `images/`) opens by split with sorted class names; a patient in two splits
+/// is refused by name in both layouts.
+#[test]
+fn split_columns_are_honoured_and_patients_stay_in_one_split() {
+    let dir = TempDir::new("splits");
+    let files = ["00000032_037.png", "00000072_000.png", "00000193_019.png"];
+    let folder = |name: &str, csv: &str| {
+        let root = dir.path().join(name);
+        std::fs::create_dir_all(root.join("images")).unwrap();
+        for f in files {
+            std::fs::copy(
+                sample(&format!("nih-cxr14/{f}")),
+                root.join("images").join(f),
+            )
+            .unwrap();
+        }
+        std::fs::write(root.join("labels.csv"), csv).unwrap();
+        root
+    };
+    let nih = folder(
+        "nih",
+        "Image Index,Finding Labels,Patient ID,split\n\
+         00000032_037.png,Cardiomegaly,32,test\n\
+         00000072_000.png,No Finding,72,train\n\
+         00000193_019.png,Mass,193,train\n",
+    );
+    assert_eq!(
+        Dataset::open(&nih, None).unwrap().len(),
+        1,
+        "test by default"
+    );
+    assert_eq!(Dataset::open(&nih, Some("train")).unwrap().len(), 2);
+    assert_eq!(Dataset::open(&nih, Some("all")).unwrap().len(), 3);
+    let e = Dataset::open(&nih, Some("val")).unwrap_err().to_string();
+    assert!(
+        e.contains("no split 'val'") && e.contains("test, train"),
+        "{e}"
+    );
+    let leaky = folder(
+        "nih-leak",
+        "Image Index,Finding Labels,Patient ID,split\n\
+         00000032_037.png,Cardiomegaly,32,test\n\
+         00000072_000.png,No Finding,32,train\n\
+         00000193_019.png,Mass,193,train\n",
+    );
+    let e = Dataset::open(&leaky, Some("train"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Patient ID '32'") && e.contains("'test' and 'train'"),
+        "{e}"
+    );
+
+    let kermany = folder(
+        "kermany",
+        "image,label,subtype,patient_id,split\n\
+         images/00000032_037.png,pneumonia,virus,P1,test\n\
+         00000072_000.png,normal,none,P2,train\n\
+         images/00000193_019.png,pneumonia,bacteria,P3,train\n",
+    );
+    let train = Dataset::open(&kermany, Some("train")).unwrap();
+    assert_eq!(train.kind, DatasetKind::LabelsCsv);
+    assert_eq!(train.class_names, ["normal", "pneumonia"]);
+    let labels: Vec<&Label> = train.samples.iter().map(|s| &s.label).collect();
+    assert_eq!(labels, [&Label::Class(0), &Label::Class(1)]);
+    let img = train.load(1, 1, 64, ResizeMode::ShorterSideCrop).unwrap();
+    assert_eq!((img.channels, img.height), (1, 64));
+    let test = Dataset::open(&kermany, None).unwrap();
+    assert_eq!((test.split.as_str(), test.len()), ("test", 1));
+    let leaky = folder(
+        "kermany-leak",
+        "image,label,patient_id,split\n\
+         00000032_037.png,pneumonia,P1,test\n\
+         00000072_000.png,normal,P1,train\n",
+    );
+    let e = Dataset::open(&leaky, Some("train"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("patient_id 'P1'"), "{e}");
+    let escaping = folder("escape", "image,label\n../outside.png,normal\n");
+    let e = Dataset::open(&escaping, None).unwrap_err().to_string();
+    assert!(e.contains("not a plain file name"), "{e}");
+}
