@@ -4,6 +4,7 @@
 //! hue 0.1; brightness and contrast only on 1-channel images). The geometric part is one
 //! inverse mapping with bilinear sampling, so the image is resampled once.
 
+use super::config::AugmentationSection;
 use crate::imaging::PixelImage;
 use crate::model::source::SplitMix64;
 
@@ -26,17 +27,24 @@ pub struct AugmentParams {
 }
 
 impl Default for AugmentParams {
+    /// The config's defaults (`training.augmentation`).
     fn default() -> Self {
+        Self::from(&AugmentationSection::default())
+    }
+}
+
+impl From<&AugmentationSection> for AugmentParams {
+    fn from(a: &AugmentationSection) -> Self {
         Self {
-            crop_scale: (0.8, 1.0),
-            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
-            hflip: true,
-            vflip: true,
-            rotation_deg: 15.0,
-            brightness: 0.2,
-            contrast: 0.2,
-            saturation: 0.2,
-            hue: 0.1,
+            crop_scale: (a.crop_scale[0], a.crop_scale[1]),
+            crop_ratio: (a.crop_ratio[0], a.crop_ratio[1]),
+            hflip: a.hflip,
+            vflip: a.vflip,
+            rotation_deg: a.rotation_deg,
+            brightness: a.brightness,
+            contrast: a.contrast,
+            saturation: a.saturation,
+            hue: a.hue,
         }
     }
 }

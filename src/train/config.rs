@@ -147,6 +147,95 @@ pub enum ClassWeights {
     SqrtInverseFrequency,
 }
 
+/// The training augmentation's ranges (`training.augmentation`). The defaults suit
+/// dermoscopy, where a photograph has no up or down; a chest radiograph has both (set `vflip:
+/// false`, and `hflip: false` to keep the heart on its side).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentationSection {
+    /// Area fraction of the random resized crop, [smallest, largest] in (0, 1].
+    pub crop_scale: [f32; 2],
+    /// Width / height of the crop, [smallest, largest].
+    pub crop_ratio: [f32; 2],
+    pub hflip: bool,
+    pub vflip: bool,
+    /// Largest rotation, in degrees either way.
+    pub rotation_deg: f32,
+    /// Colour jitter: factors drawn from [1 - x, 1 + x]; hue shifts up to `hue` turns.
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+}
+
+impl Default for AugmentationSection {
+    fn default() -> Self {
+        Self {
+            crop_scale: [0.8, 1.0],
+            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
+            hflip: true,
+            vflip: true,
+            rotation_deg: 15.0,
+            brightness: 0.2,
+            contrast: 0.2,
+            saturation: 0.2,
+            hue: 0.1,
+        }
+    }
+}
+
+impl AugmentationSection {
+    /// What is wrong with the ranges, if anything.
+    fn problem(&self) -> Option<String> {
+        let [s0, s1] = self.crop_scale;
+        let [r0, r1] = self.crop_ratio;
+        let finite = [
+            s0,
+            s1,
+            r0,
+            r1,
+            self.rotation_deg,
+            self.brightness,
+            self.contrast,
+        ]
+        .iter()
+        .chain([&self.saturation, &self.hue])
+        .all(|v| v.is_finite());
+        if !finite {
+            return Some("every value must be a finite number".into());
+        }
+        if !(0.0 < s0 && s0 <= s1 && s1 <= 1.0) {
+            return Some(format!(
+                "crop_scale must satisfy 0 < a <= b <= 1, got [{s0}, {s1}]"
+            ));
+        }
+        if !(0.0 < r0 && r0 <= r1) {
+            return Some(format!(
+                "crop_ratio must satisfy 0 < a <= b, got [{r0}, {r1}]"
+            ));
+        }
+        if !(0.0..=180.0).contains(&self.rotation_deg) {
+            return Some(format!(
+                "rotation_deg must be in [0, 180], got {}",
+                self.rotation_deg
+            ));
+        }
+        for (name, v) in [
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Some(format!("{name} must be in [0, 1), got {v}"));
+            }
+        }
+        if !(0.0..=0.5).contains(&self.hue) {
+            return Some(format!("hue must be in [0, 0.5], got {}", self.hue));
+        }
+        None
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainingSection {
@@ -164,6 +253,8 @@ pub struct TrainingSection {
     pub class_weights: ClassWeights,
     /// Apply the training augmentation (random resized crop, flips, rotation, colour jitter).
     pub augment: bool,
+    /// Its ranges.
+    pub augmentation: AugmentationSection,
     /// Threads decoding and augmenting images ahead of the model.
     pub workers: usize,
     /// Batches decoded ahead of the model (bounded queue).
@@ -192,6 +283,7 @@ impl Default for TrainingSection {
             seed: 42,
             class_weights: ClassWeights::InverseFrequency,
             augment: true,
+            augmentation: AugmentationSection::default(),
             workers: 2,
             prefetch_batches: 4,
             checkpoint_every_steps: 0,
@@ -389,6 +481,9 @@ impl TrainConfig {
         }
         if t.batch_size == 0 {
             return bad("training.batch_size must be at least 1, got 0".into());
+        }
+        if let Some(problem) = t.augmentation.problem() {
+            return bad(format!("training.augmentation: {problem}"));
         }
         if !(t.eta_min.is_finite() && t.eta_min >= 0.0 && t.eta_min <= t.lr) {
             return bad(format!(
@@ -656,6 +751,34 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
         let again =
             TrainConfig::from_yaml(&c.to_yaml().unwrap(), Path::new("again.yaml"), &[]).unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn augmentation_ranges_parse_and_are_checked() {
+        let c = parse(
+            "training: {augmentation: {vflip: false, hflip: false, rotation_deg: 7}}",
+            &["training.augmentation.crop_scale=[0.85, 1.0]"],
+        )
+        .unwrap();
+        let a = &c.training.augmentation;
+        assert!(!a.vflip && !a.hflip && a.rotation_deg == 7.0);
+        assert_eq!(a.crop_scale, [0.85, 1.0]);
+        assert_eq!(a.hue, AugmentationSection::default().hue);
+        for (bad, words) in [
+            ("{crop_scale: [0.9, 0.5]}", "crop_scale"),
+            ("{crop_scale: [0.0, 1.0]}", "crop_scale"),
+            ("{rotation_deg: 400}", "rotation_deg"),
+            ("{brightness: 1.5}", "brightness"),
+            ("{hue: .nan}", "finite"),
+        ] {
+            let e = parse(&format!("training: {{augmentation: {bad}}}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("training.augmentation") && e.contains(words),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -686,7 +686,7 @@ impl Trainer {
                     resolution: self.model_config.resolution,
                     augment: t
                         .augment
-                        .then_some((AugmentParams::default(), t.seed, epoch)),
+                        .then(|| (AugmentParams::from(&t.augmentation), t.seed, epoch)),
                     workers: t.workers,
                     prefetch: t.prefetch_batches,
                 },
