@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{fixture, load_arrays};
 use triscope::attack::Classify;
@@ -142,7 +143,9 @@ fn losses_match_pytorch() {
 fn trades_inner_loop_stays_in_the_ball_and_raises_the_kl() {
     let f = load_arrays(&fixture("train_losses_w8_c7.safetensors"));
     let plain = Device::flex();
-    let model = fixture_model(&plain);
+    // In inference mode, as `trades_adversarial` requires (the reference calls model.eval()):
+    // otherwise its autodiff forwards would use batch statistics and move the running ones.
+    let model = fixture_model(&plain).valid();
     let x = tensor4(&f["x"], &plain);
     let attack = InnerAttack {
         epsilon: 8.0 / 255.0,
