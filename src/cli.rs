@@ -11,7 +11,7 @@ use serde::Serialize;
 use triscope::device::{ComputeDevice, DeviceChoice};
 use triscope::explain::{Colormap, TargetClass, overlay_rgb8};
 use triscope::imaging::ResizeMode;
-use triscope::inference::{Classifier, Prediction};
+use triscope::inference::{Classifier, ModelSource, Prediction, load_embedded_model};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
 use triscope::weights::{
     CheckpointMetadata, StemAdaptation, export_torchvision, import_state_dict, read_header,
@@ -150,10 +150,13 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
     },
-    /// Export a Triscope checkpoint as a torchvision state dict (safetensors)
+    /// Export a Triscope checkpoint (the embedded model by default) as a torchvision state
+    /// dict (safetensors)
     Export {
+        /// Triscope checkpoint (.safetensors); default: the embedded HAM10000 model
         #[arg(long, value_name = "PATH")]
-        model: PathBuf,
+        model: Option<PathBuf>,
+        /// The torchvision state dict to write (.safetensors)
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
@@ -343,12 +346,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Export { model, out }) => {
             let device = ComputeDevice::cpu();
-            let loaded = triscope::weights::load_checkpoint(&model, &device.device)?;
+            let (loaded, source) = match &model {
+                Some(path) => (
+                    triscope::weights::load_checkpoint(path, &device.device)?,
+                    ModelSource::File(path.clone()),
+                ),
+                None => (load_embedded_model(&device.device)?, ModelSource::Embedded),
+            };
             export_torchvision(&loaded.model, &out)?;
             let c = &loaded.model.config;
             println!(
                 "exported {} -> {} (torchvision resnet50 layout, num_classes={}, in_channels={}, base_width={})",
-                model.display(),
+                source,
                 out.display(),
                 c.num_classes,
                 c.in_channels,

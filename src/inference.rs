@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::device::ComputeDevice;
@@ -15,11 +15,17 @@ use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, at
 use crate::explain::gradcam::{GradCamMap, TargetClass, argmax, grad_cam};
 use crate::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
 use crate::model::{LayerId, ModelConfig, ResNet50};
-use crate::weights::{CheckpointMetadata, load_checkpoint, load_checkpoint_bytes};
+use crate::weights::{CheckpointMetadata, LoadedModel, load_checkpoint, load_checkpoint_bytes};
 
 /// The default model shipped in `models/` and compiled into the binary.
 pub const DEFAULT_MODEL_NAME: &str = "models/ham10000_default.safetensors";
 static DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../models/ham10000_default.safetensors");
+
+/// The embedded default model (the bytes of [`DEFAULT_MODEL_NAME`] compiled into the binary),
+/// loaded onto `device`.
+pub fn load_embedded_model(device: &Device) -> Result<LoadedModel> {
+    load_checkpoint_bytes(DEFAULT_MODEL_BYTES, Path::new(DEFAULT_MODEL_NAME), device)
+}
 
 /// One class's score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,11 +149,7 @@ impl Classifier {
                 )
             }
             None => {
-                let loaded = load_checkpoint_bytes(
-                    DEFAULT_MODEL_BYTES,
-                    Path::new(DEFAULT_MODEL_NAME),
-                    &device.device,
-                )?;
+                let loaded = load_embedded_model(&device.device)?;
                 (loaded.model, loaded.metadata, ModelSource::Embedded)
             }
         };

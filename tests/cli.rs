@@ -343,6 +343,52 @@ fn export_import_info_round_trip() {
     );
 }
 
+/// `export` without `--model` writes the embedded default, as the other commands read it
+/// (issue #16): torchvision's keys and dtypes, the same tensors as exporting the shipped file
+/// by name.
+#[test]
+fn export_without_model_writes_the_embedded_default() {
+    let dir = TempDir::new("cli-export-default");
+    let implicit = dir.path().join("default_tv.safetensors");
+    let o = triscope(&["export", "--out", &s(&implicit)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("embedded default"), "{}", stdout(&o));
+    let named = dir.path().join("named_tv.safetensors");
+    let o = triscope(&[
+        "export",
+        "--model",
+        &s(&root().join("models/ham10000_default.safetensors")),
+        "--out",
+        &s(&named),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let implicit_bytes = std::fs::read(&implicit).expect("the export exists");
+    let named_bytes = std::fs::read(&named).unwrap();
+    let a = safetensors::SafeTensors::deserialize(&implicit_bytes).expect("valid safetensors");
+    let b = safetensors::SafeTensors::deserialize(&named_bytes).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("torchvision_resnet50_keys.json")).unwrap())
+            .unwrap();
+    let reference = reference["keys"].as_array().unwrap();
+    assert_eq!(a.len(), reference.len(), "key count");
+    for entry in reference {
+        let key = entry[0].as_str().unwrap();
+        let view = a
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("export lacks {key}"));
+        let want = if entry[2] == "int64" { "I64" } else { "F32" };
+        assert_eq!(format!("{:?}", view.dtype()), want, "{key}");
+        let other = b.tensor(key).unwrap();
+        assert_eq!(view.shape(), other.shape(), "{key}");
+        assert!(
+            view.data() == other.data(),
+            "{key} differs from the named export"
+        );
+    }
+    assert_eq!(a.tensor("fc.bias").unwrap().shape(), [7]);
+}
+
 #[test]
 fn demo_explains_every_bundled_sample() {
     let dir = TempDir::new("cli-demo");

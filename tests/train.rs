@@ -606,6 +606,55 @@ fn cli_trains_resumes_and_rejects_bad_configs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The CPU path never starts Vulkan (issue #16): `train`, `train --resume` (burn stages the
+/// optimizer state on its default device, wgpu unless the binary makes it the CPU) and
+/// `predict` with `--device cpu`. The Vulkan loader's debug output and, with XDG_RUNTIME_DIR
+/// unset, Mesa's device-select layer would show any Vulkan start on stderr (CI installs
+/// Mesa's Vulkan drivers; where no Vulkan loader is installed there is nothing to see).
+#[test]
+fn cpu_train_resume_and_predict_never_start_vulkan() {
+    let dir = temp_dir("no-vulkan");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tiny.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "architecture: {{base_width: 4}}\ninput: {{resolution: 32}}\n\
+             training: {{epochs: 1, batch_size: 8, warmup_epochs: 0}}\n\
+             robustness: {{loss_type: clean}}\ndata: {{dataset: tiny, root: {}}}\n",
+            fixture("train_tiny").display()
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
+    let image = common::sample("ham10000/ISIC_0024410.jpg");
+    let commands: [&[&str]; 3] = [
+        &[
+            "train", "--config", c, "--out", r, "--device", "cpu", "--quiet",
+        ],
+        &["train", "--resume", r, "--device", "cpu", "--quiet"],
+        &["predict", image.to_str().unwrap(), "--device", "cpu"],
+    ];
+    for args in commands {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_triscope"))
+            .args(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("BURN_DEVICE")
+            .env("VK_LOADER_DEBUG", "all")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(
+            !err.contains("Vulkan Loader") && !err.contains("XDG_RUNTIME_DIR"),
+            "{args:?} started Vulkan:\n{}",
+            err.lines().take(20).collect::<Vec<_>>().join("\n")
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A `triscope train` child killed with SIGKILL while it writes a checkpoint, three times,
 /// resumed each time: no checkpoint is ever torn, and the finished run has the metrics and
 /// weights of a run never interrupted.

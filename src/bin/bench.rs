@@ -808,6 +808,8 @@ fn short(description: &str) -> String {
 
 fn main() -> Result<()> {
     triscope::device::keep_freed_memory();
+    // SAFETY: the first statements of main; no other thread exists yet.
+    unsafe { triscope::device::default_burn_device_to_cpu() };
     let args = Args::parse();
     let _ = ONLY.set(args.only.clone());
     let runs = args.runs.max(1);
