@@ -500,7 +500,47 @@ pub fn prepare(
         img
     };
     let planar = to_planar(&img, channels)?;
-    let (h, w) = (planar.height, planar.width);
+    let g = crop_geometry(planar.width, planar.height, resolution, mode);
+    // Only the centre crop of the resized image is computed: a 40000x2 strip would otherwise
+    // be resized to millions of columns first.
+    Ok(resize_window(
+        &planar,
+        (g.resized_height, g.resized_width),
+        (g.top, g.left),
+        (resolution, resolution),
+    ))
+}
+
+/// Where the square model input comes from: the image resized to `resized_width` x
+/// `resized_height`, then the `resolution`-pixel square at (`left`, `top`) kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropGeometry {
+    pub resized_width: usize,
+    pub resized_height: usize,
+    pub left: usize,
+    pub top: usize,
+}
+
+impl CropGeometry {
+    /// A point of the `width` x `height` source image (pixel-edge coordinates) in model-input
+    /// pixels; outside `0..resolution` when the crop cut it off.
+    pub fn to_input(&self, (x, y): (f64, f64), (width, height): (u32, u32)) -> (f64, f64) {
+        (
+            x * self.resized_width as f64 / f64::from(width.max(1)) - self.left as f64,
+            y * self.resized_height as f64 / f64::from(height.max(1)) - self.top as f64,
+        )
+    }
+}
+
+/// The resize and crop [`prepare`] applies to a `width` x `height` image (torchvision's
+/// `Resize(R)` + `CenterCrop(R)`, or a plain resize to R x R).
+pub fn crop_geometry(
+    width: usize,
+    height: usize,
+    resolution: usize,
+    mode: ResizeMode,
+) -> CropGeometry {
+    let (h, w) = (height.max(1), width.max(1));
     let (new_h, new_w) = match mode {
         ResizeMode::Stretch => (resolution, resolution),
         ResizeMode::ShorterSideCrop => {
@@ -518,16 +558,12 @@ pub fn prepare(
             }
         }
     };
-    let top = round_half_even((new_h - resolution) as f64 / 2.0);
-    let left = round_half_even((new_w - resolution) as f64 / 2.0);
-    // Only the centre crop of the resized image is computed: a 40000x2 strip would otherwise
-    // be resized to millions of columns first.
-    Ok(resize_window(
-        &planar,
-        (new_h, new_w),
-        (top, left),
-        (resolution, resolution),
-    ))
+    CropGeometry {
+        resized_width: new_w,
+        resized_height: new_h,
+        top: round_half_even((new_h - resolution) as f64 / 2.0),
+        left: round_half_even((new_w - resolution) as f64 / 2.0),
+    }
 }
 
 fn round_half_even(x: f64) -> usize {

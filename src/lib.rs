@@ -13,6 +13,7 @@ pub mod dicom;
 pub mod error;
 pub mod eval;
 pub mod explain;
+pub mod ground_truth;
 pub mod imaging;
 pub mod inference;
 pub mod jpeg_lossless;

@@ -26,6 +26,7 @@ use crate::error::{Result, TriscopeError};
 use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
 use crate::explain::quality::{spearman, ssim};
+use crate::ground_truth::{GroundTruth, GroundTruthIndex};
 use crate::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
 use crate::inference::{Classifier, ModelSource, Prediction};
 use crate::model::{LayerId, ModelConfig};
@@ -119,6 +120,9 @@ pub struct Analysis {
     /// The image does not fit what the model was trained on
     /// ([`crate::inference::modality_warning`]).
     pub input_warning: Option<String>,
+    /// Labels, lesion outline, expert boxes, when the image sits in a folder that has them
+    /// ([`crate::ground_truth`]), in `model_input` pixels.
+    pub ground_truth: Option<GroundTruth>,
     pub elapsed_secs: f64,
 }
 
@@ -337,6 +341,7 @@ impl WorkerHandle {
                     device,
                     classifier: None,
                     image: None,
+                    ground_truth: GroundTruthIndex::new(),
                     events: tx,
                     wake,
                 };
@@ -400,6 +405,8 @@ struct ModelWorker {
     device: ComputeDevice,
     classifier: Option<Classifier>,
     image: Option<CurrentImage>,
+    /// Labels and regions of the folders seen so far (each table parsed once).
+    ground_truth: GroundTruthIndex,
     events: SyncSender<WorkerEvent>,
     wake: Box<dyn Fn() + Send>,
 }
@@ -587,10 +594,17 @@ impl ModelWorker {
             )?;
             maps.into_iter().next()
         };
+        let resize_mode = classifier.resize_mode;
         self.image = Some(CurrentImage {
             pixels: pixels.clone(),
             clean: prediction.clone(),
         });
+        let ground_truth = self.ground_truth.find(
+            path,
+            (source_width, source_height),
+            cfg.resolution,
+            resize_mode,
+        );
         Ok(Analysis {
             request,
             path: path.to_path_buf(),
@@ -604,6 +618,7 @@ impl ModelWorker {
             attribution,
             dicom,
             input_warning,
+            ground_truth,
             elapsed_secs: started.elapsed().as_secs_f64(),
         })
     }

@@ -7,6 +7,7 @@ use eframe::egui;
 use triscope::dicom::{DicomInfo, Window};
 use triscope::explain::Colormap;
 use triscope::explain::attribution::Method;
+use triscope::ground_truth::{GroundTruthRegion, RegionShape};
 use triscope::model::LayerId;
 use triscope::workbench::Analysis;
 
@@ -43,6 +44,40 @@ fn attribution_source(analysis: &Analysis) -> Option<Arc<OverlaySource>> {
     }))
 }
 
+/// What the ground-truth layer shows for the explained class: the region to draw (none when
+/// the class has no box) and a description of it.
+pub fn ground_truth_for<'a>(
+    analysis: &'a Analysis,
+    class_name: &str,
+) -> Option<(Option<&'a GroundTruthRegion>, String)> {
+    let gt = analysis.ground_truth.as_ref()?;
+    // A lesion mask does not depend on the class; boxes belong to one finding each.
+    if let Some(lesion) = gt.lesion() {
+        return Some((Some(lesion), format!("lesion mask ({})", lesion.dataset)));
+    }
+    if !gt
+        .regions
+        .iter()
+        .any(|r| matches!(r.shape, RegionShape::Boxes { .. }))
+    {
+        return None;
+    }
+    Some(match gt.region_for(class_name) {
+        Some(r) => {
+            let n = match &r.shape {
+                RegionShape::Boxes { boxes } => boxes.len(),
+                RegionShape::Outline { .. } => 1,
+            };
+            let what = if n == 1 { "expert box" } else { "expert boxes" };
+            (Some(r), format!("{what}: {} ({})", r.finding, r.dataset))
+        }
+        None => (
+            None,
+            format!("no expert box for {class_name} in this image"),
+        ),
+    })
+}
+
 pub struct ExplainPanel {
     pub settings: ExplainSettings,
     pub analysis: Option<Arc<Analysis>>,
@@ -57,6 +92,8 @@ pub struct ExplainPanel {
     pub actions: Vec<UiAction>,
     /// The DICOM window the sliders show (modality units), for a grey DICOM image.
     pub window: Option<Window>,
+    /// Ground-truth shapes drawn in the last frame (tests check the toggle with it).
+    pub ground_truth_shapes: usize,
 }
 
 impl ExplainPanel {
@@ -72,6 +109,7 @@ impl ExplainPanel {
             painter: OverlayPainter::new(gpu),
             actions: Vec::new(),
             window: None,
+            ground_truth_shapes: 0,
         }
     }
 
@@ -133,6 +171,28 @@ impl ExplainPanel {
             analysis.source_width,
             analysis.source_height,
         ));
+        let truth = ground_truth_for(&analysis, &class);
+        let labels = analysis
+            .ground_truth
+            .as_ref()
+            .map(|g| g.labels.join(", "))
+            .filter(|l| !l.is_empty());
+        if truth.is_some() || labels.is_some() {
+            ui.horizontal_wrapped(|ui| {
+                if let Some((region, what)) = &truth {
+                    ui.checkbox(&mut self.settings.show_ground_truth, "Ground truth")
+                        .on_hover_text("Draw the annotated region over the image and the overlay");
+                    if region.is_some() {
+                        ui.label(what);
+                    } else {
+                        ui.weak(what);
+                    }
+                }
+                if let Some(l) = &labels {
+                    ui.weak(format!("label: {l}"));
+                }
+            });
+        }
         let avail = ui.available_size();
         let side = avail.x.min(avail.y).max(64.0);
         let (rect, response) =
@@ -156,6 +216,15 @@ impl ExplainPanel {
         };
         if let Some(src) = source {
             self.painter.paint(ui, rect, "main", src, style);
+        }
+        self.ground_truth_shapes = 0;
+        if let (true, Some((Some(region), _)), Some(gt)) = (
+            self.settings.show_ground_truth,
+            &truth,
+            analysis.ground_truth.as_ref(),
+        ) {
+            let painter = ui.painter().with_clip_rect(rect.intersect(ui.clip_rect()));
+            self.ground_truth_shapes = draw_region(&painter, rect, region, gt.resolution, &style);
         }
         response.on_hover_text("Scroll to zoom, drag to pan, double-click to reset");
     }
@@ -301,4 +370,49 @@ impl ExplainPanel {
             self.actions.push(UiAction::DicomWindow(Some(w)));
         }
     }
+}
+
+/// Draw a region (model-input pixels of a `resolution` square) over the view `rect`, which
+/// shows the texture window `style.uv_min..uv_max`: a white 2-px line on a dark 4-px halo,
+/// which reads over the image and both colour maps. Returns the shapes drawn.
+fn draw_region(
+    painter: &egui::Painter,
+    rect: egui::Rect,
+    region: &GroundTruthRegion,
+    resolution: usize,
+    style: &OverlayStyle,
+) -> usize {
+    let side = resolution.max(1) as f32;
+    let span = [
+        (style.uv_max[0] - style.uv_min[0]).max(1e-6),
+        (style.uv_max[1] - style.uv_min[1]).max(1e-6),
+    ];
+    let to_screen = |x: f32, y: f32| {
+        egui::pos2(
+            rect.min.x + (x / side - style.uv_min[0]) / span[0] * rect.width(),
+            rect.min.y + (y / side - style.uv_min[1]) / span[1] * rect.height(),
+        )
+    };
+    let halo = egui::Stroke::new(4.0, egui::Color32::from_black_alpha(190));
+    let line = egui::Stroke::new(2.0, egui::Color32::WHITE);
+    let mut shapes = 0;
+    match &region.shape {
+        RegionShape::Outline { loops } => {
+            for l in loops.iter().filter(|l| l.len() > 2) {
+                let points: Vec<egui::Pos2> = l.iter().map(|p| to_screen(p[0], p[1])).collect();
+                painter.add(egui::Shape::closed_line(points.clone(), halo));
+                painter.add(egui::Shape::closed_line(points, line));
+                shapes += 1;
+            }
+        }
+        RegionShape::Boxes { boxes } => {
+            for b in boxes {
+                let r = egui::Rect::from_two_pos(to_screen(b[0], b[1]), to_screen(b[2], b[3]));
+                painter.rect_stroke(r, 0.0, halo, egui::StrokeKind::Middle);
+                painter.rect_stroke(r, 0.0, line, egui::StrokeKind::Middle);
+                shapes += 1;
+            }
+        }
+    }
+    shapes
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use eframe::egui;
+use triscope::ground_truth::GroundTruthIndex;
 
 use super::state::UiAction;
 
@@ -98,16 +99,26 @@ pub fn file_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-/// Images of a folder, sorted by name (not recursive).
+/// Images of a folder, sorted by name (not recursive), each with its label when a
+/// labels.csv lists it ([`GroundTruthIndex::labels`]). A dataset root (`labels.csv` beside
+/// `images/`) lists its `images/` folder.
 pub fn list_folder(dir: &Path) -> std::io::Result<Vec<GalleryEntry>> {
+    let images = dir.join("images");
+    let dir = if dir.join("labels.csv").is_file() && images.is_dir() {
+        images.as_path()
+    } else {
+        dir
+    };
+    // One index for the listing: its labels.csv is parsed once for all the images.
+    let mut index = GroundTruthIndex::new();
     let mut out: Vec<GalleryEntry> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.is_file() && is_image(p))
         .map(|path| GalleryEntry {
             name: file_name(&path),
+            truth: index.labels(&path).map(|(_, labels)| labels.join(", ")),
             path,
-            truth: None,
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -153,5 +164,56 @@ mod tests {
         assert!(first_grey.to_string_lossy().contains("nih-cxr14"));
         let listed = list_folder(&dir.join("nih-cxr14")).expect("listing");
         assert_eq!(listed.len(), 3);
+        // The samples' labels.csv one folder up names them as nih-cxr14/NAME.
+        assert_eq!(
+            listed[0].truth.as_deref(),
+            Some("Cardiomegaly, Edema, Infiltration")
+        );
+    }
+
+    #[test]
+    fn a_dataset_folder_lists_its_images_with_their_labels() {
+        let root = std::env::temp_dir().join(format!("triscope-gallery-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("images")).expect("dir");
+        for name in ["00000001_000.png", "00000002_000.png", "00000003_000.png"] {
+            image::GrayImage::new(4, 4)
+                .save(root.join("images").join(name))
+                .expect("png");
+        }
+        std::fs::write(
+            root.join("labels.csv"),
+            "Image Index,Finding Labels,Patient ID,split\n00000001_000.png,Effusion|Mass,1,test\n\
+             00000002_000.png,No Finding,2,test\n",
+        )
+        .expect("csv");
+        let want = [
+            Some("Effusion, Mass".to_string()),
+            Some("No Finding".to_string()),
+            None,
+        ];
+        // The dataset root lists images/, and so does images/ itself.
+        for dir in [root.clone(), root.join("images")] {
+            let listed = list_folder(&dir).expect("listing");
+            let truth: Vec<Option<String>> = listed.iter().map(|e| e.truth.clone()).collect();
+            assert_eq!(truth, want, "{}", dir.display());
+            assert!(listed[0].path.starts_with(root.join("images")));
+        }
+        // HAM10000 (image_id, dx) and image,label tables name their images differently.
+        std::fs::write(
+            root.join("labels.csv"),
+            "image_id,lesion_id,dx,split\n00000003_000,HAM_1,mel,test\n",
+        )
+        .expect("csv");
+        let listed = list_folder(&root).expect("listing");
+        assert_eq!(listed[2].truth.as_deref(), Some("mel"));
+        std::fs::write(
+            root.join("labels.csv"),
+            "image,label,patient_id,split\nimages/00000001_000.png,pneumonia,p1,test\n",
+        )
+        .expect("csv");
+        let listed = list_folder(&root).expect("listing");
+        assert_eq!(listed[0].truth.as_deref(), Some("pneumonia"));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

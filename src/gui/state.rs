@@ -51,6 +51,8 @@ pub struct ExplainSettings {
     pub colormap: Colormap,
     pub layer: LayerId,
     pub show_heatmap: bool,
+    /// Draw the image's lesion outline or expert boxes over the view, when it has them.
+    pub show_ground_truth: bool,
 }
 
 impl Default for ExplainSettings {
@@ -61,6 +63,7 @@ impl Default for ExplainSettings {
             colormap: Colormap::Jet,
             layer: LayerId::Layer4,
             show_heatmap: true,
+            show_ground_truth: true,
         }
     }
 }
@@ -181,6 +184,7 @@ mod tests {
         s.explain.alpha = 0.7;
         s.explain.colormap = Colormap::Viridis;
         s.explain.layer = LayerId::Layer2;
+        s.explain.show_ground_truth = false;
         s.attack.eps_255 = 4.0;
         s.attack.method = AttackMethod::ApgdCe;
         s.attack.targeted = true;
@@ -195,5 +199,9 @@ mod tests {
         let partial: SavedState = eframe::get_value(&storage, eframe::APP_KEY).expect("partial");
         assert_eq!(partial.theme, ThemeChoice::Light);
         assert_eq!(partial.attack, AttackSettings::default());
+        assert!(
+            partial.explain.show_ground_truth,
+            "ground truth is shown by default"
+        );
     }
 }

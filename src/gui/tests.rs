@@ -606,3 +606,159 @@ fn an_audit_folder_opens_in_the_report_window_with_its_figures() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Pixels that differ between two renders of the same size.
+fn pixels_differing(a: &image::RgbaImage, b: &image::RgbaImage) -> usize {
+    a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count()
+}
+
+#[test]
+fn ground_truth_lesion_outline_follows_the_view_and_the_toggle_hides_it() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    // ISIC_0024324 (bkl): an irregular lesion clear of the borders, easy to check by eye.
+    h.get_by_label_contains("ISIC_0024324.jpg").click();
+    wait_until(&mut h, "the bkl sample", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.path.ends_with("ISIC_0024324.jpg"))
+    });
+    let a = h.state().explain.analysis.clone().expect("analysis");
+    let gt = a.ground_truth.as_ref().expect("the sample's ground truth");
+    assert_eq!(gt.labels, ["bkl"]);
+    assert!(gt.lesion().is_some(), "the mask beside the sample is found");
+    h.get_by_label("lesion mask (HAM10000)");
+    h.get_by_label("label: bkl");
+    assert!(h.state().explain.settings.show_ground_truth);
+    assert_eq!(h.state().explain.ground_truth_shapes, 1);
+    snapshot(&mut h, "ground_truth_ham_dark");
+    let with_outline = h.render().expect("render");
+
+    // Zoomed and panned, heatmap off: the outline stays on the lesion's edge in the image.
+    h.state_mut().explain.zoom = 2.0;
+    h.state_mut().explain.center = [0.45, 0.5];
+    h.state_mut().explain.settings.show_heatmap = false;
+    h.run_steps(2);
+    snapshot(&mut h, "ground_truth_ham_zoom_dark");
+    h.state_mut().explain.zoom = 1.0;
+    h.state_mut().explain.center = [0.5, 0.5];
+    h.state_mut().explain.settings.show_heatmap = true;
+    h.run_steps(2);
+
+    // The toggle hides it (and is remembered with the other explanation settings).
+    h.get_by_label("Ground truth").click();
+    h.run_steps(3);
+    assert!(!h.state().explain.settings.show_ground_truth);
+    assert_eq!(h.state().explain.ground_truth_shapes, 0);
+    let without = h.render().expect("render");
+    assert!(
+        pixels_differing(&with_outline, &without) > 200,
+        "the outline was visible and is gone"
+    );
+    h.get_by_label("Ground truth").click();
+    h.run_steps(2);
+    assert_eq!(h.state().explain.ground_truth_shapes, 1);
+
+    // A dataset folder (HAM10000 layout) opened as a folder: the gallery shows each image's
+    // label, and the analysis finds the mask in ROOT/masks.
+    let root = std::env::temp_dir().join(format!("triscope-gui-dataset-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    std::fs::create_dir_all(root.join("masks")).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ham_masks");
+    // Renamed copies of two samples, so their gallery rows differ from the samples' rows.
+    for (sample, id) in [
+        ("ISIC_0024370", "ISIC_9000001"),
+        ("ISIC_0024410", "ISIC_9000002"),
+    ] {
+        std::fs::copy(
+            samples().join(format!("ham10000/{sample}.jpg")),
+            root.join(format!("images/{id}.jpg")),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures.join(format!("{sample}.png")),
+            root.join(format!("masks/{id}.png")),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        root.join("labels.csv"),
+        "image_id,lesion_id,dx,split\nISIC_9000001,HAM_1,vasc,test\nISIC_9000002,HAM_2,mel,test\n",
+    )
+    .unwrap();
+    h.state_mut().open_path(root.clone());
+    wait_until(&mut h, "the dataset's first image", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.path.starts_with(&root))
+    });
+    h.get_by_label("ISIC_9000001.jpg  ·  vasc");
+    h.get_by_label("ISIC_9000002.jpg  ·  mel");
+    let a = h.state().explain.analysis.clone().expect("analysis");
+    let gt = a.ground_truth.as_ref().expect("ground truth");
+    assert_eq!(gt.labels, ["vasc"]);
+    assert_eq!(
+        gt.lesion().map(|l| l.source.clone()),
+        Some(root.join("masks/ISIC_9000001.png"))
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn ground_truth_expert_box_of_the_explained_finding_on_a_chest_xray() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pneumoniamnist_default.safetensors");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::LoadModel(model));
+    wait_until(&mut h, "the chest X-ray model and its analysis", |a| {
+        a.model.as_ref().is_some_and(|m| m.config.in_channels == 1)
+            && a.explain
+                .analysis
+                .as_ref()
+                .is_some_and(|x| x.path.ends_with("00000032_037.png"))
+    });
+    // 00000032_037 has one box, for Infiltration: none for either class of this model.
+    let explained = h.state().explain.analysis.clone().expect("analysis");
+    let class = h.state().explain.class_names[explained.target_class].clone();
+    h.get_by_label(&format!("no expert box for {class} in this image"));
+    assert_eq!(h.state().explain.ground_truth_shapes, 0);
+
+    h.get_by_label_contains("00000193_019.png").click();
+    wait_until(&mut h, "the pneumonia sample", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.path.ends_with("00000193_019.png"))
+    });
+    let pneumonia = h
+        .state()
+        .explain
+        .class_names
+        .iter()
+        .position(|c| c == "pneumonia")
+        .expect("a pneumonia class");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::ExplainClass(Some(pneumonia)));
+    wait_until(&mut h, "the explanation of pneumonia", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.path.ends_with("00000193_019.png") && x.target_class == pneumonia)
+    });
+    // The model's "pneumonia" is the box list's "Pneumonia".
+    h.get_by_label("expert box: Pneumonia (NIH)");
+    h.get_by_label("label: Pneumonia");
+    assert_eq!(h.state().explain.ground_truth_shapes, 1);
+    snapshot(&mut h, "ground_truth_nih_dark");
+}
