@@ -1,6 +1,7 @@
 //! Training panel: pick a config, edit its main fields, start / pause / resume / stop a run on
-//! the `triscope-train` thread, watch losses, accuracies and the learning rate live, and load
-//! the newest checkpoint into the workbench with one click.
+//! the `triscope-train` thread (or continue a run folder, as `triscope train --resume`), watch
+//! losses, accuracies and the learning rate live, and load the newest checkpoint into the
+//! workbench with one click.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct TrainForm {
     pub val_limit: usize,
     /// Parent folder of run folders.
     pub runs_dir: String,
+    /// A run folder to continue (its `last` checkpoint).
+    pub resume_dir: String,
 }
 
 impl Default for TrainForm {
@@ -53,6 +56,7 @@ impl Default for TrainForm {
             train_limit: 512,
             val_limit: 128,
             runs_dir: "runs".into(),
+            resume_dir: String::new(),
         }
     }
 }
@@ -162,20 +166,31 @@ impl TrainingPanel {
     /// Start a run on the `triscope-train` thread: the config is read and the datasets are
     /// opened there, so the UI never waits on them.
     pub fn start(&mut self) {
-        if self.is_running() {
-            return;
-        }
         let config_path = PathBuf::from(self.form.config_path.trim());
         let overrides = self.form.overrides();
         let run_dir = Path::new(self.form.runs_dir.trim()).join(format!(
             "gui-{}",
             triscope::weights::utc_now_rfc3339().replace(':', "")
         ));
-        let wake = self.wake.clone();
-        let prepare = move || {
+        self.launch(move || {
             TrainConfig::load(&config_path, &overrides)
                 .and_then(|c| Trainer::new(c, &run_dir, ComputeDevice::cpu()))
-        };
+        });
+    }
+
+    /// Continue the run folder of the form (as `triscope train --resume`), on the
+    /// `triscope-train` thread. A folder another process is training is refused with that
+    /// process's name, in the panel's errors.
+    pub fn resume_run(&mut self) {
+        let run_dir = PathBuf::from(self.form.resume_dir.trim());
+        self.launch(move || Trainer::resume(&run_dir, ComputeDevice::cpu()));
+    }
+
+    fn launch(&mut self, prepare: impl FnOnce() -> triscope::Result<Trainer> + Send + 'static) {
+        if self.is_running() {
+            return;
+        }
+        let wake = self.wake.clone();
         let wake_fn = Box::new(move || {
             if let Some(w) = &wake {
                 w();
@@ -329,7 +344,15 @@ impl TrainingPanel {
                 ui.add(egui::TextEdit::singleline(&mut f.data_root).desired_width(220.0));
                 ui.end_row();
             });
-            ui.weak("0 images = the whole split. Runs go to runs/gui-<time>/ (config, metrics.jsonl, last and best checkpoints); `triscope train --resume` continues one.");
+            ui.weak("0 images = the whole split. Runs go to runs/gui-<time>/ (config, metrics.jsonl, last and best checkpoints).");
+            ui.horizontal(|ui| {
+                ui.label("Continue run");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.form.resume_dir)
+                        .hint_text("run folder, e.g. runs/gui-…")
+                        .desired_width(320.0),
+                );
+            });
         });
     }
 
@@ -341,6 +364,14 @@ impl TrainingPanel {
                 .clicked()
             {
                 self.start();
+            }
+            let can_resume = !running && !self.form.resume_dir.trim().is_empty();
+            if ui
+                .add_enabled(can_resume, egui::Button::new("Continue run"))
+                .on_hover_text("Resume the run folder from its last checkpoint")
+                .clicked()
+            {
+                self.resume_run();
             }
             if let Some(run) = &mut self.run
                 && !run.finished
@@ -430,6 +461,63 @@ impl TrainingPanel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Continue a run from the panel: refused naming the holder while another trainer holds
+    /// the folder (as a second terminal's `triscope train --resume` is), done once it is free.
+    #[test]
+    fn continuing_a_run_held_elsewhere_says_who_holds_it() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!("triscope-gui-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = TrainConfig::load(
+            &root.join("tests/fixtures/train_tiny.yaml"),
+            &["robustness.loss_type=clean".into()],
+        )
+        .unwrap();
+        // One epoch of two, then a stop: the folder has a `last` to continue.
+        let trainer = Trainer::new(config, &dir, ComputeDevice::cpu()).unwrap();
+        let control = triscope::train::TrainControl::new();
+        let c = control.clone();
+        trainer
+            .run(&control, &mut |e| {
+                if matches!(e, TrainEvent::Epoch(_)) {
+                    c.stop();
+                }
+            })
+            .unwrap();
+        let wait = |panel: &mut TrainingPanel| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while panel.is_running() && std::time::Instant::now() < deadline {
+                panel.poll();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            panel.poll();
+        };
+        let mut panel = TrainingPanel::new(TrainForm {
+            resume_dir: dir.display().to_string(),
+            ..TrainForm::default()
+        });
+        let holder = Trainer::resume(&dir, ComputeDevice::cpu()).unwrap();
+        panel.resume_run();
+        wait(&mut panel);
+        let pid = format!("in use by process {}", std::process::id());
+        assert!(
+            panel.errors.iter().any(|e| e.contains(&pid)),
+            "{:?}",
+            panel.errors
+        );
+        drop(holder);
+        panel.errors.clear();
+        panel.resume_run();
+        wait(&mut panel);
+        assert!(panel.errors.is_empty(), "{:?}", panel.errors);
+        assert!(
+            panel.status.starts_with("finished: 2 epochs"),
+            "{}",
+            panel.status
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn form_overrides_apply_to_a_config() {
