@@ -238,7 +238,9 @@ fn is_image(p: &Path) -> bool {
     triscope::imaging::has_image_extension(p)
 }
 
-/// Image files under `dir`, recursively, sorted.
+/// Image files under `dir`, recursively, sorted. A dataset's lesion-mask folder
+/// (`ground_truth::MASKS_DIR`, beside the images it outlines) is ground truth, not images to
+/// classify, and is skipped.
 pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -250,7 +252,9 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
                 .with_context(|| format!("cannot list {}", d.display()))?
                 .path();
             if p.is_dir() {
-                pending.push(p);
+                if p.file_name() != Some(std::ffi::OsStr::new(triscope::ground_truth::MASKS_DIR)) {
+                    pending.push(p);
+                }
             } else if is_image(&p) {
                 found.push(p);
             }

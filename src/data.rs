@@ -440,6 +440,19 @@ fn split_rows(table: &Table, split_col: Option<usize>, split: &str) -> Result<Ve
         .collect())
 }
 
+/// [`split_rows`] for a table whose `split` column is optional, after checking that no
+/// `group` (a patient id column, when there is one) spans two splits.
+fn split_rows_by_group(table: &Table, split: &str, group: &str) -> Result<Vec<bool>> {
+    let split_col = table
+        .column("split")
+        .map(|_| table.require("split"))
+        .transpose()?;
+    if let (Some(_), Some(col)) = (table.column(group), split_col) {
+        check_groups_within_splits(table, table.require(group)?, col)?;
+    }
+    split_rows(table, split_col, split)
+}
+
 /// A patient (or lesion) whose images are in two splits would leak between training and
 /// evaluation: refused, naming it.
 fn check_groups_within_splits(table: &Table, group_col: usize, split_col: usize) -> Result<()> {
@@ -509,14 +522,7 @@ fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
 fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
     let file = table.require("Image Index")?;
     let findings = table.require("Finding Labels")?;
-    let split_col = table
-        .column("split")
-        .map(|_| table.require("split"))
-        .transpose()?;
-    let keep = split_rows(table, split_col, split)?;
-    if let (Some(_), Some(col)) = (table.column("Patient ID"), split_col) {
-        check_groups_within_splits(table, table.require("Patient ID")?, col)?;
-    }
+    let keep = split_rows_by_group(table, split, "Patient ID")?;
     let class_names: Vec<String> = CHESTXRAY14_FINDINGS.iter().map(|s| s.to_string()).collect();
     let mut samples = Vec::new();
     for ((row, &line), keep) in table.rows.iter().zip(&table.lines).zip(keep) {
@@ -563,14 +569,7 @@ fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
 fn open_labels_csv(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
     let image = table.require("image")?;
     let label = table.require("label")?;
-    let split_col = table
-        .column("split")
-        .map(|_| table.require("split"))
-        .transpose()?;
-    let keep = split_rows(table, split_col, split)?;
-    if let (Some(_), Some(col)) = (table.column("patient_id"), split_col) {
-        check_groups_within_splits(table, table.require("patient_id")?, col)?;
-    }
+    let keep = split_rows_by_group(table, split, "patient_id")?;
     let class_names: Vec<String> = table
         .rows
         .iter()

@@ -655,15 +655,10 @@ fn cpu_train_resume_and_predict_never_start_vulkan() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A `triscope train` child killed with SIGKILL while it writes a checkpoint, three times,
-/// resumed each time: no checkpoint is ever torn, and the finished run has the metrics and
-/// weights of a run never interrupted.
-#[test]
-fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
-    let dir = temp_dir("sigkill");
-    std::fs::create_dir_all(&dir).unwrap();
+/// A tiny clean config in `dir` that writes a checkpoint after every step (so writes are a
+/// large share of the run's time), and its uninterrupted run by the CLI in `dir/reference`.
+fn every_step_run(dir: &Path) -> (PathBuf, PathBuf) {
     let config = dir.join("tiny.yaml");
-    // A checkpoint after every step, so writes are a large share of the run's time.
     std::fs::write(
         &config,
         format!(
@@ -674,12 +669,11 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
         ),
     )
     .unwrap();
-    let c = config.to_str().unwrap();
     let reference = dir.join("reference");
     let out = triscope(&[
         "train",
         "--config",
-        c,
+        config.to_str().unwrap(),
         "--out",
         reference.to_str().unwrap(),
         "--device",
@@ -691,6 +685,41 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (config, reference)
+}
+
+/// `triscope train --resume run` finishes the run with the metrics and weights of `reference`,
+/// the same config run without interruption.
+fn resume_to_the_end_as(run: &Path, reference: &Path) {
+    let out = triscope(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metrics_without_times(run), metrics_without_times(reference));
+    assert_eq!(
+        weights_of(&run.join("last.safetensors")),
+        weights_of(&reference.join("last.safetensors"))
+    );
+}
+
+/// A `triscope train` child killed with SIGKILL while it writes a checkpoint, three times,
+/// resumed each time: no checkpoint is ever torn, and the finished run has the metrics and
+/// weights of a run never interrupted.
+#[test]
+fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
+    let dir = temp_dir("sigkill");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (config, reference) = every_step_run(&dir);
+    let c = config.to_str().unwrap();
 
     let killed = dir.join("killed");
     let last = killed.join("last.safetensors");
@@ -733,27 +762,7 @@ fn sigkill_during_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
         kills_mid_write >= 1,
         "no kill landed during a checkpoint write"
     );
-    let out = triscope(&[
-        "train",
-        "--resume",
-        killed.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        metrics_without_times(&killed),
-        metrics_without_times(&reference)
-    );
-    assert_eq!(
-        weights_of(&killed.join("last.safetensors")),
-        weights_of(&reference.join("last.safetensors"))
-    );
+    resume_to_the_end_as(&killed, &reference);
     // The killed writers' temporary files are gone after the resume.
     let leftovers: Vec<_> = std::fs::read_dir(&killed)
         .unwrap()
@@ -876,34 +885,8 @@ impl Drop for Tmpfs {
 fn a_full_disk_stops_the_run_and_resume_continues_once_space_is_back() {
     let dir = temp_dir("full-disk");
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("tiny.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "architecture: {{base_width: 4}}\ninput: {{resolution: 32}}\n\
-             training: {{epochs: 3, batch_size: 8, warmup_epochs: 0, checkpoint_every_steps: 1, seed: 5}}\n\
-             robustness: {{loss_type: clean}}\ndata: {{dataset: tiny, root: {}}}\n",
-            fixture("train_tiny").display()
-        ),
-    )
-    .unwrap();
+    let (config, reference) = every_step_run(&dir);
     let c = config.to_str().unwrap();
-    let reference = dir.join("reference");
-    let out = triscope(&[
-        "train",
-        "--config",
-        c,
-        "--out",
-        reference.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let checkpoint = std::fs::metadata(reference.join("last.safetensors"))
         .unwrap()
         .len();
@@ -962,27 +945,7 @@ fn a_full_disk_stops_the_run_and_resume_continues_once_space_is_back() {
     std::fs::remove_file(&filler).unwrap();
 
     disk.resize(checkpoint * 8);
-    let out = triscope(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        metrics_without_times(&run),
-        metrics_without_times(&reference)
-    );
-    assert_eq!(
-        weights_of(&run.join("last.safetensors")),
-        weights_of(&reference.join("last.safetensors"))
-    );
+    resume_to_the_end_as(&run, &reference);
     drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -212,42 +212,16 @@ fn bench_model(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let model = ResNet50::init(config, 0, &dev.device)?.valid();
-    let mut measure = |operation: &str,
-                       batch: usize,
-                       f: &mut dyn FnMut() -> Result<()>|
-     -> Result<()> {
-        if !wanted(operation) {
-            return Ok(());
-        }
-        reset_peak_rss();
-        let (median, min) = time_runs(runs, f)?;
-        let peak = peak_rss_mib();
-        println!(
-            "{:<10} w{:<2} r{:<3} {:<28} b{:<2} median {:>8.3} s  min {:>8.3} s  peak {:>6.0} MiB",
-            short(&dev.description),
-            config.base_width,
-            config.resolution,
-            operation,
-            batch,
-            median,
-            min,
-            peak
-        );
-        rows.push(Row {
-            backend: dev.description.clone(),
-            operation: operation.to_string(),
-            base_width: config.base_width,
-            resolution: config.resolution,
-            batch,
-            median_secs: median,
-            min_secs: min,
-            peak_rss_mib: peak,
-            runs,
-            torch_median_secs: None,
-            ratio_to_torch: None,
-        });
-        Ok(())
-    };
+    let mut measure =
+        |operation: &str, batch: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            if !wanted(operation) {
+                return Ok(());
+            }
+            reset_peak_rss();
+            let t = time_runs(runs, f)?;
+            push_row(rows, dev, config, operation, batch, t, runs);
+            Ok(())
+        };
     for batch in [1usize, 8] {
         measure("forward", batch, &mut || {
             sync(model.forward(input(batch, config, &dev.device)))

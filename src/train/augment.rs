@@ -4,50 +4,11 @@
 //! hue 0.1; brightness and contrast only on 1-channel images). The geometric part is one
 //! inverse mapping with bilinear sampling, so the image is resampled once.
 
-use super::config::AugmentationSection;
 use crate::imaging::PixelImage;
 use crate::model::source::SplitMix64;
 
-/// Ranges of the augmentation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AugmentParams {
-    /// Area fraction of the crop.
-    pub crop_scale: (f32, f32),
-    /// Width / height of the crop.
-    pub crop_ratio: (f32, f32),
-    pub hflip: bool,
-    pub vflip: bool,
-    /// Largest rotation in degrees (either way).
-    pub rotation_deg: f32,
-    pub brightness: f32,
-    pub contrast: f32,
-    pub saturation: f32,
-    /// Largest hue shift, in turns (0.1 = 36 degrees).
-    pub hue: f32,
-}
-
-impl Default for AugmentParams {
-    /// The config's defaults (`training.augmentation`).
-    fn default() -> Self {
-        Self::from(&AugmentationSection::default())
-    }
-}
-
-impl From<&AugmentationSection> for AugmentParams {
-    fn from(a: &AugmentationSection) -> Self {
-        Self {
-            crop_scale: (a.crop_scale[0], a.crop_scale[1]),
-            crop_ratio: (a.crop_ratio[0], a.crop_ratio[1]),
-            hflip: a.hflip,
-            vflip: a.vflip,
-            rotation_deg: a.rotation_deg,
-            brightness: a.brightness,
-            contrast: a.contrast,
-            saturation: a.saturation,
-            hue: a.hue,
-        }
-    }
-}
+/// Ranges of the augmentation: the config's `training.augmentation`.
+pub use super::config::AugmentationSection as AugmentParams;
 
 fn uniform(rng: &mut SplitMix64, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * rng.next_f32()
@@ -57,8 +18,8 @@ fn uniform(rng: &mut SplitMix64, lo: f32, hi: f32) -> f32 {
 pub fn augment(img: &PixelImage, p: &AugmentParams, rng: &mut SplitMix64) -> PixelImage {
     let (h, w) = (img.height as f32, img.width as f32);
     // Random resized crop.
-    let area = uniform(rng, p.crop_scale.0, p.crop_scale.1) * h * w;
-    let log_ratio = uniform(rng, p.crop_ratio.0.ln(), p.crop_ratio.1.ln());
+    let area = uniform(rng, p.crop_scale[0], p.crop_scale[1]) * h * w;
+    let log_ratio = uniform(rng, p.crop_ratio[0].ln(), p.crop_ratio[1].ln());
     let ratio = log_ratio.exp();
     let crop_w = (area * ratio).sqrt().min(w);
     let crop_h = (area / ratio).sqrt().min(h);
@@ -235,8 +196,8 @@ mod tests {
     fn identity_parameters_keep_the_image() {
         let img = ramp(3, 16);
         let p = AugmentParams {
-            crop_scale: (1.0, 1.0),
-            crop_ratio: (1.0, 1.0),
+            crop_scale: [1.0, 1.0],
+            crop_ratio: [1.0, 1.0],
             hflip: false,
             vflip: false,
             rotation_deg: 0.0,

@@ -15,7 +15,6 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::augment::AugmentParams;
 use super::config::{ClassWeights, LossType, TrainConfig};
 use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order, keyed_rng, stream};
 use super::loss::{self, InnerAttack, LossParts};
@@ -684,9 +683,7 @@ impl Trainer {
                 LoaderSpec {
                     channels: self.model_config.in_channels,
                     resolution: self.model_config.resolution,
-                    augment: t
-                        .augment
-                        .then(|| (AugmentParams::from(&t.augmentation), t.seed, epoch)),
+                    augment: t.augment.then(|| (t.augmentation.clone(), t.seed, epoch)),
                     workers: t.workers,
                     prefetch: t.prefetch_batches,
                 },
