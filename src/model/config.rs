@@ -75,6 +75,9 @@ fn default_resolution() -> usize {
     224
 }
 
+/// Most classes a model may declare (the head is allocated from it before loading).
+pub const MAX_CLASSES: usize = 100_000;
+
 impl ModelConfig {
     /// A 3-channel, 7-class HAM10000 model at full width and 224 pixels.
     pub fn ham10000() -> Self {
@@ -147,8 +150,6 @@ impl ModelConfig {
 
     /// Check every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
-        /// Most classes a model may declare (the head is allocated from it before loading).
-        const MAX_CLASSES: usize = 100_000;
         let bad = |m: String| Err(TriscopeError::BadConfig(m));
         if self.architecture != "resnet50" {
             return bad(format!(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::model::ModelConfig;
-use crate::model::config::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::model::config::{IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES};
 
 /// The whole training configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -562,7 +562,9 @@ impl TrainConfig {
         }
         // The model-side checks (channels, resolution, width, normalisation, dropout).
         let mut probe = self.model_config(vec!["c".into()])?;
-        probe.class_names = vec!["c".into(); probe.num_classes];
+        // One name per class, but never more than a valid count: `validate` refuses a larger
+        // count, and 755 million names would exhaust memory first (found by fuzzing).
+        probe.class_names = vec!["c".into(); probe.num_classes.min(MAX_CLASSES)];
         probe.validate().map_err(|e| config_error(origin, e))?;
         Ok(())
     }
