@@ -500,8 +500,16 @@ fn bad_runs_fail_with_clear_errors() {
 
 #[test]
 fn shipped_configs_parse() {
-    for name in ["ham10000_trades.yaml", "pneumoniamnist.yaml"] {
-        let path = common::root().join("configs").join(name);
+    let dir = common::root().join("configs");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 7, "{names:?}");
+    for name in names {
+        let path = dir.join(&name);
         // The data root may be absent (a checkout without ../shared): point it at a fixture.
         let root = format!("data.root={}", fixture("train_tiny").display());
         let c = TrainConfig::load(&path, &[root]).unwrap_or_else(|e| panic!("{name}: {e}"));
