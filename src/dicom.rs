@@ -1,8 +1,9 @@
 //! DICOM input: a Part 10 file to a display image, with the file's modality LUT (rescale
 //! slope and intercept) and VOI window (or a caller's window, or min-max), MONOCHROME1
 //! inverted. The data set is parsed by dicom-rs (`dicom-object`); the pixel data (native,
-//! encapsulated uncompressed, RLE Lossless) is decoded here, so that every offset, run and
-//! value is checked (dicom-pixeldata's RLE decoder panics on corrupt fragments).
+//! deflated, encapsulated uncompressed, RLE Lossless, JPEG through `imaging`, JPEG Lossless
+//! and JPEG 2000 through their modules) is decoded here, so that every offset, run and value
+//! is checked (dicom-pixeldata's RLE decoder panics on corrupt fragments).
 //!
 //! Hardening: the whole file is read (at most [`MAX_DICOM_FILE_BYTES`]) and its element
 //! structure walked before dicom-rs sees it, so that no declared length larger than the bytes
@@ -23,8 +24,7 @@ use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::header::HasLength as _;
 use dicom_dictionary_std::{StandardDataDictionary, tags};
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{FileMetaTable, InMemDicomObject};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use image::{DynamicImage, ImageBuffer, Luma, Rgb};
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,8 @@ pub enum WindowSource {
 pub struct DicomInfo {
     /// e.g. "Explicit VR Little Endian (1.2.840.10008.1.2.1)".
     pub transfer_syntax: String,
-    /// MONOCHROME1, MONOCHROME2, RGB or YBR_FULL (decoded to RGB).
+    /// MONOCHROME1 or MONOCHROME2 (grey); RGB, YBR_FULL, YBR_FULL_422, YBR_RCT, YBR_ICT or
+    /// PALETTE COLOR (decoded to RGB).
     pub photometric: String,
     pub rows: u32,
     pub columns: u32,
@@ -194,13 +195,14 @@ pub fn decode_dicom_bytes(
                 layout.transfer_syntax
             )
         })?;
-    let ts_name = format!("{} ({})", ts.name(), ts.uid());
-    if !ts.can_decode_dataset() {
+    let mut ts_name = format!("{} ({})", ts.name(), ts.uid());
+    let deflated = layout.inflated.is_some();
+    if !ts.can_decode_dataset() && !deflated {
         return Err(format!(
             "transfer syntax {ts_name} is not supported (its data set cannot be read)"
         ));
     }
-    let pixel_encoding = if ts.is_codec_free() {
+    let pixel_encoding = if ts.is_codec_free() || ts.uid() == DEFLATED[0] {
         PixelEncoding::Native
     } else if ts.uid() == RLE_LOSSLESS {
         PixelEncoding::Rle
@@ -210,28 +212,65 @@ pub fn decode_dicom_bytes(
         PixelEncoding::Jpeg
     } else if JPEG_LOSSLESS.contains(&ts.uid()) {
         PixelEncoding::JpegLossless
+    } else if JPEG_2000.contains(&ts.uid()) {
+        PixelEncoding::Jpeg2000
     } else {
         return Err(format!(
             "compressed transfer syntax {ts_name} cannot be decoded: Triscope reads uncompressed \
-             DICOM, RLE Lossless, JPEG Lossless and 8-bit JPEG (Baseline, Extended); convert \
-             the file first (e.g. `gdcmconv --raw IN OUT` or `dcmdjpeg IN OUT`)"
+             and deflated DICOM, RLE Lossless, JPEG Lossless, 8-bit JPEG (Baseline, Extended) \
+             and JPEG 2000; convert the file first (e.g. `gdcmconv --raw IN OUT` or \
+             `dcmdjpls IN OUT`)"
         ));
     };
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .from_reader(&bytes[layout.meta_start..])
+    if layout.encoding != layout.declared {
+        ts_name.push_str(if layout.encoding.explicit {
+            "; its data set is in explicit VR, read as such"
+        } else {
+            "; its data set is in implicit VR, read as such"
+        });
+    }
+    let meta = FileMetaTable::from_reader(&bytes[layout.meta_start..layout.meta_end])
         .map_err(|e| format!("not a readable DICOM file: {}", error_chain(&e)))?;
     // The structural pre-scan chose its encoding from the transfer syntax it found; the
     // parser must have read the same one, or the checks above were about other bytes.
-    let parsed_ts = obj.meta().transfer_syntax();
-    if parsed_ts.trim_end_matches(['\0', ' ']) != layout.transfer_syntax {
+    if meta.transfer_syntax() != layout.transfer_syntax {
         return Err(format!(
-            "its file meta group names the transfer syntax ambiguously ({} and {parsed_ts})",
-            layout.transfer_syntax
+            "its file meta group names the transfer syntax ambiguously ({} and {})",
+            layout.transfer_syntax,
+            meta.transfer_syntax()
         ));
     }
+    let read_ts = TransferSyntaxRegistry
+        .get(layout.read_syntax())
+        .ok_or("the native transfer syntaxes are missing from the registry")?;
+    let obj = InMemDicomObject::read_dataset_with_ts(layout.data_set(bytes), read_ts)
+        .map_err(|e| format!("not a readable DICOM file: {}", error_chain(&e)))?;
     let header = PixelHeader::read(&obj)?;
+    let palette = if header.photometric == "PALETTE COLOR" {
+        Some(Palette::read(&obj)?)
+    } else {
+        None
+    };
     let frame_bytes = header.frame_bytes();
+    // Native YBR_FULL_422 stores two luma and one pair of chroma samples per two pixels
+    // (PS3.3 C.7.6.3.1.2): two thirds of a full frame.
+    let subsampled = header.photometric == "YBR_FULL_422"
+        && matches!(
+            pixel_encoding,
+            PixelEncoding::Native | PixelEncoding::EncapsulatedUncompressed
+        );
+    let held_bytes = if subsampled {
+        if header.columns % 2 != 0 || header.planar {
+            return Err(format!(
+                "YBR_FULL_422 pixel data needs an even number of columns (it has {}) and \
+                 interleaved samples",
+                header.columns
+            ));
+        }
+        frame_bytes / 3 * 2
+    } else {
+        frame_bytes
+    };
     // The first frame's bytes, decoded here rather than by dicom-rs's codecs: its RLE decoder
     // indexes the segment table and its output without bounds checks and panics on corrupt
     // fragments (found by fuzzing).
@@ -255,11 +294,11 @@ pub fn decode_dicom_bytes(
             // Sized by what the fragments hold, not by what the header claims; a short frame
             // is reported by the length check below.
             let held: usize = seq.fragments().iter().map(|f| f.len()).sum();
-            let mut frame = Vec::with_capacity(frame_bytes.min(held));
+            let mut frame = Vec::with_capacity(held_bytes.min(held));
             for fragment in seq.fragments() {
-                let room = frame_bytes - frame.len();
+                let room = held_bytes - frame.len();
                 frame.extend_from_slice(&fragment[..fragment.len().min(room)]);
-                if frame.len() == frame_bytes {
+                if frame.len() == held_bytes {
                     break;
                 }
             }
@@ -267,7 +306,7 @@ pub fn decode_dicom_bytes(
         }
         (
             Some(dicom_core::DicomValue::PixelSequence(seq)),
-            PixelEncoding::Jpeg | PixelEncoding::JpegLossless,
+            PixelEncoding::Jpeg | PixelEncoding::JpegLossless | PixelEncoding::Jpeg2000,
         ) => {
             // One frame may span several fragments (PS3.5 A.4); with several frames only the
             // common one-fragment-per-frame layout is read.
@@ -284,10 +323,10 @@ pub fn decode_dicom_bytes(
                     fragments.len()
                 ));
             };
-            Cow::Owned(if pixel_encoding == PixelEncoding::Jpeg {
-                decode_jpeg_frame(&stream, &header)?
-            } else {
-                decode_jpeg_lossless_frame(&stream, &header)?
+            Cow::Owned(match pixel_encoding {
+                PixelEncoding::Jpeg => decode_jpeg_frame(&stream, &header)?,
+                PixelEncoding::JpegLossless => decode_jpeg_lossless_frame(&stream, &header)?,
+                _ => decode_jpeg2000_frame(&stream, &header)?,
             })
         }
         (Some(dicom_core::DicomValue::Sequence(_)), _) => {
@@ -306,26 +345,41 @@ pub fn decode_dicom_bytes(
             ));
         }
     };
-    let frame = pixels.get(..frame_bytes).ok_or_else(|| {
+    let frame = pixels.get(..held_bytes).ok_or_else(|| {
         format!(
-            "the pixel data holds {} bytes, fewer than the {frame_bytes} of one {}x{} frame",
+            "the pixel data holds {} bytes, fewer than the {held_bytes} of one {}x{} frame",
             pixels.len(),
             header.columns,
             header.rows
         )
     })?;
+    let expanded;
+    let frame = if subsampled {
+        expanded = expand_ybr_422(frame, &header);
+        &expanded[..]
+    } else {
+        frame
+    };
     // RLE segments are decoded into interleaved pixels whatever the file's planar
     // configuration says (PS3.5 G.2: the attribute does not apply to RLE's segments).
     let planar = header.planar && pixel_encoding == PixelEncoding::Native;
-    // A JPEG decoder returns RGB whatever colour space the file compressed; subsampled YBR is
-    // only read through one.
-    let converted_by_codec = pixel_encoding == PixelEncoding::Jpeg;
-    if header.photometric == "YBR_FULL_422" && !converted_by_codec {
-        return Err(
-            "photometric interpretation YBR_FULL_422 (subsampled chroma) is not supported \
-             outside JPEG-compressed files"
-                .into(),
-        );
+    // A JPEG decoder returns RGB whatever colour space the file compressed, and a JPEG 2000
+    // decoder undoes its own colour transforms (YBR_RCT, YBR_ICT).
+    let j2k_colour = matches!(header.photometric.as_str(), "YBR_RCT" | "YBR_ICT");
+    let converted_by_codec = pixel_encoding == PixelEncoding::Jpeg
+        || (pixel_encoding == PixelEncoding::Jpeg2000 && j2k_colour);
+    if j2k_colour && pixel_encoding != PixelEncoding::Jpeg2000 {
+        return Err(format!(
+            "photometric interpretation {} is a JPEG 2000 colour transform, but the pixel data \
+             is {ts_name}",
+            header.photometric
+        ));
+    }
+    if header.photometric == "YBR_FULL_422" && !(converted_by_codec || subsampled) {
+        return Err(format!(
+            "photometric interpretation YBR_FULL_422 (subsampled chroma) is not supported in \
+             {ts_name} (uncompressed and JPEG only)"
+        ));
     }
     let mut info = DicomInfo {
         transfer_syntax: ts_name,
@@ -358,7 +412,7 @@ pub fn decode_dicom_bytes(
             let idx = if planar { c * n + i } else { i * 3 + c };
             stored(idx) as f64
         };
-        let ybr = header.photometric == "YBR_FULL" && !converted_by_codec;
+        let ybr = (header.photometric == "YBR_FULL" || subsampled) && !converted_by_codec;
         // YBR_FULL to RGB by PS3.3 C.7.6.3.1.2 (the inverse of its ITU-R BT.601 full-range
         // equations), chroma centred on half the stored range.
         let half = (1u64 << (header.bits_stored - 1)) as f64;
@@ -385,6 +439,24 @@ pub fn decode_dicom_bytes(
             let v = rgb((y * w + x) as usize);
             Rgb(v.map(|c| ((c / max).clamp(0.0, 1.0) * 65535.0).round() as u16))
         });
+        return Ok(DicomImage {
+            image: DynamicImage::ImageRgb16(img),
+            info,
+        });
+    }
+    if let Some(palette) = palette {
+        // Colour through the file's lookup tables; no modality or VOI transform applies.
+        let (lo, hi) = (0..samples)
+            .map(stored)
+            .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        info.value_min = lo as f64;
+        info.value_max = hi as f64;
+        let img =
+            ImageBuffer::from_fn(
+                w,
+                h,
+                |x, y| Rgb(palette.rgb16(stored((y * w + x) as usize))),
+            );
         return Ok(DicomImage {
             image: DynamicImage::ImageRgb16(img),
             info,
@@ -429,7 +501,13 @@ pub fn decode_dicom_bytes(
     })
 }
 
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+/// Deflated Explicit VR Little Endian, and JPIP Referenced Deflate (its pixels are elsewhere).
+const DEFLATED: [&str; 2] = ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"];
+/// JPEG 2000 Image Compression, lossless only and lossy.
+const JPEG_2000: [&str; 2] = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"];
 const ENCAPSULATED_UNCOMPRESSED: &str = "1.2.840.10008.1.2.1.98";
 
 /// JPEG Baseline (Process 1) and Extended (Processes 2 & 4, 8-bit samples only).
@@ -451,6 +529,8 @@ enum PixelEncoding {
     Jpeg,
     /// Lossless JPEG, decoded by [`crate::jpeg_lossless`].
     JpegLossless,
+    /// JPEG 2000, decoded by [`crate::jpeg2000`].
+    Jpeg2000,
 }
 
 /// Decode one lossless JPEG frame into the native layout (interleaved, little-endian 16-bit
@@ -490,8 +570,10 @@ fn decode_jpeg_lossless_frame(
     })
 }
 
-/// Decode one 8-bit JPEG frame into interleaved samples (grey, or RGB: the decoder converts
-/// YCbCr), checked against the image attributes.
+/// Decode one 8-bit JPEG frame into interleaved samples, checked against the image
+/// attributes before it is decoded: grey; YBR (the decoder converts it to RGB); or RGB,
+/// whose components are read as compressed (no colour transform, as PS3.3 says and pydicom
+/// reads).
 fn decode_jpeg_frame(stream: &[u8], header: &PixelHeader) -> std::result::Result<Vec<u8>, String> {
     if header.bits_allocated != 8 {
         return Err(format!(
@@ -499,25 +581,182 @@ fn decode_jpeg_frame(stream: &[u8], header: &PixelHeader) -> std::result::Result
             header.bits_allocated
         ));
     }
-    let img = crate::imaging::decode_jpeg_bytes(stream)
-        .map_err(|e| format!("cannot decode the JPEG frame: {e}"))?;
-    if (img.width(), img.height()) != (header.columns, header.rows) {
+    let keep_components = header.samples == 3 && header.photometric == "RGB";
+    crate::imaging::decode_jpeg_frame(
+        stream,
+        header.columns,
+        header.rows,
+        header.samples as usize,
+        keep_components,
+    )
+    .map_err(|e| format!("cannot decode the JPEG frame: {e}"))
+}
+
+/// Decode one JPEG 2000 frame into the native layout (interleaved little-endian samples),
+/// checked against the image attributes. Each sample keeps its codestream value's bit
+/// pattern, so the stored-value reading downstream applies BitsStored and the file's pixel
+/// representation, as pydicom does when the codestream's signedness disagrees with it.
+fn decode_jpeg2000_frame(
+    stream: &[u8],
+    header: &PixelHeader,
+) -> std::result::Result<Vec<u8>, String> {
+    let frame =
+        crate::jpeg2000::decode(stream, header.columns, header.rows, header.samples as usize)
+            .map_err(|e| format!("cannot decode the JPEG 2000 frame: {e}"))?;
+    if let Some(c) = frame
+        .components
+        .iter()
+        .find(|c| u16::from(c.precision) > header.bits_allocated)
+    {
         return Err(format!(
-            "the JPEG frame is {}x{}, the image attributes say {}x{}",
-            img.width(),
-            img.height(),
-            header.columns,
-            header.rows
+            "the JPEG 2000 frame has {}-bit samples, more than BitsAllocated {}",
+            c.precision, header.bits_allocated
         ));
     }
-    match (header.samples, img) {
-        (1, DynamicImage::ImageLuma8(grey)) => Ok(grey.into_raw()),
-        (3, DynamicImage::ImageRgb8(rgb)) => Ok(rgb.into_raw()),
-        (samples, other) => Err(format!(
-            "the JPEG frame holds {:?} pixels where the image attributes declare {samples} \
-             sample(s) per pixel",
-            other.color()
-        )),
+    Ok(if header.bits_allocated == 8 {
+        frame.samples.iter().map(|&v| v as u8).collect()
+    } else {
+        frame
+            .samples
+            .iter()
+            .flat_map(|&v| (v as u16).to_le_bytes())
+            .collect()
+    })
+}
+
+/// Native YBR_FULL_422 (Y1 Y2 Cb Cr for each pair of pixels) to interleaved YBR_FULL, each
+/// chroma pair shared by its two pixels (as pydicom expands it). `frame` holds two thirds of
+/// a full frame (checked by the caller).
+fn expand_ybr_422(frame: &[u8], header: &PixelHeader) -> Vec<u8> {
+    let bytes = usize::from(header.bits_allocated) / 8;
+    let mut out = Vec::with_capacity(frame.len() / 2 * 3);
+    for group in frame.chunks_exact(4 * bytes) {
+        let (y1, rest) = group.split_at(bytes);
+        let (y2, chroma) = rest.split_at(bytes);
+        for y in [y1, y2] {
+            out.extend_from_slice(y);
+            out.extend_from_slice(chroma);
+        }
+    }
+    out
+}
+
+/// A PALETTE COLOR image's red, green and blue lookup tables (PS3.3 C.7.6.3.1.5-6).
+#[derive(Debug)]
+struct Palette {
+    /// The stored value mapped to each table's first entry.
+    first: [i64; 3],
+    tables: [Vec<u16>; 3],
+    /// Largest value of an entry: 255 or 65535 by the tables' real width (as pydicom, which
+    /// takes the width from the data's length, not the descriptor).
+    max: f64,
+}
+
+impl Palette {
+    fn read(obj: &InMemDicomObject) -> std::result::Result<Self, String> {
+        let channels = [
+            (
+                "red",
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            ),
+            (
+                "green",
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            ),
+            (
+                "blue",
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+                tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            ),
+        ];
+        let mut first = [0i64; 3];
+        let mut tables: [Vec<u16>; 3] = Default::default();
+        let mut wide = [false; 3];
+        for (c, (name, descriptor, data, segmented)) in channels.into_iter().enumerate() {
+            let desc = element(obj, descriptor)
+                .ok_or_else(|| {
+                    format!("PALETTE COLOR without a {name} LUT descriptor {descriptor}")
+                })?
+                .to_multi_int::<i64>()
+                .map_err(|e| {
+                    format!("the {name} LUT descriptor {descriptor} is not integers ({e})")
+                })?;
+            let [entries, first_mapped, _bits] = desc[..] else {
+                return Err(format!(
+                    "the {name} LUT descriptor {descriptor} has {} values, not 3",
+                    desc.len()
+                ));
+            };
+            // 0 stands for 65536 entries (PS3.3 C.7.6.3.1.5).
+            let entries = match entries {
+                0 => 65_536,
+                1..=65_535 => entries as usize,
+                _ => return Err(format!("the {name} LUT has {entries} entries")),
+            };
+            let Some(value) = element(obj, data) else {
+                return Err(if element(obj, segmented).is_some() {
+                    format!("segmented palette lookup tables ({segmented}) are not supported")
+                } else {
+                    format!("PALETTE COLOR without {name} LUT data {data}")
+                });
+            };
+            // 16-bit entries, or 8-bit ones packed two to a word.
+            let (table, is_wide) = match value.value() {
+                dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U16(v)) => {
+                    if v.len() == entries {
+                        (v.to_vec(), true)
+                    } else if v.len() * 2 == entries || v.len() * 2 == entries + 1 {
+                        let bytes = v.iter().flat_map(|w| w.to_le_bytes());
+                        (bytes.take(entries).map(u16::from).collect(), false)
+                    } else {
+                        (Vec::new(), true)
+                    }
+                }
+                dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U8(v)) => {
+                    if v.len() == entries {
+                        (v.iter().map(|&b| u16::from(b)).collect(), false)
+                    } else if v.len() == 2 * entries {
+                        let words = v.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+                        (words.collect(), true)
+                    } else {
+                        (Vec::new(), false)
+                    }
+                }
+                _ => (Vec::new(), false),
+            };
+            if table.len() != entries {
+                return Err(format!(
+                    "the {name} LUT data {data} does not hold the {entries} entries its \
+                     descriptor declares"
+                ));
+            }
+            first[c] = first_mapped;
+            tables[c] = table;
+            wide[c] = is_wide;
+        }
+        if wide[0] != wide[1] || wide[0] != wide[2] {
+            return Err("the palette lookup tables have entries of different widths".into());
+        }
+        Ok(Self {
+            first,
+            tables,
+            max: if wide[0] { 65_535.0 } else { 255.0 },
+        })
+    }
+
+    /// The colour of a stored value, as 16-bit codes; values outside a table take its nearest
+    /// end (PS3.3 C.7.6.3.1.5).
+    fn rgb16(&self, stored: i64) -> [u16; 3] {
+        std::array::from_fn(|c| {
+            let table = &self.tables[c];
+            let i = (stored - self.first[c]).clamp(0, table.len() as i64 - 1) as usize;
+            (f64::from(table[i]) / self.max * 65_535.0).round() as u16
+        })
     }
 }
 
@@ -695,7 +934,7 @@ struct PixelHeader {
 }
 
 impl PixelHeader {
-    fn read(obj: &DefaultDicomObject) -> std::result::Result<Self, String> {
+    fn read(obj: &InMemDicomObject) -> std::result::Result<Self, String> {
         let rows = required_int(obj, tags::ROWS, "Rows")?;
         let columns = required_int(obj, tags::COLUMNS, "Columns")?;
         let samples = int_attr(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?.unwrap_or(1);
@@ -740,13 +979,13 @@ impl PixelHeader {
             return Err(format!("NumberOfFrames {frames} is not positive"));
         }
         match (samples, photometric.as_str()) {
-            (1, "MONOCHROME1" | "MONOCHROME2") => {}
-            (3, "RGB" | "YBR_FULL" | "YBR_FULL_422") => {}
+            (1, "MONOCHROME1" | "MONOCHROME2" | "PALETTE COLOR") => {}
+            (3, "RGB" | "YBR_FULL" | "YBR_FULL_422" | "YBR_RCT" | "YBR_ICT") => {}
             (1 | 3, other) => {
                 return Err(format!(
                     "photometric interpretation {other} with {samples} sample(s) per pixel is \
-                     not supported (MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, or YBR_FULL_422 in \
-                     JPEG)"
+                     not supported (MONOCHROME1, MONOCHROME2, PALETTE COLOR, RGB, YBR_FULL, \
+                     YBR_FULL_422, or YBR_RCT / YBR_ICT in JPEG 2000)"
                 ));
             }
             _ => {
@@ -850,12 +1089,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-fn element(obj: &DefaultDicomObject, tag: Tag) -> Option<&dicom_object::mem::InMemElement> {
+fn element(obj: &InMemDicomObject, tag: Tag) -> Option<&dicom_object::mem::InMemElement> {
     obj.element_opt(tag).ok().flatten()
 }
 
 fn int_attr(
-    obj: &DefaultDicomObject,
+    obj: &InMemDicomObject,
     tag: Tag,
     name: &str,
 ) -> std::result::Result<Option<i64>, String> {
@@ -869,16 +1108,12 @@ fn int_attr(
     }
 }
 
-fn required_int(
-    obj: &DefaultDicomObject,
-    tag: Tag,
-    name: &str,
-) -> std::result::Result<i64, String> {
+fn required_int(obj: &InMemDicomObject, tag: Tag, name: &str) -> std::result::Result<i64, String> {
     int_attr(obj, tag, name)?.ok_or_else(|| format!("it has no {name} {tag}"))
 }
 
 fn float_attr(
-    obj: &DefaultDicomObject,
+    obj: &InMemDicomObject,
     tag: Tag,
     name: &str,
 ) -> std::result::Result<Option<f64>, String> {
@@ -892,7 +1127,7 @@ fn float_attr(
     }
 }
 
-fn str_attr(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+fn str_attr(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     element(obj, tag).and_then(|e| e.to_str().ok()).map(|s| {
         s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
             .to_string()
@@ -902,11 +1137,40 @@ fn str_attr(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
 // ---------------------------------------------------------------------------------------
 // Structural pre-scan.
 
-/// Where the file meta group starts and which transfer syntax the data set uses.
+/// Where the file meta group lies, which transfer syntax it names, and how the data set is
+/// really encoded.
 struct Layout {
-    /// Offset of the "DICM" marker (what `from_reader` expects first).
+    /// Offset of the "DICM" marker (what `FileMetaTable::from_reader` expects first).
     meta_start: usize,
+    /// Offset of the data set's first byte (in the file; in `inflated` it is 0).
+    meta_end: usize,
     transfer_syntax: String,
+    /// The encoding the transfer syntax names, and the one its data set uses.
+    declared: Encoding,
+    encoding: Encoding,
+    /// The inflated data set of a deflated syntax.
+    inflated: Option<Vec<u8>>,
+}
+
+impl Layout {
+    /// The data set's bytes.
+    fn data_set<'a>(&'a self, file: &'a [u8]) -> &'a [u8] {
+        self.inflated.as_deref().unwrap_or(&file[self.meta_end..])
+    }
+
+    /// The native syntax dicom-rs reads the data set with: the file's own unless the data set
+    /// was inflated here or contradicts its VR rule.
+    fn read_syntax(&self) -> &str {
+        if self.inflated.is_none() && self.encoding == self.declared {
+            &self.transfer_syntax
+        } else if !self.encoding.explicit {
+            IMPLICIT_LE
+        } else if self.encoding.big_endian {
+            "1.2.840.10008.1.2.2"
+        } else {
+            EXPLICIT_LE
+        }
+    }
 }
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
@@ -915,7 +1179,7 @@ const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Encoding {
     explicit: bool,
     big_endian: bool,
@@ -948,6 +1212,10 @@ impl Encoding {
 
 const LE_EXPLICIT: Encoding = Encoding {
     explicit: true,
+    big_endian: false,
+};
+const LE_IMPLICIT: Encoding = Encoding {
+    explicit: false,
     big_endian: false,
 };
 
@@ -1104,29 +1372,70 @@ fn scan(b: &[u8]) -> std::result::Result<Layout, String> {
     }
     let transfer_syntax =
         transfer_syntax.ok_or("its file meta group has no transfer syntax (0002,0010)")?;
-    let enc = match transfer_syntax.as_str() {
-        "1.2.840.10008.1.2" => Encoding {
-            explicit: false,
-            big_endian: false,
-        },
+    let declared = match transfer_syntax.as_str() {
+        IMPLICIT_LE => LE_IMPLICIT,
         "1.2.840.10008.1.2.2" => Encoding {
             explicit: true,
             big_endian: true,
         },
-        // Deflated data sets are refused later (no inflater is built in); nothing to walk.
-        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => {
-            return Ok(Layout {
-                meta_start,
-                transfer_syntax,
-            });
-        }
         _ => LE_EXPLICIT,
     };
-    walk_items(b, at, b.len(), enc, 0, false)?;
+    let inflated = if DEFLATED.contains(&transfer_syntax.as_str()) {
+        Some(inflate(&b[meta_end..], MAX_DICOM_FILE_BYTES as usize)?)
+    } else {
+        None
+    };
+    let (data, data_at) = match &inflated {
+        Some(d) => (d.as_slice(), 0),
+        None => (b, meta_end),
+    };
+    let encoding = detect_vr(data, data_at, declared);
+    walk_items(data, data_at, data.len(), encoding, 0, false)?;
     Ok(Layout {
         meta_start,
+        meta_end,
         transfer_syntax,
+        declared,
+        encoding,
+        inflated,
     })
+}
+
+/// The data set of a deflated syntax (PS3.5 A.5: raw deflate, RFC 1951), inflated to at most
+/// `limit` bytes ([`MAX_DICOM_FILE_BYTES`]): a few kilobytes of deflate can claim gigabytes.
+fn inflate(deflated: &[u8], limit: usize) -> std::result::Result<Vec<u8>, String> {
+    use miniz_oxide::inflate::TINFLStatus;
+    miniz_oxide::inflate::decompress_to_vec_with_limit(deflated, limit).map_err(|e| {
+        let why = match e.status {
+            TINFLStatus::HasMoreOutput => {
+                return format!(
+                    "its deflated data set inflates to more than the {} MiB limit",
+                    limit >> 20
+                );
+            }
+            TINFLStatus::FailedCannotMakeProgress => "the deflate stream is truncated".into(),
+            other => format!("not a valid deflate stream: {other:?}"),
+        };
+        format!("its deflated data set cannot be inflated ({why})")
+    })
+}
+
+/// The encoding the data set really uses. Little-endian data sets whose first element
+/// contradicts the syntax's VR rule are read the way they are written, as pydicom reads them
+/// (with a warning): an explicit-VR syntax over implicit-VR elements is a known export fault.
+fn detect_vr(data: &[u8], at: usize, declared: Encoding) -> Encoding {
+    if declared.big_endian {
+        return declared;
+    }
+    let Some(vr) = data.get(at + 4..at + 6) else {
+        return declared;
+    };
+    let is_vr = dicom_core::VR::from_binary([vr[0], vr[1]]).is_some();
+    match (declared.explicit, is_vr) {
+        (true, false) => LE_IMPLICIT,
+        (false, true) => LE_EXPLICIT,
+        _ => declared,
+    }
 }
 
 /// The end of a defined-length value, which must lie inside its container.
@@ -1291,6 +1600,18 @@ fn walk_fragments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inflating_stops_at_the_limit() {
+        let zeros = vec![0u8; 2 << 20];
+        let deflated = miniz_oxide::deflate::compress_to_vec(&zeros, 6);
+        assert!(deflated.len() < 10_000);
+        assert_eq!(inflate(&deflated, 4 << 20).unwrap(), zeros);
+        let e = inflate(&deflated, 1 << 20).unwrap_err();
+        assert!(e.contains("more than the 1 MiB limit"), "{e}");
+        let e = inflate(&deflated[..deflated.len() / 2], 4 << 20).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+    }
 
     #[test]
     fn linear_window_matches_the_standard() {

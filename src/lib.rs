@@ -16,6 +16,7 @@ pub mod explain;
 pub mod ground_truth;
 pub mod imaging;
 pub mod inference;
+pub mod jpeg2000;
 pub mod jpeg_lossless;
 pub mod model;
 pub mod npy;

@@ -89,16 +89,24 @@ const IMAGES: &[Case] = &[
     ("dicom/bits_allocated_32.dcm", &["BitsAllocated 32"]),
     ("dicom/bits_stored_over_allocated.dcm", &["BitsStored 12"]),
     (
-        "dicom/ybr_422_photometric.dcm",
-        &["YBR_FULL_422", "not supported"],
+        "dicom/ybr_422_odd_columns.dcm",
+        &["YBR_FULL_422", "even number of columns (it has 3)"],
+    ),
+    (
+        "dicom/ybr_rct_not_jpeg2000.dcm",
+        &["YBR_RCT", "JPEG 2000 colour transform"],
     ),
     (
         "dicom/unknown_transfer_syntax.dcm",
         &["unknown transfer syntax", "1.2.3.4.5.6.7"],
     ),
     (
-        "dicom/deflated_syntax.dcm",
-        &["Deflated", "1.2.840.10008.1.2.1.99"],
+        "dicom/deflated_not_deflate.dcm",
+        &["deflated data set cannot be inflated"],
+    ),
+    (
+        "dicom/deflated_truncated.dcm",
+        &["deflated data set cannot be inflated"],
     ),
     (
         "dicom/jpeg2000_syntax.dcm",
@@ -149,6 +157,27 @@ const IMAGES: &[Case] = &[
     (
         "dicom/jpeg_lossless_holds_baseline.dcm",
         &["SOF0 where lossless (SOF3) was expected"],
+    ),
+    (
+        "dicom/jpeg2000_truncated.dcm",
+        &["JPEG 2000", "end-of-codestream marker", "truncated"],
+    ),
+    (
+        "dicom/jpeg2000_size_mismatch.dcm",
+        &["JPEG 2000 frame is 96x96", "the image attributes say 8x8"],
+    ),
+    (
+        "dicom/jpeg2000_holds_baseline.dcm",
+        &["no JPEG 2000 codestream"],
+    ),
+    ("dicom/jpeg2000_tiles_absurd.dcm", &["16777216 tiles"]),
+    (
+        "dicom/palette_without_tables.dcm",
+        &["PALETTE COLOR without a red LUT descriptor"],
+    ),
+    (
+        "dicom/palette_table_short.dcm",
+        &["red LUT data", "256 entries"],
     ),
     (
         "dicom/rle_pixel_data_not_encapsulated.dcm",

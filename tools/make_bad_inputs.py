@@ -272,10 +272,17 @@ def main():
     write("dicom/pixel_data_short.dcm", dicom_image(64, 64, 8, pixel=b"\x10" * 100))
     write("dicom/bits_allocated_32.dcm", dicom_image(4, 4, 32, pixel=b"\0" * 64))
     write("dicom/bits_stored_over_allocated.dcm", dicom_image(4, 4, 8, bits_stored=12, pixel=b"\0" * 16))
-    write("dicom/ybr_422_photometric.dcm",
-          dicom_image(4, 4, 8, photometric=b"YBR_FULL_422", samples=3, pixel=b"\0" * 48))
+    # Native YBR_FULL_422 pairs pixels: an odd number of columns cannot hold it.
+    write("dicom/ybr_422_odd_columns.dcm",
+          dicom_image(4, 3, 8, photometric=b"YBR_FULL_422", samples=3, pixel=b"\0" * 24))
+    write("dicom/ybr_rct_not_jpeg2000.dcm",
+          dicom_image(4, 4, 8, photometric=b"YBR_RCT", samples=3, pixel=b"\0" * 48))
     write("dicom/unknown_transfer_syntax.dcm", dicom_image(4, 4, pixel=b"\0" * 16, syntax="1.2.3.4.5.6.7"))
-    write("dicom/deflated_syntax.dcm", dicom_file("1.2.840.10008.1.2.1.99", zlib.compress(b"\0" * 64)[2:-4]))
+    write("dicom/deflated_not_deflate.dcm", dicom_file("1.2.840.10008.1.2.1.99", b"\xff" * 64))
+    deflated_image = dicom_image(8, 8, pixel=b"\x10" * 64)[132:]
+    meta_len = struct.unpack("<I", deflated_image[8:12])[0] + 12
+    write("dicom/deflated_truncated.dcm", dicom_file(
+        "1.2.840.10008.1.2.1.99", zlib.compress(deflated_image[meta_len:])[2:-4][:40]))
     write("dicom/jpeg2000_syntax.dcm", dicom_image(4, 4, pixel=b"\0" * 16, syntax="1.2.840.10008.1.2.4.90"))
     write("dicom/nested_sequences.dcm", dicom_file("1.2.840.10008.1.2.1", nested_sequences(64)))
     # RLE Lossless (PS3.5 Annex G) on an 8x8 8-bit image: one segment of 64 bytes is due.
@@ -307,6 +314,28 @@ def main():
           rle_image(96, 96, stream[: len(stream) // 2], lossless, bits=(16, 12)))
     write("dicom/jpeg_lossless_larger_than_declared.dcm", rle_image(8, 8, stream, lossless, bits=(16, 12)))
     write("dicom/jpeg_lossless_holds_baseline.dcm", rle_image(8, 8, jpeg8.getvalue(), lossless))
+    # JPEG 2000: the 96x96 lossy grey stream of the fixtures, broken.
+    j2k = "1.2.840.10008.1.2.4.91"
+    lossy = pydicom.dcmread(os.path.join(ROOT, "tests", "fixtures", "dicom", "j2k_mono8_lossy.dcm"))
+    stream = next(generate_frames(lossy.PixelData, number_of_frames=1))
+    write("dicom/jpeg2000_truncated.dcm", rle_image(96, 96, stream[: len(stream) // 3], j2k))
+    write("dicom/jpeg2000_size_mismatch.dcm", rle_image(8, 8, stream, j2k))
+    write("dicom/jpeg2000_holds_baseline.dcm", rle_image(8, 8, jpeg8.getvalue(), j2k))
+    # A SIZ segment declaring 4096x4096 in 1x1 tiles (16.7 million tiles) and nothing else.
+    siz = struct.pack(">HHIIIIIIIIH", 41, 0, 4096, 4096, 0, 0, 1, 1, 0, 0, 1) + bytes([7, 1, 1])
+    write("dicom/jpeg2000_tiles_absurd.dcm", rle_image(4096, 4096, b"\xff\x4f\xff\x51" + siz, j2k))
+    # PALETTE COLOR whose tables are missing, or shorter than their descriptors say.
+    def palette_image(entries, table):
+        body = dicom_image(4, 4, photometric=b"PALETTE COLOR", pixel=b"\x05" * 16)[132:]
+        meta_len = struct.unpack("<I", body[8:12])[0] + 12
+        luts = b"".join(
+            dicom_element(0x0028, 0x1101 + c, b"US", struct.pack("<3H", entries, 0, 16)) for c in range(3))
+        luts += b"".join(dicom_element(0x0028, 0x1201 + c, b"OW", table) for c in range(3))
+        data = body[meta_len:]
+        pixel_at = data.index(struct.pack("<HH", 0x7FE0, 0x0010))
+        return dicom_file("1.2.840.10008.1.2.1", data[:pixel_at] + luts + data[pixel_at:])
+    write("dicom/palette_without_tables.dcm", dicom_image(4, 4, photometric=b"PALETTE COLOR", pixel=b"\x05" * 16))
+    write("dicom/palette_table_short.dcm", palette_image(256, b"\0\1" * 100))
     write("dicom/no_pixel_data.dcm", dicom_file(
         "1.2.840.10008.1.2.1", dicom_element(0x0008, 0x0060, b"CS", b"OT")))
 

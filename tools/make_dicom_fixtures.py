@@ -45,6 +45,28 @@ Files:
                             Triscope has no codec for and must name (the fragment is a
                             baseline stream: it is never read)
 
+  j2k_mono16_lossless.dcm   MONOCHROME2, 16 bit (12-bit values), JPEG 2000 lossless (Pillow's
+                            OpenJPEG writes the codestream), window in the file
+  j2k_rgb_lossless.dcm      YBR_RCT: RGB through JPEG 2000 lossless with its reversible colour
+                            transform
+  j2k_rgb_lossy.dcm         YBR_ICT: RGB through lossy JPEG 2000 (irreversible transform);
+                            expected values are pydicom's decoding (Pillow, OpenJPEG)
+  j2k_mono8_lossy.dcm       MONOCHROME2, 8 bit, lossy JPEG 2000, the stream in two fragments
+  jpeg_rgb.dcm              RGB in JPEG Baseline without a colour transform (Pillow's
+                            keep_rgb: Adobe APP14 transform 0), which must not be converted
+  jpeg_rgb_short_app14.dcm  the same with its APP14 segment cut to 10 data bytes, as some
+                            exporters write it (libjpeg ignores such a segment); its expected
+                            values are jpeg_rgb's
+  deflated.dcm              MONOCHROME2, 8 bit, Deflated Explicit VR Little Endian
+  palette_16bit.dcm         PALETTE COLOR, 8-bit indices, 16-bit tables of 200 entries whose
+                            first maps index 10 (indices outside take the nearest end)
+  palette_8bit.dcm          PALETTE COLOR, 8-bit tables packed two to a word (as the standard
+                            allows and pydicom reads)
+  ybr_full_422.dcm          YBR_FULL_422 uncompressed: Y1 Y2 Cb Cr per pair of pixels
+  vr_mismatch.dcm           explicit VR little endian named in the file meta group, the data
+                            set written in implicit VR (an export fault pydicom reads with a
+                            warning)
+
 The JPEG Lossless files need DCMTK (`apt install dcmtk`): pydicom cannot write that syntax.
   patient_identity.dcm      MONOCHROME2, 8 bit, with a fake patient name, id, birth date,
                             address, institution and physician, which must never reach any
@@ -64,9 +86,14 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.pixels.processing import apply_modality_lut, apply_windowing, convert_color_space
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_windowing, convert_color_space
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
@@ -151,6 +178,9 @@ def display_values(path, window=None, frame=0):
     # pydicom's pixel_array converts YBR_FULL to RGB itself (as_rgb).
     if int(getattr(ds, "NumberOfFrames", 1)) > 1:
         arr = arr[frame]
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        return np.moveaxis(rgb.astype(np.float64) / np.iinfo(rgb.dtype).max, -1, 0)
     if ds.SamplesPerPixel == 3:
         return np.moveaxis(arr.astype(np.float64) / (2**ds.BitsStored - 1), -1, 0)
     values = apply_modality_lut(arr, ds).astype(np.float64)
@@ -307,6 +337,103 @@ def main():
         subprocess.run(["dcmcjpeg", *options, expected[source], target], check=True)
         assert pydicom.dcmread(target).file_meta.TransferSyntaxUID.name.startswith("JPEG Lossless")
         lossless_sources[name] = expected[source]
+
+    # JPEG 2000 codestreams by Pillow (OpenJPEG); pydicom decodes them with Pillow too.
+    def j2k(arr, **options):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG2000", no_jp2=True, **options)
+        return buf.getvalue()
+
+    ds = base(SIDE, SIDE, JPEG2000Lossless)
+    set_pixels(ds, g12, 16, 16)
+    ds.PixelData = encapsulate([j2k(g12.astype(np.uint16), irreversible=False)])
+    ds["PixelData"].VR = "OB"
+    ds.WindowCenter, ds.WindowWidth = 2000, 3000
+    expected["j2k_mono16_lossless"] = save(ds, "j2k_mono16_lossless.dcm")
+
+    small_rgb = rgb(DERM, SIDE // 2)
+    ds = base(SIDE // 2, SIDE // 2, JPEG2000Lossless, samples=3, photometric="YBR_RCT")
+    set_pixels(ds, small_rgb, 8, 8)
+    ds.PixelData = encapsulate([j2k(small_rgb, irreversible=False, mct=1)])
+    ds["PixelData"].VR = "OB"
+    expected["j2k_rgb_lossless"] = save(ds, "j2k_rgb_lossless.dcm")
+
+    ds = base(SIDE // 2, SIDE // 2, JPEG2000, samples=3, photometric="YBR_ICT")
+    set_pixels(ds, small_rgb, 8, 8)
+    ds.PixelData = encapsulate([j2k(small_rgb, irreversible=True, mct=1, quality_mode="rates", quality_layers=[8])])
+    ds["PixelData"].VR = "OB"
+    ds.LossyImageCompression = "01"
+    expected["j2k_rgb_lossy"] = save(ds, "j2k_rgb_lossy.dcm")
+
+    ds = base(SIDE, SIDE, JPEG2000)
+    set_pixels(ds, g8, 8, 8)
+    ds.PixelData = encapsulate([j2k(g8, irreversible=True, quality_mode="rates", quality_layers=[6])], fragments_per_frame=2)
+    ds["PixelData"].VR = "OB"
+    ds.LossyImageCompression = "01"
+    expected["j2k_mono8_lossy"] = save(ds, "j2k_mono8_lossy.dcm")
+
+    # RGB components compressed as they are; pydicom reads them without a transform.
+    buf = io.BytesIO()
+    Image.fromarray(small_rgb).save(buf, format="JPEG", quality=90, keep_rgb=True)
+    rgb_stream = buf.getvalue()
+    app14 = rgb_stream.index(b"\xff\xee")
+    assert rgb_stream[app14 + 2 : app14 + 4] == b"\x00\x0e"
+    short = rgb_stream[:app14] + b"\xff\xee\x00\x0c" + rgb_stream[app14 + 4 : app14 + 14] + rgb_stream[app14 + 16 :]
+    for name, stream in [("jpeg_rgb", rgb_stream), ("jpeg_rgb_short_app14", short)]:
+        ds = base(SIDE // 2, SIDE // 2, JPEGBaseline8Bit, samples=3, photometric="RGB")
+        set_pixels(ds, small_rgb, 8, 8)
+        ds.PixelData = encapsulate([stream])
+        ds["PixelData"].VR = "OB"
+        ds.LossyImageCompression = "01"
+        path = save(ds, f"{name}.dcm")
+        # pydicom's Pillow path refuses the cut segment with these component ids ('R', 'G',
+        # 'B'): the test compares that file with jpeg_rgb's values (the same scan).
+        if name == "jpeg_rgb":
+            expected[name] = path
+
+    ds = base(SIDE, SIDE, DeflatedExplicitVRLittleEndian)
+    set_pixels(ds, 255 - g8, 8, 8)
+    expected["deflated"] = save(ds, "deflated.dcm")
+
+    # PALETTE COLOR (PS3.3 C.7.6.3.1.5): a warm colour ramp over indices 10..209.
+    ramp = np.linspace(0.0, 1.0, 200)
+    for name, bits in [("palette_16bit", 16), ("palette_8bit", 8)]:
+        ds = base(SIDE, SIDE, ExplicitVRLittleEndian, photometric="PALETTE COLOR")
+        set_pixels(ds, g8, 8, 8)
+        top = 2**bits - 1
+        tables = {
+            "Red": np.round(top * np.sqrt(ramp)),
+            "Green": np.round(top * ramp**2),
+            "Blue": np.round(top * (1.0 - ramp) * ramp * 4.0).clip(0, top),
+        }
+        for colour, table in tables.items():
+            setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [200, 10, bits])
+            dtype = np.uint16 if bits == 16 else np.uint8
+            setattr(ds, f"{colour}PaletteColorLookupTableData", table.astype(dtype).tobytes())
+            ds[f"{colour}PaletteColorLookupTableData"].VR = "OW"
+        expected[name] = save(ds, f"{name}.dcm")
+
+    # YBR_FULL_422 uncompressed: each pair of pixels keeps its two lumas and the first
+    # pixel's chroma (pydicom expands it back by repeating the chroma).
+    ycc = convert_color_space(rgb(DERM, SIDE // 2), "RGB", "YBR_FULL")
+    packed = np.concatenate([ycc[:, 0::2, 0:1], ycc[:, 1::2, 0:1], ycc[:, 0::2, 1:3]], axis=2)
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian, samples=3, photometric="YBR_FULL_422")
+    set_pixels(ds, packed, 8, 8)
+    expected["ybr_full_422"] = save(ds, "ybr_full_422.dcm")
+
+    # Explicit VR named, implicit VR written: the file meta group and the data set are
+    # written separately, as a faulty exporter does.
+    ds = base(SIDE // 2, SIDE // 2, ExplicitVRLittleEndian)
+    set_pixels(ds, grey(CXR, SIDE // 2), 8, 8)
+    path = os.path.join(OUT, "vr_mismatch.dcm")
+    fp = DicomBytesIO()
+    fp.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+    fp.is_little_endian, fp.is_implicit_VR = True, True
+    write_dataset(fp, ds)
+    with open(path, "wb") as f:
+        f.write(fp.getvalue())
+    expected["vr_mismatch"] = path
 
     ds = base(SIDE, SIDE, ExplicitVRLittleEndian)
     set_pixels(ds, g8, 8, 8)

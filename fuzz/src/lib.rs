@@ -12,6 +12,8 @@ pub mod dicom;
 pub mod error;
 #[path = "../../src/imaging.rs"]
 pub mod imaging;
+#[path = "../../src/jpeg2000.rs"]
+pub mod jpeg2000;
 #[path = "../../src/jpeg_lossless.rs"]
 pub mod jpeg_lossless;
 #[path = "../../src/npy.rs"]
