@@ -24,8 +24,8 @@ use crate::explain::{AttributionOptions, Method, TargetClass};
 use crate::imaging::PixelImage;
 use crate::inference::Classifier;
 use crate::model::LayerId;
-use crate::model::source::SplitMix64;
 use crate::regions::Region;
+use crate::rng::SplitMix64;
 
 /// Share of the map kept for the thresholded IoU.
 pub const IOU_TOP_FRACTION: f64 = 0.15;
@@ -180,7 +180,7 @@ pub fn audit_sample(
         class,
         &options.faithfulness,
     )?;
-    let mut rng = SplitMix64::new(options.seed ^ 0x5eed);
+    let mut rng = SplitMix64::new(options.seed ^ crate::rng::offset::AUDIT);
     let random_map: Vec<f32> = (0..h * w).map(|_| rng.next_f32()).collect();
     let random_faith = faithfulness(
         classifier.model(),
@@ -215,13 +215,7 @@ pub fn audit_sample(
 
     // Stability: FGSM, PGD-10, PGD-20 at the same radius, the clean prediction as the label.
     let goal = if cfg.multi_label {
-        AttackGoal::MultiLabel(vec![
-            prediction
-                .scores
-                .iter()
-                .map(|s| if s.probability >= 0.5 { 1.0 } else { 0.0 })
-                .collect(),
-        ])
+        AttackGoal::MultiLabel(vec![prediction.finding_decisions()])
     } else {
         AttackGoal::Untargeted(vec![class])
     };

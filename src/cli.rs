@@ -601,7 +601,7 @@ fn predict(images: &[PathBuf], args: &ModelArgs, json: bool) -> Result<ExitCode>
 pub(crate) fn print_prediction(path: &Path, p: &Prediction, elapsed_secs: f64) {
     if p.multi_label {
         let found = if p.positive_findings.is_empty() {
-            "no finding >= 0.5".to_string()
+            format!("no finding >= {}", triscope::inference::FINDING_THRESHOLD)
         } else {
             p.positive_findings.join(", ")
         };

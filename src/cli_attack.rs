@@ -188,13 +188,7 @@ pub fn attack(
         None => clean.class_index,
     };
     let goal = match (cfg.multi_label, target) {
-        (true, _) => AttackGoal::MultiLabel(vec![
-            clean
-                .scores
-                .iter()
-                .map(|s| if s.probability >= 0.5 { 1.0 } else { 0.0 })
-                .collect(),
-        ]),
+        (true, _) => AttackGoal::MultiLabel(vec![clean.finding_decisions()]),
         (false, Some(t)) => AttackGoal::Targeted(vec![t]),
         (false, None) => AttackGoal::Untargeted(vec![label]),
     };

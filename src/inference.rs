@@ -27,6 +27,10 @@ pub fn load_embedded_model(device: &Device) -> Result<LoadedModel> {
     load_checkpoint_bytes(DEFAULT_MODEL_BYTES, Path::new(DEFAULT_MODEL_NAME), device)
 }
 
+/// A multi-label model calls a finding present at this sigmoid probability or above: the one
+/// rule behind its positive findings, its metrics and the goal an attack on it flips.
+pub const FINDING_THRESHOLD: f32 = 0.5;
+
 /// One class's score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassScore {
@@ -48,8 +52,19 @@ pub struct Prediction {
     pub scores: Vec<ClassScore>,
     /// Independent sigmoids per finding instead of one softmax.
     pub multi_label: bool,
-    /// Findings with probability >= 0.5 (multi-label models only).
+    /// Findings with probability >= [`FINDING_THRESHOLD`] (multi-label models only).
     pub positive_findings: Vec<String>,
+}
+
+impl Prediction {
+    /// Each finding's decision as 0 or 1 (present at [`FINDING_THRESHOLD`]): what an attack
+    /// on a multi-label model tries to flip when there is no ground truth.
+    pub fn finding_decisions(&self) -> Vec<f32> {
+        self.scores
+            .iter()
+            .map(|s| f32::from(u8::from(s.probability >= FINDING_THRESHOLD)))
+            .collect()
+    }
 }
 
 /// A prediction with its Grad-CAM, from one forward and one backward pass.
@@ -255,7 +270,7 @@ impl Classifier {
         let positive_findings = if cfg.multi_label {
             scores
                 .iter()
-                .filter(|s| s.probability >= 0.5)
+                .filter(|s| s.probability >= FINDING_THRESHOLD)
                 .map(|s| s.name.clone())
                 .collect()
         } else {

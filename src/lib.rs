@@ -22,6 +22,7 @@ pub mod model;
 pub mod npy;
 pub mod plot;
 pub mod regions;
+pub mod rng;
 pub mod stats;
 pub mod train;
 pub mod weights;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::data::{Dataset, DatasetKind, read_csv};
 use crate::error::{Result, TriscopeError};
 use crate::imaging::{ResizeMode, decode, prepare};
-use crate::model::source::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Side of the original ChestX-ray14 images the box coordinates refer to.
 pub const NIH_ORIGINAL_SIDE: f64 = 1024.0;

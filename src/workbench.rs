@@ -187,12 +187,22 @@ pub enum Job {
     Attack(AttackRequest),
 }
 
+/// What a queued job is, for the queue's rules: a newer job replaces a queued one of its
+/// kind; a new image or attack makes running and queued attacks stale; a new image cancels
+/// the running analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    LoadModel,
+    Analyze,
+    Attack,
+}
+
 impl Job {
-    fn kind(&self) -> usize {
+    fn kind(&self) -> JobKind {
         match self {
-            Self::LoadModel { .. } => 0,
-            Self::Analyze { .. } => 1,
-            Self::Attack(_) => 2,
+            Self::LoadModel { .. } => JobKind::LoadModel,
+            Self::Analyze { .. } => JobKind::Analyze,
+            Self::Attack(_) => JobKind::Attack,
         }
     }
 }
@@ -265,13 +275,13 @@ impl JobQueue {
         };
         let kind = queued.job.kind();
         // A new attack or image makes the running and queued attacks stale.
-        if kind >= 1 {
+        if kind != JobKind::LoadModel {
             if let Some(flag) = s.running_attack.take() {
                 flag.store(true, Ordering::Relaxed);
             }
-            s.jobs.retain(|q| q.job.kind() != 2);
+            s.jobs.retain(|q| q.job.kind() != JobKind::Attack);
         }
-        if kind == 1
+        if kind == JobKind::Analyze
             && let Some(flag) = s.running_analysis.take()
         {
             flag.store(true, Ordering::Relaxed);
@@ -289,9 +299,9 @@ impl JobQueue {
             }
             if let Some(q) = s.jobs.pop_front() {
                 match q.job.kind() {
-                    1 => s.running_analysis = Some(q.cancel.clone()),
-                    2 => s.running_attack = Some(q.cancel.clone()),
-                    _ => {}
+                    JobKind::Analyze => s.running_analysis = Some(q.cancel.clone()),
+                    JobKind::Attack => s.running_attack = Some(q.cancel.clone()),
+                    JobKind::LoadModel => {}
                 }
                 return Some(q);
             }
@@ -652,13 +662,7 @@ impl ModelWorker {
             }
             // Without ground truth in the app, the clean decision is what the attack flips.
             (None, false) => AttackGoal::Untargeted(vec![clean.class_index]),
-            (None, true) => AttackGoal::MultiLabel(vec![
-                clean
-                    .scores
-                    .iter()
-                    .map(|s| if s.probability >= 0.5 { 1.0 } else { 0.0 })
-                    .collect(),
-            ]),
+            (None, true) => AttackGoal::MultiLabel(vec![clean.finding_decisions()]),
         };
         let config = AttackConfig {
             method: params.method,

@@ -1,6 +1,8 @@
 //! Attacks: parity with torchattacks on the fixture model, the eps-ball and [0, 1] bounds,
 //! targeted and multi-label goals, progress and cancellation.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use std::sync::atomic::AtomicBool;

@@ -1,6 +1,8 @@
 //! Attribution methods against pytorch-grad-cam and Captum on the fixture model
 //! (`tools/make_attribution_fixtures.py`), plus hand-made checks where no reference exists.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use std::time::Instant;

@@ -1,6 +1,8 @@
 //! The audit: explanation metrics on real models and images with known-answer cases, ground
 //! truth regions, the sanity check, and `triscope audit` end to end (HTML, JSON, figures).
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use std::path::Path;

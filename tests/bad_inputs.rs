@@ -4,6 +4,8 @@
 //! 2, never 101) and without a large allocation (a counting allocator records the largest
 //! single request while each loader runs).
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 #[path = "common/largest_allocation.rs"]
 mod largest_allocation;

@@ -1,5 +1,7 @@
 //! The `triscope` binary end to end, as a user runs it.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use std::process::{Command, Output};

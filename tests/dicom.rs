@@ -2,6 +2,8 @@
 //! MONOCHROME1, rescale, RLE, multi-frame, RGB, a compressed syntax without a codec, and no
 //! patient identifier in any output or log.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use std::path::PathBuf;

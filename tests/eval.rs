@@ -1,5 +1,7 @@
 //! Datasets, robust evaluation and the fooled-evaluation checks, both ways.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use std::io::Write;

@@ -4,6 +4,8 @@
 //! ResNet-50 at 224, forward and gradients to the input. PyTorch parity of the same model with
 //! the fast path on is `tests/parity.rs`.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use burn::module::{Module, Param, RunningState};

@@ -5,6 +5,8 @@
 //! counting allocator also holds every input to single allocations of at most 256 MiB (the
 //! reproducers of the dicom-rs over-allocations made it allocate gigabytes).
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 #[path = "common/largest_allocation.rs"]
 mod largest_allocation;
 

@@ -5,6 +5,8 @@
 //! TRISCOPE_REQUIRE_XVFB=1 so this cannot skip there). The screenshot is kept in
 //! `target/tmp/triscope-screenshot.png` for a human to look at.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! Image formats and bad input: every case loads correctly or fails naming the file.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use common::*;

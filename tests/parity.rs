@@ -2,6 +2,8 @@
 //! path must reproduce torchvision's forward, pytorch-grad-cam's GradCAM, autograd's input
 //! gradient and the 1-channel stem adaptation.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use burn::module::Module;

@@ -1,6 +1,8 @@
 //! Training: losses against PyTorch, TRADES' inner loop, reproducible and resumable tiny runs,
 //! controls, bad input.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -13,7 +15,7 @@ use common::{fixture, load_arrays};
 use triscope::attack::Classify;
 use triscope::device::ComputeDevice;
 use triscope::model::ModelConfig;
-use triscope::model::source::SplitMix64;
+use triscope::rng::SplitMix64;
 use triscope::train::loss::{self, InnerAttack};
 use triscope::train::{MetricsLine, TrainConfig, TrainControl, TrainEvent, Trainer};
 use triscope::weights;

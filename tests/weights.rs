@@ -1,5 +1,7 @@
 //! Checkpoints, import and export: layouts, round trips and clear errors for wrong files.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use burn::tensor::Device;

@@ -3,6 +3,8 @@
 //! `TRISCOPE_REQUIRE_WGPU=1`. Elsewhere, with no Vulkan driver at all, the test says so and
 //! passes without checking.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 mod common;
 
 use burn::module::Module;

@@ -1,6 +1,8 @@
 //! The model worker behind the app: answers in plain data, cancels superseded attacks,
 //! reports bad input as an event instead of dying.
 
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

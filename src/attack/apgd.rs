@@ -14,7 +14,7 @@ use super::{
     logit_rows, objective,
 };
 use crate::error::{Result, TriscopeError};
-use crate::model::source::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// The loss APGD ascends.
 #[derive(Debug, Clone, PartialEq)]

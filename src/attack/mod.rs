@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::model::ResNet50;
-use crate::model::source::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// A differentiable classifier of [0, 1] pixels: what attacks and evaluations run against.
 /// [`ResNet50`] is one; tests wrap it (e.g. with an input quantisation that masks gradients).

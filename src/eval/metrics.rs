@@ -110,7 +110,7 @@ pub fn multi_label_metrics(probs: &[Vec<f32>], targets: &[Vec<f32>]) -> MultiLab
         right += s
             .iter()
             .zip(&y)
-            .filter(|(p, t)| (**p >= 0.5) == **t)
+            .filter(|(p, t)| (**p >= crate::inference::FINDING_THRESHOLD) == **t)
             .count();
     }
     let finite = |v: &[f64]| {

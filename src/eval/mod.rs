@@ -21,7 +21,7 @@ use crate::error::{Result, TriscopeError};
 use crate::explain::gradcam::argmax;
 use crate::imaging::PixelImage;
 use crate::inference::probabilities;
-use crate::model::source::SplitMix64;
+use crate::rng::SplitMix64;
 use metrics::{ClassMetrics, MultiLabelMetrics, class_metrics, multi_label_metrics};
 
 /// An evaluation column: clean data or one attack.
@@ -333,7 +333,7 @@ pub fn evaluate(
         .iter()
         .position(|c| c.name == "apgd-t" && c.eps == eps);
 
-    let mut noise_rng = SplitMix64::new(options.seed ^ 0x006E_6F69_7365);
+    let mut noise_rng = SplitMix64::new(options.seed ^ crate::rng::offset::EVAL_NOISE);
     let mut done = 0usize;
     for start in (0..n).step_by(options.batch_size) {
         let end = (start + options.batch_size).min(n);

@@ -977,42 +977,6 @@ fn saliency(
         .collect())
 }
 
-/// SplitMix64 then Box-Muller: standard normal samples, deterministic in the seed.
-struct NormalRng {
-    state: u64,
-    spare: Option<f64>,
-}
-
-impl NormalRng {
-    fn new(seed: u64) -> Self {
-        Self {
-            state: seed ^ 0x9E37_79B9_7F4A_7C15,
-            spare: None,
-        }
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        if let Some(s) = self.spare.take() {
-            return s;
-        }
-        let (u1, u2) = (self.uniform(), self.uniform());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let theta = std::f64::consts::TAU * u2;
-        self.spare = Some(r * theta.sin());
-        r * theta.cos()
-    }
-}
-
 /// Logits and classes of a batch from one plain forward.
 fn logits_and_classes(
     model: &ResNet50,
@@ -1042,7 +1006,7 @@ fn smooth_grad(
         let min = x_b.iter().copied().fold(f32::INFINITY, f32::min);
         let max = x_b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sigma = (options.smoothgrad_sigma * (max - min)) as f64; // absolute noise std
-        let mut rng = NormalRng::new(options.smoothgrad_seed.wrapping_add(b as u64));
+        let mut rng = crate::rng::NormalPairs::new(options.smoothgrad_seed.wrapping_add(b as u64));
         let mut sum_abs = vec![0.0f64; n];
         let mut remaining = options.smoothgrad_samples;
         while remaining > 0 {
@@ -1370,8 +1334,8 @@ mod tests {
 
     #[test]
     fn normal_rng_is_seeded_and_standard() {
-        let mut a = NormalRng::new(7);
-        let mut b = NormalRng::new(7);
+        let mut a = crate::rng::NormalPairs::new(7);
+        let mut b = crate::rng::NormalPairs::new(7);
         let xs: Vec<f64> = (0..20000).map(|_| a.normal()).collect();
         assert!(
             xs.iter()

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::imaging::PixelImage;
-use crate::model::source::SplitMix64;
 use crate::model::{LayerId, ResNet50};
+use crate::rng::SplitMix64;
 use crate::stats::{mean_std, ttest_ind};
 
 /// A concept activation vector.

@@ -5,7 +5,7 @@
 //! inverse mapping with bilinear sampling, so the image is resampled once.
 
 use crate::imaging::PixelImage;
-use crate::model::source::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Ranges of the augmentation: the config's `training.augmentation`.
 pub use super::config::AugmentationSection as AugmentParams;

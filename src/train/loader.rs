@@ -17,7 +17,7 @@ use super::augment::{AugmentParams, augment};
 use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
 use crate::imaging::ResizeMode;
-use crate::model::source::SplitMix64;
+use crate::rng::{keyed_rng, stream};
 
 /// One batch on the host: `[n, C, H, W]` pixels in [0, 1] and the labels.
 #[derive(Debug, Clone)]
@@ -38,24 +38,6 @@ pub struct LoaderSpec {
     pub augment: Option<(AugmentParams, u64, usize)>,
     pub workers: usize,
     pub prefetch: usize,
-}
-
-/// Stream keys of the keyed generators (kept apart so no two uses share a sequence).
-pub mod stream {
-    pub const SHUFFLE: u64 = 1;
-    pub const AUGMENT: u64 = 2;
-    pub const ATTACK: u64 = 3;
-    pub const DROPOUT: u64 = 4;
-    pub const VAL_ATTACK: u64 = 5;
-}
-
-/// A generator for (seed, stream, a, b): SplitMix64 on a mixed key.
-pub fn keyed_rng(seed: u64, stream: u64, a: u64, b: u64) -> SplitMix64 {
-    let mut k = SplitMix64::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let x = k.next_u64() ^ a.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut k = SplitMix64::new(x);
-    let y = k.next_u64() ^ b.wrapping_mul(0x8CB9_2BA7_2F3D_8DD7);
-    SplitMix64::new(y)
 }
 
 /// The order of `n` samples in `epoch` (Fisher-Yates on the keyed generator).

@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::attack::{AttackConfig, AttackGoal, Classify, run_attack};
 use crate::error::{Result, TriscopeError};
-use crate::model::source::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// `[b, classes]` one-hot rows of `labels`.
 fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {

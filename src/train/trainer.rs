@@ -16,7 +16,7 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::config::{ClassWeights, LossType, TrainConfig};
-use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order, keyed_rng, stream};
+use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order};
 use super::loss::{self, InnerAttack, LossParts};
 use super::optim::{build_optimizer, learning_rate};
 use crate::attack::{AttackGoal, logit_rows};
@@ -27,6 +27,7 @@ use crate::eval::metrics::{class_metrics, multi_label_metrics};
 use crate::explain::gradcam::argmax;
 use crate::model::source::{ParamBuilder, SeededInit};
 use crate::model::{ModelConfig, ResNet50};
+use crate::rng::{keyed_rng, stream};
 use crate::weights::{self, CheckpointMetadata};
 
 /// Header key of the [`TrainState`] JSON in a checkpoint.
