@@ -241,11 +241,7 @@ pub fn audit_sample(
             &AtomicBool::new(false),
         )?;
         let adv = PixelImage {
-            data: output
-                .adversarial
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| TriscopeError::Compute(format!("reading adversarial: {e:?}")))?,
+            data: crate::host::values(output.adversarial, "the adversarial image")?,
             ..image.clone()
         };
         let adv_prediction = classifier.predict(&[&adv])?.remove(0);

@@ -208,20 +208,14 @@ pub fn attack(
         &AtomicBool::new(false),
     )?;
     let elapsed_secs = started.elapsed().as_secs_f64();
-    let adv = output
-        .adversarial
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading the adversarial image: {e:?}"))?;
+    let adv = triscope::host::values(output.adversarial, "the adversarial image")?;
     let adv_img = triscope::imaging::PixelImage {
         data: adv.clone(),
         ..p.clone()
     };
     let adversarial = classifier.predict(&[&adv_img])?.remove(0);
-    let linf = adv
-        .iter()
-        .zip(&p.data)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let norms = triscope::host::PerturbationNorms::of(&adv, &p.data);
+    let linf = norms.linf;
 
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let (w, h) = (p.width as u32, p.height as u32);
@@ -306,12 +300,7 @@ pub fn attack(
         norm: config.norm,
         eps_linf: config.eps_linf,
         eps_l2: config.eps_l2,
-        l2_norm: adv
-            .iter()
-            .zip(&p.data)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f32>()
-            .sqrt(),
+        l2_norm: norms.l2,
         restarts: config.restarts,
         eps_linf_x255: config.eps_linf * 255.0,
         alpha: config.alpha,

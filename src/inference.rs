@@ -241,10 +241,7 @@ impl Classifier {
         let x = self.batch_tensor(images)?; // [batch, C, R, R]
         let logits = self.model.forward(x); // [batch, classes]
         let n = self.config().num_classes;
-        let flat = logits
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
+        let flat = crate::host::values(logits, "logits")?;
         Ok(flat
             .chunks(n)
             .map(|row| self.prediction_from_logits(row))

@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod explain;
 pub mod ground_truth;
+pub mod host;
 pub mod imaging;
 pub mod inference;
 pub mod jpeg2000;

@@ -27,6 +27,7 @@ use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, at
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
 use crate::explain::quality::{spearman, ssim};
 use crate::ground_truth::{GroundTruth, GroundTruthIndex};
+use crate::host::{self, PerturbationNorms};
 use crate::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
 use crate::inference::{Classifier, ModelSource, Prediction};
 use crate::model::{LayerId, ModelConfig};
@@ -559,7 +560,7 @@ impl ModelWorker {
 
         // One forward for the prediction and the feature maps.
         let taps = classifier.model().forward_taps(x.clone(), None);
-        let logits = tensor_values(taps.logits)?;
+        let logits = host::values(taps.logits, "logits")?;
         let prediction = classifier.prediction_from_logits(&logits);
         let target_class = match target {
             TargetClass::Predicted => prediction.class_index,
@@ -574,7 +575,7 @@ impl ModelWorker {
         let mut layers = Vec::with_capacity(4);
         for (layer, activation) in LayerId::ALL.into_iter().zip(taps.layers) {
             let [_, channels, height, width] = activation.dims(); // [1, C, h, w]
-            let values = tensor_values(activation)?;
+            let values = host::values(activation, "activations")?;
             let top_maps = top_feature_maps(&values, channels, height * width, top_k);
             let gradcam = single_cam(classifier, x.clone(), layer, target_class)?;
             layers.push(LayerView {
@@ -709,7 +710,7 @@ impl ModelWorker {
                         channels: c,
                         height: h,
                         width: w,
-                        data: tensor_values(adv.clone())?,
+                        data: host::values(adv.clone(), "the adversarial image")?,
                     };
                     self.send_progress(WorkerEvent::AttackStep {
                         request,
@@ -739,7 +740,7 @@ impl ModelWorker {
         if cancel.load(Ordering::Relaxed) {
             return Err(TriscopeError::Cancelled);
         }
-        let adv_values = tensor_values(adversarial.clone())?;
+        let adv_values = host::values(adversarial.clone(), "the adversarial image")?;
         let adv_pixels = PixelImage {
             channels: c,
             height: h,
@@ -752,8 +753,8 @@ impl ModelWorker {
             .zip(&image.pixels.data)
             .map(|(a, b)| a - b)
             .collect();
-        let linf = delta.iter().fold(0.0f32, |m, d| m.max(d.abs()));
-        let l2 = delta.iter().map(|d| d * d).sum::<f32>().sqrt();
+        let PerturbationNorms { linf, l2 } =
+            PerturbationNorms::of(&adv_pixels.data, &image.pixels.data);
         let scale = if linf > 0.0 { 0.5 / linf } else { 0.0 };
         let perturbation = PixelImage {
             channels: c,
@@ -761,7 +762,7 @@ impl ModelWorker {
             width: w,
             data: delta.iter().map(|d| 0.5 + d * scale).collect(),
         };
-        let adv_logits = tensor_values(model.forward(adversarial.clone()))?;
+        let adv_logits = host::values(model.forward(adversarial.clone()), "adversarial logits")?;
         let adversarial_prediction = classifier.prediction_from_logits(&adv_logits);
         let clean_cam = single_cam(classifier, x, params.layer, clean.class_index)?;
         let adversarial_cam = single_cam(classifier, adversarial, params.layer, clean.class_index)?;
@@ -799,12 +800,6 @@ impl ModelWorker {
 fn display_side(width: u32, height: u32, model_resolution: usize) -> usize {
     let shorter = width.min(height) as usize;
     shorter.min(DISPLAY_MAX_SIDE).max(model_resolution)
-}
-
-fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading a tensor back: {e:?}")))
 }
 
 fn single_cam(

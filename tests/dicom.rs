@@ -38,6 +38,16 @@ fn codes(img: &DynamicImage) -> Vec<i64> {
     }
 }
 
+/// Mean absolute difference from pydicom's values in codes, printed.
+fn mean_difference(name: &str, img: &DynamicImage) -> f64 {
+    let (_, want) = expected(name);
+    let got = codes(img);
+    let total: i64 = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).sum();
+    let mean = total as f64 / got.len() as f64;
+    println!("{name}: mean difference {mean:.1} codes");
+    mean
+}
+
 /// Largest difference in codes (1 code = 1/65535).
 fn check_against(name: &str, img: &DynamicImage, tolerance: i64) {
     let (shape, want) = expected(name);
@@ -269,15 +279,7 @@ fn jpeg_baseline_matches_pydicom_within_decoder_rounding() {
         }
         check_against(name, &d.image, tolerance);
         // ... and on average under half a level.
-        let (_, want) = expected(name);
-        let got = codes(&d.image);
-        let mean = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<i64>() as f64
-            / got.len() as f64;
-        println!("{name}: mean difference {mean:.1} codes");
+        let mean = mean_difference(name, &d.image);
         assert!(mean < 257.0 / 2.0, "{name}: mean difference {mean} codes");
         assert_eq!(d.info.photometric, photometric, "{name}");
         assert!(
@@ -299,15 +301,7 @@ fn lossy_jpeg_2000_matches_pydicom_within_decoder_rounding() {
         let d = decode_dicom(&dicom(&format!("{name}.dcm")), None)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         check_against(name, &d.image, TOLERANCE_J2K_LOSSY);
-        let (_, want) = expected(name);
-        let got = codes(&d.image);
-        let mean = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<i64>() as f64
-            / got.len() as f64;
-        println!("{name}: mean difference {mean:.1} codes");
+        let mean = mean_difference(name, &d.image);
         assert!(mean < 257.0 / 4.0, "{name}: mean difference {mean} codes");
         assert_eq!(d.info.photometric, photometric, "{name}");
         assert!(d.info.transfer_syntax.contains("JPEG 2000"), "{:?}", d.info);

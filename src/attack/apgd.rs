@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{
-    AttackGoal, AttackOutput, Classify, StepReport, bool_mask, check_goal, goal_reached,
-    logit_rows, objective,
+    AttackGoal, AttackOutput, Classify, StepReport, bool_mask, check_goal, goal_reached, objective,
 };
 use crate::error::{Result, TriscopeError};
 use crate::rng::SplitMix64;
@@ -65,7 +64,7 @@ fn evaluate(
     let device = x_adv.device();
     let leaf = x_adv.clone().autodiff().require_grad();
     let logits = model.logits(leaf.clone()); // [b, classes]
-    let logit_values = logit_rows(logits.clone())?;
+    let logit_values = crate::host::logit_rows(logits.clone())?;
     let per_sample = match (loss, goal) {
         (ApgdLoss::CrossEntropy, _) => objective(logits, goal, &device)?,
         (ApgdLoss::TargetedDlr { targets }, AttackGoal::Untargeted(labels)) => {
@@ -77,12 +76,7 @@ fn evaluate(
             ));
         }
     };
-    let loss_values = per_sample
-        .clone()
-        .inner()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading the loss: {e:?}")))?;
+    let loss_values = crate::host::values(per_sample.clone().inner(), "the loss")?;
     let grads = per_sample.sum().backward();
     let grad = leaf
         .grad(&grads)
@@ -300,7 +294,7 @@ pub fn apgd_targeted(
     let classes = model.num_classes();
     let b = labels.len();
     let n_targets = 9.min(classes.saturating_sub(1));
-    let clean = logit_rows(model.logits(x.clone()))?;
+    let clean = crate::host::logit_rows(model.logits(x.clone()))?;
     let device = x.device();
     let goal = AttackGoal::Untargeted(labels.to_vec());
     let mut best = x.clone();
@@ -336,7 +330,7 @@ pub fn apgd_targeted(
                 cancel,
             )?
         };
-        let now = logit_rows(model.logits(out.adversarial.clone()))?;
+        let now = crate::host::logit_rows(model.logits(out.adversarial.clone()))?;
         let newly: Vec<bool> = now
             .iter()
             .zip(labels)

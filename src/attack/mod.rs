@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::{Tensor, TensorData};
+
+use crate::host;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
@@ -359,20 +361,12 @@ pub(crate) fn random_start(x: &Tensor<4>, config: &AttackConfig) -> Tensor<4> {
     (x.clone() + noise).clamp(0.0, 1.0)
 }
 
-/// Per-sample rows of a `[batch, classes]` tensor, read back to the host.
-pub(crate) fn logit_rows(logits: Tensor<2>) -> Result<Vec<Vec<f32>>> {
-    let [b, c] = logits.dims();
-    let flat = logits
-        .inner()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
-    Ok((0..b).map(|i| flat[i * c..(i + 1) * c].to_vec()).collect())
-}
-
 /// Per sample: did the attack reach its goal at `adv`?
 fn succeeded(model: &dyn Classify, adv: &Tensor<4>, goal: &AttackGoal) -> Result<Vec<bool>> {
-    Ok(goal_reached(&logit_rows(model.logits(adv.clone()))?, goal))
+    Ok(goal_reached(
+        &host::logit_rows(model.logits(adv.clone()))?,
+        goal,
+    ))
 }
 
 /// Per sample: does this row of logits meet the attack's goal (untargeted: not the true
@@ -433,14 +427,14 @@ pub fn run_attack_from(
         let leaf = adv.clone().autodiff().require_grad();
         let logits = model.logits(leaf.clone()); // [b, classes]
         if config.early_stop
-            && goal_reached(&logit_rows(logits.clone())?, goal)
+            && goal_reached(&host::logit_rows(logits.clone())?, goal)
                 .iter()
                 .all(|v| *v)
         {
             break;
         }
         let per_sample = objective(logits, goal, &device)?; // [b], ascended
-        let loss = values(per_sample.clone().inner())?;
+        let loss = host::values(per_sample.clone().inner(), "the loss")?;
         let grads = per_sample.sum().backward();
         let grad = leaf
             .grad(&grads)
@@ -536,12 +530,6 @@ pub(crate) fn objective(
             (pos + neg).sum_dim(1).neg().reshape([b])
         }
     })
-}
-
-fn values(t: Tensor<1>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading the loss: {e:?}")))
 }
 
 #[cfg(test)]

@@ -15,10 +15,11 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Classify, logit_rows, run_attack};
+use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Classify, run_attack};
 use crate::data::Label;
 use crate::error::{Result, TriscopeError};
 use crate::explain::gradcam::argmax;
+use crate::host::logit_rows;
 use crate::imaging::PixelImage;
 use crate::inference::probabilities;
 use crate::rng::SplitMix64;

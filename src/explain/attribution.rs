@@ -34,6 +34,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Tensor, TensorData};
+
+use crate::host;
 use serde::{Deserialize, Serialize};
 
 use super::gradcam::{TargetClass, argmax, grad_cam, min_max, resize_bilinear};
@@ -427,18 +429,6 @@ impl Dims {
     }
 }
 
-fn read<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading {what}: {e:?}")))
-}
-
-fn logit_rows(logits: Tensor<2>) -> Result<Vec<Vec<f32>>> {
-    let [b, n] = logits.dims();
-    let flat = read(logits.inner(), "logits")?;
-    Ok((0..b).map(|i| flat[i * n..(i + 1) * n].to_vec()).collect())
-}
-
 fn resolve(logits: &[Vec<f32>], target: TargetClass) -> Vec<usize> {
     logits
         .iter()
@@ -463,7 +453,7 @@ fn target_score(logits: Tensor<2>, classes: &[usize]) -> Tensor<1> {
 
 /// Plain forward for logits only. `[b, C, H, W]` -> rows of `[num_classes]`.
 fn forward_rows(model: &ResNet50, x: Tensor<4>) -> Result<Vec<Vec<f32>>> {
-    logit_rows(model.forward(x))
+    host::logit_rows(model.forward(x))
 }
 
 /// d(target logit)/d(input) for a batch whose row `i` explains `classes[i]`.
@@ -475,12 +465,12 @@ fn input_gradient(
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let leaf = x.autodiff().require_grad(); // [b, C, H, W]
     let logits = model.forward(leaf.clone()); // [b, classes]
-    let rows = logit_rows(logits.clone())?;
+    let rows = host::logit_rows(logits.clone())?;
     let grads = target_score(logits, classes).backward();
     let grad = leaf
         .grad(&grads)
         .ok_or_else(|| TriscopeError::Compute("no gradient reached the input".into()))?;
-    Ok((read(grad, "the input gradient")?, rows))
+    Ok((host::values(grad, "the input gradient")?, rows))
 }
 
 /// pytorch-grad-cam's post-processing: min-max, OpenCV bilinear upsample, min-max.
@@ -607,7 +597,7 @@ fn gradient_cam(
     dims: Dims,
 ) -> Result<Vec<AttributionMap>> {
     let taps = model.forward_taps(pixels, Some(layer));
-    let logits = logit_rows(taps.logits.clone())?;
+    let logits = host::logit_rows(taps.logits.clone())?;
     let classes = resolve(&logits, target);
     let grads = target_score(taps.logits, &classes).backward();
     let activation = taps.layers[layer.index()].clone(); // [b, K, h, w]
@@ -615,8 +605,8 @@ fn gradient_cam(
         .grad(&grads)
         .ok_or_else(|| TriscopeError::Compute(format!("no gradient reached {layer}")))?; // [b, K, h, w]
     let [_, k, h, w] = activation.dims();
-    let acts = read(activation.inner(), "activations")?;
-    let grad = read(grad, "activation gradients")?;
+    let acts = host::values(activation.inner(), "activations")?;
+    let grad = host::values(grad, "activation gradients")?;
     let per_image = k * h * w;
     Ok((0..dims.batch)
         .map(|b| {
@@ -677,12 +667,12 @@ fn score_cam(
     let device = pixels.device();
     let layer = options.layer;
     let taps = model.forward_taps(pixels.clone(), None);
-    let logits = logit_rows(taps.logits)?;
+    let logits = host::logit_rows(taps.logits)?;
     let classes = resolve(&logits, target);
     let activation = taps.layers[layer.index()].clone(); // [b, K, h, w]
     let [_, k, h, w] = activation.dims();
-    let acts = read(activation, "activations")?;
-    let x = read(pixels, "pixels")?;
+    let acts = host::values(activation, "activations")?;
+    let x = host::values(pixels, "pixels")?;
     let (hw, plane, image_len) = (h * w, dims.plane_len(), dims.image_len());
     let mut out = Vec::with_capacity(dims.batch);
     for b in 0..dims.batch {
@@ -878,11 +868,11 @@ fn eigen_cam(
     dims: Dims,
 ) -> Result<Vec<AttributionMap>> {
     let taps = model.forward_taps(pixels, None);
-    let logits = logit_rows(taps.logits)?;
+    let logits = host::logit_rows(taps.logits)?;
     let classes = resolve(&logits, target);
     let activation = taps.layers[layer.index()].clone(); // [b, K, h, w]
     let [_, k, h, w] = activation.dims();
-    let acts = read(activation, "activations")?;
+    let acts = host::values(activation, "activations")?;
     Ok((0..dims.batch)
         .map(|b| {
             let mut acts_b = acts[b * k * h * w..(b + 1) * k * h * w].to_vec();
@@ -998,7 +988,7 @@ fn smooth_grad(
 ) -> Result<Vec<AttributionMap>> {
     let device = pixels.device();
     let (logits, classes) = logits_and_classes(model, pixels.clone(), target)?;
-    let x = read(pixels, "pixels")?;
+    let x = host::values(pixels, "pixels")?;
     let n = dims.image_len();
     let mut out = Vec::with_capacity(dims.batch);
     for b in 0..dims.batch {
@@ -1110,7 +1100,7 @@ fn integrated_gradients(
 ) -> Result<Vec<AttributionMap>> {
     let device = pixels.device();
     let (logits, classes) = logits_and_classes(model, pixels.clone(), target)?;
-    let x = read(pixels, "pixels")?;
+    let x = host::values(pixels, "pixels")?;
     let n = dims.image_len();
     let (steps, alphas) = ig_schedule(options.ig_steps, options.ig_quadrature);
     let mut out = Vec::with_capacity(dims.batch);
@@ -1170,7 +1160,7 @@ fn occlusion(
 ) -> Result<Vec<AttributionMap>> {
     let device = pixels.device();
     let (logits, classes) = logits_and_classes(model, pixels.clone(), target)?;
-    let x = read(pixels, "pixels")?;
+    let x = host::values(pixels, "pixels")?;
     let (n, plane) = (dims.image_len(), dims.plane_len());
     let window = options.occlusion_window_px;
     let ys = window_starts(dims.height, window, options.occlusion_stride_px);

@@ -128,10 +128,7 @@ pub fn faithfulness(
             }
             let x = Tensor::<4>::from_data(TensorData::new(data, [chunk.len(), c, h, w]), device);
             let logits = model.forward(x); // [chunk, classes]
-            let flat = logits
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
+            let flat = crate::host::values(logits, "logits")?;
             for row in flat.chunks(cfg.num_classes) {
                 out.push(probabilities(row, cfg.multi_label)[class] as f64);
             }

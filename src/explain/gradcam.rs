@@ -58,7 +58,7 @@ pub fn grad_cam(
     let num_classes = model.config.num_classes;
     let device = pixels.device();
     let taps = model.forward_taps(pixels, Some(layer));
-    let logits = rows(taps.logits.clone().inner().into_data(), batch, num_classes)?;
+    let logits = crate::host::logit_rows(taps.logits.clone())?;
 
     let classes: Vec<usize> = match target {
         TargetClass::Predicted => logits.iter().map(|row| argmax(row)).collect(),
@@ -87,10 +87,7 @@ pub fn grad_cam(
     let [_, _, h, w] = activation.dims();
     let weights = grad.mean_dims(&[2, 3]); // [b, K, 1, 1]
     let cam = relu((activation * weights).sum_dim(1)); // [b, 1, h, w]
-    let cam = cam
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading Grad-CAM: {e:?}")))?;
+    let cam = crate::host::values(cam, "Grad-CAM")?;
 
     let maps = classes
         .iter()
@@ -111,15 +108,6 @@ pub fn grad_cam(
         })
         .collect();
     Ok(GradCamBatch { maps, logits })
-}
-
-fn rows(data: TensorData, batch: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
-    let flat = data
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading logits: {e:?}")))?;
-    Ok((0..batch)
-        .map(|b| flat[b * cols..(b + 1) * cols].to_vec())
-        .collect())
 }
 
 /// Index of the largest value (first on ties; NaN never wins).

@@ -305,9 +305,8 @@ pub fn layer_activations(
     for chunk in images.chunks(batch_size.max(1)) {
         let x = stack(chunk, device)?;
         let taps = model.forward_taps(x, None);
-        out.extend(split_rows(
+        out.extend(crate::host::rows(
             taps.layers[layer.index()].clone(),
-            chunk.len(),
             "activations",
         )?);
     }
@@ -345,7 +344,7 @@ pub fn layer_gradients(
         let grad = taps.layers[layer.index()]
             .grad(&grads)
             .ok_or_else(|| TriscopeError::Compute(format!("no gradient reached {layer}")))?; // [b, K, h, w]
-        out.extend(split_rows(grad, b, "gradients")?);
+        out.extend(crate::host::rows(grad, "gradients")?);
     }
     Ok(out)
 }
@@ -368,15 +367,6 @@ fn stack(images: &[PixelImage], device: &Device) -> Result<Tensor<4>> {
         TensorData::new(data, [images.len(), c, h, w]),
         device,
     ))
-}
-
-fn split_rows(t: Tensor<4>, batch: usize, what: &str) -> Result<Vec<Vec<f32>>> {
-    let flat = t
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading {what}: {e:?}")))?;
-    let per = flat.len() / batch.max(1);
-    Ok(flat.chunks(per.max(1)).map(|c| c.to_vec()).collect())
 }
 
 #[cfg(test)]

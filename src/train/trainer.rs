@@ -19,12 +19,13 @@ use super::config::{ClassWeights, LossType, TrainConfig};
 use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order};
 use super::loss::{self, InnerAttack, LossParts};
 use super::optim::{build_optimizer, learning_rate};
-use crate::attack::{AttackGoal, logit_rows};
+use crate::attack::AttackGoal;
 use crate::data::{Dataset, Label};
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::eval::metrics::{class_metrics, multi_label_metrics};
 use crate::explain::gradcam::argmax;
+use crate::host::logit_rows;
 use crate::model::source::{ParamBuilder, SeededInit};
 use crate::model::{ModelConfig, ResNet50};
 use crate::rng::{keyed_rng, stream};
@@ -1227,11 +1228,7 @@ impl Targets {
 }
 
 fn scalar(t: Tensor<1>) -> Result<f64> {
-    let v = t
-        .inner()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| TriscopeError::Compute(format!("reading the loss: {e:?}")))?;
+    let v = crate::host::values(t.inner(), "the loss")?;
     Ok(v.first().copied().unwrap_or(f32::NAN) as f64)
 }
 
