@@ -402,23 +402,21 @@ struct EvalOutput<'a> {
 
 /// Parse and check `args` (before any compute) and open the dataset, limited.
 pub(crate) fn open_eval_dataset(args: &EvalArgs) -> Result<(Dataset, EvalOptions)> {
-    let attacks = EvalAttack::parse_list(&args.attacks)?;
-    let eps = parse_fraction(&args.eps)?;
-    if !(0.0..=1.0).contains(&eps) {
-        bail!("--eps must be in [0, 1] pixel units (8/255 = 0.031), got {eps}");
-    }
-    let sweep = args
-        .eps_sweep
-        .as_deref()
-        .map(parse_sweep)
-        .transpose()?
-        .unwrap_or_default();
-    if let Some(e) = sweep.iter().find(|e| !(0.0..=1.0).contains(*e)) {
-        bail!("--eps-sweep value {e} is outside [0, 1]");
-    }
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
+    let options = EvalOptions {
+        attacks: EvalAttack::parse_list(&args.attacks)?,
+        eps_linf: parse_fraction(&args.eps)?,
+        eps_sweep: args
+            .eps_sweep
+            .as_deref()
+            .map(parse_sweep)
+            .transpose()?
+            .unwrap_or_default(),
+        batch_size: args.batch_size,
+        apgd_iterations: args.apgd_iterations,
+        seed: args.seed,
+        checks: !args.no_checks,
+    };
+    options.validate()?;
     let mut dataset = Dataset::open(&args.data, args.split.as_deref())?;
     if let Some(n) = args.limit {
         if n == 0 {
@@ -426,15 +424,6 @@ pub(crate) fn open_eval_dataset(args: &EvalArgs) -> Result<(Dataset, EvalOptions
         }
         dataset.limit(n);
     }
-    let options = EvalOptions {
-        attacks,
-        eps_linf: eps,
-        eps_sweep: sweep,
-        batch_size: args.batch_size,
-        apgd_iterations: args.apgd_iterations,
-        seed: args.seed,
-        checks: !args.no_checks,
-    };
     Ok((dataset, options))
 }
 

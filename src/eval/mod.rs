@@ -97,6 +97,27 @@ pub struct EvalOptions {
     pub checks: bool,
 }
 
+impl EvalOptions {
+    /// The one check of the options, before any compute (the CLI calls it before it opens
+    /// the dataset; `evaluate` again, for library callers). Messages name the CLI's flag too.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TriscopeError::InvalidArgument(m));
+        if !(0.0..=1.0).contains(&self.eps_linf) {
+            return bad(format!(
+                "eps (--eps) must be in [0, 1] pixel units (8/255 = 0.031), got {}",
+                self.eps_linf
+            ));
+        }
+        if let Some(e) = self.eps_sweep.iter().find(|e| !(0.0..=1.0).contains(*e)) {
+            return bad(format!("sweep eps (--eps-sweep) {e} is outside [0, 1]"));
+        }
+        if self.batch_size == 0 {
+            return bad("batch size (--batch-size) must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for EvalOptions {
     fn default() -> Self {
         Self {
@@ -225,22 +246,7 @@ pub fn evaluate(
             "no samples to evaluate".into(),
         ));
     }
-    if !(0.0..=1.0).contains(&options.eps_linf) {
-        return Err(TriscopeError::InvalidArgument(format!(
-            "eps must be in [0, 1] (pixel scale; 8/255 = 0.031), got {}",
-            options.eps_linf
-        )));
-    }
-    if let Some(e) = options.eps_sweep.iter().find(|e| !(0.0..=1.0).contains(*e)) {
-        return Err(TriscopeError::InvalidArgument(format!(
-            "sweep eps {e} is outside [0, 1]"
-        )));
-    }
-    if options.batch_size == 0 {
-        return Err(TriscopeError::InvalidArgument(
-            "batch size must be at least 1".into(),
-        ));
-    }
+    options.validate()?;
     let multi_label = matches!(labels[0], Label::Findings(_));
     let num_classes = model.num_classes();
     let eps = options.eps_linf;
