@@ -30,7 +30,7 @@ use image::{DynamicImage, ImageBuffer, Luma, Rgb};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
-use crate::imaging::{MAX_DECODE_BYTES, MAX_IMAGE_SIDE};
+use crate::limits::{MAX_DECODE_BYTES, MAX_IMAGE_SIDE};
 
 /// Largest DICOM file read (it is held in memory while it is parsed).
 pub const MAX_DICOM_FILE_BYTES: u64 = 1 << 30;
@@ -582,7 +582,7 @@ fn decode_jpeg_frame(stream: &[u8], header: &PixelHeader) -> std::result::Result
         ));
     }
     let keep_components = header.samples == 3 && header.photometric == "RGB";
-    crate::imaging::decode_jpeg_frame(
+    crate::jpeg::decode_jpeg_frame(
         stream,
         header.columns,
         header.rows,

@@ -12,10 +12,14 @@ pub mod dicom;
 pub mod error;
 #[path = "../../src/imaging.rs"]
 pub mod imaging;
+#[path = "../../src/jpeg.rs"]
+pub mod jpeg;
 #[path = "../../src/jpeg2000.rs"]
 pub mod jpeg2000;
 #[path = "../../src/jpeg_lossless.rs"]
 pub mod jpeg_lossless;
+#[path = "../../src/limits.rs"]
+pub mod limits;
 #[path = "../../src/npy.rs"]
 pub mod npy;
 
