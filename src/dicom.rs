@@ -1,7 +1,7 @@
 //! DICOM input: a Part 10 file to a display image, with the file's modality LUT (rescale
 //! slope and intercept) and VOI window (or a caller's window, or min-max), MONOCHROME1
 //! inverted. The data set is parsed by dicom-rs (`dicom-object`); the pixel data (native,
-//! deflated, encapsulated uncompressed, RLE Lossless, JPEG through `imaging`, JPEG Lossless
+//! deflated, encapsulated uncompressed, RLE Lossless, JPEG through `jpeg`, JPEG Lossless
 //! and JPEG 2000 through their modules) is decoded here, so that every offset, run and value
 //! is checked (dicom-pixeldata's RLE decoder panics on corrupt fragments).
 //!
