@@ -8,6 +8,8 @@ use triscope::attack::AttackMethod;
 use triscope::explain::Colormap;
 use triscope::explain::attribution::Method;
 use triscope::model::LayerId;
+use triscope::train::TrainConfig;
+use triscope::train::config::LossType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum ThemeChoice {
@@ -109,7 +111,7 @@ pub struct SavedState {
     pub attack: AttackSettings,
     /// Feature maps shown per layer.
     pub top_k: usize,
-    pub training: super::training::TrainForm,
+    pub training: TrainForm,
 }
 
 impl Default for SavedState {
@@ -124,7 +126,7 @@ impl Default for SavedState {
             explain: ExplainSettings::default(),
             attack: AttackSettings::default(),
             top_k: 8,
-            training: super::training::TrainForm::default(),
+            training: TrainForm::default(),
         }
     }
 }
@@ -203,5 +205,98 @@ mod tests {
             partial.explain.show_ground_truth,
             "ground truth is shown by default"
         );
+    }
+}
+
+/// The form: a config file plus the fields a user most often changes (sent as overrides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainForm {
+    pub config_path: String,
+    pub loss_type: LossType,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub eps_255: f32,
+    pub attack_steps: usize,
+    pub base_width: usize,
+    pub resolution: usize,
+    pub data_root: String,
+    /// Use at most this many training images (0 = all).
+    pub train_limit: usize,
+    pub val_limit: usize,
+    /// Parent folder of run folders.
+    pub runs_dir: String,
+    /// A run folder to continue (its `last` checkpoint).
+    pub resume_dir: String,
+}
+
+impl Default for TrainForm {
+    fn default() -> Self {
+        Self {
+            config_path: "configs/quick_demo.yaml".into(),
+            loss_type: LossType::Trades,
+            epochs: 2,
+            batch_size: 32,
+            lr: 0.05,
+            eps_255: 2.0,
+            attack_steps: 2,
+            base_width: 8,
+            resolution: 64,
+            data_root: "../shared/data/ham10000".into(),
+            train_limit: 512,
+            val_limit: 128,
+            runs_dir: "runs".into(),
+            resume_dir: String::new(),
+        }
+    }
+}
+
+impl TrainForm {
+    /// Fill the fields from a config file's values.
+    pub fn take_from(&mut self, c: &TrainConfig) {
+        self.loss_type = c.robustness.loss_type;
+        self.epochs = c.training.epochs;
+        self.batch_size = c.training.batch_size;
+        self.lr = c.training.lr;
+        self.eps_255 = (c.robustness.attack.epsilon * 255.0 * 100.0).round() / 100.0;
+        self.attack_steps = c.robustness.attack.steps;
+        self.base_width = c.architecture.base_width;
+        self.resolution = c.input.resolution;
+        // The config holds it absolute; the field shows it from the working directory, as
+        // the override built from the field is read.
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let root = c.data.root.strip_prefix(&cwd).unwrap_or(&c.data.root);
+        self.data_root = root.display().to_string();
+        self.train_limit = c.data.train_limit;
+        self.val_limit = c.data.val_limit;
+    }
+
+    /// The form's fields as `--set` overrides on top of the config file.
+    pub fn overrides(&self) -> Vec<String> {
+        let loss = match self.loss_type {
+            LossType::Clean => "clean",
+            LossType::PgdAt => "pgd_at",
+            LossType::Trades => "trades",
+        };
+        let eps = self.eps_255 / 255.0;
+        vec![
+            format!("robustness.loss_type={loss}"),
+            format!("training.epochs={}", self.epochs),
+            format!("training.batch_size={}", self.batch_size),
+            format!("training.lr={}", self.lr),
+            format!("robustness.attack.epsilon={eps}"),
+            format!("robustness.attack.steps={}", self.attack_steps),
+            // The usual PGD step: 2.5 * eps / steps (Madry et al.).
+            format!(
+                "robustness.attack.step_size={}",
+                2.5 * eps / self.attack_steps.max(1) as f32
+            ),
+            format!("architecture.base_width={}", self.base_width),
+            format!("input.resolution={}", self.resolution),
+            format!("data.root={}", self.data_root),
+            format!("data.train_limit={}", self.train_limit),
+            format!("data.val_limit={}", self.val_limit),
+        ]
     }
 }
