@@ -526,6 +526,18 @@ fn triscope(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `triscope train --resume RUN --device cpu --quiet`.
+fn resume_cli(run: &Path) -> std::process::Output {
+    triscope(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ])
+}
+
 #[test]
 fn cli_trains_resumes_and_rejects_bad_configs() {
     let dir = temp_dir("cli");
@@ -572,7 +584,7 @@ fn cli_trains_resumes_and_rejects_bad_configs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = triscope(&["train", "--resume", r2, "--device", "cpu", "--quiet"]);
+    let out = resume_cli(Path::new(r2));
     assert!(
         out.status.success(),
         "{}",
@@ -701,14 +713,7 @@ fn every_step_run(dir: &Path) -> (PathBuf, PathBuf) {
 /// `triscope train --resume run` finishes the run with the metrics and weights of `reference`,
 /// the same config run without interruption.
 fn resume_to_the_end_as(run: &Path, reference: &Path) {
-    let out = triscope(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
+    let out = resume_cli(run);
     assert!(
         out.status.success(),
         "{}",
@@ -819,14 +824,7 @@ fn a_second_writer_is_refused_while_a_run_is_held() {
         .err()
         .expect("refused");
     assert!(new.to_string().contains("in use by"), "{new}");
-    let out = triscope(&[
-        "train",
-        "--resume",
-        dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
+    let out = resume_cli(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -839,14 +837,7 @@ fn a_second_writer_is_refused_while_a_run_is_held() {
     );
 
     drop(holder);
-    let out = triscope(&[
-        "train",
-        "--resume",
-        dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
+    let out = resume_cli(&dir);
     assert!(
         out.status.success(),
         "{}",
