@@ -11,11 +11,11 @@ use serde::Serialize;
 use crate::cli::{print_prediction, resolve_class, save_rgb8};
 use triscope::attack::{AttackConfig, AttackGoal, AttackMethod, run_attack};
 use triscope::data::{Dataset, Label};
-use triscope::eval::{EvalAttack, EvalOptions, EvalReport, evaluate};
+use triscope::eval::run::{EvalRecord, evaluate_classifier, model_labels};
+use triscope::eval::{EvalAttack, EvalOptions, EvalReport};
 use triscope::explain::{Colormap, TargetClass, overlay_rgb8, quality};
 use triscope::inference::{Classifier, Prediction};
 use triscope::model::LayerId;
-use triscope::plot::{LineChart, PALETTE, Series, render_line_chart};
 use triscope::weights::write_atomic;
 
 /// Parse an eps or step size: `8/255`, `0.0314`.
@@ -389,17 +389,6 @@ pub struct EvalArgs {
     pub seed: u64,
 }
 
-#[derive(Serialize)]
-struct EvalOutput<'a> {
-    model: String,
-    model_description: String,
-    dataset: String,
-    split: String,
-    device: String,
-    #[serde(flatten)]
-    report: &'a EvalReport,
-}
-
 /// Parse and check `args` (before any compute) and open the dataset, limited.
 pub(crate) fn open_eval_dataset(args: &EvalArgs) -> Result<(Dataset, EvalOptions)> {
     let options = EvalOptions {
@@ -427,45 +416,13 @@ pub(crate) fn open_eval_dataset(args: &EvalArgs) -> Result<(Dataset, EvalOptions
     Ok((dataset, options))
 }
 
-/// The dataset's labels in the model's class order; an error when they cannot fit.
-pub(crate) fn model_labels(
-    dataset: &Dataset,
-    cfg: &triscope::model::ModelConfig,
-) -> Result<Vec<Label>> {
-    if dataset.multi_label != cfg.multi_label {
-        let kind = |m: bool| if m { "multi-label" } else { "single-label" };
-        bail!(
-            "{} is {} but the model is {}",
-            dataset.root.display(),
-            kind(dataset.multi_label),
-            kind(cfg.multi_label)
-        );
-    }
-    let map = dataset.map_classes_to(&cfg.class_names)?;
-    Ok(dataset
-        .samples
-        .iter()
-        .map(|s| match &s.label {
-            Label::Findings(f) => {
-                let mut v = vec![0.0; cfg.num_classes];
-                for (i, &m) in map.iter().enumerate() {
-                    v[m] = f[i];
-                }
-                Label::Findings(v)
-            }
-            Label::Class(c) => Label::Class(map[*c]),
-        })
-        .collect())
-}
-
 /// Run the evaluation behind a progress bar.
-pub(crate) fn run_evaluation(
+fn run_evaluation(
     dataset: &Dataset,
     labels: &[Label],
     options: &EvalOptions,
     classifier: &Classifier,
 ) -> Result<EvalReport> {
-    let cfg = classifier.config();
     eprintln!(
         "evaluating {} ({} split, {} images) with {} on {}: {}",
         dataset.root.display(),
@@ -481,18 +438,15 @@ pub(crate) fn run_evaluation(
             .join(", ")
     );
     let bar = progress_bar(dataset.len(), "images");
-    let (channels, resolution, mode) = (cfg.in_channels, cfg.resolution, classifier.resize_mode);
-    let mut report = evaluate(
-        classifier.model(),
-        &classifier.device().device,
+    let report = evaluate_classifier(
+        classifier,
+        dataset,
         labels,
-        &mut |i| dataset.load(i, channels, resolution, mode),
         options,
         &mut |done, _| bar.set_position(done as u64),
         &AtomicBool::new(false),
     )?;
     bar.finish_and_clear();
-    report.class_names = cfg.class_names.clone();
     Ok(report)
 }
 
@@ -508,74 +462,18 @@ pub(crate) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Accuracy (or mean AUROC) against eps under PGD-10, as a PNG.
-pub(crate) fn write_sweep_chart(report: &EvalReport, png: &Path) -> Result<()> {
-    let score = if report.multi_label {
-        "mean AUROC"
-    } else {
-        "accuracy"
-    };
-    let chart = LineChart {
-        title: format!("{score} under PGD-10 ({} images)", report.n),
-        x_label: "eps (x/255)".into(),
-        y_label: score.into(),
-        series: vec![Series {
-            name: "PGD-10".into(),
-            points: report
-                .sweep
-                .iter()
-                .map(|p| (p.eps_linf as f64 * 255.0, p.score))
-                .collect(),
-            color: PALETTE[0],
-        }],
-        y_range: Some((0.0, 1.0)),
-        x_ticks: report
-            .sweep
-            .iter()
-            .map(|p| {
-                (
-                    p.eps_linf as f64 * 255.0,
-                    format!("{}", (p.eps_linf * 255.0 * 100.0).round() / 100.0),
-                )
-            })
-            .collect(),
-    };
-    render_line_chart(&chart, 900, 520)?
-        .save(png)
-        .with_context(|| format!("cannot write {}", png.display()))?;
-    Ok(())
-}
-
 pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) -> Result<ExitCode> {
     // Everything is checked before any compute starts.
     let (dataset, options) = open_eval_dataset(args)?;
     let labels = model_labels(&dataset, classifier.config())?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let report = run_evaluation(&dataset, &labels, &options, classifier)?;
-
-    let output = EvalOutput {
-        model: classifier.source.to_string(),
-        model_description: classifier.metadata.description.clone(),
-        dataset: args.data.display().to_string(),
-        split: dataset.split.clone(),
-        device: classifier.device().description.clone(),
-        report: &report,
-    };
-    let text = serde_json::to_string_pretty(&output)?;
-    let json_path = out.join("eval.json");
-    write_atomic(&json_path, text.as_bytes())?;
-    let csv_path = out.join("eval.csv");
-    write_atomic(&csv_path, eval_csv(&report).as_bytes())?;
-    let mut written = vec![json_path, csv_path];
-    if !report.sweep.is_empty() {
-        let png = out.join("accuracy_vs_eps.png");
-        write_sweep_chart(&report, &png)?;
-        written.push(png);
-    }
+    let record = EvalRecord::new(classifier, &args.data, &dataset.split, report);
+    let written = record.write(out)?;
     if json {
-        println!("{text}");
+        println!("{}", record.to_json()?);
     } else {
-        print_eval_table(&report);
+        print_eval_table(&record.report);
         for p in &written {
             println!("wrote {}", p.display());
         }
@@ -663,59 +561,6 @@ fn print_eval_table(r: &EvalReport) {
             println!("         likely cause: {cause}");
         }
     }
-}
-
-fn eval_csv(r: &EvalReport) -> String {
-    let mut s = String::new();
-    if r.multi_label {
-        s.push_str("attack,eps_linf,n,mean_auroc,mean_auprc");
-        for name in &r.class_names {
-            s.push_str(&format!(",auroc_{name},auprc_{name}"));
-        }
-        s.push('\n');
-        for res in &r.results {
-            if let Some(m) = &res.multi_label {
-                s.push_str(&format!(
-                    "{},{},{},{},{}",
-                    res.attack, res.eps_linf, m.n, m.mean_auroc, m.mean_auprc
-                ));
-                for (a, p) in m.auroc.iter().zip(&m.auprc) {
-                    s.push_str(&format!(",{a},{p}"));
-                }
-                s.push('\n');
-            }
-        }
-        return s;
-    }
-    s.push_str(
-        "attack,eps_linf,n,accuracy,top2_accuracy,balanced_accuracy,macro_f1,attack_success_rate",
-    );
-    for name in &r.class_names {
-        s.push_str(&format!(",accuracy_{name}"));
-    }
-    s.push('\n');
-    for res in &r.results {
-        if let Some(m) = &res.metrics {
-            s.push_str(&format!(
-                "{},{},{},{},{},{},{},{}",
-                res.attack,
-                res.eps_linf,
-                m.n,
-                m.accuracy,
-                m.top2_accuracy,
-                m.balanced_accuracy,
-                m.macro_f1,
-                res.attack_success_rate
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
-            ));
-            for v in &m.per_class_accuracy {
-                s.push_str(&format!(",{v}"));
-            }
-            s.push('\n');
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `triscope explain`: one image (heatmap, overlay, npy, JSON) or a folder (heatmaps and
 //! overlays for every image plus a CSV of predictions), with any attribution method.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -234,36 +234,6 @@ fn write_images(
     ])
 }
 
-fn is_image(p: &Path) -> bool {
-    triscope::imaging::has_image_extension(p)
-}
-
-/// Image files under `dir`, recursively, sorted. A dataset's lesion-mask folder
-/// (`ground_truth::MASKS_DIR`, beside the images it outlines) is ground truth, not images to
-/// classify, and is skipped.
-pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let entries =
-            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
-        for entry in entries {
-            let p = entry
-                .with_context(|| format!("cannot list {}", d.display()))?
-                .path();
-            if p.is_dir() {
-                if p.file_name() != Some(std::ffi::OsStr::new(triscope::ground_truth::MASKS_DIR)) {
-                    pending.push(p);
-                }
-            } else if is_image(&p) {
-                found.push(p);
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 /// One CSV field, quoted when it holds a comma, a quote or a newline.
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -319,7 +289,7 @@ fn explain_folder(
     classifier: &Classifier,
     json: bool,
 ) -> Result<ExitCode> {
-    let images = list_images(dir)?;
+    let images = triscope::data::list_images(dir)?;
     if images.is_empty() {
         bail!(
             "{} holds no images (png, jpg, jpeg, bmp, tif, tiff, dcm)",

@@ -727,6 +727,35 @@ fn is_image(p: &Path) -> bool {
     crate::imaging::has_image_extension(p)
 }
 
+/// The folder of HAM10000's lesion masks, beside its images.
+pub const MASKS_DIR: &str = "masks";
+
+/// Image files under `dir`, recursively, sorted. A dataset's lesion-mask folder
+/// ([`MASKS_DIR`], beside the images it outlines) is ground truth, not images to classify,
+/// and is skipped.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let io = |source| TriscopeError::Io {
+            path: d.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&d).map_err(io)? {
+            let p = entry.map_err(io)?.path();
+            if p.is_dir() {
+                if p.file_name() != Some(std::ffi::OsStr::new(MASKS_DIR)) {
+                    pending.push(p);
+                }
+            } else if is_image(&p) {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 fn open_folder(root: &Path, split: Option<&str>) -> Result<Dataset> {
     let (base, split_name) = match split {
         Some(s) if s != "all" => {

@@ -30,8 +30,7 @@ use crate::regions::{BoundingBox, NIH_ORIGINAL_SIDE, read_nih_boxes};
 
 /// The name of the NIH box list.
 pub const BOX_LIST: &str = "BBox_List_2017.csv";
-/// The folder of lesion masks.
-pub const MASKS_DIR: &str = "masks";
+pub use crate::data::MASKS_DIR;
 
 /// What is known about one image, at model-input resolution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -14,6 +14,19 @@ pub struct Series {
     pub color: [u8; 3],
 }
 
+/// Encode a PNG in memory.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| TriscopeError::Compute(format!("encoding a PNG: {e}")))?;
+    Ok(buf.into_inner())
+}
+
+/// Write `img` as a PNG file, whole or not at all.
+pub fn write_png(path: &std::path::Path, img: &RgbImage) -> Result<()> {
+    crate::weights::write_atomic(path, &png_bytes(img)?)
+}
+
 /// A line chart description.
 #[derive(Debug, Clone)]
 pub struct LineChart {

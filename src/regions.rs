@@ -61,7 +61,7 @@ impl RegionSource {
     pub fn for_dataset(dataset: &Dataset) -> Result<Option<Self>> {
         match dataset.kind {
             DatasetKind::Ham10000 => {
-                let dir = dataset.root.join("masks");
+                let dir = dataset.root.join(crate::data::MASKS_DIR);
                 Ok(dir.is_dir().then_some(Self::Masks(dir)))
             }
             DatasetKind::NihCxr14 => {
@@ -283,7 +283,7 @@ pub fn lesion_size_concepts(root: &Path, spec: &LesionSizeSpec) -> Result<Lesion
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         paths.swap(i, j);
     }
-    let masks = root.join("masks");
+    let masks = root.join(crate::data::MASKS_DIR);
     let (mut large, mut small, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     let mut scanned = 0;
     for p in paths.iter().take(scan) {

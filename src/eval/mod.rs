@@ -8,6 +8,7 @@
 //! rise. A failed check names the likely cause.
 
 pub mod metrics;
+pub mod run;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;

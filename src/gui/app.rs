@@ -15,6 +15,7 @@ use triscope::explain::attribution::Method;
 use triscope::workbench::{Job, ModelInfo, WorkerEvent, WorkerHandle};
 
 use super::attack::{AttackPanel, AttackProgress};
+use super::audit::AuditPanel;
 use super::explain::ExplainPanel;
 use super::export::{ExportData, export_view};
 use super::gallery::{GalleryEntry, GalleryPanel, is_image, list_folder};
@@ -71,6 +72,7 @@ pub struct TriscopeApp {
     pub layers: LayersPanel,
     pub attack: AttackPanel,
     pub training: TrainingPanel,
+    pub audit: AuditPanel,
     pub report: ReportPanel,
     pub current_image: Option<PathBuf>,
     /// Class the explanation targets (`None`: predicted).
@@ -121,6 +123,7 @@ impl TriscopeApp {
             }
         );
         let train_ctx = ctx.clone();
+        let audit_ctx = ctx.clone();
         let wake = Box::new(move || ctx.request_repaint());
         let (worker, errors) = match WorkerHandle::spawn(init.device, wake) {
             Ok(w) => (w, Vec::new()),
@@ -134,6 +137,7 @@ impl TriscopeApp {
             layers: LayersPanel::new(saved.top_k, gpu),
             attack: AttackPanel::new(saved.attack.clone(), gpu),
             training: TrainingPanel::new(saved.training.clone()),
+            audit: AuditPanel::new(saved.audit.clone()),
             report: ReportPanel::default(),
             saved,
             worker,
@@ -159,6 +163,7 @@ impl TriscopeApp {
             uses_shader: gpu,
         };
         app.training.wake = Some(Arc::new(move || train_ctx.request_repaint()));
+        app.audit.wake = Some(Arc::new(move || audit_ctx.request_repaint()));
         let model = init.model.or_else(|| app.saved.model_path.clone());
         app.load_model(model);
         // Opened before the model has loaded: the analysis waits in the worker's queue, and
@@ -269,8 +274,12 @@ impl TriscopeApp {
 
     /// Take in what the worker and the helpers sent; drop answers to superseded requests.
     pub fn poll(&mut self, ctx: &egui::Context) {
-        // Training events are taken every frame, whichever tab is shown.
+        // Training and audit events are taken every frame, whichever tab is shown.
         self.training.poll();
+        self.audit.poll();
+        if let Some(dir) = self.audit.finished.take() {
+            self.open_report(dir);
+        }
         for event in self.worker.poll() {
             self.handle_event(ctx, event);
         }
@@ -279,6 +288,7 @@ impl TriscopeApp {
                 Background::Image(p) => self.open_image(p),
                 Background::Folder(dir, Ok(entries)) => {
                     self.saved.last_folder = Some(dir.clone());
+                    self.audit.gallery_folder = Some(dir.clone());
                     let first = entries.first().map(|e| e.path.clone());
                     self.gallery.folder = Some((dir, entries));
                     if let Some(p) = first {
@@ -317,6 +327,8 @@ impl TriscopeApp {
                     self.attack.settings.target_class = 0;
                 }
                 self.saved.model_path = info.file.clone();
+                self.audit.model = info.file.clone();
+                self.audit.model_name = info.source.clone();
                 self.status = format!("model loaded in {elapsed_secs:.2} s");
                 let channels = cfg.in_channels;
                 let previous_channels = self.model.as_ref().map(|m| m.config.in_channels);
@@ -658,6 +670,10 @@ impl TriscopeApp {
                 ui.separator();
                 ui.label(format!("training: {}", self.training.status));
             }
+            if self.audit.is_running() {
+                ui.separator();
+                ui.label(format!("audit: {}", self.audit.status));
+            }
             let queued = self.worker.queued_jobs();
             if queued > 0 {
                 ui.separator();
@@ -725,6 +741,7 @@ impl TriscopeApp {
                     .inner
             }
             Tab::Training => self.training.ui(ui),
+            Tab::Audit => self.audit.ui(ui),
         }
     }
 
@@ -868,6 +885,7 @@ impl eframe::App for TriscopeApp {
         self.saved.attack = self.attack.settings.clone();
         self.saved.top_k = self.layers.top_k;
         self.saved.training = self.training.form.clone();
+        self.saved.audit = self.audit.form.clone();
         self.layers.selected = self.explain.settings.layer;
         self.write_ready_file();
         let frame_ms = ((thread_cpu_secs() - started) * 1000.0) as f32;

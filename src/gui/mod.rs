@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod attack;
+pub mod audit;
 pub mod explain;
 pub mod export;
 pub mod gallery;

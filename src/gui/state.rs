@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use triscope::attack::AttackMethod;
+use triscope::audit::{AuditOptions, AuditRequest, TcavOptions};
+use triscope::eval::{EvalAttack, EvalOptions};
 use triscope::explain::Colormap;
 use triscope::explain::attribution::Method;
 use triscope::model::LayerId;
@@ -25,14 +27,16 @@ pub enum Tab {
     Layers,
     Attack,
     Training,
+    Audit,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [
+    pub const ALL: [Tab; 5] = [
         Self::Explanation,
         Self::Layers,
         Self::Attack,
         Self::Training,
+        Self::Audit,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -40,6 +44,7 @@ impl Tab {
             Self::Layers => "Layers",
             Self::Attack => "Attack",
             Self::Training => "Training",
+            Self::Audit => "Audit",
         }
     }
 }
@@ -112,6 +117,7 @@ pub struct SavedState {
     /// Feature maps shown per layer.
     pub top_k: usize,
     pub training: TrainForm,
+    pub audit: AuditForm,
 }
 
 impl Default for SavedState {
@@ -127,6 +133,7 @@ impl Default for SavedState {
             attack: AttackSettings::default(),
             top_k: 8,
             training: TrainForm::default(),
+            audit: AuditForm::default(),
         }
     }
 }
@@ -298,5 +305,83 @@ impl TrainForm {
             format!("data.train_limit={}", self.train_limit),
             format!("data.val_limit={}", self.val_limit),
         ]
+    }
+}
+
+/// The Audit tab's form: a dataset, how much of it, and which parts of the audit run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditForm {
+    /// A dataset folder or file, as `triscope audit --data` takes it.
+    pub data: String,
+    /// Split name; empty: test where there is one, else all.
+    pub split: String,
+    /// Images evaluated (0 = the whole split).
+    pub images: usize,
+    /// Images the explanation metrics run on.
+    pub explain_samples: usize,
+    /// L-inf radius of the attacks, /255.
+    pub eps_255: f32,
+    /// FGSM and PGD-10 columns and the fooled-evaluation checks.
+    pub robust: bool,
+    /// The model-randomisation sanity check on two images.
+    pub sanity: bool,
+    pub tcav: bool,
+    /// Parent folder of report folders.
+    pub reports_dir: String,
+}
+
+impl Default for AuditForm {
+    fn default() -> Self {
+        Self {
+            data: "../shared/data/ham10000".into(),
+            split: "test".into(),
+            images: 200,
+            explain_samples: 21,
+            eps_255: 2.0,
+            robust: true,
+            sanity: true,
+            tcav: false,
+            reports_dir: "audits".into(),
+        }
+    }
+}
+
+impl AuditForm {
+    /// The audit of `model` (`None`: the embedded default) this form asks for, reported into
+    /// a new folder `out` under the reports folder.
+    pub fn request(&self, model: Option<PathBuf>, out: PathBuf) -> AuditRequest {
+        let attacks = if self.robust {
+            vec![EvalAttack::Clean, EvalAttack::Fgsm, EvalAttack::Pgd10]
+        } else {
+            vec![EvalAttack::Clean]
+        };
+        let split = self.split.trim();
+        let defaults = AuditOptions::default();
+        AuditRequest {
+            model,
+            data: PathBuf::from(self.data.trim()),
+            split: (!split.is_empty()).then(|| split.to_string()),
+            limit: (self.images > 0).then_some(self.images),
+            options: AuditOptions {
+                eval: EvalOptions {
+                    attacks,
+                    eps_linf: self.eps_255 / 255.0,
+                    // The accuracy-against-eps sweep and the checks attack too.
+                    eps_sweep: if self.robust {
+                        defaults.eval.eps_sweep.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    checks: self.robust,
+                    ..defaults.eval.clone()
+                },
+                explain_samples: self.explain_samples,
+                sanity_images: if self.sanity { 2 } else { 0 },
+                tcav: self.tcav.then(TcavOptions::default),
+                ..defaults
+            },
+            out,
+        }
     }
 }

@@ -612,6 +612,121 @@ fn pixels_differing(a: &image::RgbaImage, b: &image::RgbaImage) -> usize {
     a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count()
 }
 
+/// A HAM10000-layout dataset at `root` (images, masks, labels.csv, all in the test split)
+/// from bundled samples renamed: (sample, new image id, dx).
+fn write_ham_dataset(root: &Path, images: &[(&str, &str, &str)]) {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    std::fs::create_dir_all(root.join("masks")).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ham_masks");
+    let mut labels = String::from("image_id,lesion_id,dx,split\n");
+    for (k, (sample, id, dx)) in images.iter().enumerate() {
+        std::fs::copy(
+            samples().join(format!("ham10000/{sample}.jpg")),
+            root.join(format!("images/{id}.jpg")),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures.join(format!("{sample}.png")),
+            root.join(format!("masks/{id}.png")),
+        )
+        .unwrap();
+        labels.push_str(&format!("{id},HAM_{k},{dx},test\n"));
+    }
+    std::fs::write(root.join("labels.csv"), labels).unwrap();
+}
+
+#[test]
+fn audit_tab_audits_a_tiny_dataset_opens_the_report_and_cancels() {
+    if !wgpu_available() {
+        return;
+    }
+    // A fixed folder (not the process id): the form shows it in the snapshot.
+    let root = std::env::temp_dir().join("triscope-gui-audit-data");
+    write_ham_dataset(
+        &root,
+        &[
+            ("ISIC_0024370", "ISIC_9100001", "vasc"),
+            ("ISIC_0024410", "ISIC_9100002", "mel"),
+            ("ISIC_0024470", "ISIC_9100003", "nv"),
+            ("ISIC_0024317", "ISIC_9100004", "bcc"),
+        ],
+    );
+    let reports = std::env::temp_dir().join("triscope-gui-audit-reports");
+    let _ = std::fs::remove_dir_all(&reports);
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    h.get_by_label("Audit").click();
+    h.run_steps(2);
+    assert_eq!(h.state().saved.tab, Tab::Audit);
+    {
+        let form = &mut h.state_mut().audit.form;
+        form.data = root.display().to_string();
+        form.images = 4;
+        form.explain_samples = 2;
+        form.tcav = false;
+        form.reports_dir = reports.display().to_string();
+    }
+    snapshot(&mut h, "audit_tab_dark");
+
+    h.get_by_label("Run the audit").click();
+    h.run_steps(1);
+    assert!(h.state().audit.is_running());
+    // Progress arrives while it runs (the report stage is the last).
+    let stages = std::cell::RefCell::new(Vec::new());
+    wait_until(&mut h, "the audit's report in the report window", |a| {
+        if let Some(p) = a.audit.progress
+            && stages.borrow().last() != Some(&p.stage)
+        {
+            stages.borrow_mut().push(p.stage);
+        }
+        a.report.loaded.is_some()
+    });
+    assert!(
+        stages
+            .borrow()
+            .contains(&triscope::audit::AuditStage::Explanation),
+        "progress seen: {:?}",
+        stages.borrow()
+    );
+    let app = h.state();
+    assert!(!app.audit.is_running());
+    assert!(app.report.open, "the report window opened by itself");
+    let (report, _) = app.report.loaded.as_ref().expect("report");
+    let ev = report
+        .evaluation
+        .as_ref()
+        .expect("the labels fit: evaluated");
+    assert_eq!(ev.n, 4);
+    assert!(ev.result("pgd10").is_some() && ev.result("fgsm").is_some());
+    assert_eq!(report.samples.len(), 2);
+    // The masks were found: every explained image is localised against its lesion.
+    assert!(report.samples.iter().all(|s| s.localisation.len() == 1));
+    assert_eq!(report.sanity.len(), 4, "2 images x (Grad-CAM, saliency)");
+    assert!(report.tcav.is_empty());
+    let out = app.audit.last_report.clone().expect("the report folder");
+    assert!(out.starts_with(&reports));
+    assert!(out.join("audit.html").is_file() && out.join("audit.json").is_file());
+
+    // A second audit cancelled at once ends without a report.
+    h.state_mut().report.open = false;
+    h.run_steps(2);
+    h.get_by_label("Run the audit").click();
+    h.run_steps(2);
+    h.get_by_label("Cancel").click();
+    wait_until(&mut h, "the cancelled audit", |a| !a.audit.is_running());
+    assert_eq!(h.state().audit.status, "audit cancelled");
+    assert!(!h.state().report.open);
+    let folders = std::fs::read_dir(&reports).unwrap().count();
+    let reports_written = std::fs::read_dir(&reports)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("audit.json").is_file())
+        .count();
+    assert_eq!(reports_written, 1, "{folders} folders, one report");
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&reports);
+}
+
 #[test]
 fn ground_truth_lesion_outline_follows_the_view_and_the_toggle_hides_it() {
     if !wgpu_available() {
@@ -666,31 +781,14 @@ fn ground_truth_lesion_outline_follows_the_view_and_the_toggle_hides_it() {
     // A dataset folder (HAM10000 layout) opened as a folder: the gallery shows each image's
     // label, and the analysis finds the mask in ROOT/masks.
     let root = std::env::temp_dir().join(format!("triscope-gui-dataset-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("images")).unwrap();
-    std::fs::create_dir_all(root.join("masks")).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ham_masks");
     // Renamed copies of two samples, so their gallery rows differ from the samples' rows.
-    for (sample, id) in [
-        ("ISIC_0024370", "ISIC_9000001"),
-        ("ISIC_0024410", "ISIC_9000002"),
-    ] {
-        std::fs::copy(
-            samples().join(format!("ham10000/{sample}.jpg")),
-            root.join(format!("images/{id}.jpg")),
-        )
-        .unwrap();
-        std::fs::copy(
-            fixtures.join(format!("{sample}.png")),
-            root.join(format!("masks/{id}.png")),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        root.join("labels.csv"),
-        "image_id,lesion_id,dx,split\nISIC_9000001,HAM_1,vasc,test\nISIC_9000002,HAM_2,mel,test\n",
-    )
-    .unwrap();
+    write_ham_dataset(
+        &root,
+        &[
+            ("ISIC_0024370", "ISIC_9000001", "vasc"),
+            ("ISIC_0024410", "ISIC_9000002", "mel"),
+        ],
+    );
     h.state_mut().open_path(root.clone());
     wait_until(&mut h, "the dataset's first image", |a| {
         a.explain
