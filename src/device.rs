@@ -5,8 +5,6 @@
 //! is ~75x faster than wgpu on lavapipe for a ResNet-50 forward. `gpu` takes any wgpu
 //! adapter, software ones included (used by the tests that check the wgpu path without a GPU).
 
-use std::str::FromStr;
-
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
@@ -83,17 +81,28 @@ pub enum DeviceChoice {
     Gpu,
 }
 
-impl FromStr for DeviceChoice {
-    type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "gpu" | "wgpu" => Ok(Self::Gpu),
-            _ => Err(TriscopeError::InvalidArgument(format!(
-                "unknown device '{s}': use auto, cpu or gpu"
-            ))),
+impl crate::choice::Choice for DeviceChoice {
+    const KIND: &'static str = "device";
+    const ALL: &'static [Self] = &[Self::Auto, Self::Cpu, Self::Gpu];
+    fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Gpu => "gpu",
         }
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Gpu => &["wgpu"],
+            _ => &[],
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 

@@ -37,16 +37,27 @@ pub enum ResizeMode {
     Stretch,
 }
 
+impl crate::choice::Choice for ResizeMode {
+    const KIND: &'static str = "resize mode";
+    const ALL: &'static [Self] = &[Self::ShorterSideCrop, Self::Stretch];
+    fn name(self) -> &'static str {
+        match self {
+            Self::ShorterSideCrop => "crop",
+            Self::Stretch => "stretch",
+        }
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::ShorterSideCrop => &["shorter-side-crop"],
+            Self::Stretch => &["resize"],
+        }
+    }
+}
+
 impl std::str::FromStr for ResizeMode {
     type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "crop" | "shorter-side-crop" => Ok(Self::ShorterSideCrop),
-            "stretch" | "resize" => Ok(Self::Stretch),
-            _ => Err(TriscopeError::InvalidArgument(format!(
-                "unknown resize mode '{s}': use crop or stretch"
-            ))),
-        }
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 

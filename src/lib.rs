@@ -5,14 +5,17 @@
 //! imports a UI toolkit: results leave it as plain data ([`inference`]).
 
 pub mod attack;
+pub mod attack_report;
 pub mod audit;
 pub mod checkpoint;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod dicom;
 pub mod error;
 pub mod eval;
 pub mod explain;
+pub mod folder;
 pub mod ground_truth;
 pub mod host;
 pub mod imaging;

@@ -34,16 +34,21 @@ pub enum StemAdaptation {
     Red,
 }
 
+impl crate::choice::Choice for StemAdaptation {
+    const KIND: &'static str = "stem adaptation";
+    const ALL: &'static [Self] = &[Self::Mean, Self::Red];
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Red => "red",
+        }
+    }
+}
+
 impl std::str::FromStr for StemAdaptation {
     type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "mean" => Ok(Self::Mean),
-            "red" => Ok(Self::Red),
-            _ => Err(TriscopeError::InvalidArgument(format!(
-                "unknown stem adaptation '{s}': use mean or red"
-            ))),
-        }
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 

@@ -428,17 +428,19 @@ fn audit_rejects_bad_arguments_before_computing() {
     let tmp = TempDir::new("audit-bad");
     mini_ham(tmp.path(), "test");
     let d = tmp.path().display().to_string();
-    for (args, want) in [
-        (vec!["--method", "magic"], "magic"),
-        (vec!["--concept", "nofolder"], "NAME=FOLDER"),
-        (vec!["--tcav-runs", "1"], "at least 2"),
-        (vec!["--stability-eps", "3"], "stability-eps"),
+    // Values a flag cannot take fail while the command line is parsed (exit 2, as every
+    // usage error); values that parse but cannot work fail before compute (exit 1).
+    for (args, want, code) in [
+        (vec!["--method", "magic"], "magic", 2),
+        (vec!["--concept", "nofolder"], "NAME=FOLDER", 2),
+        (vec!["--tcav-runs", "1"], "at least 2", 1),
+        (vec!["--stability-eps", "3"], "stability-eps", 1),
     ] {
         let mut all = vec!["audit", "--data", d.as_str(), "--out", "/nonexistent/never"];
         all.extend(args);
         let o = triscope(&all);
         let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{all:?}: {stderr}");
+        assert_eq!(o.status.code(), Some(code), "{all:?}: {stderr}");
         assert!(stderr.contains(want), "{all:?}: {stderr}");
     }
 }

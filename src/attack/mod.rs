@@ -62,18 +62,24 @@ impl AttackMethod {
     }
 }
 
+impl crate::choice::Choice for AttackMethod {
+    const KIND: &'static str = "attack";
+    const ALL: &'static [Self] = &[Self::Fgsm, Self::Pgd, Self::ApgdCe, Self::ApgdT];
+    fn name(self) -> &'static str {
+        AttackMethod::name(self)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::ApgdCe => &["apgd"],
+            _ => &[],
+        }
+    }
+}
+
 impl std::str::FromStr for AttackMethod {
     type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "fgsm" => Ok(Self::Fgsm),
-            "pgd" => Ok(Self::Pgd),
-            "apgd-ce" | "apgd" => Ok(Self::ApgdCe),
-            "apgd-t" => Ok(Self::ApgdT),
-            other => Err(TriscopeError::InvalidArgument(format!(
-                "unknown attack '{other}': use fgsm, pgd, apgd-ce or apgd-t"
-            ))),
-        }
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 
@@ -118,16 +124,27 @@ pub enum Norm {
     L2,
 }
 
+impl crate::choice::Choice for Norm {
+    const KIND: &'static str = "norm";
+    const ALL: &'static [Self] = &[Self::Linf, Self::L2];
+    fn name(self) -> &'static str {
+        match self {
+            Self::Linf => "linf",
+            Self::L2 => "l2",
+        }
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Linf => &["inf"],
+            _ => &[],
+        }
+    }
+}
+
 impl std::str::FromStr for Norm {
     type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "linf" | "inf" => Ok(Self::Linf),
-            "l2" => Ok(Self::L2),
-            other => Err(TriscopeError::InvalidArgument(format!(
-                "unknown norm '{other}': use linf or l2"
-            ))),
-        }
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 

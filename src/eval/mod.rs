@@ -53,32 +53,56 @@ impl EvalAttack {
         }
     }
 
-    /// Parse `clean,fgsm,pgd10,...`.
+    /// Parse `clean,fgsm,pgd10,...` (see [`EvalAttack::columns`]).
     pub fn parse_list(s: &str) -> Result<Vec<Self>> {
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let a = match part.to_ascii_lowercase().as_str() {
-                "clean" => Self::Clean,
-                "fgsm" => Self::Fgsm,
-                "pgd10" => Self::Pgd10,
-                "pgd20" => Self::Pgd20,
-                "apgd-ce" => Self::ApgdCe,
-                "apgd-t" => Self::ApgdT,
-                "aa" | "autoattack" => Self::Aa,
-                other => {
-                    return Err(TriscopeError::InvalidArgument(format!(
-                        "unknown attack '{other}': use clean, fgsm, pgd10, pgd20, apgd-ce, apgd-t or aa"
-                    )));
-                }
-            };
+        let parsed = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(crate::choice::parse)
+            .collect::<Result<Vec<Self>>>()?;
+        Ok(Self::columns(&parsed))
+    }
+
+    /// The evaluation's columns: clean first (every evaluation has it), then each attack once
+    /// in the order given.
+    pub fn columns(attacks: &[Self]) -> Vec<Self> {
+        let mut out = vec![Self::Clean];
+        for &a in attacks {
             if !out.contains(&a) {
                 out.push(a);
             }
         }
-        if !out.contains(&Self::Clean) {
-            out.insert(0, Self::Clean);
+        out
+    }
+}
+
+impl crate::choice::Choice for EvalAttack {
+    const KIND: &'static str = "attack";
+    const ALL: &'static [Self] = &[
+        Self::Clean,
+        Self::Fgsm,
+        Self::Pgd10,
+        Self::Pgd20,
+        Self::ApgdCe,
+        Self::ApgdT,
+        Self::Aa,
+    ];
+    fn name(self) -> &'static str {
+        EvalAttack::name(self)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Aa => &["autoattack"],
+            _ => &[],
         }
-        Ok(out)
+    }
+}
+
+impl std::str::FromStr for EvalAttack {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> Result<Self> {
+        crate::choice::parse(s)
     }
 }
 

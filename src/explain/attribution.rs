@@ -30,7 +30,6 @@
 //! min-max normalised the same way.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Tensor, TensorData};
@@ -130,35 +129,26 @@ impl fmt::Display for Method {
     }
 }
 
-impl FromStr for Method {
+impl crate::choice::Choice for Method {
+    const KIND: &'static str = "attribution method";
+    const ALL: &'static [Self] = &Method::ALL;
+    fn name(self) -> &'static str {
+        Method::name(self)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::GradCamPlusPlus => &["gradcampp", "gradcamplusplus"],
+            Self::Saliency => &["gradient", "vanilla gradient"],
+            Self::IntegratedGradients => &["integrated gradients"],
+            _ => &[],
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
     type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self> {
-        let key: String = s
-            .trim()
-            .to_ascii_lowercase()
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | ' '))
-            .collect();
-        Ok(match key.as_str() {
-            "gradcam" => Self::GradCam,
-            "gradcam++" | "gradcampp" | "gradcamplusplus" => Self::GradCamPlusPlus,
-            "xgradcam" => Self::XGradCam,
-            "layercam" => Self::LayerCam,
-            "hirescam" => Self::HiResCam,
-            "scorecam" => Self::ScoreCam,
-            "eigencam" => Self::EigenCam,
-            "saliency" | "gradient" | "vanillagradient" => Self::Saliency,
-            "smoothgrad" => Self::SmoothGrad,
-            "ig" | "integratedgradients" => Self::IntegratedGradients,
-            "occlusion" => Self::Occlusion,
-            _ => {
-                let names: Vec<&str> = Self::ALL.iter().map(|m| m.name()).collect();
-                return Err(TriscopeError::InvalidArgument(format!(
-                    "unknown attribution method '{s}': use one of {}",
-                    names.join(", ")
-                )));
-            }
-        })
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 

@@ -41,16 +41,18 @@ impl Colormap {
     }
 }
 
+impl crate::choice::Choice for Colormap {
+    const KIND: &'static str = "colormap";
+    const ALL: &'static [Self] = &Colormap::ALL;
+    fn name(self) -> &'static str {
+        Colormap::name(self)
+    }
+}
+
 impl std::str::FromStr for Colormap {
     type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "jet" => Ok(Self::Jet),
-            "viridis" => Ok(Self::Viridis),
-            _ => Err(TriscopeError::InvalidArgument(format!(
-                "unknown colormap '{s}': use jet or viridis"
-            ))),
-        }
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 

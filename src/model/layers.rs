@@ -1,7 +1,6 @@
 //! Names of the four tap points (the outputs of the residual stages).
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,18 +46,26 @@ impl fmt::Display for LayerId {
     }
 }
 
-impl FromStr for LayerId {
-    type Err = TriscopeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "layer1" | "1" => Ok(Self::Layer1),
-            "layer2" | "2" => Ok(Self::Layer2),
-            "layer3" | "3" => Ok(Self::Layer3),
-            "layer4" | "4" => Ok(Self::Layer4),
-            other => Err(TriscopeError::InvalidArgument(format!(
-                "unknown layer '{other}': use layer1, layer2, layer3 or layer4"
-            ))),
+impl crate::choice::Choice for LayerId {
+    const KIND: &'static str = "layer";
+    const ALL: &'static [Self] = &LayerId::ALL;
+    fn name(self) -> &'static str {
+        LayerId::name(self)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Layer1 => &["1"],
+            Self::Layer2 => &["2"],
+            Self::Layer3 => &["3"],
+            Self::Layer4 => &["4"],
         }
+    }
+}
+
+impl std::str::FromStr for LayerId {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
+        crate::choice::parse(s)
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli_attack::{EvalArgs, open_eval_dataset, parse_fraction, progress_bar};
+use super::common::{choice, parse_fraction, progress_bar};
+use super::eval::{EvalArgs, open_eval_dataset};
 use triscope::audit::{
     AuditOptions, AuditProgress, AuditReport, AuditStage, ConceptFolder, TcavOptions, run_audit,
 };
@@ -24,25 +25,30 @@ pub struct AuditArgs {
     /// with box annotations, images that have a box of one of the model's classes first)
     #[arg(long, default_value_t = 21)]
     pub explain_samples: usize,
-    /// Attribution method of the explanation metrics (gradcam, gradcam++, saliency, ...)
-    #[arg(long, default_value = "gradcam")]
-    pub method: String,
+    /// Attribution method of the explanation metrics
+    #[arg(long, default_value = "gradcam", value_parser = choice::<Method>())]
+    pub method: Method,
     /// Layer of the CAM methods
-    #[arg(long, default_value = "layer4")]
-    pub layer: String,
+    #[arg(long, default_value = "layer4", value_parser = choice::<LayerId>())]
+    pub layer: LayerId,
     /// L-inf radius of the stability attacks (default: --eps)
-    #[arg(long)]
-    pub stability_eps: Option<String>,
+    #[arg(long, value_parser = parse_fraction)]
+    pub stability_eps: Option<f32>,
     /// Images of the model-randomisation sanity check
     #[arg(long, default_value_t = 2)]
     pub sanity_images: usize,
     /// Methods of the sanity check, comma-separated
-    #[arg(long, default_value = "gradcam,saliency")]
-    pub sanity_methods: String,
+    #[arg(
+        long,
+        default_value = "gradcam,saliency",
+        value_delimiter = ',',
+        value_parser = choice::<Method>()
+    )]
+    pub sanity_methods: Vec<Method>,
     /// TCAV concept as NAME=FOLDER (repeatable). Without one, a HAM10000 dataset gets
     /// lesion-size concepts built from its train-split masks
-    #[arg(long, value_name = "NAME=FOLDER")]
-    pub concept: Vec<String>,
+    #[arg(long, value_name = "NAME=FOLDER", value_parser = concept_folder)]
+    pub concept: Vec<ConceptFolder>,
     /// Folder of random images for TCAV with --concept (split into runs + 1 sets)
     #[arg(long, value_name = "FOLDER")]
     pub random: Option<PathBuf>,
@@ -53,8 +59,13 @@ pub struct AuditArgs {
     #[arg(long, default_value_t = 30)]
     pub tcav_images: usize,
     /// TCAV layers, comma-separated
-    #[arg(long, default_value = "layer2,layer3")]
-    pub tcav_layers: String,
+    #[arg(
+        long,
+        default_value = "layer2,layer3",
+        value_delimiter = ',',
+        value_parser = choice::<LayerId>()
+    )]
+    pub tcav_layers: Vec<LayerId>,
     /// Skip TCAV
     #[arg(long)]
     pub no_tcav: bool,
@@ -117,65 +128,46 @@ pub fn audit(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `NAME=FOLDER`.
+fn concept_folder(spec: &str) -> Result<ConceptFolder> {
+    let Some((name, folder)) = spec.split_once('=') else {
+        bail!("'{spec}': use NAME=FOLDER");
+    };
+    Ok(ConceptFolder {
+        name: name.to_string(),
+        folder: PathBuf::from(folder),
+    })
+}
+
 /// The audit's own options (the evaluation's are [`open_eval_dataset`]'s).
 fn audit_options(args: &AuditArgs) -> Result<AuditOptions> {
-    let list = |s: &str| -> Vec<String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
-    };
-    let sanity_methods = list(&args.sanity_methods)
-        .iter()
-        .map(|s| s.parse::<Method>())
-        .collect::<triscope::Result<_>>()?;
-    let layers = list(&args.tcav_layers)
-        .iter()
-        .map(|s| s.parse::<LayerId>())
-        .collect::<triscope::Result<_>>()?;
-    let mut concepts = Vec::new();
-    for spec in &args.concept {
-        let Some((name, folder)) = spec.split_once('=') else {
-            bail!("--concept '{spec}': use NAME=FOLDER");
-        };
-        concepts.push(ConceptFolder {
-            name: name.to_string(),
-            folder: PathBuf::from(folder),
-        });
-    }
-    if !concepts.is_empty() && args.random.is_none() {
+    if !args.concept.is_empty() && args.random.is_none() {
         bail!("--concept needs --random FOLDER (images that are not the concept)");
     }
-    if concepts.is_empty() && args.random.is_some() {
+    if args.concept.is_empty() && args.random.is_some() {
         bail!("--random needs at least one --concept NAME=FOLDER");
     }
     if args.tcav_runs < 2 && !args.no_tcav {
         bail!("--tcav-runs must be at least 2 (the t-test needs two runs)");
     }
-    let stability_eps = args
-        .stability_eps
-        .as_deref()
-        .map(parse_fraction)
-        .transpose()?;
-    if let Some(e) = stability_eps
+    if let Some(e) = args.stability_eps
         && !(0.0..=1.0).contains(&e)
     {
         bail!("--stability-eps must be in [0, 1] pixel units, got {e}");
     }
     Ok(AuditOptions {
         explain_samples: args.explain_samples,
-        method: args.method.parse()?,
-        layer: args.layer.parse()?,
-        stability_eps,
+        method: args.method,
+        layer: args.layer,
+        stability_eps: args.stability_eps,
         sanity_images: args.sanity_images,
-        sanity_methods,
+        sanity_methods: args.sanity_methods.clone(),
         tcav: (!args.no_tcav).then(|| TcavOptions {
-            concepts,
+            concepts: args.concept.clone(),
             random: args.random.clone(),
             runs: args.tcav_runs,
             images: args.tcav_images,
-            layers,
+            layers: args.tcav_layers.clone(),
         }),
         ..AuditOptions::default()
     })

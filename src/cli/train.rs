@@ -9,6 +9,8 @@ use clap::Args;
 use triscope::device::{ComputeDevice, DeviceChoice};
 use triscope::train::{TrainConfig, TrainEvent, Trainer};
 
+use super::common::choice;
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Training config (YAML); see configs/ and README (Training)
@@ -28,17 +30,16 @@ pub struct TrainArgs {
     /// Continue the run in RUN_DIR from its last checkpoint
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
-    /// Compute device: auto (GPU if there is a real one), cpu, gpu
-    #[arg(long, default_value = "auto", value_name = "auto|cpu|gpu")]
-    device: String,
+    /// Compute device (auto: the GPU if there is a real one)
+    #[arg(long, default_value = "auto", value_parser = choice::<DeviceChoice>())]
+    device: DeviceChoice,
     /// No progress bar: one line per epoch
     #[arg(long)]
     quiet: bool,
 }
 
 pub fn train(args: &TrainArgs) -> Result<ExitCode> {
-    let choice: DeviceChoice = args.device.parse()?;
-    let device = ComputeDevice::select(choice)?;
+    let device = ComputeDevice::select(args.device)?;
     let trainer = match (&args.resume, &args.config) {
         (Some(run), _) => Trainer::resume(run, device)?,
         (None, Some(file)) => {

@@ -1,0 +1,121 @@
+//! `triscope attack`: one image attacked ([`triscope::attack_report`]), and what came of it.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Result;
+
+use super::common::{choice, parse_fraction, print_prediction, resolve_class};
+use triscope::attack::{AttackConfig, AttackMethod, Norm};
+use triscope::attack_report::{AttackRequest, attack_image};
+use triscope::inference::Classifier;
+
+/// Options of `triscope attack`.
+#[derive(clap::Args, Debug)]
+pub struct AttackArgs {
+    /// The attack
+    #[arg(long, default_value = "pgd", value_parser = choice::<AttackMethod>())]
+    pub method: AttackMethod,
+    /// L-inf radius in pixel units: 8/255 or 0.0314
+    #[arg(long, default_value = "8/255", value_parser = parse_fraction)]
+    pub eps: f32,
+    /// PGD step size: 2/255 or 0.0078
+    #[arg(long, default_value = "2/255", value_parser = parse_fraction)]
+    pub alpha: f32,
+    /// Iterations (PGD default 10, APGD 100)
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Start PGD at the clean image instead of a random point of the eps-ball
+    #[arg(long)]
+    pub no_random_start: bool,
+    /// PGD threat model: linf (radius --eps) or l2 (radius --eps-l2)
+    #[arg(long, default_value = "linf", value_parser = choice::<Norm>())]
+    pub norm: Norm,
+    /// L2 radius in pixel units (with --norm l2)
+    #[arg(long, default_value = "0.5", value_parser = parse_fraction)]
+    pub eps_l2: f32,
+    /// Independent random restarts (per sample the first success is kept)
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// Stop as soon as the image is fooled
+    #[arg(long)]
+    pub early_stop: bool,
+    /// Targeted attack towards this class (index or name)
+    #[arg(long, value_name = "CLASS")]
+    pub target: Option<String>,
+    /// True class (index or name); default: the model's own prediction
+    #[arg(long, value_name = "CLASS")]
+    pub label: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn attack(
+    image: &Path,
+    args: &AttackArgs,
+    out: &Path,
+    classifier: &Classifier,
+    json: bool,
+) -> Result<ExitCode> {
+    let method = args.method;
+    let mut config = match method {
+        AttackMethod::Fgsm => AttackConfig::fgsm(),
+        AttackMethod::Pgd => AttackConfig::pgd(10),
+        m => AttackConfig::apgd(m),
+    };
+    config.eps_linf = args.eps;
+    config.alpha = args.alpha;
+    if let Some(s) = args.steps {
+        config.steps = s;
+    }
+    config.random_start = !args.no_random_start;
+    config.seed = args.seed;
+    config.norm = args.norm;
+    config.eps_l2 = args.eps_l2;
+    config.restarts = args.restarts;
+    config.early_stop = args.early_stop;
+    let cfg = classifier.config();
+    let class = |c: &Option<String>| c.as_deref().map(|c| resolve_class(cfg, c)).transpose();
+    let request = AttackRequest {
+        config,
+        target: class(&args.target)?,
+        label: class(&args.label)?,
+    };
+    let r = attack_image(
+        classifier,
+        image,
+        &request,
+        out,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("clean:");
+        print_prediction(image, &r.clean, 0.0);
+        println!(
+            "{} {}, {} step(s) in {:.2}s: ||delta||_inf = {:.2}/255, ||delta||_2 = {:.3}, {}",
+            r.method,
+            match r.norm {
+                Norm::Linf => format!("L-inf eps {:.1}/255", r.eps_linf * 255.0),
+                Norm::L2 => format!("L2 eps {:.3}", r.eps_l2),
+            },
+            r.steps,
+            r.elapsed_secs,
+            r.linf_norm_x255,
+            r.l2_norm,
+            if r.fooled { "FOOLED" } else { "not fooled" }
+        );
+        println!("adversarial:");
+        print_prediction(&out.join("adversarial.png"), &r.adversarial, 0.0);
+        let st = &r.explanation_stability;
+        println!(
+            "Grad-CAM drift ({} for '{}'): SSIM {:.3}, Spearman {:.3}, top-15% overlap {:.3}",
+            st.layer, st.class, st.ssim, st.spearman, st.top15_intersection
+        );
+        println!("written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
