@@ -2,10 +2,11 @@
 
 mod cli;
 mod gui;
+mod process;
 
 fn main() -> std::process::ExitCode {
-    triscope::device::keep_freed_memory();
+    process::keep_freed_memory();
     // SAFETY: the first statements of main; no other thread exists yet.
-    unsafe { triscope::device::default_burn_device_to_cpu() };
+    unsafe { process::default_burn_device_to_cpu() };
     cli::run()
 }

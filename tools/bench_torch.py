@@ -124,7 +124,7 @@ TRAIN_SETUPS = [(16, 160, 64), (32, 160, 64)]
 
 
 def bench_train(width, res, batch, runs, rows):
-    """Training rows as the trainer runs them (src/train/trainer.rs, src/train/loss.rs)."""
+    """Training rows as the trainer runs them (triscope-lib/src/train/trainer.rs, triscope-lib/src/train/loss.rs)."""
     torch.manual_seed(0)
     net = ResNet50(width, 7, 3)
     model = Normalized(net, MEAN, STD)

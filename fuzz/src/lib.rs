@@ -4,28 +4,30 @@
 //! committed corpus in `cargo test --release`.
 #![allow(dead_code, unused_imports)]
 
-#[path = "../../src/checkpoint.rs"]
+#[path = "../../triscope-lib/src/checkpoint.rs"]
 pub mod checkpoint;
-#[path = "../../src/dicom.rs"]
+#[path = "../../triscope-lib/src/choice.rs"]
+pub mod choice;
+#[path = "../../triscope-lib/src/dicom.rs"]
 pub mod dicom;
-#[path = "../../src/error.rs"]
+#[path = "../../triscope-lib/src/error.rs"]
 pub mod error;
-#[path = "../../src/imaging.rs"]
+#[path = "../../triscope-lib/src/imaging.rs"]
 pub mod imaging;
-#[path = "../../src/jpeg.rs"]
+#[path = "../../triscope-lib/src/jpeg.rs"]
 pub mod jpeg;
-#[path = "../../src/jpeg2000.rs"]
+#[path = "../../triscope-lib/src/jpeg2000.rs"]
 pub mod jpeg2000;
-#[path = "../../src/jpeg_lossless.rs"]
+#[path = "../../triscope-lib/src/jpeg_lossless.rs"]
 pub mod jpeg_lossless;
-#[path = "../../src/limits.rs"]
+#[path = "../../triscope-lib/src/limits.rs"]
 pub mod limits;
-#[path = "../../src/npy.rs"]
+#[path = "../../triscope-lib/src/npy.rs"]
 pub mod npy;
 
-#[path = "../../src/model/config.rs"]
+#[path = "../../triscope-lib/src/model/config.rs"]
 pub mod model_config;
-#[path = "../../src/train/config.rs"]
+#[path = "../../triscope-lib/src/train/config.rs"]
 pub mod train_config;
 
 /// `crate::model` and `crate::train` as the library names them.

@@ -16,6 +16,9 @@
 //! before each row). With the PyTorch JSON the table gains a Triscope / PyTorch column measured
 //! on the same machine. Writes `bench.json` (or `--json PATH`).
 
+#[path = "../process.rs"]
+mod process;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -130,7 +133,7 @@ struct TorchBench {
 }
 
 /// Forget the peak resident set so far (Linux); no-op elsewhere. Memory kept by the
-/// allocator ([`triscope::device::keep_freed_memory`]) is handed back first, so that each row's
+/// allocator ([`process::keep_freed_memory`]) is handed back first, so that each row's
 /// peak is its own.
 fn reset_peak_rss() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -781,9 +784,9 @@ fn short(description: &str) -> String {
 }
 
 fn main() -> Result<()> {
-    triscope::device::keep_freed_memory();
+    process::keep_freed_memory();
     // SAFETY: the first statements of main; no other thread exists yet.
-    unsafe { triscope::device::default_burn_device_to_cpu() };
+    unsafe { process::default_burn_device_to_cpu() };
     let args = Args::parse();
     let _ = ONLY.set(args.only.clone());
     let runs = args.runs.max(1);

@@ -721,7 +721,7 @@ mod tests {
     use super::*;
 
     fn here() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
     }
 
     fn parse(text: &str, overrides: &[&str]) -> Result<TrainConfig> {

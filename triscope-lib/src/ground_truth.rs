@@ -461,7 +461,7 @@ mod tests {
     use super::*;
 
     fn samples() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples")
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -534,7 +534,7 @@ mod tests {
 
     #[test]
     fn fixture_masks_outline_exactly_the_thresholded_region() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ham_masks");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ham_masks");
         for stem in ["ISIC_0024324", "ISIC_0024470"] {
             let path = fixtures.join(format!("{stem}.png"));
             let mask = decode(&path).expect("mask");

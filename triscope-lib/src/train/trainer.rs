@@ -400,7 +400,8 @@ fn open_split(config: &TrainConfig, split: &str, limit: usize) -> Result<Dataset
 
 /// The git commit Triscope was built from, when the source tree is still there.
 fn git_commit() -> Option<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The workspace root, above this crate.
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if !dir.join(".git").exists() {
         return None;
     }

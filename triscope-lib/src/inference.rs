@@ -19,7 +19,7 @@ use crate::weights::{CheckpointMetadata, LoadedModel, load_checkpoint, load_chec
 
 /// The default model shipped in `models/` and compiled into the binary.
 pub const DEFAULT_MODEL_NAME: &str = "models/ham10000_default.safetensors";
-static DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../models/ham10000_default.safetensors");
+static DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../../models/ham10000_default.safetensors");
 
 /// The embedded default model (the bytes of [`DEFAULT_MODEL_NAME`] compiled into the binary),
 /// loaded onto `device`.
