@@ -8,7 +8,7 @@
 pub mod checkpoint;
 #[path = "../../triscope-lib/src/choice.rs"]
 pub mod choice;
-#[path = "../../triscope-lib/src/dicom.rs"]
+#[path = "../../triscope-lib/src/dicom/mod.rs"]
 pub mod dicom;
 #[path = "../../triscope-lib/src/error.rs"]
 pub mod error;

@@ -149,6 +149,21 @@ pub struct EpochMetrics {
     pub elapsed_s: f64,
 }
 
+impl EpochMetrics {
+    /// The numbers a checkpoint's metadata records for its epoch.
+    fn checkpoint_numbers(&self) -> BTreeMap<String, f64> {
+        let mut numbers = BTreeMap::new();
+        numbers.insert("epoch".to_string(), self.epoch as f64);
+        numbers.insert("val_clean_acc".to_string(), self.val_clean_acc);
+        numbers.insert("val_balanced_acc".to_string(), self.val_balanced_acc);
+        if let Some(r) = self.val_robust_acc {
+            numbers.insert("val_robust_acc".to_string(), r);
+        }
+        numbers.insert("train_loss".to_string(), self.train_loss);
+        numbers
+    }
+}
+
 /// A line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -647,24 +662,12 @@ impl Trainer {
             ));
         }
         let steps_per_epoch = self.steps_per_epoch();
-        let batch_size = t.batch_size.min(self.train.len());
-        on_event(TrainEvent::Started(RunInfo {
-            run_dir: self.run_dir.clone(),
-            device: self.device.description.clone(),
-            train_samples: self.train.len(),
-            val_samples: self.val.len(),
-            class_names: self.model_config.class_names.clone(),
-            steps_per_epoch,
-            epochs: t.epochs,
-            start_epoch: self.state.epoch,
-            start_step: self.state.global_step,
-            resumed: self.resumed,
-            loss_type: self.config.robustness.loss_type,
-        }));
+        on_event(TrainEvent::Started(self.run_info(steps_per_epoch)));
         let mut log = MetricsLog::open(&self.run_dir.join(METRICS_FILE))?;
-        let started = Instant::now();
-        let elapsed_before = self.state.elapsed_s;
-        let elapsed = |s: &Instant| elapsed_before + s.elapsed().as_secs_f64();
+        let clock = RunClock {
+            started: Instant::now(),
+            before_s: self.state.elapsed_s,
+        };
         let mut last_path = None;
         let mut best_path = self
             .run_dir
@@ -673,26 +676,8 @@ impl Trainer {
             .then(|| self.run_dir.join(BEST_FILE));
         while self.state.epoch < t.epochs {
             let epoch = self.state.epoch;
-            let order = epoch_order(self.train.len(), t.seed, epoch);
-            let batches: Vec<Vec<usize>> = order
-                .chunks(batch_size)
-                .take(steps_per_epoch)
-                .map(|c| c.to_vec())
-                .collect();
-            let start_batch = self.state.batch_in_epoch;
-            let loader = Loader::spawn(
-                self.train.clone(),
-                batches[start_batch.min(batches.len())..].to_vec(),
-                LoaderSpec {
-                    channels: self.model_config.in_channels,
-                    resolution: self.model_config.resolution,
-                    augment: t.augment.then(|| (t.augmentation.clone(), t.seed, epoch)),
-                    workers: t.workers,
-                    prefetch: t.prefetch_batches,
-                },
-            );
             let mut step_clock = Instant::now();
-            for batch in loader {
+            for batch in self.epoch_loader(epoch, steps_per_epoch) {
                 let batch = batch?;
                 if control.is_paused() && !control.is_stop_requested() {
                     on_event(TrainEvent::Paused);
@@ -706,7 +691,7 @@ impl Trainer {
                     return Err(TriscopeError::Cancelled);
                 }
                 if control.stop.load(Ordering::SeqCst) {
-                    self.state.elapsed_s = elapsed(&started);
+                    self.state.elapsed_s = clock.secs();
                     let path = self.save(CheckpointKind::Last, &log, BTreeMap::new())?;
                     on_event(TrainEvent::Checkpoint {
                         kind: CheckpointKind::Last,
@@ -720,35 +705,16 @@ impl Trainer {
                 let progress = self.state.global_step as f64 / steps_per_epoch as f64;
                 let lr = learning_rate(&t, progress);
                 let outcome = self.step(&batch, lr, control)?;
-                let n = batch.shape[0];
-                let step_time = step_clock.elapsed().as_secs_f64();
+                let step_time_s = step_clock.elapsed().as_secs_f64();
                 step_clock = Instant::now();
-                let a = &mut self.state.accum;
-                a.samples += n;
-                a.loss_sum += outcome.loss * n as f64;
-                a.natural_sum += outcome.natural * n as f64;
-                a.robust_sum += outcome.robust.unwrap_or(0.0) * n as f64;
-                a.clean_correct += outcome.clean_acc * n as f64;
-                a.robust_correct += outcome.robust_acc.unwrap_or(0.0) * n as f64;
-                a.train_time_s += step_time;
-                self.state.global_step += 1;
-                self.state.batch_in_epoch += 1;
-                self.state.lr = lr;
-                self.state.rng.step = self.state.global_step;
-                let metrics = StepMetrics {
-                    epoch: epoch + 1,
-                    step: self.state.global_step,
-                    batch: self.state.batch_in_epoch,
-                    batches: steps_per_epoch,
+                let metrics = self.record_step(
+                    &outcome,
+                    batch.shape[0],
                     lr,
-                    loss: outcome.loss,
-                    loss_natural: outcome.natural,
-                    loss_robust: outcome.robust,
-                    clean_acc: outcome.clean_acc,
-                    robust_acc: outcome.robust_acc,
-                    images_per_s: n as f64 / step_time.max(1e-9),
-                    elapsed_s: elapsed(&started),
-                };
+                    step_time_s,
+                    steps_per_epoch,
+                    clock.secs(),
+                );
                 if self.state.global_step.is_multiple_of(t.log_every_steps) {
                     log.append(&MetricsLine::Step(metrics.clone()))?;
                 }
@@ -760,7 +726,7 @@ impl Trainer {
                         .is_multiple_of(t.checkpoint_every_steps)
                     && self.state.batch_in_epoch < steps_per_epoch
                 {
-                    self.state.elapsed_s = elapsed(&started);
+                    self.state.elapsed_s = clock.secs();
                     let path = self.save(CheckpointKind::Last, &log, BTreeMap::new())?;
                     on_event(TrainEvent::Checkpoint {
                         kind: CheckpointKind::Last,
@@ -768,67 +734,16 @@ impl Trainer {
                     });
                 }
             }
-            // Validation and the epoch's line.
             on_event(TrainEvent::Validating { epoch: epoch + 1 });
-            let val = self.validate(control)?;
-            let adversarial = self.config.robustness.loss_type != LossType::Clean;
-            let score = if adversarial {
-                val.robust_acc.unwrap_or(val.balanced_acc)
-            } else {
-                val.balanced_acc
-            };
-            let is_best = self.state.best_score.is_none_or(|b| score > b);
-            let a = self.state.accum.clone();
-            let samples = a.samples.max(1) as f64;
-            let em = EpochMetrics {
-                epoch: epoch + 1,
-                step: self.state.global_step,
-                lr: self.state.lr,
-                train_loss: a.loss_sum / samples,
-                train_loss_natural: a.natural_sum / samples,
-                train_loss_robust: (self.config.robustness.loss_type == LossType::Trades)
-                    .then_some(a.robust_sum / samples),
-                train_clean_acc: a.clean_correct / samples,
-                train_robust_acc: adversarial.then_some(a.robust_correct / samples),
-                val_loss: val.loss,
-                val_clean_acc: val.acc,
-                val_balanced_acc: val.balanced_acc,
-                val_robust_acc: val.robust_acc,
-                val_robust_balanced_acc: val.robust_balanced_acc,
-                val_robust_samples: val.robust_samples,
-                best: is_best,
-                images_per_s: a.samples as f64 / a.train_time_s.max(1e-9),
-                epoch_time_s: a.train_time_s,
-                elapsed_s: elapsed(&started),
-            };
-            log.append(&MetricsLine::Epoch(em.clone()))?;
-            let mut numbers = BTreeMap::new();
-            numbers.insert("epoch".to_string(), (epoch + 1) as f64);
-            numbers.insert("val_clean_acc".to_string(), val.acc);
-            numbers.insert("val_balanced_acc".to_string(), val.balanced_acc);
-            if let Some(r) = val.robust_acc {
-                numbers.insert("val_robust_acc".to_string(), r);
-            }
-            numbers.insert("train_loss".to_string(), em.train_loss);
-            // The epoch is done: the state points at the next one.
-            self.state.epoch += 1;
-            self.state.batch_in_epoch = 0;
-            self.state.accum = EpochAccum::default();
-            self.state.rng.epoch = self.state.epoch;
-            if is_best {
-                self.state.best_score = Some(score);
-                self.state.best_epoch = Some(epoch + 1);
-            }
-            self.state.elapsed_s = elapsed(&started);
-            if is_best {
-                let path = self.save(CheckpointKind::Best, &log, numbers.clone())?;
+            let (em, best) = self.finish_epoch(control, &mut log, &clock)?;
+            if let Some(path) = best {
                 on_event(TrainEvent::Checkpoint {
                     kind: CheckpointKind::Best,
                     path: path.clone(),
                 });
                 best_path = Some(path);
             }
-            let path = self.save(CheckpointKind::Last, &log, numbers)?;
+            let path = self.save(CheckpointKind::Last, &log, em.checkpoint_numbers())?;
             on_event(TrainEvent::Checkpoint {
                 kind: CheckpointKind::Last,
                 path: path.clone(),
@@ -839,6 +754,147 @@ impl Trainer {
         let summary = self.summary(last_path, best_path, false);
         on_event(TrainEvent::Finished(summary.clone()));
         Ok(summary)
+    }
+
+    /// What a front end shows when the run starts.
+    fn run_info(&self, steps_per_epoch: usize) -> RunInfo {
+        RunInfo {
+            run_dir: self.run_dir.clone(),
+            device: self.device.description.clone(),
+            train_samples: self.train.len(),
+            val_samples: self.val.len(),
+            class_names: self.model_config.class_names.clone(),
+            steps_per_epoch,
+            epochs: self.config.training.epochs,
+            start_epoch: self.state.epoch,
+            start_step: self.state.global_step,
+            resumed: self.resumed,
+            loss_type: self.config.robustness.loss_type,
+        }
+    }
+
+    /// The batches of `epoch` still to train (from the resumed batch on), loaded ahead on the
+    /// loader's workers. The order is a function of (seed, epoch) alone.
+    fn epoch_loader(&self, epoch: usize, steps_per_epoch: usize) -> Loader {
+        let t = &self.config.training;
+        let batch_size = t.batch_size.min(self.train.len());
+        let order = epoch_order(self.train.len(), t.seed, epoch);
+        let batches: Vec<Vec<usize>> = order
+            .chunks(batch_size)
+            .take(steps_per_epoch)
+            .map(|c| c.to_vec())
+            .collect();
+        let start_batch = self.state.batch_in_epoch;
+        Loader::spawn(
+            self.train.clone(),
+            batches[start_batch.min(batches.len())..].to_vec(),
+            LoaderSpec {
+                channels: self.model_config.in_channels,
+                resolution: self.model_config.resolution,
+                augment: t.augment.then(|| (t.augmentation.clone(), t.seed, epoch)),
+                workers: t.workers,
+                prefetch: t.prefetch_batches,
+            },
+        )
+    }
+
+    /// Add a finished step of `n` images to the epoch's sums and move the state to the next
+    /// step; its metrics line.
+    fn record_step(
+        &mut self,
+        outcome: &StepOutcome,
+        n: usize,
+        lr: f64,
+        step_time_s: f64,
+        steps_per_epoch: usize,
+        elapsed_s: f64,
+    ) -> StepMetrics {
+        let a = &mut self.state.accum;
+        a.samples += n;
+        a.loss_sum += outcome.loss * n as f64;
+        a.natural_sum += outcome.natural * n as f64;
+        a.robust_sum += outcome.robust.unwrap_or(0.0) * n as f64;
+        a.clean_correct += outcome.clean_acc * n as f64;
+        a.robust_correct += outcome.robust_acc.unwrap_or(0.0) * n as f64;
+        a.train_time_s += step_time_s;
+        self.state.global_step += 1;
+        self.state.batch_in_epoch += 1;
+        self.state.lr = lr;
+        self.state.rng.step = self.state.global_step;
+        StepMetrics {
+            epoch: self.state.epoch + 1,
+            step: self.state.global_step,
+            batch: self.state.batch_in_epoch,
+            batches: steps_per_epoch,
+            lr,
+            loss: outcome.loss,
+            loss_natural: outcome.natural,
+            loss_robust: outcome.robust,
+            clean_acc: outcome.clean_acc,
+            robust_acc: outcome.robust_acc,
+            images_per_s: n as f64 / step_time_s.max(1e-9),
+            elapsed_s,
+        }
+    }
+
+    /// Validate, log the epoch's line, move the state to the next epoch and, when this epoch
+    /// scored best (validation balanced accuracy, or robust accuracy for adversarial training),
+    /// write `best`: the epoch's metrics and that checkpoint's path.
+    fn finish_epoch(
+        &mut self,
+        control: &TrainControl,
+        log: &mut MetricsLog,
+        clock: &RunClock,
+    ) -> Result<(EpochMetrics, Option<PathBuf>)> {
+        let epoch = self.state.epoch;
+        let val = self.validate(control)?;
+        let adversarial = self.config.robustness.loss_type != LossType::Clean;
+        let score = if adversarial {
+            val.robust_acc.unwrap_or(val.balanced_acc)
+        } else {
+            val.balanced_acc
+        };
+        let is_best = self.state.best_score.is_none_or(|b| score > b);
+        let a = self.state.accum.clone();
+        let samples = a.samples.max(1) as f64;
+        let em = EpochMetrics {
+            epoch: epoch + 1,
+            step: self.state.global_step,
+            lr: self.state.lr,
+            train_loss: a.loss_sum / samples,
+            train_loss_natural: a.natural_sum / samples,
+            train_loss_robust: (self.config.robustness.loss_type == LossType::Trades)
+                .then_some(a.robust_sum / samples),
+            train_clean_acc: a.clean_correct / samples,
+            train_robust_acc: adversarial.then_some(a.robust_correct / samples),
+            val_loss: val.loss,
+            val_clean_acc: val.acc,
+            val_balanced_acc: val.balanced_acc,
+            val_robust_acc: val.robust_acc,
+            val_robust_balanced_acc: val.robust_balanced_acc,
+            val_robust_samples: val.robust_samples,
+            best: is_best,
+            images_per_s: a.samples as f64 / a.train_time_s.max(1e-9),
+            epoch_time_s: a.train_time_s,
+            elapsed_s: clock.secs(),
+        };
+        log.append(&MetricsLine::Epoch(em.clone()))?;
+        // The epoch is done: the state points at the next one.
+        self.state.epoch += 1;
+        self.state.batch_in_epoch = 0;
+        self.state.accum = EpochAccum::default();
+        self.state.rng.epoch = self.state.epoch;
+        if is_best {
+            self.state.best_score = Some(score);
+            self.state.best_epoch = Some(epoch + 1);
+        }
+        self.state.elapsed_s = clock.secs();
+        let best = if is_best {
+            Some(self.save(CheckpointKind::Best, log, em.checkpoint_numbers())?)
+        } else {
+            None
+        };
+        Ok((em, best))
     }
 
     fn summary(&self, last: Option<PathBuf>, best: Option<PathBuf>, stopped: bool) -> TrainSummary {
@@ -1125,6 +1181,19 @@ impl Trainer {
         let path = self.run_dir.join(file);
         weights::save_checkpoint_with_extras(&model, &metadata, &header, &blobs, &path)?;
         Ok(path)
+    }
+}
+
+/// Seconds the run has trained, across resumes.
+struct RunClock {
+    started: Instant,
+    /// Before this process took the run over.
+    before_s: f64,
+}
+
+impl RunClock {
+    fn secs(&self) -> f64 {
+        self.before_s + self.started.elapsed().as_secs_f64()
     }
 }
 
