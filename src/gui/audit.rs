@@ -70,12 +70,7 @@ impl AuditPanel {
             triscope::weights::utc_now_rfc3339().replace(':', "")
         ));
         let request = self.form.request(self.model.clone(), out);
-        let wake = self.wake.clone();
-        let wake_fn = Box::new(move || {
-            if let Some(w) = &wake {
-                w();
-            }
-        });
+        let wake_fn = super::wake_hook(self.wake.clone());
         match AuditHandle::spawn(request, wake_fn) {
             Ok(job) => {
                 self.job = Some(job);

@@ -83,3 +83,13 @@ pub fn run(opts: GuiOptions) -> Result<()> {
     )
     .map_err(|e| anyhow!("the window could not open: {e}"))
 }
+
+/// A background job's wake-up: repaint the UI after each event it sends (nothing until the
+/// app has set the panel's hook).
+pub fn wake_hook(wake: Option<std::sync::Arc<dyn Fn() + Send + Sync>>) -> Box<dyn Fn() + Send> {
+    Box::new(move || {
+        if let Some(w) = &wake {
+            w();
+        }
+    })
+}

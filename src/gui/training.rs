@@ -96,12 +96,7 @@ impl TrainingPanel {
         if self.is_running() {
             return;
         }
-        let wake = self.wake.clone();
-        let wake_fn = Box::new(move || {
-            if let Some(w) = &wake {
-                w();
-            }
-        });
+        let wake_fn = super::wake_hook(self.wake.clone());
         match Trainer::spawn_prepared(prepare, wake_fn) {
             Ok(handle) => {
                 self.steps.clear();
