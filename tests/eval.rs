@@ -454,3 +454,76 @@ fn split_columns_are_honoured_and_patients_stay_in_one_split() {
     let e = Dataset::open(&escaping, None).unwrap_err().to_string();
     assert!(e.contains("not a plain file name"), "{e}");
 }
+
+#[test]
+fn calibrate_writes_the_fitted_bias_shift_into_a_new_checkpoint() {
+    let tmp = TempDir::new("calibrate");
+    let root = tmp.path().join("ham");
+    common::ham_folder(&root, |_| "train", false);
+    // An imbalanced prior (nv 4 of 10 training images) and a validation split made of the
+    // same seven images under other ids and lesions.
+    let mut csv = std::fs::read_to_string(root.join("labels.csv")).unwrap();
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(
+            root.join(format!("images/{from}.jpg")),
+            root.join(format!("images/{to}.jpg")),
+        )
+        .unwrap();
+    };
+    for k in 0..3 {
+        let id = format!("ISIC_98{k:05}");
+        copy("ISIC_0024317", &id);
+        csv.push_str(&format!("{id},HAM_NV{k},nv,histo,50.0,male,back,train\n"));
+    }
+    for (i, (id, dx)) in HAM_SAMPLES.iter().enumerate() {
+        let v = format!("ISIC_99{i:05}");
+        copy(id, &v);
+        csv.push_str(&format!("{v},HAM_V{i},{dx},histo,50.0,male,back,val\n"));
+    }
+    std::fs::write(root.join("labels.csv"), csv).unwrap();
+    let out = tmp.path().join("adjusted.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .args(["calibrate", "--data"])
+        .arg(&root)
+        .args(["--device", "cpu", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fit: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let prior: Vec<f64> = serde_json::from_value(fit["prior"].clone()).unwrap();
+    assert!(
+        (prior[5] - 0.4).abs() < 1e-9 && (prior[0] - 0.1).abs() < 1e-9,
+        "{prior:?}"
+    );
+    let tau = fit["tau"].as_f64().unwrap();
+    assert!(
+        fit["after"]["balanced_accuracy"].as_f64().unwrap()
+            >= fit["before"]["balanced_accuracy"].as_f64().unwrap()
+    );
+    // The new checkpoint is the old model with -tau * ln(prior) added to the bias.
+    let device = ComputeDevice::cpu().device;
+    let bias = |m: &ResNet50| -> Vec<f32> {
+        m.fc.bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let before = bias(
+        &triscope::inference::load_embedded_model(&device)
+            .unwrap()
+            .model,
+    );
+    let after = triscope::weights::load_checkpoint(&out, &device).unwrap();
+    for (k, (a, b)) in bias(&after.model).iter().zip(&before).enumerate() {
+        let want = -tau * prior[k].ln();
+        assert!(
+            ((a - b) as f64 - want).abs() < 1e-5,
+            "class {k}: {a} - {b} vs {want}"
+        );
+    }
+    assert_eq!(after.metadata.metrics["logit_adjustment_tau"], tau);
+}

@@ -3,6 +3,7 @@
 
 mod attack;
 mod audit;
+mod calibrate;
 mod common;
 mod demo;
 mod eval;
@@ -111,6 +112,9 @@ enum Command {
     },
     /// Train a model from a YAML config (clean, PGD-AT or TRADES), or resume a run
     Train(train::TrainArgs),
+    /// Adjust a single-label model's logits for its training prior (tau chosen on the
+    /// validation split for the best balanced accuracy), as a new checkpoint
+    Calibrate(calibrate::CalibrateArgs),
     /// Show a checkpoint's config and metadata
     Info(info::InfoArgs),
 }
@@ -183,5 +187,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
         }) => audit::audit(&audit, &out, &open_classifier(&model)?, json),
         Some(Command::Train(args)) => train::train(&args),
+        Some(Command::Calibrate(args)) => calibrate::calibrate(&args),
     }
 }

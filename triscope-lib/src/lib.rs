@@ -7,6 +7,7 @@
 pub mod attack;
 pub mod attack_report;
 pub mod audit;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod choice;
 pub mod data;

@@ -1,0 +1,95 @@
+//! `triscope calibrate`: the post-hoc logit adjustment of a single-label model
+//! ([`triscope::calibrate`]), fitted on the validation split with the training split's class
+//! frequencies, written as a new checkpoint.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Result;
+use clap::Args;
+use triscope::calibrate::{default_taus, fit_on_datasets, shift_bias};
+use triscope::data::Dataset;
+use triscope::weights::{CheckpointMetadata, save_checkpoint};
+
+use super::common::{ModelArgs, open_classifier};
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// Dataset with a training and a validation split (a HAM10000-layout folder)
+    #[arg(long, value_name = "PATH")]
+    data: PathBuf,
+    /// The split whose class frequencies are the prior
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    /// The split tau is chosen on (never the test split)
+    #[arg(long, default_value = "val")]
+    val_split: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The adjusted checkpoint to write
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// Print the fit as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn calibrate(args: &CalibrateArgs) -> Result<ExitCode> {
+    let classifier = open_classifier(&args.model)?;
+    let train = Dataset::open(&args.data, Some(&args.train_split))?;
+    let val = Dataset::open(&args.data, Some(&args.val_split))?;
+    eprintln!(
+        "fitting the logit adjustment of {} on {} ({} images, prior from {} {} images)",
+        classifier.source,
+        args.val_split,
+        val.len(),
+        train.len(),
+        args.train_split
+    );
+    let fit = fit_on_datasets(
+        &classifier,
+        &train,
+        &val,
+        &default_taus(),
+        &AtomicBool::new(false),
+    )?;
+    let model = shift_bias(classifier.model().clone(), &fit.bias_shift)?;
+    let old = &classifier.metadata;
+    let mut meta = CheckpointMetadata::now(
+        format!(
+            "{}; logit adjustment tau {:.2} (fitted on {} by triscope calibrate)",
+            old.description, fit.tau, args.val_split
+        ),
+        old.trained,
+    );
+    meta.dataset = old.dataset.clone();
+    meta.seed = old.seed;
+    meta.imported_from = old.imported_from.clone();
+    meta.metrics = old.metrics.clone();
+    meta.metrics.insert("logit_adjustment_tau".into(), fit.tau);
+    meta.metrics.insert(
+        "val_balanced_acc_before_adjustment".into(),
+        fit.before.balanced_accuracy,
+    );
+    meta.metrics.insert(
+        "val_balanced_acc_after_adjustment".into(),
+        fit.after.balanced_accuracy,
+    );
+    save_checkpoint(&model, &meta, &args.out)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fit)?);
+    } else {
+        println!(
+            "{}: tau {:.2}; validation balanced accuracy {:.4} -> {:.4}, accuracy {:.4} -> {:.4}",
+            args.val_split,
+            fit.tau,
+            fit.before.balanced_accuracy,
+            fit.after.balanced_accuracy,
+            fit.before.accuracy,
+            fit.after.accuracy
+        );
+        println!("wrote {}", args.out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
