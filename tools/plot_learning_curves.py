@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Learning curves of a Triscope run from its metrics.jsonl: training loss, training and
+validation accuracy, validation balanced accuracy (the checkpoint choice) and the learning rate
+per epoch, as one PNG.
+
+    python3 tools/plot_learning_curves.py RUN/metrics.jsonl OUT.png [--title TEXT]
+"""
+import argparse
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("metrics")
+    ap.add_argument("out")
+    ap.add_argument("--title", default="")
+    args = ap.parse_args()
+    epochs = []
+    with open(args.metrics) as f:
+        for line in f:
+            d = json.loads(line)
+            if d.get("type") == "epoch":
+                epochs.append(d)
+    if not epochs:
+        raise SystemExit(f"{args.metrics} has no epoch lines")
+    x = [e["epoch"] for e in epochs]
+    fig, (ax, lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=[3, 1])
+    ax.plot(x, [e["train_clean_acc"] for e in epochs], label="train accuracy")
+    ax.plot(x, [e["val_clean_acc"] for e in epochs], label="val accuracy")
+    ax.plot(x, [e["val_balanced_acc"] for e in epochs], label="val balanced accuracy", lw=2)
+    if any(e.get("val_robust_acc") is not None for e in epochs):
+        ax.plot(x, [e.get("val_robust_acc") for e in epochs], label="val robust accuracy")
+    best = max(epochs, key=lambda e: e["val_balanced_acc"])
+    ax.axvline(best["epoch"], color="grey", ls=":", label=f"best val balanced (epoch {best['epoch']})")
+    ax2 = ax.twinx()
+    ax2.plot(x, [e["train_loss"] for e in epochs], color="black", alpha=0.35, label="train loss")
+    ax2.set_ylabel("train loss")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=8)
+    ax.set_title(args.title)
+    lr.plot(x, [e["lr"] for e in epochs], color="tab:purple")
+    lr.set_ylabel("lr")
+    lr.set_xlabel("epoch")
+    lr.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
