@@ -84,7 +84,6 @@ pub fn audit(
         eval.eps_sweep = options.eval.eps_sweep.clone();
     }
     let options = AuditOptions { eval, ..options };
-    options.validate()?;
     eprintln!(
         "auditing {} ({} split, {} images) with {} on {}",
         dataset.root.display(),
@@ -139,22 +138,9 @@ fn concept_folder(spec: &str) -> Result<ConceptFolder> {
     })
 }
 
-/// The audit's own options (the evaluation's are [`open_eval_dataset`]'s).
+/// The audit's own options (the evaluation's are [`open_eval_dataset`]'s); the library checks
+/// them ([`AuditOptions::validate`]) before any compute.
 fn audit_options(args: &AuditArgs) -> Result<AuditOptions> {
-    if !args.concept.is_empty() && args.random.is_none() {
-        bail!("--concept needs --random FOLDER (images that are not the concept)");
-    }
-    if args.concept.is_empty() && args.random.is_some() {
-        bail!("--random needs at least one --concept NAME=FOLDER");
-    }
-    if args.tcav_runs < 2 && !args.no_tcav {
-        bail!("--tcav-runs must be at least 2 (the t-test needs two runs)");
-    }
-    if let Some(e) = args.stability_eps
-        && !(0.0..=1.0).contains(&e)
-    {
-        bail!("--stability-eps must be in [0, 1] pixel units, got {e}");
-    }
     Ok(AuditOptions {
         explain_samples: args.explain_samples,
         method: args.method,

@@ -111,20 +111,27 @@ impl AuditOptions {
             && !(0.0..=1.0).contains(&e)
         {
             return bad(format!(
-                "the stability radius must be in [0, 1] pixel units, got {e}"
+                "the stability radius (--stability-eps) must be in [0, 1] pixel units, got {e}"
             ));
         }
         if let Some(t) = &self.tcav {
             if t.runs < 2 {
-                return bad("TCAV needs at least 2 runs (the t-test needs two)".into());
+                return bad(
+                    "TCAV needs at least 2 runs (--tcav-runs; the t-test needs two)".into(),
+                );
             }
             if !t.concepts.is_empty() && t.random.is_none() {
                 return bad(
-                    "TCAV concept folders need a folder of random images (not the concept)".into(),
+                    "TCAV concept folders (--concept) need a folder of random images that are not \
+                     the concept (--random)"
+                        .into(),
                 );
             }
             if t.random.is_some() && t.concepts.is_empty() {
-                return bad("a TCAV random folder needs at least one concept folder".into());
+                return bad(
+                    "a TCAV random folder (--random) needs at least one concept folder (--concept)"
+                        .into(),
+                );
             }
         }
         Ok(())
