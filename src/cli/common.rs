@@ -206,13 +206,6 @@ pub fn print_prediction(path: &Path, p: &Prediction, elapsed_secs: f64) {
     }
 }
 
-/// Write interleaved RGB8 pixels as a PNG; returns the path for the list of written files.
-pub fn save_rgb8(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<String> {
-    image::save_buffer(path, rgb, width, height, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path.display().to_string())
-}
-
 /// A class given by index or by (case-insensitive) name.
 pub fn resolve_class(config: &ModelConfig, spec: &str) -> Result<usize> {
     if let Ok(i) = spec.parse::<usize>() {

@@ -8,8 +8,9 @@ use clap::Args;
 use triscope::explain::{Colormap, TargetClass, overlay_rgb8};
 use triscope::model::LayerId;
 
-use super::common::{ModelArgs, open_classifier, save_rgb8};
+use super::common::{ModelArgs, open_classifier};
 use super::gui::samples_dir;
+use triscope::folder::write_rgb8;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -71,8 +72,8 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot create {}", folder.display()))?;
         let overlay = overlay_rgb8(&loaded.pixels.to_rgb8(), &e.gradcam.map, Colormap::Jet, 0.4);
         let overlay_path = folder.join("overlay.png");
-        let side = e.gradcam.width as u32;
-        save_rgb8(&overlay_path, &overlay, side, side)?;
+        let side = e.gradcam.width;
+        write_rgb8(&overlay_path, overlay, side, side)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())

@@ -10,10 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{choice, print_prediction, progress_bar, resolve_class, save_rgb8};
+use super::common::{choice, print_prediction, progress_bar, resolve_class};
 use triscope::explain::faithfulness::Faithfulness;
 use triscope::explain::{AttributionMap, AttributionOptions, Colormap, Method, TargetClass};
-use triscope::folder::ExplainPlan;
+use triscope::folder::{ExplainPlan, write_rgb8};
 use triscope::inference::{Classifier, Prediction};
 use triscope::model::LayerId;
 use triscope::weights::write_atomic;
@@ -142,10 +142,7 @@ pub fn explain(
     let input_rgb = loaded.pixels.to_rgb8();
     let mut written = plan.write_images(out, "", &input_rgb, a)?;
     let input_path = out.join("input.png");
-    written.insert(
-        0,
-        save_rgb8(&input_path, &input_rgb, a.width as u32, a.height as u32)?,
-    );
+    written.insert(0, write_rgb8(&input_path, input_rgb, a.width, a.height)?);
     let npy = out.join("heatmap.npy");
     triscope::npy::write_f32(&npy, &a.map, &[a.height, a.width])?;
     written.push(npy.display().to_string());
