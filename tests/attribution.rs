@@ -254,12 +254,13 @@ fn integrated_gradients_are_complete() {
             "image {b}: delta {delta} vs Captum's {captum}"
         );
     }
-    // The trained embedded model is smooth enough for the quadrature to converge.
+    // The trained embedded model's IG converges to its completeness gap, slowly (each ReLU
+    // switching on the path is a kink): measured 5.5% of the gap at 256 steps, 0.8% at 1024.
     let classifier = Classifier::load(None, ComputeDevice::cpu()).unwrap();
     let embedded = classifier.model();
     let black = black_logits(embedded);
     let mut deltas = Vec::new();
-    for steps in [4, 64, 256] {
+    for steps in [4, 64, 1024] {
         let options = AttributionOptions {
             ig_steps: steps,
             ..Default::default()

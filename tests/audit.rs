@@ -488,10 +488,11 @@ fn explain_with_faithfulness_adds_auc_columns_and_json() {
         serde_json::from_str(&std::fs::read_to_string(one.join("prediction.json")).unwrap())
             .unwrap();
     let f = &v["faithfulness"];
+    let side_px = embedded().config().resolution;
     assert_eq!(
         f["deletion_curve"].as_array().unwrap().len(),
-        97,
-        "96 px model: 96 steps + start"
+        side_px + 1,
+        "one step per row of pixels, and the start"
     );
     assert!(f["insertion_auc"].as_f64().is_some());
 }

@@ -569,3 +569,64 @@ fn explain_a_folder_writes_overlays_and_a_csv() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("holds no images"), "{}", stderr(&o));
 }
+
+/// `triscope info` shows a bundled model's card (how it was trained, its scores, the commands
+/// that measure them), and every card's full-test-split line quotes the `triscope eval` report
+/// beside it: a card cannot drift from what was measured.
+#[test]
+fn bundled_model_cards_show_in_info_and_quote_their_eval_reports() {
+    let info = triscope(&["info"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    let text = stdout(&info);
+    assert!(text.contains("balanced accuracy"), "{text}");
+    assert!(text.contains("triscope eval --data"), "{text}");
+
+    let models = root().join("models");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let report = models.join(format!("{stem}.report"));
+        let card = std::fs::read_to_string(report.join("card.txt"))
+            .unwrap_or_else(|e| panic!("{stem} has no card: {e}"));
+        let o = triscope(&["info", "--model", &s(&path)]);
+        assert!(
+            stdout(&o).contains(card.trim_end()),
+            "{stem}: info shows its card"
+        );
+
+        // "Test split, all N images: accuracy A, balanced accuracy B."
+        let line = card
+            .lines()
+            .find(|l| l.starts_with("Test split, all "))
+            .unwrap_or_else(|| panic!("{stem}: no full-test-split line"));
+        let numbers: Vec<f64> = line
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|t| t.trim_end_matches('.').parse().ok())
+            .collect();
+        let eval: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(report.join("eval_test_full.json")).unwrap(),
+        )
+        .unwrap();
+        let clean = &eval["results"][0];
+        assert_eq!(clean["attack"], "clean");
+        let m = &clean["metrics"];
+        let measured = [
+            eval["n"].as_f64().unwrap(),
+            m["accuracy"].as_f64().unwrap(),
+            m["balanced_accuracy"].as_f64().unwrap(),
+        ];
+        for (quoted, measured) in numbers.iter().zip(measured) {
+            assert!(
+                (quoted - measured).abs() <= 5e-4,
+                "{stem}: the card says {line:?}, eval_test_full.json {measured}"
+            );
+        }
+        assert!(numbers.len() >= 3, "{stem}: {line:?}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} bundled models");
+}

@@ -33,10 +33,15 @@ def main():
     ax.plot(x, [e["train_clean_acc"] for e in epochs], label="train accuracy")
     ax.plot(x, [e["val_clean_acc"] for e in epochs], label="val accuracy")
     ax.plot(x, [e["val_balanced_acc"] for e in epochs], label="val balanced accuracy", lw=2)
+    # The trainer's choice of `best`: robust balanced accuracy for adversarial runs.
+    key, name = "val_balanced_acc", "val balanced"
     if any(e.get("val_robust_acc") is not None for e in epochs):
         ax.plot(x, [e.get("val_robust_acc") for e in epochs], label="val robust accuracy")
-    best = max(epochs, key=lambda e: e["val_balanced_acc"])
-    ax.axvline(best["epoch"], color="grey", ls=":", label=f"best val balanced (epoch {best['epoch']})")
+        ax.plot(x, [e.get("val_robust_balanced_acc") for e in epochs], lw=2,
+                label="val robust balanced accuracy")
+        key, name = "val_robust_balanced_acc", "val robust balanced"
+    best = max(epochs, key=lambda e: e.get(key) or 0.0)
+    ax.axvline(best["epoch"], color="grey", ls=":", label=f"best {name} (epoch {best['epoch']})")
     ax2 = ax.twinx()
     ax2.plot(x, [e["train_loss"] for e in epochs], color="black", alpha=0.35, label="train loss")
     ax2.set_ylabel("train loss")

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use triscope::device::ComputeDevice;
-use triscope::inference::Classifier;
+use triscope::inference::{Classifier, ModelSource, model_card};
 use triscope::weights::read_header;
 
 #[derive(Args, Debug)]
@@ -21,6 +21,10 @@ pub struct InfoArgs {
 pub fn info(args: &InfoArgs) -> Result<ExitCode> {
     let (model, json) = (args.model.as_deref(), args.json);
     let classifier;
+    let card = model_card(&match model {
+        Some(p) => ModelSource::File(p.to_path_buf()),
+        None => ModelSource::Embedded,
+    });
     let (config, metadata, source) = match model {
         Some(p) => {
             let header = read_header(p)?;
@@ -46,7 +50,7 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
         }
     };
     if json {
-        let v = serde_json::json!({"source": source, "config": config, "metadata": metadata});
+        let v = serde_json::json!({"source": source, "config": config, "metadata": metadata, "card": card});
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -90,5 +94,8 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
         "written:     {} by Triscope {}",
         metadata.created_utc, metadata.triscope_version
     );
+    if let Some(card) = card {
+        println!("\n{}", card.trim_end());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -711,7 +711,11 @@ impl TriscopeApp {
             .resizable(true)
             .default_width(560.0)
             .max_width(640.0)
-            .show(ctx, |ui| model_info_ui(ui, &info));
+            .show(ctx, |ui| {
+                egui::ScrollArea::vertical()
+                    .max_height(560.0)
+                    .show(ui, |ui| model_info_ui(ui, &info));
+            });
         self.show_model_info = open;
     }
 
@@ -787,6 +791,11 @@ fn panic_free_worker_error(e: triscope::TriscopeError) -> (WorkerHandle, Vec<Str
 pub fn model_info_ui(ui: &mut egui::Ui, info: &ModelInfo) {
     let c = &info.config;
     let m = &info.metadata;
+    // The card first: what a reader wants to know (how trained, how good), then the details.
+    if let Some(card) = &info.card {
+        ui.add(egui::Label::new(card.trim_end()).wrap());
+        ui.separator();
+    }
     egui::Grid::new("model-info")
         .num_columns(2)
         .striped(true)

@@ -165,11 +165,16 @@ fn opens_on_a_sample_explained_and_switches_layer_and_theme() {
     // The model window shows the config and the training metadata.
     h.get_by_label("Model").click();
     h.run_steps(2);
+    let base_width = h.state().model.as_ref().expect("model").config.base_width;
     assert!(
-        h.query_all_by_label_contains("(base width 16)").count() >= 1,
+        h.query_all_by_label_contains(&format!("(base width {base_width})"))
+            .count()
+            >= 1,
         "the architecture row"
     );
     h.get_by_label("akiec, bcc, bkl, df, mel, nv, vasc");
+    // The embedded model's card: how it was trained, its test scores, how to measure them.
+    h.get_by_label_contains("balanced accuracy");
     snapshot(&mut h, "model_window_light");
 
     // A typed path that does not exist is an error message, not a crash.
@@ -266,8 +271,9 @@ fn layers_panel_shows_every_stage() {
     h.run_steps(2);
     let a = h.state().layers.analysis.clone().expect("analysis");
     assert_eq!(a.layers.len(), 4);
-    for (view, want_channels) in a.layers.iter().zip([64, 128, 256, 512]) {
-        // The embedded model has base width 16: 4w, 8w, 16w, 32w channels.
+    let w = h.state().model.as_ref().expect("model").config.base_width;
+    for (view, want_channels) in a.layers.iter().zip([4 * w, 8 * w, 16 * w, 32 * w]) {
+        // Bottleneck outputs: 4w, 8w, 16w, 32w channels for base width w.
         assert_eq!(view.channels, want_channels);
         assert_eq!(view.top_maps.len(), 8);
         let res = h.state().model.as_ref().expect("model").config.resolution;

@@ -21,6 +21,27 @@ use crate::weights::{CheckpointMetadata, LoadedModel, load_checkpoint, load_chec
 pub const DEFAULT_MODEL_NAME: &str = "models/ham10000_default.safetensors";
 static DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../../models/ham10000_default.safetensors");
 
+/// The embedded model's card (see [`model_card`]), compiled in beside it.
+static DEFAULT_MODEL_CARD: &str = include_str!("../../models/ham10000_default.report/card.txt");
+
+/// A bundled model's card: plain text on how it was trained and for how long, its test scores
+/// (balanced accuracy beside accuracy) and the `triscope eval` commands that measure them. The
+/// embedded model carries its own; a file `NAME.safetensors` has one when
+/// `NAME.report/card.txt` sits beside it (the layout of `models/`). `None` otherwise: a card
+/// is documentation, and a checkpoint without one is still a checkpoint.
+pub fn model_card(source: &ModelSource) -> Option<String> {
+    match source {
+        ModelSource::Embedded => Some(DEFAULT_MODEL_CARD.to_string()),
+        ModelSource::File(path) => {
+            let stem = path.file_stem()?.to_string_lossy();
+            let card = path
+                .with_file_name(format!("{stem}.report"))
+                .join("card.txt");
+            std::fs::read_to_string(card).ok()
+        }
+    }
+}
+
 /// The embedded default model (the bytes of [`DEFAULT_MODEL_NAME`] compiled into the binary),
 /// loaded onto `device`.
 pub fn load_embedded_model(device: &Device) -> Result<LoadedModel> {

@@ -29,7 +29,7 @@ use crate::explain::quality::{spearman, ssim};
 use crate::ground_truth::{GroundTruth, GroundTruthIndex};
 use crate::host::{self, PerturbationNorms};
 use crate::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
-use crate::inference::{Classifier, ModelSource, Prediction};
+use crate::inference::{Classifier, ModelSource, Prediction, model_card};
 use crate::model::{LayerId, ModelConfig};
 use crate::weights::CheckpointMetadata;
 
@@ -71,6 +71,8 @@ pub struct ModelInfo {
     /// The device line, e.g. "CPU (burn flex, 2 threads)".
     pub device: String,
     pub device_is_gpu: bool,
+    /// The model's card, when it has one ([`crate::inference::model_card`]).
+    pub card: Option<String>,
 }
 
 /// One feature map of a layer, min-max normalised to [0, 1].
@@ -506,6 +508,7 @@ impl ModelWorker {
             },
             device: self.device.description.clone(),
             device_is_gpu: self.device.is_gpu(),
+            card: model_card(&classifier.source),
         };
         self.classifier = Some(classifier);
         self.image = None;
