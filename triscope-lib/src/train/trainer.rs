@@ -839,8 +839,7 @@ impl Trainer {
 
     /// Validate, log the epoch's line, move the state to the next epoch and, when this epoch
     /// scored best (validation balanced accuracy; robust balanced accuracy for adversarial
-    /// training),
-    /// write `best`: the epoch's metrics and that checkpoint's path.
+    /// training), write `best`: the epoch's metrics and that checkpoint's path.
     fn finish_epoch(
         &mut self,
         control: &TrainControl,
