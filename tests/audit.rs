@@ -382,7 +382,7 @@ fn audit_on_chest_boxes_with_a_model_of_other_labels_skips_evaluation_but_locali
     let data = tmp.path().join("nih");
     mini_nih(&data);
     let out = tmp.path().join("out");
-    let model = common::root().join("models/pneumoniamnist_default.safetensors");
+    let model = common::root().join("models/kermany_cxr_default.safetensors");
     let s = |p: &Path| p.display().to_string();
     let o = triscope(&[
         "audit",

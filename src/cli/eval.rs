@@ -161,19 +161,20 @@ fn print_eval_table(r: &EvalReport) {
         }
     } else {
         println!(
-            "{:<16} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9}",
-            "attack", "eps/255", "top-1", "top-2", "balanced", "macro-F1", "success"
+            "{:<16} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+            "attack", "eps/255", "top-1", "top-2", "balanced", "macro-F1", "AUROC", "success"
         );
         for res in &r.results {
             let m = res.metrics.as_ref();
             println!(
-                "{:<16} {:>8.2} {:>8} {:>8} {:>9} {:>8} {:>9}",
+                "{:<16} {:>8.2} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
                 res.attack,
                 res.eps_linf * 255.0,
                 fmt(m.map(|m| m.accuracy)),
                 fmt(m.map(|m| m.top2_accuracy)),
                 fmt(m.map(|m| m.balanced_accuracy)),
                 fmt(m.map(|m| m.macro_f1)),
+                fmt(m.map(|m| m.macro_auroc)),
                 fmt(res.attack_success_rate)
             );
         }

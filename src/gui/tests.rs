@@ -448,7 +448,7 @@ fn bundled_chest_xray_model_loads_from_the_menu_and_explains_a_grey_image() {
     h.run_steps(2);
     h.get_by_label("Bundled models").click();
     h.run_steps(2);
-    h.get_by_label("pneumoniamnist_default.safetensors").click();
+    h.get_by_label("kermany_cxr_default.safetensors").click();
     wait_until(&mut h, "the chest X-ray model and its analysis", |a| {
         a.model.as_ref().is_some_and(|m| m.config.in_channels == 1)
             && a.explain.analysis.as_ref().is_some_and(|x| {
@@ -463,7 +463,7 @@ fn bundled_chest_xray_model_loads_from_the_menu_and_explains_a_grey_image() {
             .chunks(3)
             .all(|p| p[0] == p[1] && p[1] == p[2])
     );
-    assert_eq!(a.model_input.width, 64);
+    assert_eq!(a.model_input.width, 224);
     // Both classes have their bar in the Prediction panel.
     for class in ["normal", "pneumonia"] {
         assert!(h.query_all_by_label_contains(class).count() >= 1, "{class}");
@@ -822,7 +822,7 @@ fn ground_truth_expert_box_of_the_explained_finding_on_a_chest_xray() {
     let mut h = harness();
     wait_until(&mut h, "the first explanation", |a| a.has_analysis());
     let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pneumoniamnist_default.safetensors");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kermany_cxr_default.safetensors");
     h.state_mut()
         .handle_action_for_test(super::state::UiAction::LoadModel(model));
     wait_until(&mut h, "the chest X-ray model and its analysis", |a| {
@@ -865,4 +865,67 @@ fn ground_truth_expert_box_of_the_explained_finding_on_a_chest_xray() {
     h.get_by_label("label: Pneumonia");
     assert_eq!(h.state().explain.ground_truth_shapes, 1);
     snapshot(&mut h, "ground_truth_nih_dark");
+}
+
+#[test]
+fn fourteen_finding_model_shows_a_bar_per_finding_and_the_box_of_the_explained_one() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/nih_cxr14_demo.safetensors");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::LoadModel(model));
+    wait_until(&mut h, "the 14-finding model and its analysis", |a| {
+        a.model.as_ref().is_some_and(|m| m.config.multi_label)
+            && a.explain.analysis.as_ref().is_some_and(|x| {
+                x.path.ends_with("00000032_037.png") && x.prediction.scores.len() == 14
+            })
+    });
+    // A sigmoid per finding: a bar each, not one softmax.
+    for finding in [
+        "Atelectasis",
+        "Cardiomegaly",
+        "Infiltration",
+        "Pneumothorax",
+    ] {
+        assert!(
+            h.query_all_by_label_contains(finding).count() >= 1,
+            "{finding}"
+        );
+    }
+    let index = |h: &Harness<'static, TriscopeApp>, name: &str| {
+        h.state()
+            .explain
+            .class_names
+            .iter()
+            .position(|c| c == name)
+            .expect("a finding of ChestX-ray14")
+    };
+    // 00000032_037 is labelled Cardiomegaly, Edema and Infiltration; only Infiltration
+    // ("Infiltrate" in the box list) has an expert box.
+    let cardiomegaly = index(&h, "Cardiomegaly");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::ExplainClass(Some(cardiomegaly)));
+    wait_until(&mut h, "the explanation of Cardiomegaly", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.target_class == cardiomegaly)
+    });
+    h.get_by_label("no expert box for Cardiomegaly in this image");
+    assert_eq!(h.state().explain.ground_truth_shapes, 0);
+    let infiltration = index(&h, "Infiltration");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::ExplainClass(Some(infiltration)));
+    wait_until(&mut h, "the explanation of Infiltration", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.target_class == infiltration)
+    });
+    h.get_by_label("expert box: Infiltration (NIH)");
+    assert_eq!(h.state().explain.ground_truth_shapes, 1);
+    snapshot(&mut h, "ground_truth_nih14_dark");
 }

@@ -390,7 +390,7 @@ mod tests {
         ] {
             assert_eq!(Modality::of_dataset(d), Some(Modality::Dermoscopy), "{d}");
         }
-        for d in ["pneumoniamnist", "nih-cxr14", "ChestX-ray14"] {
+        for d in ["pneumoniamnist", "kermany-cxr", "nih-cxr14", "ChestX-ray14"] {
             assert_eq!(Modality::of_dataset(d), Some(Modality::Radiograph), "{d}");
         }
         assert_eq!(Modality::of_dataset("my-folder"), None);

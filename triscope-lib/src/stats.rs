@@ -174,6 +174,11 @@ pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Erro
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
+/// Serde default: a missing number reads as NaN (not measured), never as 0.
+pub fn nan() -> f64 {
+    f64::NAN
+}
+
 /// Serde: [`f64_or_nan`] for each element.
 pub fn vec_f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
     use serde::Deserialize;

@@ -22,14 +22,26 @@ pub struct ClassMetrics {
     pub per_class_accuracy: Vec<f64>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<usize>>,
+    /// One-vs-rest AUROC per class from its probability (NaN where a class has no sample or
+    /// every sample). With two classes both equal sklearn's `roc_auc_score(y, p[:, 1])`.
+    #[serde(default, deserialize_with = "crate::stats::vec_f64_or_nan")]
+    pub per_class_auroc: Vec<f64>,
+    /// Mean of the finite per-class AUROCs: sklearn's `roc_auc_score(multi_class="ovr")`.
+    /// Reports written before it existed read as NaN.
+    #[serde(
+        default = "crate::stats::nan",
+        deserialize_with = "crate::stats::f64_or_nan"
+    )]
+    pub macro_auroc: f64,
 }
 
-/// Metrics from per-sample score rows (`scores[i][class]`, any monotone score) and labels.
-pub fn class_metrics(scores: &[Vec<f32>], labels: &[usize], num_classes: usize) -> ClassMetrics {
+/// Metrics from per-sample probability rows (`probs[i][class]`, softmax outputs: the AUROCs
+/// rank samples by them) and labels.
+pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize], num_classes: usize) -> ClassMetrics {
     let n = labels.len();
     let mut confusion = vec![vec![0usize; num_classes]; num_classes];
     let mut top2 = 0usize;
-    for (row, &y) in scores.iter().zip(labels) {
+    for (row, &y) in probs.iter().zip(labels) {
         let mut order: Vec<usize> = (0..row.len()).collect();
         order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
         confusion[y][order[0]] += 1;
@@ -68,6 +80,18 @@ pub fn class_metrics(scores: &[Vec<f32>], labels: &[usize], num_classes: usize) 
         }
     }
     let present: Vec<f64> = per_class.iter().copied().filter(|v| !v.is_nan()).collect();
+    let per_class_auroc: Vec<f64> = (0..num_classes)
+        .map(|c| {
+            let s: Vec<f32> = probs.iter().map(|p| p[c]).collect();
+            let y: Vec<bool> = labels.iter().map(|&l| l == c).collect();
+            roc_auc(&s, &y)
+        })
+        .collect();
+    let finite_auroc: Vec<f64> = per_class_auroc
+        .iter()
+        .copied()
+        .filter(|v| !v.is_nan())
+        .collect();
     ClassMetrics {
         n,
         accuracy: ratio(correct, n),
@@ -76,6 +100,8 @@ pub fn class_metrics(scores: &[Vec<f32>], labels: &[usize], num_classes: usize) 
         macro_f1: mean(&f1s),
         per_class_accuracy: per_class,
         confusion,
+        macro_auroc: mean(&finite_auroc),
+        per_class_auroc,
     }
 }
 
@@ -218,6 +244,38 @@ mod tests {
         assert!((m.balanced_accuracy - (1.0 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
         // F1: class0 p=.5 r=1 -> 2/3; class1 p=1 r=.5 -> 2/3; class2 1.
         assert!((m.macro_f1 - (2.0 / 3.0 + 2.0 / 3.0 + 1.0) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_vs_rest_auroc_matches_sklearn() {
+        // sklearn 1.9: roc_auc_score(y, p, multi_class="ovr") = 0.8958333333333334, per class
+        // roc_auc_score(y == c, p[:, c]) = [0.875, 0.8125, 1.0].
+        let probs = vec![
+            vec![0.9, 0.1, 0.0],
+            vec![0.2, 0.7, 0.1],
+            vec![0.1, 0.2, 0.7],
+            vec![0.6, 0.3, 0.1],
+            vec![0.3, 0.3, 0.4],
+            vec![0.5, 0.4, 0.1],
+        ];
+        let m = class_metrics(&probs, &[0, 1, 2, 1, 2, 0], 3);
+        for (got, want) in m.per_class_auroc.iter().zip([0.875, 0.8125, 1.0]) {
+            assert!((got - want).abs() < 1e-12, "{:?}", m.per_class_auroc);
+        }
+        assert!((m.macro_auroc - 0.895_833_333_333_333_4).abs() < 1e-12);
+        // Binary: sklearn's roc_auc_score(y, p[:, 1]) = 0.8333333333333333.
+        let probs = vec![
+            vec![0.8, 0.2],
+            vec![0.3, 0.7],
+            vec![0.6, 0.4],
+            vec![0.1, 0.9],
+            vec![0.55, 0.45],
+        ];
+        let m = class_metrics(&probs, &[0, 1, 1, 1, 0], 2);
+        assert!((m.macro_auroc - 0.833_333_333_333_333_3).abs() < 1e-12);
+        // A class never seen has no AUROC and does not enter the mean.
+        let m = class_metrics(&probs, &[0, 0, 0, 0, 0], 2);
+        assert!(m.macro_auroc.is_nan() && m.per_class_auroc[0].is_nan());
     }
 
     #[test]

@@ -177,7 +177,7 @@ pub fn eval_csv(r: &EvalReport) -> String {
         return s;
     }
     s.push_str(
-        "attack,eps_linf,n,accuracy,top2_accuracy,balanced_accuracy,macro_f1,attack_success_rate",
+        "attack,eps_linf,n,accuracy,top2_accuracy,balanced_accuracy,macro_f1,macro_auroc,attack_success_rate",
     );
     for name in &r.class_names {
         s.push_str(&format!(",accuracy_{name}"));
@@ -186,7 +186,7 @@ pub fn eval_csv(r: &EvalReport) -> String {
     for res in &r.results {
         if let Some(m) = &res.metrics {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{}",
                 res.attack,
                 res.eps_linf,
                 m.n,
@@ -194,6 +194,7 @@ pub fn eval_csv(r: &EvalReport) -> String {
                 m.top2_accuracy,
                 m.balanced_accuracy,
                 m.macro_f1,
+                m.macro_auroc,
                 res.attack_success_rate
                     .map(|v| v.to_string())
                     .unwrap_or_default()

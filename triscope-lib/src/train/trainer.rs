@@ -26,6 +26,7 @@ use crate::error::{Result, TriscopeError};
 use crate::eval::metrics::{class_metrics, multi_label_metrics};
 use crate::explain::gradcam::argmax;
 use crate::host::logit_rows;
+use crate::inference::probabilities;
 use crate::model::source::{ParamBuilder, SeededInit};
 use crate::model::{ModelConfig, ResNet50};
 use crate::rng::{keyed_rng, stream};
@@ -1282,16 +1283,14 @@ impl Targets {
 
     /// (accuracy, balanced accuracy) — multi-label: (decision accuracy, mean AUROC).
     fn metrics(&self, rows: &[Vec<f32>], classes: usize) -> (f64, f64) {
+        let multi_label = matches!(self, Self::Multi(_));
+        let probs: Vec<Vec<f32>> = rows.iter().map(|r| probabilities(r, multi_label)).collect();
         match self {
             Self::Single(y) => {
-                let m = class_metrics(rows, y, classes);
+                let m = class_metrics(&probs, y, classes);
                 (m.accuracy, m.balanced_accuracy)
             }
             Self::Multi(t) => {
-                let probs: Vec<Vec<f32>> = rows
-                    .iter()
-                    .map(|r| r.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect())
-                    .collect();
                 let m = multi_label_metrics(&probs, t);
                 (m.label_accuracy, m.mean_auroc)
             }
