@@ -845,26 +845,38 @@ fn ground_truth_expert_box_of_the_explained_finding_on_a_chest_xray() {
             .as_ref()
             .is_some_and(|x| x.path.ends_with("00000193_019.png"))
     });
-    let pneumonia = h
-        .state()
-        .explain
-        .class_names
-        .iter()
-        .position(|c| c == "pneumonia")
-        .expect("a pneumonia class");
-    h.state_mut()
-        .handle_action_for_test(super::state::UiAction::ExplainClass(Some(pneumonia)));
-    wait_until(&mut h, "the explanation of pneumonia", |a| {
-        a.explain
+    explain_class_named(&mut h, "pneumonia");
+    assert!(
+        h.state()
+            .explain
             .analysis
             .as_ref()
-            .is_some_and(|x| x.path.ends_with("00000193_019.png") && x.target_class == pneumonia)
-    });
+            .is_some_and(|x| x.path.ends_with("00000193_019.png"))
+    );
     // The model's "pneumonia" is the box list's "Pneumonia".
     h.get_by_label("expert box: Pneumonia (NIH)");
     h.get_by_label("label: Pneumonia");
     assert_eq!(h.state().explain.ground_truth_shapes, 1);
     snapshot(&mut h, "ground_truth_nih_dark");
+}
+
+/// Explains the loaded model's class `name` (as a click on its bar) and waits for the map.
+fn explain_class_named(h: &mut Harness<'static, TriscopeApp>, name: &str) {
+    let class = h
+        .state()
+        .explain
+        .class_names
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("the model has no class {name}"));
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::ExplainClass(Some(class)));
+    wait_until(h, &format!("the explanation of {name}"), |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.target_class == class)
+    });
 }
 
 #[test]
@@ -895,36 +907,12 @@ fn fourteen_finding_model_shows_a_bar_per_finding_and_the_box_of_the_explained_o
             "{finding}"
         );
     }
-    let index = |h: &Harness<'static, TriscopeApp>, name: &str| {
-        h.state()
-            .explain
-            .class_names
-            .iter()
-            .position(|c| c == name)
-            .expect("a finding of ChestX-ray14")
-    };
     // 00000032_037 is labelled Cardiomegaly, Edema and Infiltration; only Infiltration
     // ("Infiltrate" in the box list) has an expert box.
-    let cardiomegaly = index(&h, "Cardiomegaly");
-    h.state_mut()
-        .handle_action_for_test(super::state::UiAction::ExplainClass(Some(cardiomegaly)));
-    wait_until(&mut h, "the explanation of Cardiomegaly", |a| {
-        a.explain
-            .analysis
-            .as_ref()
-            .is_some_and(|x| x.target_class == cardiomegaly)
-    });
+    explain_class_named(&mut h, "Cardiomegaly");
     h.get_by_label("no expert box for Cardiomegaly in this image");
     assert_eq!(h.state().explain.ground_truth_shapes, 0);
-    let infiltration = index(&h, "Infiltration");
-    h.state_mut()
-        .handle_action_for_test(super::state::UiAction::ExplainClass(Some(infiltration)));
-    wait_until(&mut h, "the explanation of Infiltration", |a| {
-        a.explain
-            .analysis
-            .as_ref()
-            .is_some_and(|x| x.target_class == infiltration)
-    });
+    explain_class_named(&mut h, "Infiltration");
     h.get_by_label("expert box: Infiltration (NIH)");
     assert_eq!(h.state().explain.ground_truth_shapes, 1);
     snapshot(&mut h, "ground_truth_nih14_dark");
