@@ -583,9 +583,11 @@ impl TrainConfig {
             self.classifier.num_classes
         };
         let channels = self.input.channels;
+        // A single value serves RGB; any other channel count is refused by `validate`, and is
+        // not expanded first (3.7 billion channels exhausted memory; found by fuzzing).
         let fit = |v: &[f32]| -> Vec<f32> {
             match (v.len(), channels) {
-                (1, c) => vec![v[0]; c],
+                (1, 3) => vec![v[0]; 3],
                 (3, 1) => vec![v.iter().sum::<f32>() / 3.0],
                 _ => v.to_vec(),
             }
@@ -822,6 +824,13 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
             .to_string();
         assert!(e.contains("fancy"), "{e}");
         let e = parse("input: {channels: 2}", &[]).unwrap_err().to_string();
+        assert!(e.contains("in_channels"), "{e}");
+        let e = parse(
+            "input: {channels: 3699316564, normalization: {mean: [0.485]}}",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("in_channels"), "{e}");
     }
 
