@@ -79,7 +79,6 @@ pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize], num_classes: usize) -
             });
         }
     }
-    let present: Vec<f64> = per_class.iter().copied().filter(|v| !v.is_nan()).collect();
     let per_class_auroc: Vec<f64> = (0..num_classes)
         .map(|c| {
             let s: Vec<f32> = probs.iter().map(|p| p[c]).collect();
@@ -87,20 +86,15 @@ pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize], num_classes: usize) -
             roc_auc(&s, &y)
         })
         .collect();
-    let finite_auroc: Vec<f64> = per_class_auroc
-        .iter()
-        .copied()
-        .filter(|v| !v.is_nan())
-        .collect();
     ClassMetrics {
         n,
         accuracy: ratio(correct, n),
         top2_accuracy: ratio(top2, n),
-        balanced_accuracy: mean(&present),
+        balanced_accuracy: finite_mean(&per_class),
         macro_f1: mean(&f1s),
         per_class_accuracy: per_class,
         confusion,
-        macro_auroc: mean(&finite_auroc),
+        macro_auroc: finite_mean(&per_class_auroc),
         per_class_auroc,
     }
 }
@@ -139,18 +133,10 @@ pub fn multi_label_metrics(probs: &[Vec<f32>], targets: &[Vec<f32>]) -> MultiLab
             .filter(|(p, t)| (**p >= crate::inference::FINDING_THRESHOLD) == **t)
             .count();
     }
-    let finite = |v: &[f64]| {
-        mean(
-            &v.iter()
-                .copied()
-                .filter(|x| !x.is_nan())
-                .collect::<Vec<_>>(),
-        )
-    };
     MultiLabelMetrics {
         n: targets.len(),
-        mean_auroc: finite(&auroc),
-        mean_auprc: finite(&auprc),
+        mean_auroc: finite_mean(&auroc),
+        mean_auprc: finite_mean(&auprc),
         auroc,
         auprc,
         label_accuracy: ratio(right, targets.len() * k),
@@ -211,6 +197,16 @@ fn ratio(a: usize, b: usize) -> f64 {
     } else {
         a as f64 / b as f64
     }
+}
+
+/// Mean over the values that are not NaN (a class or finding that could not be scored).
+fn finite_mean(v: &[f64]) -> f64 {
+    mean(
+        &v.iter()
+            .copied()
+            .filter(|x| !x.is_nan())
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn mean(v: &[f64]) -> f64 {
