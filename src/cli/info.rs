@@ -21,11 +21,7 @@ pub struct InfoArgs {
 pub fn info(args: &InfoArgs) -> Result<ExitCode> {
     let (model, json) = (args.model.as_deref(), args.json);
     let classifier;
-    let card = model_card(&match model {
-        Some(p) => ModelSource::File(p.to_path_buf()),
-        None => ModelSource::Embedded,
-    });
-    let (config, metadata, source) = match model {
+    let (config, metadata, source, card) = match model {
         Some(p) => {
             let header = read_header(p)?;
             let config = header.config.with_context(|| {
@@ -38,6 +34,7 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
                 config,
                 header.metadata.unwrap_or_default(),
                 p.display().to_string(),
+                model_card(&ModelSource::File(p.to_path_buf())),
             )
         }
         None => {
@@ -46,6 +43,7 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
                 classifier.config().clone(),
                 classifier.metadata.clone(),
                 classifier.source.to_string(),
+                model_card(&classifier.source),
             )
         }
     };
