@@ -68,7 +68,7 @@ fn losses_match_pytorch() {
     let logits = eval.forward(tensor4(&f["x"], &plain));
     close(
         "ce_eval",
-        value(loss::cross_entropy(logits, &labels, None)),
+        value(loss::cross_entropy(logits, &labels, None, 0.0)),
         f["ce_eval"].values[0],
         1e-3,
     );
@@ -78,7 +78,7 @@ fn losses_match_pytorch() {
     let logits = train.forward(tensor4(&f["x"], &ad));
     close(
         "ce_train_weighted",
-        value(loss::cross_entropy(logits.clone(), &labels, Some(&w))),
+        value(loss::cross_entropy(logits.clone(), &labels, Some(&w), 0.0)),
         f["ce_train_weighted"].values[0],
         1e-3,
     );
@@ -96,6 +96,7 @@ fn losses_match_pytorch() {
         tensor4(&f["trades_x_adv"], &ad),
         &labels,
         None,
+        0.0,
         6.0,
     );
     close(
@@ -135,7 +136,7 @@ fn losses_match_pytorch() {
     let logits = train.forward(tensor4(&f["pgd_x_adv"], &ad));
     close(
         "pgd_at_loss",
-        value(loss::cross_entropy(logits, &labels, None)),
+        value(loss::cross_entropy(logits, &labels, None, 0.0)),
         f["pgd_at_loss"].values[0],
         1e-3,
     );
@@ -490,6 +491,41 @@ fn bad_runs_fail_with_clear_errors() {
     .unwrap()
     .to_string();
     assert!(err.contains("'nv'"), "{err}");
+
+    // Label smoothing on multi-label findings (BCE has no class to smooth towards).
+    let nih = temp_dir("nih");
+    std::fs::create_dir_all(nih.join("images")).unwrap();
+    let mut csv = String::from("Image Index,Finding Labels,split\n");
+    for (f, split) in [("00000032_037.png", "train"), ("00000072_000.png", "val")] {
+        std::fs::copy(
+            common::sample(&format!("nih-cxr14/{f}")),
+            nih.join("images").join(f),
+        )
+        .unwrap();
+        csv.push_str(&format!("{f},Cardiomegaly|Effusion,{split}\n"));
+    }
+    std::fs::write(nih.join("labels.csv"), csv).unwrap();
+    let nih_sets = [
+        format!("data.root={}", nih.display()),
+        "data.dataset=nih-cxr14".into(),
+        "input.channels=1".into(),
+        "classifier.num_classes=14".into(),
+        "training.label_smoothing=0.1".into(),
+    ];
+    let nih_sets: Vec<&str> = nih_sets.iter().map(String::as_str).collect();
+    let err = Trainer::new(
+        tiny_config("clean", 1, &nih_sets),
+        &temp_dir("nih-run"),
+        ComputeDevice::cpu(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("label_smoothing") && err.contains("multi-label"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&nih);
 
     // Resuming a folder without a run.
     let err = Trainer::resume(&temp_dir("empty"), ComputeDevice::cpu())

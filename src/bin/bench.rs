@@ -511,7 +511,7 @@ fn bench_train(
         let m = model.take().context("model lost")?;
         let t0 = Instant::now();
         let logits = m.forward(input(batch, &config, &ad)); // [b, classes]
-        let loss = cross_entropy(logits, &labels, Some(&class_weights));
+        let loss = cross_entropy(logits, &labels, Some(&class_weights), 0.0);
         sync(loss.clone())?;
         let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &m);
@@ -566,6 +566,7 @@ fn bench_train(
             x_adv,
             &labels,
             Some(&class_weights),
+            0.0,
             6.0,
         );
         let grads = GradientsParams::from_grads(parts.total.backward(), &m);

@@ -251,6 +251,9 @@ pub struct TrainingSection {
     pub batch_size: usize,
     pub seed: u64,
     pub class_weights: ClassWeights,
+    /// Label smoothing of the cross-entropy (PyTorch's `label_smoothing`): the target puts
+    /// `1 - s` on the true class and spreads `s` evenly over all classes. In [0, 1); 0 = off.
+    pub label_smoothing: f64,
     /// Apply the training augmentation (random resized crop, flips, rotation, colour jitter).
     pub augment: bool,
     /// Its ranges.
@@ -282,6 +285,7 @@ impl Default for TrainingSection {
             batch_size: 64,
             seed: 42,
             class_weights: ClassWeights::InverseFrequency,
+            label_smoothing: 0.0,
             augment: true,
             augmentation: AugmentationSection::default(),
             workers: 2,
@@ -507,6 +511,12 @@ impl TrainConfig {
             return bad(format!(
                 "training.weight_decay must be >= 0, got {}",
                 t.weight_decay
+            ));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return bad(format!(
+                "training.label_smoothing must be in [0, 1), got {}",
+                t.label_smoothing
             ));
         }
         if t.nesterov && t.optimizer == OptimizerKind::Sgd && t.momentum == 0.0 {
@@ -819,6 +829,13 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
         assert!(e.contains("training.lr"), "{e}");
         let e = parse("training: {epochs: 0}", &[]).unwrap_err().to_string();
         assert!(e.contains("training.epochs"), "{e}");
+        for bad in ["1.0", "-0.1", ".nan"] {
+            let e = parse(&format!("training: {{label_smoothing: {bad}}}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("training.label_smoothing"), "{e}");
+        }
+        assert!(parse("training: {label_smoothing: 0.1}", &[]).is_ok());
         let e = parse("robustness: {loss_type: fancy}", &[])
             .unwrap_err()
             .to_string();

@@ -25,22 +25,36 @@ fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(v, [labels.len(), classes]), device)
 }
 
-/// Weighted mean cross-entropy (PyTorch's definition). `logits`: `[b, classes]`; `weights`:
-/// one per class (None = all 1). Returns a `[1]` tensor.
-pub fn cross_entropy(logits: Tensor<2>, labels: &[usize], weights: Option<&[f32]>) -> Tensor<1> {
-    let [b, c] = logits.dims();
+/// Weighted mean cross-entropy with label smoothing, PyTorch's definition
+/// (`F.cross_entropy(logits, y, weight=w, label_smoothing=s)`): `(1 - s)` times the weighted
+/// NLL plus `s / classes` times `sum_i sum_k w[k] * -log p_ik`, both divided by
+/// `sum_i w[y_i]`. `logits`: `[b, classes]`; `weights`: one per class (None = all 1);
+/// `smoothing` in [0, 1). Returns a `[1]` tensor.
+pub fn cross_entropy(
+    logits: Tensor<2>,
+    labels: &[usize],
+    weights: Option<&[f32]>,
+    smoothing: f32,
+) -> Tensor<1> {
+    let [_, c] = logits.dims();
     let device = logits.device();
-    let nll = (log_softmax(logits, 1) * one_hot(labels, c, &device))
-        .sum_dim(1)
-        .neg()
-        .reshape([b]); // [b]
-    let w: Vec<f32> = labels
+    let class_w: Vec<f32> = (0..c).map(|k| weights.map_or(1.0, |w| w[k])).collect();
+    let total_weight: f32 = labels
         .iter()
-        .map(|&y| weights.map_or(1.0, |w| w[y]))
-        .collect();
-    let total_weight: f32 = w.iter().sum::<f32>().max(f32::MIN_POSITIVE);
-    let w = Tensor::<1>::from_data(TensorData::new(w, [b]), &device);
-    (nll * w).sum().div_scalar(total_weight)
+        .map(|&y| class_w[y])
+        .sum::<f32>()
+        .max(f32::MIN_POSITIVE);
+    let log_p = log_softmax(logits, 1); // [b, classes]
+    let class_w = Tensor::<2>::from_data(TensorData::new(class_w, [1, c]), &device);
+    let weighted = log_p * class_w; // [b, classes]
+    let nll = (weighted.clone() * one_hot(labels, c, &device)).sum().neg(); // [1]
+    let loss = if smoothing > 0.0 {
+        let uniform = weighted.sum().neg(); // [1]
+        nll.mul_scalar(1.0 - smoothing) + uniform.mul_scalar(smoothing / c as f32)
+    } else {
+        nll
+    };
+    loss.div_scalar(total_weight)
 }
 
 /// Mean binary cross-entropy with logits over samples and findings, each finding weighted.
@@ -151,7 +165,8 @@ pub struct LossParts {
     pub robust: Option<Tensor<1>>,
 }
 
-/// TRADES' outer loss on a model in training mode: `CE(f(x), y) + beta * KL(p(x) || p(x'))`,
+/// TRADES' outer loss on a model in training mode: `CE(f(x), y) + beta * KL(p(x) || p(x'))`
+/// (the CE label-smoothed by `smoothing`),
 /// with two forward passes (as the reference). Returns the parts and both logits.
 pub fn trades_outer(
     model: &dyn Classify,
@@ -159,11 +174,12 @@ pub fn trades_outer(
     x_adv: Tensor<4>,
     labels: &[usize],
     weights: Option<&[f32]>,
+    smoothing: f32,
     beta: f32,
 ) -> (LossParts, Tensor<2>, Tensor<2>) {
     let logits = model.logits(x); // [b, classes]
     let logits_adv = model.logits(x_adv);
-    let natural = cross_entropy(logits.clone(), labels, weights);
+    let natural = cross_entropy(logits.clone(), labels, weights, smoothing);
     let robust = kl_batchmean(logits.clone(), logits_adv.clone());
     let total = natural.clone() + robust.clone().mul_scalar(beta);
     (
@@ -195,11 +211,28 @@ mod tests {
         let lse = |v: &[f32]| v.iter().map(|x| x.exp()).sum::<f32>().ln();
         let ce0 = lse(&[1.0, 2.0, 0.5]) - 1.0;
         let ce1 = lse(&[0.0, 0.0, 3.0]) - 3.0;
-        let plain = value(cross_entropy(logits.clone(), &[0, 2], None));
+        let plain = value(cross_entropy(logits.clone(), &[0, 2], None, 0.0));
         assert!((plain - (ce0 + ce1) / 2.0).abs() < 1e-5);
         let w = [2.0, 1.0, 0.5];
-        let weighted = value(cross_entropy(logits, &[0, 2], Some(&w)));
+        let weighted = value(cross_entropy(logits, &[0, 2], Some(&w), 0.0));
         assert!((weighted - (2.0 * ce0 + 0.5 * ce1) / 2.5).abs() < 1e-5);
+    }
+
+    #[test]
+    fn label_smoothing_matches_pytorch() {
+        // torch 2.15: z = [[1, -0.5, 0.25], [0.3, 2, -1], [-0.2, 0.1, 0.4]], y = [0, 2, 1],
+        // w = [2, 1, 0.5]; F.cross_entropy(z, y, label_smoothing=0.1) and with weight=w.
+        let device = Device::flex();
+        let z = vec![1.0f32, -0.5, 0.25, 0.3, 2.0, -1.0, -0.2, 0.1, 0.4];
+        let logits = Tensor::<2>::from_data(TensorData::new(z, [3, 3]), &device);
+        let y = [0, 2, 1];
+        let w = [2.0, 1.0, 0.5];
+        let plain = value(cross_entropy(logits.clone(), &y, None, 0.1));
+        assert!((plain - 1.599_017_9).abs() < 1e-5, "{plain}");
+        let weighted = value(cross_entropy(logits.clone(), &y, Some(&w), 0.1));
+        assert!((weighted - 1.105_265_4).abs() < 1e-5, "{weighted}");
+        let unsmoothed = value(cross_entropy(logits, &y, Some(&w), 0.0));
+        assert!((unsmoothed - 1.082_529_2).abs() < 1e-5, "{unsmoothed}");
     }
 
     #[test]

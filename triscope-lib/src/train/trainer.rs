@@ -447,6 +447,11 @@ impl Trainer {
         let val = open_split(&config, &config.data.val_split, config.data.val_limit)?;
         let mut model_config = config.model_config(train.class_names.clone())?;
         model_config.multi_label = train.multi_label;
+        if train.multi_label && config.training.label_smoothing > 0.0 {
+            return Err(TriscopeError::BadConfig(
+                "training.label_smoothing applies to the cross-entropy of single-label classes; this data is multi-label (BCE): set it to 0".into(),
+            ));
+        }
         model_config
             .validate()
             .map_err(|e| TriscopeError::BadConfig(format!("{e}")))?;
@@ -959,6 +964,7 @@ impl Trainer {
         let targets = self.labels(batch);
         let weights = self.state.class_weights.clone();
         let w = weights.as_deref();
+        let smoothing = self.config.training.label_smoothing as f32;
         let r = &self.config.robustness;
         let inner = InnerAttack {
             epsilon: r.attack.epsilon,
@@ -973,7 +979,7 @@ impl Trainer {
         let (parts, clean_acc, robust_acc) = match (r.loss_type, &targets) {
             (LossType::Clean, _) => {
                 let logits = model.forward(Tensor::from_data(data(), &ad)); // [b, classes]
-                let loss = targets.loss(logits.clone(), w);
+                let loss = targets.loss(logits.clone(), w, smoothing);
                 let acc = targets.accuracy(&logit_rows(logits)?);
                 (
                     LossParts {
@@ -996,7 +1002,7 @@ impl Trainer {
                     loss::pgd_adversarial(&eval, &x, &goal, &inner, seed, control.cancel_flag())?;
                 let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
                 let logits_adv = model.forward(x_adv); // [b, classes]
-                let loss = targets.loss(logits_adv.clone(), w);
+                let loss = targets.loss(logits_adv.clone(), w, smoothing);
                 let robust_acc = targets.accuracy(&logit_rows(logits_adv)?);
                 (
                     LossParts {
@@ -1016,7 +1022,7 @@ impl Trainer {
                 let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
                 let x = Tensor::<4>::from_data(data(), &ad);
                 let (parts, logits, logits_adv) =
-                    loss::trades_outer(model, x, x_adv, labels, w, r.beta as f32);
+                    loss::trades_outer(model, x, x_adv, labels, w, smoothing, r.beta as f32);
                 let clean = targets.accuracy(&logit_rows(logits)?);
                 let robust = targets.accuracy(&logit_rows(logits_adv)?);
                 (parts, clean, Some(robust))
@@ -1098,7 +1104,7 @@ impl Trainer {
             let x =
                 Tensor::<4>::from_data(TensorData::new(batch.pixels.clone(), batch.shape), &plain);
             let logits = eval.forward(x.clone()); // [b, classes]
-            loss_sum += scalar(targets.loss(logits.clone(), None))? * batch.shape[0] as f64;
+            loss_sum += scalar(targets.loss(logits.clone(), None, 0.0))? * batch.shape[0] as f64;
             rows.extend(logit_rows(logits)?);
             let room = robust_wanted.saturating_sub(adv_rows.len());
             if room > 0 {
@@ -1224,9 +1230,11 @@ enum Targets {
 }
 
 impl Targets {
-    fn loss(&self, logits: Tensor<2>, weights: Option<&[f32]>) -> Tensor<1> {
+    /// `smoothing` applies to single-label cross-entropy only (a run on multi-label data refuses
+    /// it at its start).
+    fn loss(&self, logits: Tensor<2>, weights: Option<&[f32]>, smoothing: f32) -> Tensor<1> {
         match self {
-            Self::Single(y) => loss::cross_entropy(logits, y, weights),
+            Self::Single(y) => loss::cross_entropy(logits, y, weights, smoothing),
             Self::Multi(t) => loss::binary_cross_entropy(logits, t, weights),
         }
     }
