@@ -247,6 +247,40 @@ fn weights_of(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// `training.freeze_backbone`: after a run, only `fc` moved; every other weight and every
+/// BatchNorm statistic is the initial one, bit for bit, whatever the loss.
+#[test]
+fn a_frozen_backbone_trains_the_head_only() {
+    for loss_type in ["clean", "pgd_at", "trades"] {
+        let dir = temp_dir(&format!("frozen-{loss_type}"));
+        let config = tiny_config(loss_type, 1, &["training.freeze_backbone=true"]);
+        train(config, &dir);
+        let last = dir.join("last.safetensors");
+        let model_config = weights::load_checkpoint(&last, &Device::flex())
+            .unwrap()
+            .model
+            .config;
+        let init: BTreeMap<String, Vec<f32>> =
+            triscope::model::ResNet50::init(&model_config, 3, &Device::flex())
+                .unwrap()
+                .named_tensors()
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.key, t.values))
+                .collect();
+        let trained = weights_of(&last);
+        assert_eq!(init.len(), trained.len());
+        for (key, values) in &trained {
+            if key.starts_with("fc.") {
+                assert_ne!(values, &init[key], "{loss_type}: {key} was trained");
+            } else {
+                assert_eq!(values, &init[key], "{loss_type}: {key} stayed");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn same_config_and_seed_give_identical_runs() {
     let (a, b) = (temp_dir("repro-a"), temp_dir("repro-b"));

@@ -219,7 +219,7 @@ impl ResNet50 {
         let l4 = run(l3.clone(), LayerId::Layer4); // [b, 32w, H/32, W/32]
         let [b, c, _, _] = l4.dims();
         let embedding = l4.clone().mean_dims(&[2, 3]).reshape([b, c]); // [b, 32w]
-        let logits = self.fc.forward(self.dropout.forward(embedding.clone())); // [b, classes]
+        let logits = self.head(embedding.clone()); // [b, classes]
         ForwardTaps {
             layers: [l1, l2, l3, l4],
             embedding,
@@ -229,6 +229,11 @@ impl ResNet50 {
 
     /// Logits only. `[batch, C, H, W]` pixels in [0, 1] -> `[batch, num_classes]`.
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<2> {
+        self.head(self.embedding(pixels))
+    }
+
+    /// Globally average-pooled layer4. `[batch, C, H, W]` pixels -> `[batch, 32w]`.
+    pub fn embedding(&self, pixels: Tensor<4>) -> Tensor<2> {
         let mut x = self.stem(self.normalize(pixels));
         for stage in self.stages() {
             for block in stage {
@@ -236,7 +241,12 @@ impl ResNet50 {
             }
         }
         let [b, c, _, _] = x.dims();
-        let embedding = x.mean_dims(&[2, 3]).reshape([b, c]);
+        x.mean_dims(&[2, 3]).reshape([b, c])
+    }
+
+    /// The classifier on an embedding: dropout, then the linear layer. `[batch, 32w]` ->
+    /// `[batch, num_classes]`.
+    pub fn head(&self, embedding: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(embedding))
     }
 

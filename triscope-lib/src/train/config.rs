@@ -254,6 +254,10 @@ pub struct TrainingSection {
     /// Label smoothing of the cross-entropy (PyTorch's `label_smoothing`): the target puts
     /// `1 - s` on the true class and spreads `s` evenly over all classes. In [0, 1); 0 = off.
     pub label_smoothing: f64,
+    /// Train the classifier (`fc`) only, on the pooled features of the network as it was
+    /// loaded: every other weight and every BatchNorm statistic stays as it is (a linear
+    /// probe). For a small set on top of a model trained on a related one.
+    pub freeze_backbone: bool,
     /// Apply the training augmentation (random resized crop, flips, rotation, colour jitter).
     pub augment: bool,
     /// Its ranges.
@@ -286,6 +290,7 @@ impl Default for TrainingSection {
             seed: 42,
             class_weights: ClassWeights::InverseFrequency,
             label_smoothing: 0.0,
+            freeze_backbone: false,
             augment: true,
             augmentation: AugmentationSection::default(),
             workers: 2,

@@ -19,7 +19,7 @@ use super::config::{ClassWeights, LossType, TrainConfig};
 use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order};
 use super::loss::{self, InnerAttack, LossParts};
 use super::optim::{build_optimizer, learning_rate};
-use crate::attack::AttackGoal;
+use crate::attack::{AttackGoal, Classify};
 use crate::data::{Dataset, Label};
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
@@ -975,10 +975,21 @@ impl Trainer {
         if self.model_config.dropout > 0.0 {
             ad.seed(keyed_rng(self.config.training.seed, stream::DROPOUT, step_key, 0).next_u64());
         }
-        let model = &self.model;
+        // The model in inference mode: the attacks' target, and a frozen backbone's.
+        let eval = self.model.valid();
+        let frozen = FrozenBackbone {
+            backbone: &eval,
+            plain: plain.clone(),
+            head: &self.model,
+        };
+        let model: &dyn Classify = if self.config.training.freeze_backbone {
+            &frozen
+        } else {
+            &self.model
+        };
         let (parts, clean_acc, robust_acc) = match (r.loss_type, &targets) {
             (LossType::Clean, _) => {
-                let logits = model.forward(Tensor::from_data(data(), &ad)); // [b, classes]
+                let logits = model.logits(Tensor::from_data(data(), &ad)); // [b, classes]
                 let loss = targets.loss(logits.clone(), w, smoothing);
                 let acc = targets.accuracy(&logit_rows(logits)?);
                 (
@@ -992,7 +1003,6 @@ impl Trainer {
                 )
             }
             (LossType::PgdAt, _) => {
-                let eval = model.valid();
                 let x = Tensor::<4>::from_data(data(), &plain);
                 let clean_acc = targets.accuracy(&logit_rows(eval.forward(x.clone()))?);
                 let goal = targets.goal();
@@ -1001,7 +1011,7 @@ impl Trainer {
                 let x_adv =
                     loss::pgd_adversarial(&eval, &x, &goal, &inner, seed, control.cancel_flag())?;
                 let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
-                let logits_adv = model.forward(x_adv); // [b, classes]
+                let logits_adv = model.logits(x_adv); // [b, classes]
                 let loss = targets.loss(logits_adv.clone(), w, smoothing);
                 let robust_acc = targets.accuracy(&logit_rows(logits_adv)?);
                 (
@@ -1015,7 +1025,6 @@ impl Trainer {
                 )
             }
             (LossType::Trades, Targets::Single(labels)) => {
-                let eval = model.valid();
                 let x = Tensor::<4>::from_data(data(), &plain);
                 let mut rng = keyed_rng(self.config.training.seed, stream::ATTACK, step_key, 0);
                 let x_adv = loss::trades_adversarial(&eval, &x, &inner, &mut rng)?;
@@ -1221,6 +1230,29 @@ struct ValResult {
     robust_acc: Option<f64>,
     robust_balanced_acc: Option<f64>,
     robust_samples: usize,
+}
+
+/// `training.freeze_backbone`: features from the network in inference mode (no gradient, no
+/// BatchNorm update), then the trained model's head, so that only `fc` gets a gradient.
+struct FrozenBackbone<'a> {
+    /// In inference mode, on `plain`.
+    backbone: &'a ResNet50,
+    plain: Device,
+    head: &'a ResNet50,
+}
+
+impl Classify for FrozenBackbone<'_> {
+    fn logits(&self, pixels: Tensor<4>) -> Tensor<2> {
+        let trained = pixels.device();
+        let pixels = Tensor::<4>::from_data(pixels.into_data(), &self.plain);
+        let embedding = self.backbone.embedding(pixels); // [b, 32w]
+        self.head
+            .head(Tensor::from_data(embedding.into_data(), &trained))
+    }
+
+    fn num_classes(&self) -> usize {
+        self.head.config.num_classes
+    }
 }
 
 /// Labels of a batch in model outputs.
