@@ -496,19 +496,20 @@ fn nan_loss_stops_the_run_and_keeps_the_checkpoint() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The error of a run that must not start.
+fn start_error(config: TrainConfig, run_dir: &Path) -> String {
+    Trainer::new(config, run_dir, ComputeDevice::cpu())
+        .err()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn bad_runs_fail_with_clear_errors() {
     // Unwritable run folder (a path below a regular file).
     let file = temp_dir("blocker");
     std::fs::write(&file, b"x").unwrap();
-    let err = Trainer::new(
-        tiny_config("clean", 1, &[]),
-        &file.join("run"),
-        ComputeDevice::cpu(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = start_error(tiny_config("clean", 1, &[]), &file.join("run"));
     assert!(
         err.contains("cannot write") && err.contains("blocker"),
         "{err}"
@@ -516,14 +517,10 @@ fn bad_runs_fail_with_clear_errors() {
     let _ = std::fs::remove_file(&file);
 
     // A class in the labels that the config does not declare.
-    let err = Trainer::new(
+    let err = start_error(
         tiny_config("clean", 1, &["classifier.class_names=[mel, bcc]"]),
         &temp_dir("undeclared"),
-        ComputeDevice::cpu(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    );
     assert!(err.contains("'nv'"), "{err}");
 
     // Label smoothing on multi-label findings (BCE has no class to smooth towards).
@@ -547,14 +544,7 @@ fn bad_runs_fail_with_clear_errors() {
         "training.label_smoothing=0.1".into(),
     ];
     let nih_sets: Vec<&str> = nih_sets.iter().map(String::as_str).collect();
-    let err = Trainer::new(
-        tiny_config("clean", 1, &nih_sets),
-        &temp_dir("nih-run"),
-        ComputeDevice::cpu(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = start_error(tiny_config("clean", 1, &nih_sets), &temp_dir("nih-run"));
     assert!(
         err.contains("label_smoothing") && err.contains("multi-label"),
         "{err}"
