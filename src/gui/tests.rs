@@ -42,6 +42,13 @@ fn wgpu_available() -> bool {
     }
 }
 
+/// The app once its first sample is explained: where most tests start.
+fn explained_harness() -> Harness<'static, TriscopeApp> {
+    let mut h = harness();
+    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    h
+}
+
 fn harness() -> Harness<'static, TriscopeApp> {
     harness_opening(None)
 }
@@ -112,8 +119,7 @@ fn opens_on_a_sample_explained_and_switches_layer_and_theme() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     let app = h.state();
     assert!(app.uses_shader(), "the overlay runs in the WGSL shader");
     let first = app.current_image.clone().expect("an image is open");
@@ -189,8 +195,7 @@ fn eps_slider_runs_a_live_attack_and_the_result_arrives() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     h.get_by_label("Attack").click();
     h.run_steps(2);
     assert_eq!(h.state().saved.tab, Tab::Attack);
@@ -264,8 +269,7 @@ fn layers_panel_shows_every_stage() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     h.get_by_label("Light theme").click();
     h.get_by_label("Layers").click();
     h.run_steps(2);
@@ -295,8 +299,7 @@ fn training_panel_trains_a_tiny_run_live_and_loads_its_checkpoint() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     let runs = std::env::temp_dir().join(format!("triscope-gui-train-{}", std::process::id()));
     h.state_mut().training.form.runs_dir = runs.display().to_string();
     h.state_mut().training.form.config_path = "tests/fixtures/train_tiny.yaml".into();
@@ -367,8 +370,7 @@ fn dicom_window_sliders_reanalyse_and_the_export_holds_no_patient_identity() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom");
     let file = fixtures.join("patient_identity.dcm");
     h.state_mut()
@@ -442,8 +444,7 @@ fn bundled_chest_xray_model_loads_from_the_menu_and_explains_a_grey_image() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     h.get_by_label("File").click();
     h.run_steps(2);
     h.get_by_label("Bundled models").click();
@@ -476,8 +477,7 @@ fn frames_stay_cheap_while_an_attack_and_a_training_run_compute() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     let runs = std::env::temp_dir().join(format!("triscope-gui-load-{}", std::process::id()));
     {
         let app = h.state_mut();
@@ -578,8 +578,7 @@ fn an_audit_folder_opens_in_the_report_window_with_its_figures() {
     }
     let dir = std::env::temp_dir().join(format!("triscope-gui-report-{}", std::process::id()));
     write_report(&dir);
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     h.state_mut().saved.theme = ThemeChoice::Light;
     h.state_mut().open_path(dir.clone());
     wait_until(&mut h, "the report", |a| a.report.loaded.is_some());
@@ -660,8 +659,7 @@ fn audit_tab_audits_a_tiny_dataset_opens_the_report_and_cancels() {
     );
     let reports = std::env::temp_dir().join("triscope-gui-audit-reports");
     let _ = std::fs::remove_dir_all(&reports);
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     h.get_by_label("Audit").click();
     h.run_steps(2);
     assert_eq!(h.state().saved.tab, Tab::Audit);
@@ -738,8 +736,7 @@ fn ground_truth_lesion_outline_follows_the_view_and_the_toggle_hides_it() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     // ISIC_0024324 (bkl): an irregular lesion clear of the borders, easy to check by eye.
     h.get_by_label_contains("ISIC_0024324.jpg").click();
     wait_until(&mut h, "the bkl sample", |a| {
@@ -819,8 +816,7 @@ fn ground_truth_expert_box_of_the_explained_finding_on_a_chest_xray() {
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     let model =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kermany_cxr_default.safetensors");
     h.state_mut()
@@ -884,8 +880,7 @@ fn fourteen_finding_model_shows_a_bar_per_finding_and_the_box_of_the_explained_o
     if !wgpu_available() {
         return;
     }
-    let mut h = harness();
-    wait_until(&mut h, "the first explanation", |a| a.has_analysis());
+    let mut h = explained_harness();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/nih_cxr14_demo.safetensors");
     h.state_mut()
         .handle_action_for_test(super::state::UiAction::LoadModel(model));
