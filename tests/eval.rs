@@ -526,4 +526,23 @@ fn calibrate_writes_the_fitted_bias_shift_into_a_new_checkpoint() {
         );
     }
     assert_eq!(after.metadata.metrics["logit_adjustment_tau"], tau);
+    // An accuracy floor outside [0, 1] is refused before anything is written.
+    let refused = tmp.path().join("refused.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .args([
+            "calibrate",
+            "--min-accuracy",
+            "1.5",
+            "--device",
+            "cpu",
+            "--data",
+        ])
+        .arg(&root)
+        .arg("--out")
+        .arg(&refused)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("accuracy floor"), "{e}");
+    assert!(!refused.exists());
 }

@@ -25,6 +25,10 @@ pub struct CalibrateArgs {
     /// The split tau is chosen on (never the test split)
     #[arg(long, default_value = "val")]
     val_split: String,
+    /// Keep validation accuracy at this or more (an operating point): tau is then the best
+    /// balanced accuracy among the candidates that do
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    min_accuracy: f64,
     #[command(flatten)]
     model: ModelArgs,
     /// The adjusted checkpoint to write
@@ -52,14 +56,22 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<ExitCode> {
         &train,
         &val,
         &default_taus(),
+        args.min_accuracy,
         &AtomicBool::new(false),
     )?;
     let model = shift_bias(classifier.model().clone(), &fit.bias_shift)?;
     let old = &classifier.metadata;
     let mut meta = CheckpointMetadata::now(
         format!(
-            "{}; logit adjustment tau {:.2} (fitted on {} by triscope calibrate)",
-            old.description, fit.tau, args.val_split
+            "{}; logit adjustment tau {:.2} (fitted on {}{} by triscope calibrate)",
+            old.description,
+            fit.tau,
+            args.val_split,
+            if args.min_accuracy > 0.0 {
+                format!(", accuracy kept at {} or more", args.min_accuracy)
+            } else {
+                String::new()
+            }
         ),
         old.trained,
     );

@@ -2,7 +2,8 @@
 //! 2021): a classifier trained on imbalanced data keeps the training prior in its logits;
 //! subtracting `tau * log(prior)` moves decisions towards the rare classes. `tau` is chosen on
 //! the validation split for the best balanced accuracy (0, no change, is always a candidate),
-//! and the shift goes into the classifier's bias, so the adjusted model is a plain ResNet-50
+//! optionally among the candidates that keep a floor on accuracy (an operating point: the
+//! adjustment trades majority-class hits for rare-class ones), and the shift goes into the classifier's bias, so the adjusted model is a plain ResNet-50
 //! that every part of Triscope reads as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,12 +48,14 @@ pub struct PriorAdjustment {
 }
 
 /// Choose `tau` among `taus` for the best balanced accuracy of `logits` (rows in the model's
-/// class order) against `labels`; ties go to the smaller `tau`. `prior` must be positive.
+/// class order) against `labels`, among the candidates whose accuracy is at least
+/// `min_accuracy` (0 for no floor); ties go to the smaller `tau`. `prior` must be positive.
 pub fn fit_prior_adjustment(
     logits: &[Vec<f32>],
     labels: &[usize],
     prior: &[f64],
     taus: &[f64],
+    min_accuracy: f64,
 ) -> Result<PriorAdjustment> {
     let k = prior.len();
     if prior.iter().any(|p| p.is_nan() || *p <= 0.0) {
@@ -85,15 +88,32 @@ pub fn fit_prior_adjustment(
             accuracy: m.accuracy,
         }
     };
+    if !(0.0..=1.0).contains(&min_accuracy) {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "the accuracy floor must be in [0, 1], not {min_accuracy}"
+        )));
+    }
     let before = score(0.0);
     let grid: Vec<TauScore> = taus.iter().map(|&t| score(t)).collect();
-    let after = grid.iter().copied().fold(before, |best, s| {
-        if s.balanced_accuracy > best.balanced_accuracy {
-            s
-        } else {
-            best
-        }
-    });
+    let after = std::iter::once(before)
+        .chain(grid.iter().copied())
+        .filter(|s| s.accuracy >= min_accuracy)
+        .reduce(|best, s| {
+            if s.balanced_accuracy > best.balanced_accuracy
+                || (s.balanced_accuracy == best.balanced_accuracy && s.tau < best.tau)
+            {
+                s
+            } else {
+                best
+            }
+        })
+        .ok_or_else(|| {
+            TriscopeError::InvalidArgument(format!(
+                "no tau keeps the validation accuracy at {min_accuracy} or more: the model as \
+                 trained has {:.4}, and a larger tau lowers it",
+                before.accuracy
+            ))
+        })?;
     Ok(PriorAdjustment {
         tau: after.tau,
         prior: prior.to_vec(),
@@ -139,6 +159,7 @@ pub fn fit_on_datasets(
     train: &Dataset,
     val: &Dataset,
     taus: &[f64],
+    min_accuracy: f64,
     cancel: &AtomicBool,
 ) -> Result<PriorAdjustment> {
     let cfg = classifier.config();
@@ -166,7 +187,7 @@ pub fn fit_on_datasets(
     let prior: Vec<f64> = counts.iter().map(|&n| n as f64 / total).collect();
     let val_labels = class_of(model_labels(val, cfg)?);
     let logits = dataset_logits(classifier, val, 32, cancel)?;
-    fit_prior_adjustment(&logits, &val_labels, &prior, taus)
+    fit_prior_adjustment(&logits, &val_labels, &prior, taus, min_accuracy)
 }
 
 /// `model` with `shift` added to its classifier's bias (`[num_classes]`).
@@ -206,7 +227,7 @@ mod tests {
             logits.push(vec![0.5 + (i % 2) as f32 * 0.1, 0.0]);
             labels.push(1);
         }
-        let a = fit_prior_adjustment(&logits, &labels, &prior, &default_taus()).unwrap();
+        let a = fit_prior_adjustment(&logits, &labels, &prior, &default_taus(), 0.0).unwrap();
         assert!(
             (a.before.balanced_accuracy - 0.5).abs() < 1e-9,
             "{:?}",
@@ -231,12 +252,42 @@ mod tests {
     }
 
     #[test]
+    fn an_accuracy_floor_keeps_the_best_tau_that_meets_it() {
+        // Prior 0.9 / 0.1; logit margins (majority minus rare): 80 majority images at 1.0 and 10
+        // at 0.2, 5 rare at 0.1 and 5 at 0.5. A shift of tau * ln 9 passes the rare ones at
+        // tau 0.05 (margin 0.1) and 0.25 (0.5), and loses the close majority ones from tau 0.1.
+        let mut logits = Vec::new();
+        let mut labels = Vec::new();
+        for (margin, label, n) in [(1.0f32, 0, 80), (0.2, 0, 10), (0.1, 1, 5), (0.5, 1, 5)] {
+            for _ in 0..n {
+                logits.push(vec![margin, 0.0]);
+                labels.push(label);
+            }
+        }
+        let prior = [0.9, 0.1];
+        let free = fit_prior_adjustment(&logits, &labels, &prior, &default_taus(), 0.0).unwrap();
+        assert!((free.tau - 0.25).abs() < 1e-9, "{:?}", free.after);
+        assert!((free.after.accuracy - 0.90).abs() < 1e-9);
+        // A floor of 0.92 rules that out: tau 0.05 (accuracy 0.95, balanced 0.75) is kept.
+        let floor = fit_prior_adjustment(&logits, &labels, &prior, &default_taus(), 0.92).unwrap();
+        assert!((floor.tau - 0.05).abs() < 1e-9, "{:?}", floor.after);
+        assert!((floor.after.accuracy - 0.95).abs() < 1e-9);
+        assert!((floor.after.balanced_accuracy - 0.75).abs() < 1e-9);
+        // No candidate reaches 0.96: an error that says what the model as trained has.
+        let err = fit_prior_adjustment(&logits, &labels, &prior, &default_taus(), 0.96)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0.96") && err.contains("0.9000"), "{err}");
+    }
+
+    #[test]
     fn a_balanced_model_is_left_as_it_is_and_bad_inputs_are_refused() {
         let logits = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
-        let a = fit_prior_adjustment(&logits, &[0, 1], &[0.5, 0.5], &default_taus()).unwrap();
+        let a = fit_prior_adjustment(&logits, &[0, 1], &[0.5, 0.5], &default_taus(), 0.0).unwrap();
         assert_eq!(a.tau, 0.0);
-        assert!(fit_prior_adjustment(&logits, &[0, 1], &[1.0, 0.0], &[0.0]).is_err());
-        assert!(fit_prior_adjustment(&logits, &[0], &[0.5, 0.5], &[0.0]).is_err());
+        assert!(fit_prior_adjustment(&logits, &[0, 1], &[1.0, 0.0], &[0.0], 0.0).is_err());
+        assert!(fit_prior_adjustment(&logits, &[0], &[0.5, 0.5], &[0.0], 0.0).is_err());
+        assert!(fit_prior_adjustment(&logits, &[0, 1], &[0.5, 0.5], &[0.0], 1.5).is_err());
     }
 
     #[test]
