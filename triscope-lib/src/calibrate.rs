@@ -3,8 +3,9 @@
 //! subtracting `tau * log(prior)` moves decisions towards the rare classes. `tau` is chosen on
 //! the validation split for the best balanced accuracy (0, no change, is always a candidate),
 //! optionally among the candidates that keep a floor on accuracy (an operating point: the
-//! adjustment trades majority-class hits for rare-class ones), and the shift goes into the classifier's bias, so the adjusted model is a plain ResNet-50
-//! that every part of Triscope reads as before.
+//! adjustment trades majority-class hits for rare-class ones), and the shift goes into the
+//! classifier's bias, so the adjusted model is a plain ResNet-50 that every part of Triscope
+//! reads as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -109,8 +110,9 @@ pub fn fit_prior_adjustment(
         })
         .ok_or_else(|| {
             TriscopeError::InvalidArgument(format!(
-                "no tau keeps the validation accuracy at {min_accuracy} or more: the model as \
-                 trained has {:.4}, and a larger tau lowers it",
+                "no tau among {} candidates keeps the accuracy at {min_accuracy} or more (the \
+                 model as trained has {:.4})",
+                taus.len(),
                 before.accuracy
             ))
         })?;
