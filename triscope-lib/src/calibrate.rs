@@ -48,6 +48,16 @@ pub struct PriorAdjustment {
     pub grid: Vec<TauScore>,
 }
 
+fn check_accuracy_floor(min_accuracy: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&min_accuracy) {
+        Ok(())
+    } else {
+        Err(TriscopeError::InvalidArgument(format!(
+            "the accuracy floor must be in [0, 1], not {min_accuracy}"
+        )))
+    }
+}
+
 /// Choose `tau` among `taus` for the best balanced accuracy of `logits` (rows in the model's
 /// class order) against `labels`, among the candidates whose accuracy is at least
 /// `min_accuracy` (0 for no floor); ties go to the smaller `tau`. `prior` must be positive.
@@ -58,6 +68,7 @@ pub fn fit_prior_adjustment(
     taus: &[f64],
     min_accuracy: f64,
 ) -> Result<PriorAdjustment> {
+    check_accuracy_floor(min_accuracy)?;
     let k = prior.len();
     if prior.iter().any(|p| p.is_nan() || *p <= 0.0) {
         return Err(TriscopeError::InvalidArgument(format!(
@@ -89,11 +100,6 @@ pub fn fit_prior_adjustment(
             accuracy: m.accuracy,
         }
     };
-    if !(0.0..=1.0).contains(&min_accuracy) {
-        return Err(TriscopeError::InvalidArgument(format!(
-            "the accuracy floor must be in [0, 1], not {min_accuracy}"
-        )));
-    }
     let before = score(0.0);
     let grid: Vec<TauScore> = taus.iter().map(|&t| score(t)).collect();
     let after = std::iter::once(before)
@@ -164,6 +170,8 @@ pub fn fit_on_datasets(
     min_accuracy: f64,
     cancel: &AtomicBool,
 ) -> Result<PriorAdjustment> {
+    // Before the validation split's forward passes, not after them.
+    check_accuracy_floor(min_accuracy)?;
     let cfg = classifier.config();
     if cfg.multi_label {
         return Err(TriscopeError::InvalidArgument(
