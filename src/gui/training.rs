@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+use egui_plot::{GridInput, GridMark, HoverPosition, Legend, Line, Plot, PlotPoints, Points};
 use triscope::device::ComputeDevice;
 use triscope::train::config::LossType;
 use triscope::train::{
@@ -324,16 +324,21 @@ impl TrainingPanel {
             Points::new(name.to_string(), pts).radius(4.0)
         };
         let height = 150.0;
-        ui.strong("Loss");
+        ui.strong("Loss (log scale)");
         Plot::new("train-loss")
             .height(height)
             .legend(Legend::default())
             .x_axis_label("step")
+            .y_grid_spacer(log_loss_marks)
+            .y_axis_formatter(|mark, _| format_loss(10f64.powf(mark.value)))
+            .label_formatter(loss_hover_label)
             .show(ui, |p| {
-                p.line(step_line("train loss", &|s| Some(s.loss)));
-                p.line(step_line("natural (CE)", &|s| Some(s.loss_natural)));
-                p.line(step_line("robust (KL)", &|s| s.loss_robust));
-                p.points(epoch_points("val loss", &|e| Some(e.val_loss)));
+                p.line(step_line("train loss", &|s| Some(log_loss(s.loss))));
+                p.line(step_line("natural (CE)", &|s| {
+                    Some(log_loss(s.loss_natural))
+                }));
+                p.line(step_line("robust (KL)", &|s| s.loss_robust.map(log_loss)));
+                p.points(epoch_points("val loss", &|e| Some(log_loss(e.val_loss))));
             });
         ui.strong("Accuracy");
         Plot::new("train-acc")
@@ -359,9 +364,122 @@ impl TrainingPanel {
     }
 }
 
+/// The loss plot's y is log10 of the loss: one diverged validation loss (2e9 after three
+/// steps of a tiny run) would flatten every other curve onto zero on a linear axis, and a KL
+/// term of 1e-3 beside a cross-entropy of 2 would be invisible. Losses at or below the floor
+/// (a KL of exactly 0) sit on it.
+const LOSS_FLOOR: f64 = 1e-4;
+
+fn log_loss(loss: f64) -> f64 {
+    loss.max(LOSS_FLOOR).log10()
+}
+
+/// Grid marks at powers of ten (log10 units), every one or every few so that egui can label
+/// them, with 2x and 5x between them when there is room; egui's own marks where that leaves
+/// fewer than two.
+fn log_loss_marks(input: GridInput) -> Vec<GridMark> {
+    let (lo, hi) = input.bounds;
+    // egui labels a y mark whose step spans at least 20 points, fully from 30, and
+    // `base_step_size` spans 8 points.
+    let legible = input.base_step_size * 30.0 / 8.0;
+    if !(lo.is_finite() && hi.is_finite() && legible > 0.0) || hi <= lo {
+        return Vec::new();
+    }
+    let stride = [1i64, 2, 3, 5, 10, 20, 50]
+        .into_iter()
+        .find(|&s| s as f64 >= legible)
+        .unwrap_or(100);
+    let minor_step = 2f64.log10(); // the closest two of 1, 2, 5, 10
+    let minor = stride == 1 && minor_step >= legible;
+    let mut marks = Vec::new();
+    for decade in (lo.floor() as i64)..=(hi.ceil() as i64) {
+        if decade.rem_euclid(stride) != 0 {
+            continue;
+        }
+        let mut push = |value: f64, step_size: f64| {
+            if (lo..=hi).contains(&value) {
+                marks.push(GridMark { value, step_size });
+            }
+        };
+        push(decade as f64, stride as f64);
+        if minor {
+            push(decade as f64 + 2f64.log10(), minor_step);
+            push(decade as f64 + 5f64.log10(), minor_step);
+        }
+    }
+    if marks.len() < 2 {
+        return egui_plot::log_grid_spacer(10)(input);
+    }
+    marks
+}
+
+/// A loss for an axis or a tooltip: plain decimals from 0.001 to 9,999, else `2e9`.
+fn format_loss(loss: f64) -> String {
+    if (1e-3..1e4).contains(&loss) {
+        let s = format!("{loss:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{loss:.0e}")
+    }
+}
+
+fn loss_hover_label(hover: &HoverPosition<'_>) -> Option<String> {
+    let (name, at) = match hover {
+        HoverPosition::NearDataPoint {
+            plot_name,
+            position,
+            ..
+        } => (*plot_name, position),
+        HoverPosition::Elsewhere { position } => ("", position),
+    };
+    let loss = 10f64.powf(at.y);
+    let name = if name.is_empty() {
+        String::new()
+    } else {
+        format!("{name}\n")
+    };
+    Some(format!(
+        "{name}step {:.0}\nloss {}",
+        at.x,
+        format_loss(loss)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loss axis: decades always, 2x and 5x within a few decades, labels in plain decimals
+    /// or `2e9`, and a zero loss on the floor rather than at minus infinity.
+    #[test]
+    fn the_loss_axis_is_logarithmic_with_readable_marks() {
+        // `points_per_decade` as the plot's height and range make it; 8 points per base step.
+        let marks = |lo: f64, hi: f64, points_per_decade: f64| -> Vec<String> {
+            log_loss_marks(GridInput {
+                bounds: (lo, hi),
+                base_step_size: 8.0 / points_per_decade,
+            })
+            .iter()
+            .map(|m| format_loss(10f64.powf(m.value)))
+            .collect()
+        };
+        assert_eq!(marks(-0.5, 0.5, 130.0), ["0.5", "1", "2"]);
+        assert_eq!(
+            marks(-1.0, 1.0, 110.0),
+            ["0.1", "0.2", "0.5", "1", "2", "5", "10"]
+        );
+        // Ten decades in 130 points (a diverged validation loss): every third one.
+        assert_eq!(marks(-0.2, 9.5, 13.0), ["1", "1000", "1e6", "1e9"]);
+        assert_eq!(marks(-1.5, 2.5, 35.0), ["0.1", "1", "10", "100"]);
+        assert_eq!(marks(-1.0, 1.0, 65.0), ["0.1", "1", "10"]);
+        // Between two marks of 1-2-5: egui's own marks, still at least two.
+        assert!(marks(0.05, 0.25, 600.0).len() >= 2);
+        assert_eq!(format_loss(2.0e9), "2e9");
+        assert_eq!(format_loss(1.386), "1.386");
+        assert_eq!(format_loss(0.0004), "4e-4");
+        assert_eq!(log_loss(0.0), -4.0);
+        assert_eq!(log_loss(100.0), 2.0);
+    }
 
     /// Continue a run from the panel: refused naming the holder while another trainer holds
     /// the folder (as a second terminal's `triscope train --resume` is), done once it is free.
