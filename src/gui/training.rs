@@ -449,8 +449,8 @@ fn loss_hover_label(hover: &HoverPosition<'_>) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// The loss axis: decades always, 2x and 5x within a few decades, labels in plain decimals
-    /// or `2e9`, and a zero loss on the floor rather than at minus infinity.
+    /// The loss axis: powers of ten, every few when the plot is crowded, 2x and 5x when a decade
+    /// is tall; labels in plain decimals or `2e9`; a zero loss on the floor, not at minus infinity.
     #[test]
     fn the_loss_axis_is_logarithmic_with_readable_marks() {
         // `points_per_decade` as the plot's height and range make it; 8 points per base step.
