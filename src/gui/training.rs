@@ -413,11 +413,11 @@ fn log_loss_marks(input: GridInput) -> Vec<GridMark> {
     marks
 }
 
-/// A loss for an axis or a tooltip: plain decimals from 0.001 to 9,999, else `2e9`.
+/// A loss for an axis or a tooltip: the report plots' tick label from 0.001 to 9,999, else
+/// `2e9`.
 fn format_loss(loss: f64) -> String {
     if (1e-3..1e4).contains(&loss) {
-        let s = format!("{loss:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+        triscope::plot::tick_label(loss)
     } else {
         format!("{loss:.0e}")
     }
@@ -429,20 +429,11 @@ fn loss_hover_label(hover: &HoverPosition<'_>) -> Option<String> {
             plot_name,
             position,
             ..
-        } => (*plot_name, position),
-        HoverPosition::Elsewhere { position } => ("", position),
+        } => (format!("{plot_name}\n"), position),
+        HoverPosition::Elsewhere { position } => (String::new(), position),
     };
-    let loss = 10f64.powf(at.y);
-    let name = if name.is_empty() {
-        String::new()
-    } else {
-        format!("{name}\n")
-    };
-    Some(format!(
-        "{name}step {:.0}\nloss {}",
-        at.x,
-        format_loss(loss)
-    ))
+    let loss = format_loss(10f64.powf(at.y));
+    Some(format!("{name}step {:.0}\nloss {loss}", at.x))
 }
 
 #[cfg(test)]

@@ -161,7 +161,8 @@ fn nice_ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     ticks
 }
 
-fn label(v: f64) -> String {
+/// An axis tick: an integer as such, otherwise up to three decimals without trailing zeros.
+pub fn tick_label(v: f64) -> String {
     if v.abs() < 1e-9 {
         "0".into()
     } else if (v - v.round()).abs() < 1e-9 {
@@ -223,7 +224,7 @@ pub fn render_line_chart(chart: &LineChart, width: u32, height: u32) -> Result<R
     let x_ticks: Vec<(f64, String)> = if chart.x_ticks.is_empty() {
         nice_ticks(x0, x1, 6)
             .into_iter()
-            .map(|t| (t, label(t)))
+            .map(|t| (t, tick_label(t)))
             .collect()
     } else {
         chart.x_ticks.clone()
@@ -292,7 +293,7 @@ impl Canvas {
         for t in ticks {
             self.line((left, py(t)), (right, py(t)), 1.0, [225, 225, 225]);
             self.text(
-                &label(t),
+                &tick_label(t),
                 (left - 8.0) as f32,
                 (py(t) + 5.0) as f32,
                 14.0,
@@ -553,10 +554,10 @@ mod tests {
         let t = nice_ticks(0.0, 1.0, 5);
         assert_eq!(t.len(), 6);
         assert!((t[1] - 0.2).abs() < 1e-12 && (t[5] - 1.0).abs() < 1e-12);
-        assert_eq!(label(0.25), "0.25");
-        assert_eq!(label(2.0), "2");
-        assert_eq!(label(-0.0), "0");
-        assert_eq!(label(-1e-17), "0");
+        assert_eq!(tick_label(0.25), "0.25");
+        assert_eq!(tick_label(2.0), "2");
+        assert_eq!(tick_label(-0.0), "0");
+        assert_eq!(tick_label(-1e-17), "0");
     }
 
     #[test]
