@@ -402,6 +402,52 @@ fn resume_after_a_kill_matches_the_uninterrupted_run() {
 }
 
 #[test]
+fn mixup_and_cutmix_change_the_run_and_resume_bit_exactly() {
+    let mix = [
+        "training.augmentation.mixup_alpha=0.4",
+        "training.augmentation.cutmix_alpha=1.0",
+        "training.checkpoint_every_steps=2",
+    ];
+    let plain = temp_dir("mix-plain");
+    let full = temp_dir("mix-full");
+    let killed = temp_dir("mix-killed");
+    train(tiny_config("clean", 2, &mix[2..]), &plain);
+    train(tiny_config("clean", 2, &mix), &full);
+    // The mixing reaches the model: same seed, same batches, other weights.
+    assert_ne!(
+        weights_of(&plain.join("last.safetensors")),
+        weights_of(&full.join("last.safetensors"))
+    );
+    // Killed during step 5; the resumed run draws the same mixes as the uninterrupted one.
+    let trainer =
+        Trainer::new(tiny_config("clean", 2, &mix), &killed, ComputeDevice::cpu()).unwrap();
+    let control = TrainControl::new();
+    let c = control.clone();
+    let err = trainer
+        .run(&control, &mut |e| {
+            if let TrainEvent::Step(s) = &e
+                && s.step == 5
+            {
+                c.abort();
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(err, triscope::TriscopeError::Cancelled), "{err}");
+    Trainer::resume(&killed, ComputeDevice::cpu())
+        .unwrap()
+        .run(&TrainControl::new(), &mut |_| {})
+        .unwrap();
+    assert_eq!(metrics_without_times(&full), metrics_without_times(&killed));
+    assert_eq!(
+        weights_of(&full.join("last.safetensors")),
+        weights_of(&killed.join("last.safetensors"))
+    );
+    for d in [plain, full, killed] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
 fn spawned_trainer_pauses_resumes_and_stops() {
     let dir = temp_dir("spawn");
     let config = tiny_config("clean", 50, &["training.augment=true"]);
@@ -547,6 +593,15 @@ fn bad_runs_fail_with_clear_errors() {
     let err = start_error(tiny_config("clean", 1, &nih_sets), &temp_dir("nih-run"));
     assert!(
         err.contains("label_smoothing") && err.contains("multi-label"),
+        "{err}"
+    );
+    // MixUp / CutMix likewise: they mix single-label classes.
+    let mut mix_sets = nih_sets.clone();
+    mix_sets.pop();
+    mix_sets.push("training.augmentation.cutmix_alpha=1.0");
+    let err = start_error(tiny_config("clean", 1, &mix_sets), &temp_dir("nih-mix"));
+    assert!(
+        err.contains("cutmix_alpha") && err.contains("multi-label"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&nih);

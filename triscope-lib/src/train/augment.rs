@@ -205,6 +205,7 @@ mod tests {
             contrast: 0.0,
             saturation: 0.0,
             hue: 0.0,
+            ..AugmentParams::default()
         };
         let out = augment(&img, &p, &mut SplitMix64::new(3));
         for (a, b) in out.data.iter().zip(&img.data) {

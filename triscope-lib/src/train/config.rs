@@ -166,6 +166,12 @@ pub struct AugmentationSection {
     pub contrast: f32,
     pub saturation: f32,
     pub hue: f32,
+    /// MixUp's `alpha` (each batch's images blended with `lam ~ Beta(alpha, alpha)`; 0 = off).
+    /// Clean single-label training only; see `train::mix`.
+    pub mixup_alpha: f32,
+    /// CutMix's `alpha` (a box of another image pasted in; 0 = off). With both on, each batch
+    /// takes one of the two at random.
+    pub cutmix_alpha: f32,
 }
 
 impl Default for AugmentationSection {
@@ -180,6 +186,8 @@ impl Default for AugmentationSection {
             contrast: 0.2,
             saturation: 0.2,
             hue: 0.1,
+            mixup_alpha: 0.0,
+            cutmix_alpha: 0.0,
         }
     }
 }
@@ -199,7 +207,12 @@ impl AugmentationSection {
             self.contrast,
         ]
         .iter()
-        .chain([&self.saturation, &self.hue])
+        .chain([
+            &self.saturation,
+            &self.hue,
+            &self.mixup_alpha,
+            &self.cutmix_alpha,
+        ])
         .all(|v| v.is_finite());
         if !finite {
             return Some("every value must be a finite number".into());
@@ -231,6 +244,14 @@ impl AugmentationSection {
         }
         if !(0.0..=0.5).contains(&self.hue) {
             return Some(format!("hue must be in [0, 0.5], got {}", self.hue));
+        }
+        for (name, v) in [
+            ("mixup_alpha", self.mixup_alpha),
+            ("cutmix_alpha", self.cutmix_alpha),
+        ] {
+            if v < 0.0 {
+                return Some(format!("{name} must be >= 0 (0 = off), got {v}"));
+            }
         }
         None
     }
@@ -493,6 +514,14 @@ impl TrainConfig {
         }
         if let Some(problem) = t.augmentation.problem() {
             return bad(format!("training.augmentation: {problem}"));
+        }
+        if t.augmentation.mixup_alpha > 0.0 || t.augmentation.cutmix_alpha > 0.0 {
+            if !t.augment {
+                return bad("training.augmentation.mixup_alpha / cutmix_alpha mix the augmented batches; they need training.augment: true".into());
+            }
+            if self.robustness.loss_type != LossType::Clean {
+                return bad("training.augmentation.mixup_alpha / cutmix_alpha apply to clean training (robustness.loss_type: clean); set them to 0 for adversarial training".into());
+            }
         }
         if !(t.eta_min.is_finite() && t.eta_min >= 0.0 && t.eta_min <= t.lr) {
             return bad(format!(
@@ -841,6 +870,35 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
             assert!(e.contains("training.label_smoothing"), "{e}");
         }
         assert!(parse("training: {label_smoothing: 0.1}", &[]).is_ok());
+        for (bad, needle) in [
+            ("-0.5", "cutmix_alpha must be >= 0"),
+            (".nan", "finite"),
+            (".inf", "finite"),
+        ] {
+            let e = parse(
+                &format!("training: {{augmentation: {{cutmix_alpha: {bad}}}}}"),
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("training.augmentation") && e.contains(needle),
+                "{e}"
+            );
+        }
+        let mix = "training: {augmentation: {mixup_alpha: 0.2, cutmix_alpha: 1.0}}";
+        assert!(parse(mix, &["robustness.loss_type=clean"]).is_ok());
+        for (sets, needle) in [
+            (&["robustness.loss_type=trades"][..], "clean training"),
+            (&["robustness.loss_type=pgd_at"][..], "clean training"),
+            (
+                &["robustness.loss_type=clean", "training.augment=false"][..],
+                "training.augment",
+            ),
+        ] {
+            let e = parse(mix, sets).unwrap_err().to_string();
+            assert!(e.contains(needle), "{sets:?}: {e}");
+        }
         let e = parse("robustness: {loss_type: fancy}", &[])
             .unwrap_err()
             .to_string();

@@ -57,6 +57,22 @@ pub fn cross_entropy(
     loss.div_scalar(total_weight)
 }
 
+/// The loss of a MixUp / CutMix batch ([`super::mix`]): `lam * CE(z, y) + (1 - lam) *
+/// CE(z, roll(y))`, each term [`cross_entropy`] with its weights and smoothing (the mixup
+/// paper's `mixup_criterion`). Without weights and smoothing it equals PyTorch's
+/// `F.cross_entropy` on torchvision's mixed soft labels. `logits`: `[b, classes]`; returns `[1]`.
+pub fn mixed_cross_entropy(
+    logits: Tensor<2>,
+    labels: &[usize],
+    lam: f32,
+    weights: Option<&[f32]>,
+    smoothing: f32,
+) -> Tensor<1> {
+    let partners = super::mix::rolled(labels);
+    cross_entropy(logits.clone(), labels, weights, smoothing).mul_scalar(lam)
+        + cross_entropy(logits, &partners, weights, smoothing).mul_scalar(1.0 - lam)
+}
+
 /// Mean binary cross-entropy with logits over samples and findings, each finding weighted.
 /// `logits`: `[b, findings]`; `targets`: one 0/1 row per sample. Returns `[1]`.
 pub fn binary_cross_entropy(

@@ -9,6 +9,7 @@ pub mod augment;
 pub mod config;
 pub mod loader;
 pub mod loss;
+pub mod mix;
 pub mod optim;
 mod trainer;
 

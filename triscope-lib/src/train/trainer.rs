@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ClassWeights, LossType, TrainConfig};
 use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order};
 use super::loss::{self, InnerAttack, LossParts};
+use super::mix::Mix;
 use super::optim::{build_optimizer, learning_rate};
 use crate::attack::{AttackGoal, Classify};
 use crate::data::{Dataset, Label};
@@ -450,6 +451,12 @@ impl Trainer {
         if train.multi_label && config.training.label_smoothing > 0.0 {
             return Err(TriscopeError::BadConfig(
                 "training.label_smoothing applies to the cross-entropy of single-label classes; this data is multi-label (BCE): set it to 0".into(),
+            ));
+        }
+        let aug = &config.training.augmentation;
+        if train.multi_label && (aug.mixup_alpha > 0.0 || aug.cutmix_alpha > 0.0) {
+            return Err(TriscopeError::BadConfig(
+                "training.augmentation.mixup_alpha / cutmix_alpha mix single-label classes; this data is multi-label (BCE): set them to 0".into(),
             ));
         }
         model_config
@@ -987,10 +994,28 @@ impl Trainer {
         } else {
             &self.model
         };
+        // MixUp / CutMix (clean single-label runs only, as the config and `new` check).
+        let [_, _, height, width] = batch.shape;
+        let mix = if self.config.training.augment && r.loss_type == LossType::Clean {
+            let mut rng = keyed_rng(self.config.training.seed, stream::MIX, step_key, 0);
+            Mix::draw(&self.config.training.augmentation, height, width, &mut rng)
+        } else {
+            None
+        };
         let (parts, clean_acc, robust_acc) = match (r.loss_type, &targets) {
             (LossType::Clean, _) => {
-                let logits = model.logits(Tensor::from_data(data(), &ad)); // [b, classes]
-                let loss = targets.loss(logits.clone(), w, smoothing);
+                let x = match &mix {
+                    Some(m) => TensorData::new(m.apply(&batch.pixels, batch.shape), batch.shape),
+                    None => data(),
+                };
+                let logits = model.logits(Tensor::from_data(x, &ad)); // [b, classes]
+                let loss = match (&mix, &targets) {
+                    (Some(m), Targets::Single(y)) => {
+                        loss::mixed_cross_entropy(logits.clone(), y, m.lam, w, smoothing)
+                    }
+                    _ => targets.loss(logits.clone(), w, smoothing),
+                };
+                // On a mixed batch: against each image's own label.
                 let acc = targets.accuracy(&logit_rows(logits)?);
                 (
                     LossParts {
