@@ -328,6 +328,23 @@ fn same_config_and_seed_give_identical_runs() {
     let _ = std::fs::remove_dir_all(&b);
 }
 
+/// Runs `trainer` until step `step` has begun, then aborts it as a kill would (no checkpoint
+/// at the stop).
+fn abort_at_step(trainer: Trainer, step: usize) {
+    let control = TrainControl::new();
+    let c = control.clone();
+    let err = trainer
+        .run(&control, &mut |e| {
+            if let TrainEvent::Step(s) = &e
+                && s.step == step
+            {
+                c.abort();
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(err, triscope::TriscopeError::Cancelled), "{err}");
+}
+
 #[test]
 fn resume_after_a_kill_matches_the_uninterrupted_run() {
     let full = temp_dir("resume-full");
@@ -338,19 +355,10 @@ fn resume_after_a_kill_matches_the_uninterrupted_run() {
 
     // Killed during step 5 (epoch 2): the last checkpoint is from step 4, and the log has a
     // line for step 5 that the resume must cut.
-    let trainer = Trainer::new(config.clone(), &killed, ComputeDevice::cpu()).unwrap();
-    let control = TrainControl::new();
-    let c = control.clone();
-    let err = trainer
-        .run(&control, &mut |e| {
-            if let TrainEvent::Step(s) = &e
-                && s.step == 5
-            {
-                c.abort();
-            }
-        })
-        .unwrap_err();
-    assert!(matches!(err, triscope::TriscopeError::Cancelled), "{err}");
+    abort_at_step(
+        Trainer::new(config.clone(), &killed, ComputeDevice::cpu()).unwrap(),
+        5,
+    );
     let resumed = Trainer::resume(&killed, ComputeDevice::cpu()).unwrap();
     let mut events = Vec::new();
     resumed
@@ -419,20 +427,10 @@ fn mixup_and_cutmix_change_the_run_and_resume_bit_exactly() {
         weights_of(&full.join("last.safetensors"))
     );
     // Killed during step 5; the resumed run draws the same mixes as the uninterrupted one.
-    let trainer =
-        Trainer::new(tiny_config("clean", 2, &mix), &killed, ComputeDevice::cpu()).unwrap();
-    let control = TrainControl::new();
-    let c = control.clone();
-    let err = trainer
-        .run(&control, &mut |e| {
-            if let TrainEvent::Step(s) = &e
-                && s.step == 5
-            {
-                c.abort();
-            }
-        })
-        .unwrap_err();
-    assert!(matches!(err, triscope::TriscopeError::Cancelled), "{err}");
+    abort_at_step(
+        Trainer::new(tiny_config("clean", 2, &mix), &killed, ComputeDevice::cpu()).unwrap(),
+        5,
+    );
     Trainer::resume(&killed, ComputeDevice::cpu())
         .unwrap()
         .run(&TrainControl::new(), &mut |_| {})

@@ -193,6 +193,11 @@ impl Default for AugmentationSection {
 }
 
 impl AugmentationSection {
+    /// Whether MixUp or CutMix is on.
+    pub fn mixes(&self) -> bool {
+        self.mixup_alpha > 0.0 || self.cutmix_alpha > 0.0
+    }
+
     /// What is wrong with the ranges, if anything.
     fn problem(&self) -> Option<String> {
         let [s0, s1] = self.crop_scale;
@@ -515,7 +520,7 @@ impl TrainConfig {
         if let Some(problem) = t.augmentation.problem() {
             return bad(format!("training.augmentation: {problem}"));
         }
-        if t.augmentation.mixup_alpha > 0.0 || t.augmentation.cutmix_alpha > 0.0 {
+        if t.augmentation.mixes() {
             if !t.augment {
                 return bad("training.augmentation.mixup_alpha / cutmix_alpha mix the augmented batches; they need training.augment: true".into());
             }

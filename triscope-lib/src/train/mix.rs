@@ -151,6 +151,14 @@ mod tests {
             .collect()
     }
 
+    fn usizes(v: &Value) -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    }
+
     /// `tests/fixtures/mix_torchvision.json` (`tools/make_mix_fixture.py`, torch 2.15,
     /// torchvision 0.29): torchvision's MixUp and CutMix on a [3, 2, 4, 6] batch, their draws,
     /// outputs, and the cross-entropy against their soft labels.
@@ -162,19 +170,9 @@ mod tests {
         );
         let f: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let x = floats(&f["input"]);
-        let s: Vec<usize> = f["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let s = usizes(&f["shape"]);
         let shape = [s[0], s[1], s[2], s[3]];
-        let labels: Vec<usize> = f["labels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let labels = usizes(&f["labels"]);
         let device = Device::flex();
         let logits = TensorData::new(floats(&f["logits"]), [labels.len(), 3]);
         let cases = f["cases"].as_array().unwrap();

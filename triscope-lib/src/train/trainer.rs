@@ -453,8 +453,7 @@ impl Trainer {
                 "training.label_smoothing applies to the cross-entropy of single-label classes; this data is multi-label (BCE): set it to 0".into(),
             ));
         }
-        let aug = &config.training.augmentation;
-        if train.multi_label && (aug.mixup_alpha > 0.0 || aug.cutmix_alpha > 0.0) {
+        if train.multi_label && config.training.augmentation.mixes() {
             return Err(TriscopeError::BadConfig(
                 "training.augmentation.mixup_alpha / cutmix_alpha mix single-label classes; this data is multi-label (BCE): set them to 0".into(),
             ));
