@@ -16,6 +16,7 @@ use triscope::attack::Classify;
 use triscope::device::ComputeDevice;
 use triscope::model::ModelConfig;
 use triscope::rng::SplitMix64;
+use triscope::train::ema::{self, Ema};
 use triscope::train::loss::{self, InnerAttack};
 use triscope::train::{MetricsLine, TrainConfig, TrainControl, TrainEvent, Trainer};
 use triscope::weights;
@@ -441,6 +442,75 @@ fn mixup_and_cutmix_change_the_run_and_resume_bit_exactly() {
         weights_of(&killed.join("last.safetensors"))
     );
     for d in [plain, full, killed] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `training.ema_decay`: `best` is the weight average that was validated (not the raw
+/// weights), each epoch logs the raw weights' validation beside it, and the average survives
+/// a kill and a resume bit for bit.
+#[test]
+fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
+    let sets = [
+        "training.ema_decay=0.6",
+        "training.checkpoint_every_steps=2",
+    ];
+    let one = temp_dir("ema-one");
+    train(tiny_config("clean", 1, &sets), &one);
+    let (header, blobs) = weights::read_extras(&one.join("last.safetensors")).unwrap();
+    assert!(header.contains_key(triscope::train::TRAIN_STATE_KEY));
+    let last = weights::load_checkpoint(&one.join("last.safetensors"), &Device::flex()).unwrap();
+    let average = Ema::from_bytes(
+        0.6,
+        &blobs[triscope::train::EMA_KEY],
+        ema::float_count(&last.model),
+    )
+    .unwrap();
+    let averaged: BTreeMap<String, Vec<f32>> = average
+        .apply(&last.model)
+        .unwrap()
+        .named_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.key, t.values))
+        .collect();
+    // One epoch: `best` is its end, the average of its steps, which is not the last step.
+    let best = weights_of(&one.join("best.safetensors"));
+    assert_eq!(best, averaged);
+    assert_ne!(best, weights_of(&one.join("last.safetensors")));
+    let epochs: Vec<serde_json::Value> = metrics_without_times(&one)
+        .into_iter()
+        .filter(|l| l["type"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 1);
+    assert!(epochs[0]["raw_val_balanced_acc"].is_f64(), "{}", epochs[0]);
+    assert!(epochs[0]["raw_val_clean_acc"].is_f64(), "{}", epochs[0]);
+
+    let full = temp_dir("ema-full");
+    let killed = temp_dir("ema-killed");
+    train(tiny_config("clean", 2, &sets), &full);
+    abort_at_step(
+        Trainer::new(
+            tiny_config("clean", 2, &sets),
+            &killed,
+            ComputeDevice::cpu(),
+        )
+        .unwrap(),
+        5,
+    );
+    Trainer::resume(&killed, ComputeDevice::cpu())
+        .unwrap()
+        .run(&TrainControl::new(), &mut |_| {})
+        .unwrap();
+    assert_eq!(metrics_without_times(&full), metrics_without_times(&killed));
+    for file in ["last.safetensors", "best.safetensors"] {
+        assert_eq!(
+            weights_of(&full.join(file)),
+            weights_of(&killed.join(file)),
+            "{file}"
+        );
+    }
+    for d in [one, full, killed] {
         let _ = std::fs::remove_dir_all(d);
     }
 }

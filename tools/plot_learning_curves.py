@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Learning curves of a Triscope run from its metrics.jsonl: training loss, training and
-validation accuracy, validation balanced accuracy (the checkpoint choice) and the learning rate
-per epoch, as one PNG.
+validation accuracy, validation balanced accuracy (the checkpoint choice; with a weight
+average, the raw weights' beside it) and the learning rate per epoch, as one PNG.
 
     python3 tools/plot_learning_curves.py RUN/metrics.jsonl OUT.png [--title TEXT]
 """
@@ -38,6 +38,10 @@ def main():
     ax.plot(x, [e["train_clean_acc"] for e in epochs], label=f"train {acc}")
     ax.plot(x, [e["val_clean_acc"] for e in epochs], label=f"val {acc}")
     ax.plot(x, [e["val_balanced_acc"] for e in epochs], label=f"val {score}", lw=2)
+    # With training.ema_decay the val_ numbers are the weight average's; raw_ the raw weights'.
+    if any(e.get("raw_val_balanced_acc") is not None for e in epochs):
+        ax.plot(x, [e.get("raw_val_balanced_acc") for e in epochs], ls="--",
+                label=f"val {score}, raw weights (val: their average)")
     # The trainer's choice of `best`: robust balanced accuracy for adversarial runs.
     key, name = "val_balanced_acc", f"val {score}"
     if any(e.get("val_robust_acc") is not None for e in epochs):

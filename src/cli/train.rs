@@ -114,17 +114,22 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
             }
             TrainEvent::Epoch(e) => {
                 bar.println(format!(
-                    "epoch {}/{epochs}: train loss {:.4} acc {:.3}{} | val acc {:.3} bal {:.3}{} | {:.1} img/s, {:.0} s{}",
+                    "epoch {}/{epochs}: train loss {:.4} acc {:.3}{} | val{} acc {:.3} bal {:.3}{}{} | {:.1} img/s, {:.0} s{}",
                     e.epoch,
                     e.train_loss,
                     e.train_clean_acc,
                     e.train_robust_acc
                         .map(|r| format!(" rob {r:.3}"))
                         .unwrap_or_default(),
+                    if e.raw_val_balanced_acc.is_some() { " (average)" } else { "" },
                     e.val_clean_acc,
                     e.val_balanced_acc,
                     e.val_robust_acc
                         .map(|r| format!(" rob {r:.3} (n={})", e.val_robust_samples))
+                        .unwrap_or_default(),
+                    e.raw_val_clean_acc
+                        .zip(e.raw_val_balanced_acc)
+                        .map(|(a, b)| format!(" | raw acc {a:.3} bal {b:.3}"))
                         .unwrap_or_default(),
                     e.images_per_s,
                     e.epoch_time_s,

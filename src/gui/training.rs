@@ -353,6 +353,10 @@ impl TrainingPanel {
                 p.points(epoch_points("val clean", &|e| Some(e.val_clean_acc)));
                 p.points(epoch_points("val balanced", &|e| Some(e.val_balanced_acc)));
                 p.points(epoch_points("val robust", &|e| e.val_robust_acc));
+                // With a weight average the val points are the average's; these the raw weights'.
+                p.points(epoch_points("val balanced (raw)", &|e| {
+                    e.raw_val_balanced_acc
+                }));
             });
         ui.strong("Learning rate");
         Plot::new("train-lr")

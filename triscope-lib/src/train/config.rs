@@ -202,25 +202,21 @@ impl AugmentationSection {
     fn problem(&self) -> Option<String> {
         let [s0, s1] = self.crop_scale;
         let [r0, r1] = self.crop_ratio;
-        let finite = [
-            s0,
-            s1,
-            r0,
-            r1,
-            self.rotation_deg,
-            self.brightness,
-            self.contrast,
-        ]
-        .iter()
-        .chain([
-            &self.saturation,
-            &self.hue,
-            &self.mixup_alpha,
-            &self.cutmix_alpha,
-        ])
-        .all(|v| v.is_finite());
-        if !finite {
-            return Some("every value must be a finite number".into());
+        let values = [
+            ("crop_scale", s0),
+            ("crop_scale", s1),
+            ("crop_ratio", r0),
+            ("crop_ratio", r1),
+            ("rotation_deg", self.rotation_deg),
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+            ("hue", self.hue),
+            ("mixup_alpha", self.mixup_alpha),
+            ("cutmix_alpha", self.cutmix_alpha),
+        ];
+        if let Some((name, v)) = values.iter().find(|(_, v)| !v.is_finite()) {
+            return Some(format!("{name} must be a finite number, got {v}"));
         }
         if !(0.0 < s0 && s0 <= s1 && s1 <= 1.0) {
             return Some(format!(
@@ -280,6 +276,11 @@ pub struct TrainingSection {
     /// Label smoothing of the cross-entropy (PyTorch's `label_smoothing`): the target puts
     /// `1 - s` on the true class and spreads `s` evenly over all classes. In [0, 1); 0 = off.
     pub label_smoothing: f64,
+    /// Keep an exponential moving average of the weights and BatchNorm statistics with this
+    /// decay (about `1 / (1 - d)` steps of memory; timm's `ModelEmaV2`): validation, `best` and
+    /// the checkpoint choice use the average, and each epoch also logs the raw weights'
+    /// validation (`raw_val_*`). In [0, 1); 0 = off.
+    pub ema_decay: f64,
     /// Train the classifier (`fc`) only, on the pooled features of the network as it was
     /// loaded: every other weight and every BatchNorm statistic stays as it is (a linear
     /// probe). For a small set on top of a model trained on a related one.
@@ -316,6 +317,7 @@ impl Default for TrainingSection {
             seed: 42,
             class_weights: ClassWeights::InverseFrequency,
             label_smoothing: 0.0,
+            ema_decay: 0.0,
             freeze_backbone: false,
             augment: true,
             augmentation: AugmentationSection::default(),
@@ -556,6 +558,12 @@ impl TrainConfig {
             return bad(format!(
                 "training.label_smoothing must be in [0, 1), got {}",
                 t.label_smoothing
+            ));
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            return bad(format!(
+                "training.ema_decay must be in [0, 1) (0 = off), got {}",
+                t.ema_decay
             ));
         }
         if t.nesterov && t.optimizer == OptimizerKind::Sgd && t.momentum == 0.0 {
@@ -875,10 +883,17 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
             assert!(e.contains("training.label_smoothing"), "{e}");
         }
         assert!(parse("training: {label_smoothing: 0.1}", &[]).is_ok());
+        for bad in ["1.0", "-0.1", ".nan"] {
+            let e = parse(&format!("training: {{ema_decay: {bad}}}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("training.ema_decay"), "{e}");
+        }
+        assert!(parse("training: {ema_decay: 0.997}", &[]).is_ok());
         for (bad, needle) in [
             ("-0.5", "cutmix_alpha must be >= 0"),
-            (".nan", "finite"),
-            (".inf", "finite"),
+            (".nan", "cutmix_alpha must be a finite number"),
+            (".inf", "cutmix_alpha must be a finite number"),
         ] {
             let e = parse(
                 &format!("training: {{augmentation: {{cutmix_alpha: {bad}}}}}"),

@@ -7,6 +7,7 @@
 
 pub mod augment;
 pub mod config;
+pub mod ema;
 pub mod loader;
 pub mod loss;
 pub mod mix;
@@ -15,6 +16,7 @@ mod trainer;
 
 pub use config::{LossType, TrainConfig};
 pub use trainer::{
-    CheckpointKind, EpochMetrics, LOCK_FILE, MetricsLine, OPTIMIZER_KEY, RunInfo, StepMetrics,
-    TRAIN_STATE_KEY, TrainControl, TrainEvent, TrainHandle, TrainState, TrainSummary, Trainer,
+    CheckpointKind, EMA_KEY, EpochMetrics, LOCK_FILE, MetricsLine, OPTIMIZER_KEY, RunInfo,
+    StepMetrics, TRAIN_STATE_KEY, TrainControl, TrainEvent, TrainHandle, TrainState, TrainSummary,
+    Trainer,
 };

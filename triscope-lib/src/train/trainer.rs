@@ -16,6 +16,7 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::config::{ClassWeights, LossType, TrainConfig};
+use super::ema::{self, Ema};
 use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order};
 use super::loss::{self, InnerAttack, LossParts};
 use super::mix::Mix;
@@ -37,6 +38,8 @@ use crate::weights::{self, CheckpointMetadata};
 pub const TRAIN_STATE_KEY: &str = "triscope.train_state";
 /// Tensor (u8) holding the optimizer state (burn's burnpack bytes) in `last`.
 pub const OPTIMIZER_KEY: &str = "triscope.optimizer";
+/// Tensor (u8) holding the weight average ([`Ema`], little-endian f32) in `last`.
+pub const EMA_KEY: &str = "triscope.ema";
 const CONFIG_FILE: &str = "config.yaml";
 /// The run folder's writer lock ([`RunLock`]).
 pub const LOCK_FILE: &str = ".triscope-run.lock";
@@ -144,6 +147,10 @@ pub struct EpochMetrics {
     pub val_robust_acc: Option<f64>,
     pub val_robust_balanced_acc: Option<f64>,
     pub val_robust_samples: usize,
+    /// With `training.ema_decay`, the `val_*` numbers are the weight average's; these are the
+    /// raw weights' (what the run would score without the average).
+    pub raw_val_clean_acc: Option<f64>,
+    pub raw_val_balanced_acc: Option<f64>,
     /// This epoch's model became `best`.
     pub best: bool,
     pub images_per_s: f64,
@@ -330,6 +337,8 @@ pub struct Trainer {
     model_config: ModelConfig,
     model: ResNet50,
     optimizer: ModuleOptimizer,
+    /// The weight average (`training.ema_decay` > 0).
+    ema: Option<Ema>,
     state: TrainState,
     resumed: bool,
     /// Held until the trainer is dropped (the end of `run`).
@@ -475,6 +484,8 @@ impl Trainer {
         let model = initial_model(&config, &model_config, &ad_device)?;
         let model = model.map(&mut StableIds { next: 0 });
         let optimizer = build_optimizer(&config.training);
+        let ema =
+            (config.training.ema_decay > 0.0).then(|| Ema::new(config.training.ema_decay as f32));
         // The run folder, checked for writing before any compute.
         std::fs::create_dir_all(run_dir).map_err(write_err(run_dir))?;
         weights::write_atomic(&run_dir.join(CONFIG_FILE), config.to_yaml()?.as_bytes())?;
@@ -512,6 +523,7 @@ impl Trainer {
             model_config,
             model,
             optimizer,
+            ema,
             state,
             resumed: false,
             _lock: lock,
@@ -558,6 +570,16 @@ impl Trainer {
         let optimizer = build_optimizer(&config.training)
             .from_bytes(Bytes::from_bytes_vec(optim_bytes.clone()))
             .map_err(|e| bad(format!("its optimizer state is unreadable: {e:?}")))?;
+        // No average yet when the run stopped before its first step.
+        let ema_decay = config.training.ema_decay as f32;
+        let ema = match (config.training.ema_decay > 0.0, blobs.get(EMA_KEY)) {
+            (false, _) => None,
+            (true, None) => Some(Ema::new(ema_decay)),
+            (true, Some(bytes)) => Some(
+                Ema::from_bytes(ema_decay, bytes, ema::float_count(&model))
+                    .map_err(|e| bad(format!("its weight average is unreadable: {e}")))?,
+            ),
+        };
         // Cut log lines written after the checkpoint (a killed run).
         let metrics = run_dir.join(METRICS_FILE);
         let file = std::fs::OpenOptions::new()
@@ -578,6 +600,7 @@ impl Trainer {
             model_config,
             model,
             optimizer,
+            ema,
             state,
             resumed: true,
             _lock: lock,
@@ -859,7 +882,13 @@ impl Trainer {
         clock: &RunClock,
     ) -> Result<(EpochMetrics, Option<PathBuf>)> {
         let epoch = self.state.epoch;
-        let val = self.validate(control)?;
+        let (val, raw) = match &self.ema {
+            Some(ema) => (
+                self.validate(&ema.apply(&self.model)?, true, control)?,
+                Some(self.validate(&self.model.valid(), false, control)?),
+            ),
+            None => (self.validate(&self.model.valid(), true, control)?, None),
+        };
         let adversarial = self.config.robustness.loss_type != LossType::Clean;
         // Robust *balanced* accuracy: on an imbalanced split (HAM10000 is two-thirds nv) plain
         // robust accuracy rewards a model that answers the majority class everywhere.
@@ -887,6 +916,8 @@ impl Trainer {
             val_robust_acc: val.robust_acc,
             val_robust_balanced_acc: val.robust_balanced_acc,
             val_robust_samples: val.robust_samples,
+            raw_val_clean_acc: raw.as_ref().map(|r| r.acc),
+            raw_val_balanced_acc: raw.as_ref().map(|r| r.balanced_acc),
             best: is_best,
             images_per_s: a.samples as f64 / a.train_time_s.max(1e-9),
             epoch_time_s: a.train_time_s,
@@ -1089,6 +1120,9 @@ impl Trainer {
         let grads = GradientsParams::from_grads(grads, &self.model);
         let model = self.model.clone();
         self.model = self.optimizer.step(lr, model, grads);
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.model)?;
+        }
         Ok(StepOutcome {
             loss: loss_value,
             natural,
@@ -1098,9 +1132,9 @@ impl Trainer {
         })
     }
 
-    /// Clean (and robust) metrics on the validation split, model in inference mode.
-    fn validate(&self, control: &TrainControl) -> Result<ValResult> {
-        let eval = self.model.valid();
+    /// Clean (and, when `robust` and the run is adversarial, robust) metrics of `eval` (in
+    /// inference mode) on the validation split.
+    fn validate(&self, eval: &ResNet50, robust: bool, control: &TrainControl) -> Result<ValResult> {
         let plain = self.device.device.clone();
         let bs = self.config.training.batch_size;
         let idx: Vec<usize> = (0..self.val.len()).collect();
@@ -1117,7 +1151,7 @@ impl Trainer {
             },
         );
         let r = &self.config.robustness;
-        let robust_wanted = if r.loss_type == LossType::Clean {
+        let robust_wanted = if r.loss_type == LossType::Clean || !robust {
             0
         } else {
             r.val_robust_samples.min(self.val.len())
@@ -1153,7 +1187,7 @@ impl Trainer {
                 )
                 .next_u64();
                 let x_adv = loss::pgd_adversarial(
-                    &eval,
+                    eval,
                     &x_part,
                     &t_part.goal(),
                     &inner,
@@ -1209,16 +1243,29 @@ impl Trainer {
         metadata.seed = Some(self.config.training.seed);
         metadata.metrics = metrics;
         let header = vec![(TRAIN_STATE_KEY.to_string(), state_json)];
-        let model = self.model.valid();
-        let (file, blobs) = match kind {
+        let (model, file, blobs) = match kind {
             CheckpointKind::Last => {
                 let bytes = self
                     .optimizer
                     .into_bytes()
                     .map_err(|e| TriscopeError::Compute(format!("optimizer state: {e:?}")))?;
-                (LAST_FILE, vec![(OPTIMIZER_KEY.to_string(), bytes.to_vec())])
+                let mut blobs = vec![(OPTIMIZER_KEY.to_string(), bytes.to_vec())];
+                // None before the first step: a resume then starts the average afresh.
+                if let Some(average) = self.ema.as_ref().map(Ema::to_bytes)
+                    && !average.is_empty()
+                {
+                    blobs.push((EMA_KEY.to_string(), average));
+                }
+                (self.model.valid(), LAST_FILE, blobs)
             }
-            CheckpointKind::Best => (BEST_FILE, Vec::new()),
+            // `best` is the model that was validated: the average when there is one.
+            CheckpointKind::Best => {
+                let model = match &self.ema {
+                    Some(ema) => ema.apply(&self.model)?,
+                    None => self.model.valid(),
+                };
+                (model, BEST_FILE, Vec::new())
+            }
         };
         let path = self.run_dir.join(file);
         weights::save_checkpoint_with_extras(&model, &metadata, &header, &blobs, &path)?;
