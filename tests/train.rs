@@ -478,6 +478,15 @@ fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
     let best = weights_of(&one.join("best.safetensors"));
     assert_eq!(best, averaged);
     assert_ne!(best, weights_of(&one.join("last.safetensors")));
+    let described = weights::load_checkpoint(&one.join("best.safetensors"), &Device::flex())
+        .unwrap()
+        .metadata
+        .description;
+    assert!(
+        described.contains("weight average (decay 0.6)"),
+        "{described}"
+    );
+    assert!(!last.metadata.description.contains("average"));
     let epochs: Vec<serde_json::Value> = metrics_without_times(&one)
         .into_iter()
         .filter(|l| l["type"] == "epoch")

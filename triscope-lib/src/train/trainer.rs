@@ -1231,11 +1231,18 @@ impl Trainer {
             .map_err(|e| TriscopeError::Compute(format!("training state as JSON: {e}")))?;
         let mut metadata = CheckpointMetadata::now(
             format!(
-                "ResNet-50 (base width {}) trained by triscope train ({:?} loss) on {}, epoch {}",
+                "ResNet-50 (base width {}) trained by triscope train ({:?} loss) on {}, epoch {}{}",
                 self.model_config.base_width,
                 self.config.robustness.loss_type,
                 self.config.data.dataset,
-                self.state.epoch
+                self.state.epoch,
+                match (kind, &self.ema) {
+                    (CheckpointKind::Best, Some(_)) => format!(
+                        ", the weight average (decay {})",
+                        self.config.training.ema_decay
+                    ),
+                    _ => String::new(),
+                }
             ),
             true,
         );
