@@ -250,6 +250,25 @@ impl ResNet50 {
         self.fc.forward(self.dropout.forward(embedding))
     }
 
+    /// Every BatchNorm of the network, in torchvision's order.
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        let mut out = vec![&mut self.bn1];
+        for stage in [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ] {
+            for block in stage.iter_mut() {
+                out.extend([&mut block.bn1, &mut block.bn2, &mut block.bn3]);
+                if let Some(ds) = &mut block.downsample {
+                    out.push(&mut ds.bn);
+                }
+            }
+        }
+        out
+    }
+
     /// Every parameter and buffer under its torchvision key, in torchvision's order and
     /// layout (`fc.weight` as `[out, in]`). BatchNorm's `num_batches_tracked` is not a tensor
     /// here; the exporter adds it.

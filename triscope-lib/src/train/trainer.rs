@@ -47,6 +47,10 @@ const METRICS_FILE: &str = "metrics.jsonl";
 const LAST_FILE: &str = "last.safetensors";
 const BEST_FILE: &str = "best.safetensors";
 
+/// Training batches (un-augmented) on which the weight average's BatchNorm statistics are
+/// recomputed before each validation: 2,048 images at batch 64.
+const BN_RECALIBRATION_BATCHES: usize = 32;
+
 /// Events a spawned trainer may have waiting for its receiver.
 pub const EVENT_CAPACITY: usize = 256;
 
@@ -727,7 +731,7 @@ impl Trainer {
                 }
                 if control.stop.load(Ordering::SeqCst) {
                     self.state.elapsed_s = clock.secs();
-                    let path = self.save(CheckpointKind::Last, &log, BTreeMap::new())?;
+                    let path = self.save_last(&log, BTreeMap::new())?;
                     on_event(TrainEvent::Checkpoint {
                         kind: CheckpointKind::Last,
                         path: path.clone(),
@@ -762,7 +766,7 @@ impl Trainer {
                     && self.state.batch_in_epoch < steps_per_epoch
                 {
                     self.state.elapsed_s = clock.secs();
-                    let path = self.save(CheckpointKind::Last, &log, BTreeMap::new())?;
+                    let path = self.save_last(&log, BTreeMap::new())?;
                     on_event(TrainEvent::Checkpoint {
                         kind: CheckpointKind::Last,
                         path,
@@ -778,7 +782,7 @@ impl Trainer {
                 });
                 best_path = Some(path);
             }
-            let path = self.save(CheckpointKind::Last, &log, em.checkpoint_numbers())?;
+            let path = self.save_last(&log, em.checkpoint_numbers())?;
             on_event(TrainEvent::Checkpoint {
                 kind: CheckpointKind::Last,
                 path: path.clone(),
@@ -882,13 +886,15 @@ impl Trainer {
         clock: &RunClock,
     ) -> Result<(EpochMetrics, Option<PathBuf>)> {
         let epoch = self.state.epoch;
-        let (val, raw) = match &self.ema {
+        // The model validated, and kept as `best` if it scores best.
+        let (validated, raw) = match &self.ema {
             Some(ema) => (
-                self.validate(&ema.apply(&self.model)?, true, control)?,
+                self.averaged_model(ema)?,
                 Some(self.validate(&self.model.valid(), false, control)?),
             ),
-            None => (self.validate(&self.model.valid(), true, control)?, None),
+            None => (self.model.valid(), None),
         };
+        let val = self.validate(&validated, true, control)?;
         let adversarial = self.config.robustness.loss_type != LossType::Clean;
         // Robust *balanced* accuracy: on an imbalanced split (HAM10000 is two-thirds nv) plain
         // robust accuracy rewards a model that answers the majority class everywhere.
@@ -935,7 +941,12 @@ impl Trainer {
         }
         self.state.elapsed_s = clock.secs();
         let best = if is_best {
-            Some(self.save(CheckpointKind::Best, log, em.checkpoint_numbers())?)
+            Some(self.save(
+                CheckpointKind::Best,
+                &validated,
+                log,
+                em.checkpoint_numbers(),
+            )?)
         } else {
             None
         };
@@ -1132,6 +1143,30 @@ impl Trainer {
         })
     }
 
+    /// The weight average as it is validated and kept: its BatchNorm statistics recomputed on
+    /// the first [`BN_RECALIBRATION_BATCHES`] batches of this epoch's order, un-augmented.
+    fn averaged_model(&self, ema: &Ema) -> Result<ResNet50> {
+        let t = &self.config.training;
+        let batch_size = t.batch_size.min(self.train.len());
+        let batches: Vec<Vec<usize>> = epoch_order(self.train.len(), t.seed, self.state.epoch)
+            .chunks(batch_size)
+            .take(BN_RECALIBRATION_BATCHES)
+            .map(|c| c.to_vec())
+            .collect();
+        let loader = Loader::spawn(
+            self.train.clone(),
+            batches,
+            LoaderSpec {
+                channels: self.model_config.in_channels,
+                resolution: self.model_config.resolution,
+                augment: None,
+                workers: t.workers,
+                prefetch: t.prefetch_batches,
+            },
+        );
+        ema::recalibrate_batch_norm(&ema.apply(&self.model)?, loader)
+    }
+
     /// Clean (and, when `robust` and the run is adversarial, robust) metrics of `eval` (in
     /// inference mode) on the validation split.
     fn validate(&self, eval: &ResNet50, robust: bool, control: &TrainControl) -> Result<ValResult> {
@@ -1219,10 +1254,18 @@ impl Trainer {
         })
     }
 
-    /// Write `last` (weights, optimizer, state) or `best` (weights, state) atomically.
+    /// Write `last`: the weights, optimizer state, weight average and training state.
+    fn save_last(&mut self, log: &MetricsLog, metrics: BTreeMap<String, f64>) -> Result<PathBuf> {
+        let model = self.model.valid();
+        self.save(CheckpointKind::Last, &model, log, metrics)
+    }
+
+    /// Write `last` (weights, optimizer, state) or `best` (`model`, the model that was
+    /// validated, and state) atomically.
     fn save(
         &mut self,
         kind: CheckpointKind,
+        model: &ResNet50,
         log: &MetricsLog,
         metrics: BTreeMap<String, f64>,
     ) -> Result<PathBuf> {
@@ -1250,7 +1293,7 @@ impl Trainer {
         metadata.seed = Some(self.config.training.seed);
         metadata.metrics = metrics;
         let header = vec![(TRAIN_STATE_KEY.to_string(), state_json)];
-        let (model, file, blobs) = match kind {
+        let (file, blobs) = match kind {
             CheckpointKind::Last => {
                 let bytes = self
                     .optimizer
@@ -1263,19 +1306,12 @@ impl Trainer {
                 {
                     blobs.push((EMA_KEY.to_string(), average));
                 }
-                (self.model.valid(), LAST_FILE, blobs)
+                (LAST_FILE, blobs)
             }
-            // `best` is the model that was validated: the average when there is one.
-            CheckpointKind::Best => {
-                let model = match &self.ema {
-                    Some(ema) => ema.apply(&self.model)?,
-                    None => self.model.valid(),
-                };
-                (model, BEST_FILE, Vec::new())
-            }
+            CheckpointKind::Best => (BEST_FILE, Vec::new()),
         };
         let path = self.run_dir.join(file);
-        weights::save_checkpoint_with_extras(&model, &metadata, &header, &blobs, &path)?;
+        weights::save_checkpoint_with_extras(model, &metadata, &header, &blobs, &path)?;
         Ok(path)
     }
 }
