@@ -362,21 +362,8 @@ fn full_width_model(device: &Device) -> ResNet50 {
         seed += 10;
         *bn = batch_norm(n, seed, device);
     };
-    randomize(&mut model.bn1);
-    for stage in [
-        &mut model.layer1,
-        &mut model.layer2,
-        &mut model.layer3,
-        &mut model.layer4,
-    ] {
-        for block in stage.iter_mut() {
-            randomize(&mut block.bn1);
-            randomize(&mut block.bn2);
-            randomize(&mut block.bn3);
-            if let Some(ds) = &mut block.downsample {
-                randomize(&mut ds.bn);
-            }
-        }
+    for bn in model.batch_norms_mut() {
+        randomize(bn);
     }
     model.valid()
 }

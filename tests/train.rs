@@ -239,8 +239,16 @@ fn metrics_without_times(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn weights_of(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    let m = weights::load_checkpoint(path, &Device::flex()).unwrap();
-    m.model
+    tensors_of(
+        &weights::load_checkpoint(path, &Device::flex())
+            .unwrap()
+            .model,
+    )
+}
+
+/// Every tensor of `model` by its torchvision key.
+fn tensors_of(model: &triscope::model::ResNet50) -> BTreeMap<String, Vec<f32>> {
+    model
         .named_tensors()
         .unwrap()
         .into_iter()
@@ -261,14 +269,9 @@ fn a_frozen_backbone_trains_the_head_only() {
             .unwrap()
             .model
             .config;
-        let init: BTreeMap<String, Vec<f32>> =
-            triscope::model::ResNet50::init(&model_config, 3, &Device::flex())
-                .unwrap()
-                .named_tensors()
-                .unwrap()
-                .into_iter()
-                .map(|t| (t.key, t.values))
-                .collect();
+        let init = tensors_of(
+            &triscope::model::ResNet50::init(&model_config, 3, &Device::flex()).unwrap(),
+        );
         let trained = weights_of(&last);
         assert_eq!(init.len(), trained.len());
         for (key, values) in &trained {
@@ -307,12 +310,7 @@ fn same_config_and_seed_give_identical_runs() {
         &Device::flex(),
     )
     .unwrap();
-    let init: BTreeMap<String, Vec<f32>> = init
-        .named_tensors()
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.key, t.values))
-        .collect();
+    let init = tensors_of(&init);
     assert_ne!(init, weights_of(&a.join("last.safetensors")));
     assert!(matches!(events.first(), Some(TrainEvent::Started(_))));
     assert!(matches!(events.last(), Some(TrainEvent::Finished(_))));
@@ -466,14 +464,7 @@ fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
         ema::float_count(&last.model),
     )
     .unwrap();
-    let averaged: BTreeMap<String, Vec<f32>> = average
-        .apply(&last.model)
-        .unwrap()
-        .named_tensors()
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.key, t.values))
-        .collect();
+    let averaged = tensors_of(&average.apply(&last.model).unwrap());
     // One epoch: `best` is its end, the average of its steps, which is not the last step,
     // with its BatchNorm statistics recomputed (not the averaged ones).
     let best = weights_of(&one.join("best.safetensors"));

@@ -1153,18 +1153,23 @@ impl Trainer {
             .take(BN_RECALIBRATION_BATCHES)
             .map(|c| c.to_vec())
             .collect();
-        let loader = Loader::spawn(
-            self.train.clone(),
+        let loader = self.plain_loader(&self.train, batches);
+        ema::recalibrate_batch_norm(&ema.apply(&self.model)?, loader)
+    }
+
+    /// `batches` of `dataset` as the model sees them at inference (no augmentation).
+    fn plain_loader(&self, dataset: &Arc<Dataset>, batches: Vec<Vec<usize>>) -> Loader {
+        Loader::spawn(
+            dataset.clone(),
             batches,
             LoaderSpec {
                 channels: self.model_config.in_channels,
                 resolution: self.model_config.resolution,
                 augment: None,
-                workers: t.workers,
-                prefetch: t.prefetch_batches,
+                workers: self.config.training.workers,
+                prefetch: self.config.training.prefetch_batches,
             },
-        );
-        ema::recalibrate_batch_norm(&ema.apply(&self.model)?, loader)
+        )
     }
 
     /// Clean (and, when `robust` and the run is adversarial, robust) metrics of `eval` (in
@@ -1174,17 +1179,7 @@ impl Trainer {
         let bs = self.config.training.batch_size;
         let idx: Vec<usize> = (0..self.val.len()).collect();
         let batches: Vec<Vec<usize>> = idx.chunks(bs).map(|c| c.to_vec()).collect();
-        let loader = Loader::spawn(
-            self.val.clone(),
-            batches,
-            LoaderSpec {
-                channels: self.model_config.in_channels,
-                resolution: self.model_config.resolution,
-                augment: None,
-                workers: self.config.training.workers,
-                prefetch: self.config.training.prefetch_batches,
-            },
-        );
+        let loader = self.plain_loader(&self.val, batches);
         let r = &self.config.robustness;
         let robust_wanted = if r.loss_type == LossType::Clean || !robust {
             0
