@@ -17,6 +17,7 @@ use triscope::device::ComputeDevice;
 use triscope::model::ModelConfig;
 use triscope::rng::SplitMix64;
 use triscope::train::ema::{self, Ema};
+use triscope::train::loader;
 use triscope::train::loss::{self, InnerAttack};
 use triscope::train::{MetricsLine, TrainConfig, TrainControl, TrainEvent, Trainer};
 use triscope::weights;
@@ -464,9 +465,11 @@ fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
         ema::float_count(&last.model),
     )
     .unwrap();
-    let averaged = tensors_of(&average.apply(&last.model).unwrap());
+    let averaged_model = average.apply(&last.model).unwrap();
+    let averaged = tensors_of(&averaged_model);
     // One epoch: `best` is its end, the average of its steps, which is not the last step,
-    // with its BatchNorm statistics recomputed (not the averaged ones).
+    // with its BatchNorm statistics recomputed (not the averaged ones) on the epoch's batches
+    // augmented as in training: un-augmented ones give other statistics.
     let best = weights_of(&one.join("best.safetensors"));
     let running = |k: &String| k.contains("running_");
     assert_eq!(
@@ -479,6 +482,35 @@ fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
         }
     }
     assert!(best.iter().any(|(k, v)| running(k) && v != &averaged[k]));
+    let config = tiny_config("clean", 1, &sets);
+    let t = &config.training;
+    let train_split = std::sync::Arc::new(
+        triscope::data::Dataset::open(&config.data.root, Some(&config.data.train_split)).unwrap(),
+    );
+    let batches: Vec<Vec<usize>> = loader::epoch_order(train_split.len(), t.seed, 0)
+        .chunks(t.batch_size)
+        .map(|c| c.to_vec())
+        .collect();
+    let recalibrated = |augment| {
+        let spec = loader::LoaderSpec {
+            channels: 3,
+            resolution: config.input.resolution,
+            augment,
+            workers: 1,
+            prefetch: 1,
+        };
+        let batches = loader::Loader::spawn(train_split.clone(), batches.clone(), spec);
+        tensors_of(&ema::recalibrate_batch_norm(&averaged_model, batches).unwrap())
+    };
+    let differing = |other: BTreeMap<String, Vec<f32>>| -> Vec<String> {
+        best.keys()
+            .filter(|k| best[*k] != other[*k])
+            .cloned()
+            .collect()
+    };
+    let augmented = differing(recalibrated(Some((t.augmentation.clone(), t.seed, 0))));
+    assert!(augmented.is_empty(), "{augmented:?}");
+    assert!(!differing(recalibrated(None)).is_empty());
     assert_ne!(best, weights_of(&one.join("last.safetensors")));
     let described = weights::load_checkpoint(&one.join("best.safetensors"), &Device::flex())
         .unwrap()

@@ -47,8 +47,8 @@ const METRICS_FILE: &str = "metrics.jsonl";
 const LAST_FILE: &str = "last.safetensors";
 const BEST_FILE: &str = "best.safetensors";
 
-/// Training batches (un-augmented) on which the weight average's BatchNorm statistics are
-/// recomputed before each validation: 2,048 images at batch 64.
+/// Training batches (augmented as in training) on which the weight average's BatchNorm
+/// statistics are recomputed before each validation: 2,048 images at batch 64.
 const BN_RECALIBRATION_BATCHES: usize = 32;
 
 /// Events a spawned trainer may have waiting for its receiver.
@@ -815,18 +815,29 @@ impl Trainer {
     /// The batches of `epoch` still to train (from the resumed batch on), loaded ahead on the
     /// loader's workers. The order is a function of (seed, epoch) alone.
     fn epoch_loader(&self, epoch: usize, steps_per_epoch: usize) -> Loader {
+        let mut batches = self.epoch_batches(epoch);
+        batches.truncate(steps_per_epoch);
+        let start_batch = self.state.batch_in_epoch.min(batches.len());
+        self.train_loader(batches[start_batch..].to_vec(), epoch)
+    }
+
+    /// The training batches of `epoch`, in its order.
+    fn epoch_batches(&self, epoch: usize) -> Vec<Vec<usize>> {
         let t = &self.config.training;
         let batch_size = t.batch_size.min(self.train.len());
-        let order = epoch_order(self.train.len(), t.seed, epoch);
-        let batches: Vec<Vec<usize>> = order
+        epoch_order(self.train.len(), t.seed, epoch)
             .chunks(batch_size)
-            .take(steps_per_epoch)
             .map(|c| c.to_vec())
-            .collect();
-        let start_batch = self.state.batch_in_epoch;
+            .collect()
+    }
+
+    /// `batches` of the training split augmented as in `epoch` (MixUp / CutMix, which mix a
+    /// batch, are the step's, not the loader's).
+    fn train_loader(&self, batches: Vec<Vec<usize>>, epoch: usize) -> Loader {
+        let t = &self.config.training;
         Loader::spawn(
             self.train.clone(),
-            batches[start_batch.min(batches.len())..].to_vec(),
+            batches,
             LoaderSpec {
                 channels: self.model_config.in_channels,
                 resolution: self.model_config.resolution,
@@ -1144,16 +1155,15 @@ impl Trainer {
     }
 
     /// The weight average as it is validated and kept: its BatchNorm statistics recomputed on
-    /// the first [`BN_RECALIBRATION_BATCHES`] batches of this epoch's order, un-augmented.
+    /// the first [`BN_RECALIBRATION_BATCHES`] batches of this epoch, augmented as in training
+    /// (as torch's `update_bn` on the training loader). Un-augmented batches give statistics the
+    /// weights were not trained with: `ham10000_w32_clean_ls`'s own weights score validation
+    /// 0.693 / 0.534 with them, 0.739 / 0.580 with augmented ones, 0.741 / 0.580 as trained.
     fn averaged_model(&self, ema: &Ema) -> Result<ResNet50> {
-        let t = &self.config.training;
-        let batch_size = t.batch_size.min(self.train.len());
-        let batches: Vec<Vec<usize>> = epoch_order(self.train.len(), t.seed, self.state.epoch)
-            .chunks(batch_size)
-            .take(BN_RECALIBRATION_BATCHES)
-            .map(|c| c.to_vec())
-            .collect();
-        let loader = self.plain_loader(&self.train, batches);
+        let epoch = self.state.epoch;
+        let mut batches = self.epoch_batches(epoch);
+        batches.truncate(BN_RECALIBRATION_BATCHES);
+        let loader = self.train_loader(batches, epoch);
         ema::recalibrate_batch_norm(&ema.apply(&self.model)?, loader)
     }
 
