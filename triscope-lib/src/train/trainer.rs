@@ -818,7 +818,7 @@ impl Trainer {
         let mut batches = self.epoch_batches(epoch);
         batches.truncate(steps_per_epoch);
         let start_batch = self.state.batch_in_epoch.min(batches.len());
-        self.train_loader(batches[start_batch..].to_vec(), epoch)
+        self.loader(&self.train, batches[start_batch..].to_vec(), Some(epoch))
     }
 
     /// The training batches of `epoch`, in its order.
@@ -831,17 +831,25 @@ impl Trainer {
             .collect()
     }
 
-    /// `batches` of the training split augmented as in `epoch` (MixUp / CutMix, which mix a
-    /// batch, are the step's, not the loader's).
-    fn train_loader(&self, batches: Vec<Vec<usize>>, epoch: usize) -> Loader {
+    /// `batches` of `dataset`, augmented as in training epoch `augment_epoch` when it is given
+    /// and the run augments (MixUp / CutMix, which mix a batch, are the step's, not the
+    /// loader's), else as the model sees them at inference.
+    fn loader(
+        &self,
+        dataset: &Arc<Dataset>,
+        batches: Vec<Vec<usize>>,
+        augment_epoch: Option<usize>,
+    ) -> Loader {
         let t = &self.config.training;
         Loader::spawn(
-            self.train.clone(),
+            dataset.clone(),
             batches,
             LoaderSpec {
                 channels: self.model_config.in_channels,
                 resolution: self.model_config.resolution,
-                augment: t.augment.then(|| (t.augmentation.clone(), t.seed, epoch)),
+                augment: augment_epoch
+                    .filter(|_| t.augment)
+                    .map(|epoch| (t.augmentation.clone(), t.seed, epoch)),
                 workers: t.workers,
                 prefetch: t.prefetch_batches,
             },
@@ -1163,23 +1171,8 @@ impl Trainer {
         let epoch = self.state.epoch;
         let mut batches = self.epoch_batches(epoch);
         batches.truncate(BN_RECALIBRATION_BATCHES);
-        let loader = self.train_loader(batches, epoch);
+        let loader = self.loader(&self.train, batches, Some(epoch));
         ema::recalibrate_batch_norm(&ema.apply(&self.model)?, loader)
-    }
-
-    /// `batches` of `dataset` as the model sees them at inference (no augmentation).
-    fn plain_loader(&self, dataset: &Arc<Dataset>, batches: Vec<Vec<usize>>) -> Loader {
-        Loader::spawn(
-            dataset.clone(),
-            batches,
-            LoaderSpec {
-                channels: self.model_config.in_channels,
-                resolution: self.model_config.resolution,
-                augment: None,
-                workers: self.config.training.workers,
-                prefetch: self.config.training.prefetch_batches,
-            },
-        )
     }
 
     /// Clean (and, when `robust` and the run is adversarial, robust) metrics of `eval` (in
@@ -1189,7 +1182,7 @@ impl Trainer {
         let bs = self.config.training.batch_size;
         let idx: Vec<usize> = (0..self.val.len()).collect();
         let batches: Vec<Vec<usize>> = idx.chunks(bs).map(|c| c.to_vec()).collect();
-        let loader = self.plain_loader(&self.val, batches);
+        let loader = self.loader(&self.val, batches, None);
         let r = &self.config.robustness;
         let robust_wanted = if r.loss_type == LossType::Clean || !robust {
             0
