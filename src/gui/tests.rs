@@ -317,6 +317,8 @@ fn training_panel_trains_a_tiny_run_live_and_loads_its_checkpoint() {
     assert!(t.errors.is_empty(), "{:?}", t.errors);
     assert!(!t.steps.is_empty(), "step events reached the panel");
     assert!(t.epochs.iter().all(|e| e.val_robust_acc.is_some()));
+    // The config keeps a weight average: the raw weights are validated beside it and plotted.
+    assert!(t.epochs.iter().all(|e| e.raw_val_balanced_acc.is_some()));
     assert!(t.status.starts_with("finished: 2 epochs"), "{}", t.status);
     snapshot(&mut h, "training_dark");
     h.get_by_label("Light theme").click();

@@ -324,10 +324,16 @@ impl TrainingPanel {
             Points::new(name.to_string(), pts).radius(4.0)
         };
         let height = 150.0;
+        // The legend sits in the top-right corner; room past the last step keeps the newest
+        // epoch's points, the ones a user watches, out from under it (all three plots share
+        // the x range).
+        let last_step = self.steps.last().map_or(1, |s| s.step) as f64;
+        let legend_room_x = last_step * 1.4;
         ui.strong("Loss (log scale)");
         Plot::new("train-loss")
             .height(height)
             .legend(Legend::default())
+            .include_x(legend_room_x)
             .x_axis_label("step")
             .y_grid_spacer(log_loss_marks)
             .y_axis_formatter(|mark, _| format_loss(10f64.powf(mark.value)))
@@ -346,6 +352,7 @@ impl TrainingPanel {
             .legend(Legend::default())
             .include_y(0.0)
             .include_y(1.0)
+            .include_x(legend_room_x)
             .x_axis_label("step")
             .show(ui, |p| {
                 p.line(step_line("train clean", &|s| Some(s.clean_acc)));
@@ -361,6 +368,7 @@ impl TrainingPanel {
         ui.strong("Learning rate");
         Plot::new("train-lr")
             .height(100.0)
+            .include_x(legend_room_x)
             .x_axis_label("step")
             .show(ui, |p| {
                 p.line(step_line("lr", &|s| Some(s.lr)));
