@@ -496,6 +496,7 @@ fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
             channels: 3,
             resolution: config.input.resolution,
             augment,
+            lesion_masks: None,
             workers: 1,
             prefetch: 1,
         };
@@ -1175,4 +1176,155 @@ fn a_full_disk_stops_the_run_and_resume_continues_once_space_is_back() {
     resume_to_the_end_as(&run, &reference);
     drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// HAM10000 layout: the seven bundled samples with their masks, five to train, two to validate.
+fn ham_with_masks(name: &str) -> PathBuf {
+    let root = temp_dir(name);
+    common::ham_folder(&root, |i| if i < 5 { "train" } else { "val" }, true);
+    root
+}
+
+#[test]
+fn background_swap_keeps_each_lesion_and_puts_another_images_skin_around_it() {
+    use triscope::imaging::ResizeMode;
+    use triscope::regions::RegionSource;
+    use triscope::train::augment::{AugmentParams, LESION_MARGIN_PX};
+
+    let root = ham_with_masks("bg-swap-loader");
+    let ds = std::sync::Arc::new(triscope::data::Dataset::open(&root, Some("train")).unwrap());
+    let masks = RegionSource::for_dataset(&ds).unwrap().expect("masks");
+    let (n, side) = (ds.len(), 48);
+    let plane = side * side;
+    // Geometry and colour left as they are, so what changes is the swap alone.
+    let identity = AugmentParams {
+        crop_scale: [1.0, 1.0],
+        crop_ratio: [1.0, 1.0],
+        hflip: false,
+        vflip: false,
+        rotation_deg: 0.0,
+        brightness: 0.0,
+        contrast: 0.0,
+        saturation: 0.0,
+        hue: 0.0,
+        background_swap: 1.0,
+        ..AugmentParams::default()
+    };
+    let load = |augment: Option<(AugmentParams, u64, usize)>, lesion_masks| {
+        let spec = loader::LoaderSpec {
+            channels: 3,
+            resolution: side,
+            augment,
+            lesion_masks,
+            workers: 1,
+            prefetch: 1,
+        };
+        let mut batches = loader::Loader::spawn(ds.clone(), vec![(0..n).collect()], spec);
+        batches.next().unwrap().unwrap().pixels
+    };
+    let plain = load(None, None);
+    let swapped = load(Some((identity.clone(), 3, 0)), Some(masks.clone()));
+    assert_eq!(
+        swapped,
+        load(Some((identity.clone(), 3, 0)), Some(masks.clone()))
+    );
+    assert_ne!(
+        swapped,
+        load(Some((identity.clone(), 3, 1)), Some(masks.clone()))
+    );
+    let lesions: Vec<Vec<bool>> = (0..n)
+        .map(|k| {
+            let path = ds.samples[k].path().unwrap();
+            masks
+                .regions(path, side, ResizeMode::ShorterSideCrop)
+                .unwrap()[0]
+                .mask
+                .clone()
+        })
+        .collect();
+    // Whether pixel `i` lies within the swap's margin of `mask`.
+    let near = |mask: &[bool], i: usize| {
+        let (x, y) = ((i % side) as i64, (i / side) as i64);
+        let m = LESION_MARGIN_PX as i64;
+        (y - m..=y + m).any(|v| {
+            (x - m..=x + m).any(|u| {
+                (0..side as i64).contains(&u)
+                    && (0..side as i64).contains(&v)
+                    && mask[(v * side as i64 + u) as usize]
+            })
+        })
+    };
+    let image = |pixels: &[f32], k: usize| pixels[k * 3 * plane..(k + 1) * 3 * plane].to_vec();
+    let close = |a: f32, b: f32| (a - b).abs() < 1e-5;
+    for k in 0..n {
+        let (out, own) = (image(&swapped, k), image(&plain, k));
+        // The lesion (and its margin) is the image's own.
+        for i in (0..plane).filter(|&i| near(&lesions[k], i)) {
+            assert!(
+                (0..3).all(|c| close(out[c * plane + i], own[c * plane + i])),
+                "{k} {i}"
+            );
+        }
+        assert!(
+            out.iter().zip(&own).any(|(a, b)| !close(*a, *b)),
+            "{k} unchanged"
+        );
+        // Away from both lesions, every pixel is one other image's skin.
+        let donors: Vec<usize> = (0..n)
+            .filter(|&j| j != k)
+            .filter(|&j| {
+                let skin = image(&plain, j);
+                let far: Vec<usize> = (0..plane)
+                    .filter(|&i| !near(&lesions[k], i) && !near(&lesions[j], i))
+                    .collect();
+                !far.is_empty()
+                    && far
+                        .iter()
+                        .all(|&i| (0..3).all(|c| close(out[c * plane + i], skin[c * plane + i])))
+            })
+            .collect();
+        assert_eq!(donors.len(), 1, "image {k}: donors {donors:?}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn background_swap_trains_and_refuses_a_set_without_every_mask() {
+    let root = ham_with_masks("bg-swap-masks");
+    let data_root = format!("data.root={}", root.display());
+    let config = || {
+        tiny_config(
+            "pgd_at",
+            1,
+            &[
+                data_root.as_str(),
+                "data.dataset=ham10000",
+                "training.augmentation.background_swap=0.5",
+            ],
+        )
+    };
+    let run = temp_dir("bg-swap-run");
+    let events = train(config(), &run);
+    assert!(events.iter().any(|e| matches!(e, TrainEvent::Finished(_))));
+    let _ = std::fs::remove_dir_all(&run);
+    let (first, _) = common::HAM_SAMPLES[0];
+    std::fs::remove_file(root.join(format!("masks/{first}.png"))).unwrap();
+    let refused = |name: &str| {
+        Trainer::new(config(), &temp_dir(name), ComputeDevice::cpu())
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let e = refused("bg-swap-one-missing");
+    assert!(
+        e.contains("1 of 5") && e.contains(&format!("{first}.png")),
+        "{e}"
+    );
+    std::fs::remove_dir_all(root.join("masks")).unwrap();
+    let e = refused("bg-swap-no-masks");
+    assert!(
+        e.contains("no lesion masks") && e.contains("background_swap"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

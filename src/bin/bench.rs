@@ -602,6 +602,7 @@ fn bench_loader(data: &std::path::Path, rows: &mut Vec<Row>) -> Result<()> {
             channels: 3,
             resolution,
             augment: Some((AugmentParams::default(), 42, 0)),
+            lesion_masks: None,
             workers,
             prefetch: 4,
         };

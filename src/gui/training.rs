@@ -328,12 +328,12 @@ impl TrainingPanel {
         // epoch's points, the ones a user watches, out from under it (all three plots share
         // the x range).
         let last_step = self.steps.last().map_or(1, |s| s.step) as f64;
-        let legend_room_x = last_step * 1.4;
+        let x_max_step = last_step * 1.4;
         ui.strong("Loss (log scale)");
         Plot::new("train-loss")
             .height(height)
             .legend(Legend::default())
-            .include_x(legend_room_x)
+            .include_x(x_max_step)
             .x_axis_label("step")
             .y_grid_spacer(log_loss_marks)
             .y_axis_formatter(|mark, _| format_loss(10f64.powf(mark.value)))
@@ -352,7 +352,7 @@ impl TrainingPanel {
             .legend(Legend::default())
             .include_y(0.0)
             .include_y(1.0)
-            .include_x(legend_room_x)
+            .include_x(x_max_step)
             .x_axis_label("step")
             .show(ui, |p| {
                 p.line(step_line("train clean", &|s| Some(s.clean_acc)));
@@ -368,7 +368,7 @@ impl TrainingPanel {
         ui.strong("Learning rate");
         Plot::new("train-lr")
             .height(100.0)
-            .include_x(legend_room_x)
+            .include_x(x_max_step)
             .x_axis_label("step")
             .show(ui, |p| {
                 p.line(step_line("lr", &|s| Some(s.lr)));

@@ -78,6 +78,7 @@ pub mod stream {
     pub const DROPOUT: u64 = 4;
     pub const VAL_ATTACK: u64 = 5;
     pub const MIX: u64 = 6;
+    pub const BACKGROUND: u64 = 7;
 }
 
 /// A generator for (seed, stream, a, b): SplitMix64 on a mixed key.

@@ -3,6 +3,9 @@
 //! degrees (zero fill, as torchvision), colour jitter (brightness, contrast, saturation 0.2,
 //! hue 0.1; brightness and contrast only on 1-channel images). The geometric part is one
 //! inverse mapping with bilinear sampling, so the image is resampled once.
+//!
+//! Before those, optionally, `swap_background`: the skin around a HAM10000 lesion replaced by
+//! another training image's skin, so that what surrounds a lesion says nothing of its class.
 
 use crate::imaging::PixelImage;
 use crate::rng::SplitMix64;
@@ -160,6 +163,128 @@ fn shift_hue([r, g, b]: [f32; 3], turns: f32) -> [f32; 3] {
     }
 }
 
+/// Pixels a lesion mask is grown by before the swap, at model resolution: the border of a
+/// lesion (where the masks are least exact and the diagnosis often lies) stays its own.
+pub const LESION_MARGIN_PX: usize = 3;
+
+/// `mask` grown by `radius` pixels (a square neighbourhood); `[side * side]`, row-major.
+fn dilate(mask: &[bool], side: usize, radius: usize) -> Vec<bool> {
+    let at = |x: usize, y: usize| mask[y * side + x];
+    // Rows first, then columns: a square structuring element as two passes.
+    let mut rows = vec![false; mask.len()];
+    for y in 0..side {
+        for x in 0..side {
+            let (x0, x1) = (x.saturating_sub(radius), (x + radius).min(side - 1));
+            rows[y * side + x] = (x0..=x1).any(|u| at(u, y));
+        }
+    }
+    let mut out = vec![false; mask.len()];
+    for y in 0..side {
+        for x in 0..side {
+            let (y0, y1) = (y.saturating_sub(radius), (y + radius).min(side - 1));
+            out[y * side + x] = (y0..=y1).any(|v| rows[v * side + x]);
+        }
+    }
+    out
+}
+
+/// Replace the skin of `img` (everything outside its lesion `mask`, grown by
+/// `LESION_MARGIN_PX`) with `donor`'s skin (outside the donor's grown lesion). Where the donor
+/// shows its own lesion, the skin around it is grown inwards (`fill_from_outside`), so no part
+/// of another lesion is pasted in and no flat patch or hard edge marks the place. Both images
+/// are square, the same size as the masks (`[side * side]`). Returns false, leaving `img` as
+/// it was, when the donor shows no skin.
+pub fn swap_background(
+    img: &mut PixelImage,
+    mask: &[bool],
+    donor: &PixelImage,
+    donor_mask: &[bool],
+) -> bool {
+    let side = img.width;
+    let plane = side * side;
+    debug_assert!(img.height == side && mask.len() == plane && donor_mask.len() == plane);
+    debug_assert!(donor.height == side && donor.width == side && donor.channels == img.channels);
+    let keep = dilate(mask, side, LESION_MARGIN_PX);
+    let donor_lesion = dilate(donor_mask, side, LESION_MARGIN_PX);
+    let Some(skin) = fill_from_outside(donor, &donor_lesion) else {
+        return false;
+    };
+    for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
+        for c in 0..img.channels {
+            img.data[c * plane + i] = skin[c * plane + i];
+        }
+    }
+    true
+}
+
+/// `img` with the pixels under `hole` replaced by a smooth fill from the pixels around it:
+/// normalised convolution (Knutsson and Westin 1993), the known pixels and their indicator
+/// blurred alike and divided, with a box blur of a side/8 radius run three times (nearly a
+/// Gaussian). Hole pixels beyond its reach take the known pixels' mean. None when all is hole.
+fn fill_from_outside(img: &PixelImage, hole: &[bool]) -> Option<Vec<f32>> {
+    let (side, plane) = (img.width, img.width * img.height);
+    let known = hole.iter().filter(|h| !**h).count();
+    if known == 0 {
+        return None;
+    }
+    let radius = (side / 8).max(1);
+    let weight: Vec<f32> = hole.iter().map(|h| if *h { 0.0 } else { 1.0 }).collect();
+    let mut spread = weight.clone();
+    for _ in 0..3 {
+        spread = box_blur(&spread, side, radius);
+    }
+    let mut data = img.data.clone();
+    for c in 0..img.channels {
+        let channel = &img.data[c * plane..(c + 1) * plane];
+        let mut sum: Vec<f32> = channel.iter().zip(&weight).map(|(v, w)| v * w).collect();
+        for _ in 0..3 {
+            sum = box_blur(&sum, side, radius);
+        }
+        let mean = sum_known(channel, hole) / known as f32;
+        for i in (0..plane).filter(|&i| hole[i]) {
+            data[c * plane + i] = if spread[i] > 1e-3 {
+                (sum[i] / spread[i]).clamp(0.0, 1.0)
+            } else {
+                mean
+            };
+        }
+    }
+    Some(data)
+}
+
+fn sum_known(values: &[f32], hole: &[bool]) -> f32 {
+    values
+        .iter()
+        .zip(hole)
+        .filter(|(_, h)| !**h)
+        .map(|(v, _)| v)
+        .sum()
+}
+
+/// Mean over the `(2 radius + 1)^2` square around each pixel of a `side x side` plane, the
+/// outside counting as 0 (a running sum along rows, then along columns).
+fn box_blur(values: &[f32], side: usize, radius: usize) -> Vec<f32> {
+    let pass = |input: &[f32], stride: usize, step: usize| {
+        let mut out = vec![0.0f32; input.len()];
+        for line in 0..side {
+            let at = |k: usize| input[line * stride + k * step];
+            let mut acc: f32 = (0..radius.min(side - 1) + 1).map(at).sum();
+            for k in 0..side {
+                out[line * stride + k * step] = acc / (2 * radius + 1) as f32;
+                if k + radius + 1 < side {
+                    acc += at(k + radius + 1);
+                }
+                if k >= radius {
+                    acc -= at(k - radius);
+                }
+            }
+        }
+        out
+    };
+    let rows = pass(values, side, 1);
+    pass(&rows, 1, side)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +335,103 @@ mod tests {
         let out = augment(&img, &p, &mut SplitMix64::new(3));
         for (a, b) in out.data.iter().zip(&img.data) {
             assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn background_swap_keeps_the_grown_lesion_and_takes_the_donors_skin() {
+        let side = 16;
+        let flat = |v: f32| PixelImage {
+            channels: 3,
+            height: side,
+            width: side,
+            data: vec![v; 3 * side * side],
+        };
+        // The lesion: a 2x2 square at (4, 4); the donor's: a 2x2 square at (10, 10).
+        let square = |x0: usize| {
+            (0..side * side)
+                .map(|i| (x0..x0 + 2).contains(&(i % side)) && (x0..x0 + 2).contains(&(i / side)))
+                .collect::<Vec<bool>>()
+        };
+        let mut donor = flat(0.25);
+        for i in (0..side * side).filter(|&i| square(10)[i]) {
+            donor.data[i] = 0.9; // red channel of the donor's lesion
+        }
+        let mut img = flat(0.75);
+        assert!(swap_background(&mut img, &square(4), &donor, &square(10)));
+        let grown = LESION_MARGIN_PX;
+        for y in 0..side {
+            for x in 0..side {
+                let i = y * side + x;
+                let near_lesion = (4 - grown..4 + 2 + grown).contains(&x)
+                    && (4 - grown..4 + 2 + grown).contains(&y);
+                // Inside the grown lesion: the image's own pixels; elsewhere the donor's skin,
+                // grown over the donor's lesion (0.25): never the lesion's 0.9.
+                let want = if near_lesion { 0.75 } else { 0.25 };
+                assert_eq!(img.data[i], want, "({x}, {y})");
+            }
+        }
+        // A donor that is all lesion gives no skin: the image is left as it was.
+        let mut img = flat(0.75);
+        assert!(!swap_background(
+            &mut img,
+            &square(4),
+            &donor,
+            &vec![true; side * side]
+        ));
+        assert!(img.data.iter().all(|v| *v == 0.75));
+    }
+
+    #[test]
+    fn the_fill_is_smooth_and_made_of_the_surrounding_values() {
+        // A 16x16 image: a left half at 0 and a right half at 1, a 4-column hole between.
+        let side = 16;
+        let img = PixelImage {
+            channels: 1,
+            height: side,
+            width: side,
+            data: (0..side * side)
+                .map(|i| if i % side >= 8 { 1.0 } else { 0.0 })
+                .collect(),
+        };
+        let hole: Vec<bool> = (0..side * side)
+            .map(|i| (6..10).contains(&(i % side)))
+            .collect();
+        let out = fill_from_outside(&img, &hole).unwrap();
+        for y in 0..side {
+            let row = &out[y * side..(y + 1) * side];
+            // Outside the hole unchanged; inside, rising from the dark side to the bright one.
+            assert!(row[..6].iter().all(|v| *v == 0.0) && row[10..].iter().all(|v| *v == 1.0));
+            assert!(row[5] < row[6] && row[6] < row[7] && row[7] < row[8] && row[8] < row[9]);
+            assert!(row[9] < row[10], "{row:?}");
+            assert!((row[7] + row[8] - 1.0).abs() < 1e-4, "symmetric: {row:?}");
+        }
+        // Uniform surroundings fill the hole uniformly; an all-hole image has nothing to fill from.
+        let grey = PixelImage {
+            data: vec![0.3; side * side],
+            ..img.clone()
+        };
+        let out = fill_from_outside(&grey, &hole).unwrap();
+        assert!(out.iter().all(|v| (v - 0.3).abs() < 1e-5));
+        assert!(fill_from_outside(&img, &vec![true; side * side]).is_none());
+    }
+
+    #[test]
+    fn box_blur_is_a_running_mean() {
+        let side = 7;
+        let values: Vec<f32> = (0..side * side).map(|i| (i * 7 % 11) as f32).collect();
+        let out = box_blur(&values, side, 2);
+        for y in 0..side {
+            for x in 0..side {
+                let mut sum = 0.0;
+                for v in y.saturating_sub(2)..(y + 3).min(side) {
+                    for u in x.saturating_sub(2)..(x + 3).min(side) {
+                        sum += values[v * side + u];
+                    }
+                }
+                let want = sum / 25.0;
+                assert!((out[y * side + x] - want).abs() < 1e-4, "({x}, {y})");
+            }
         }
     }
 

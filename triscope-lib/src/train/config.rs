@@ -172,6 +172,11 @@ pub struct AugmentationSection {
     /// CutMix's `alpha` (a box of another image pasted in; 0 = off). With both on, each batch
     /// takes one of the two at random.
     pub cutmix_alpha: f32,
+    /// Probability that an image's skin outside its lesion mask (grown by a few pixels) is
+    /// replaced by another training image's skin before the other augmentations, so that the
+    /// surroundings of a lesion carry no sign of its class (0 = off). Needs a dataset with
+    /// lesion masks (HAM10000's `masks/`); see `augment::swap_background`.
+    pub background_swap: f32,
 }
 
 impl Default for AugmentationSection {
@@ -188,6 +193,7 @@ impl Default for AugmentationSection {
             hue: 0.1,
             mixup_alpha: 0.0,
             cutmix_alpha: 0.0,
+            background_swap: 0.0,
         }
     }
 }
@@ -214,6 +220,7 @@ impl AugmentationSection {
             ("hue", self.hue),
             ("mixup_alpha", self.mixup_alpha),
             ("cutmix_alpha", self.cutmix_alpha),
+            ("background_swap", self.background_swap),
         ];
         if let Some((name, v)) = values.iter().find(|(_, v)| !v.is_finite()) {
             return Some(format!("{name} must be a finite number, got {v}"));
@@ -245,6 +252,12 @@ impl AugmentationSection {
         }
         if !(0.0..=0.5).contains(&self.hue) {
             return Some(format!("hue must be in [0, 0.5], got {}", self.hue));
+        }
+        if !(0.0..=1.0).contains(&self.background_swap) {
+            return Some(format!(
+                "background_swap is a probability in [0, 1], got {}",
+                self.background_swap
+            ));
         }
         for (name, v) in [
             ("mixup_alpha", self.mixup_alpha),
@@ -521,6 +534,9 @@ impl TrainConfig {
         }
         if let Some(problem) = t.augmentation.problem() {
             return bad(format!("training.augmentation: {problem}"));
+        }
+        if t.augmentation.background_swap > 0.0 && !t.augment {
+            return bad("training.augmentation.background_swap is part of the augmentation; it needs training.augment: true".into());
         }
         if t.augmentation.mixes() {
             if !t.augment {
@@ -906,6 +922,21 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
                 "{e}"
             );
         }
+        for bad in ["1.5", "-0.1", ".nan"] {
+            let e = parse(
+                &format!("training: {{augmentation: {{background_swap: {bad}}}}}"),
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("background_swap"), "{e}");
+        }
+        let swap = "training: {augmentation: {background_swap: 0.5}}";
+        assert!(parse(swap, &["robustness.loss_type=pgd_at"]).is_ok());
+        let e = parse(swap, &["training.augment=false"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("training.augment"), "{e}");
         let mix = "training: {augmentation: {mixup_alpha: 0.2, cutmix_alpha: 1.0}}";
         assert!(parse(mix, &["robustness.loss_type=clean"]).is_ok());
         for (sets, needle) in [

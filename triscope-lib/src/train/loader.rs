@@ -3,7 +3,9 @@
 //! Workers take batch numbers from a shared counter, decode the batch and send it over a
 //! bounded channel; the consumer hands batches out in order. Each image's augmentation draws
 //! from a generator keyed by (seed, epoch, sample index), so the result does not depend on
-//! which thread decoded it or when. A worker never runs more than `prefetch` batches ahead of
+//! which thread decoded it or when (the background swap's draws, whether and with whose skin,
+//! come from their own key, so the other augmentations draw as they did before it existed).
+//! A worker never runs more than `prefetch` batches ahead of
 //! the consumer.
 
 use std::collections::BTreeMap;
@@ -13,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::augment::{AugmentParams, augment};
+use super::augment::{AugmentParams, augment, swap_background};
 use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
 use crate::imaging::ResizeMode;
+use crate::regions::RegionSource;
 use crate::rng::{keyed_rng, stream};
 
 /// One batch on the host: `[n, C, H, W]` pixels in [0, 1] and the labels.
@@ -36,6 +39,9 @@ pub struct LoaderSpec {
     pub resolution: usize,
     /// Augmentation and the seed/epoch keying its generator; None = plain images.
     pub augment: Option<(AugmentParams, u64, usize)>,
+    /// The lesion masks of `augment`'s `background_swap` (every image's; checked by the
+    /// trainer).
+    pub lesion_masks: Option<RegionSource>,
     pub workers: usize,
     pub prefetch: usize,
 }
@@ -143,6 +149,18 @@ fn load_batch(
     for &k in samples {
         let mut img = dataset.load(k, c, r, ResizeMode::ShorterSideCrop)?;
         if let Some((params, seed, epoch)) = &spec.augment {
+            if let Some(masks) = &spec.lesion_masks {
+                let mut rng = keyed_rng(*seed, stream::BACKGROUND, *epoch as u64, k as u64);
+                if rng.next_f32() < params.background_swap {
+                    // Another image of the set (never this one).
+                    let n = dataset.len().max(2) as u64;
+                    let donor = (k as u64 + 1 + rng.next_u64() % (n - 1)) as usize % dataset.len();
+                    let donor_img = dataset.load(donor, c, r, ResizeMode::ShorterSideCrop)?;
+                    let mask = lesion_mask(dataset, masks, k, r)?;
+                    let donor_mask = lesion_mask(dataset, masks, donor, r)?;
+                    swap_background(&mut img, &mask, &donor_img, &donor_mask);
+                }
+            }
             let mut rng = keyed_rng(*seed, stream::AUGMENT, *epoch as u64, k as u64);
             img = augment(&img, params, &mut rng);
         }
@@ -155,6 +173,31 @@ fn load_batch(
         labels,
         shape: [samples.len(), c, r, r],
     })
+}
+
+/// Sample `k`'s lesion mask at `resolution`, as its image is prepared; an error naming the
+/// image when it has none (the trainer checked they all do, so one gone since is a fault).
+fn lesion_mask(
+    dataset: &Dataset,
+    masks: &RegionSource,
+    k: usize,
+    resolution: usize,
+) -> Result<Vec<bool>> {
+    let path = dataset.samples[k].path().ok_or_else(|| {
+        TriscopeError::InvalidArgument(format!(
+            "sample {k} of {} is not a file, so it has no lesion mask",
+            dataset.root.display()
+        ))
+    })?;
+    masks
+        .regions(path, resolution, ResizeMode::ShorterSideCrop)?
+        .into_iter()
+        .next()
+        .map(|region| region.mask)
+        .ok_or_else(|| TriscopeError::BadImage {
+            path: path.to_path_buf(),
+            reason: "its lesion mask disappeared during training".into(),
+        })
 }
 
 impl Iterator for Loader {

@@ -31,6 +31,7 @@ use crate::host::logit_rows;
 use crate::inference::probabilities;
 use crate::model::source::{ParamBuilder, SeededInit};
 use crate::model::{ModelConfig, ResNet50};
+use crate::regions::RegionSource;
 use crate::rng::{keyed_rng, stream};
 use crate::weights::{self, CheckpointMetadata};
 
@@ -343,6 +344,8 @@ pub struct Trainer {
     optimizer: ModuleOptimizer,
     /// The weight average (`training.ema_decay` > 0).
     ema: Option<Ema>,
+    /// The training images' lesion masks, for `training.augmentation.background_swap`.
+    lesion_masks: Option<RegionSource>,
     state: TrainState,
     resumed: bool,
     /// Held until the trainer is dropped (the end of `run`).
@@ -426,6 +429,39 @@ fn open_split(config: &TrainConfig, split: &str, limit: usize) -> Result<Dataset
     }
     ds.check_images()?;
     Ok(ds)
+}
+
+/// The lesion masks the background swap needs (None when it is off), checked before the
+/// first step: the dataset has them and every training image has its own, so that no image
+/// silently trains without the swap.
+fn lesion_masks(config: &TrainConfig, train: &Dataset) -> Result<Option<RegionSource>> {
+    if config.training.augmentation.background_swap <= 0.0 || !config.training.augment {
+        return Ok(None);
+    }
+    let Some(RegionSource::Masks(dir)) = RegionSource::for_dataset(train)? else {
+        return Err(TriscopeError::BadConfig(format!(
+            "training.augmentation.background_swap replaces the skin around each lesion mask; {} has no lesion masks (HAM10000's {}/): set it to 0",
+            train.root.display(),
+            crate::data::MASKS_DIR
+        )));
+    };
+    let missing: Vec<PathBuf> = train
+        .samples
+        .iter()
+        .filter_map(|s| s.path())
+        .filter_map(|p| p.file_stem())
+        .map(|stem| dir.join(format!("{}.png", stem.to_string_lossy())))
+        .filter(|m| !m.is_file())
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(TriscopeError::BadConfig(format!(
+            "training.augmentation.background_swap needs every training image's lesion mask; {} of {} are missing, the first {}",
+            missing.len(),
+            train.len(),
+            first.display()
+        )));
+    }
+    Ok(Some(RegionSource::Masks(dir)))
 }
 
 /// The git commit Triscope was built from, when the source tree is still there.
@@ -518,6 +554,7 @@ impl Trainer {
             elapsed_s: 0.0,
         };
         Ok(Self {
+            lesion_masks: lesion_masks(&config, &train)?,
             config,
             run_dir: run_dir.to_path_buf(),
             device,
@@ -595,6 +632,7 @@ impl Trainer {
         file.set_len(state.metrics_log_bytes)
             .map_err(write_err(&metrics))?;
         Ok(Self {
+            lesion_masks: lesion_masks(&config, &train)?,
             config,
             run_dir: run_dir.to_path_buf(),
             device,
@@ -850,6 +888,7 @@ impl Trainer {
                 augment: augment_epoch
                     .filter(|_| t.augment)
                     .map(|epoch| (t.augmentation.clone(), t.seed, epoch)),
+                lesion_masks: self.lesion_masks.clone(),
                 workers: t.workers,
                 prefetch: t.prefetch_batches,
             },
