@@ -1198,17 +1198,8 @@ fn background_swap_keeps_each_lesion_and_puts_another_images_skin_around_it() {
     let plane = side * side;
     // Geometry and colour left as they are, so what changes is the swap alone.
     let identity = AugmentParams {
-        crop_scale: [1.0, 1.0],
-        crop_ratio: [1.0, 1.0],
-        hflip: false,
-        vflip: false,
-        rotation_deg: 0.0,
-        brightness: 0.0,
-        contrast: 0.0,
-        saturation: 0.0,
-        hue: 0.0,
         background_swap: 1.0,
-        ..AugmentParams::default()
+        ..AugmentParams::identity()
     };
     let load = |augment: Option<(AugmentParams, u64, usize)>, lesion_masks| {
         let spec = loader::LoaderSpec {

@@ -730,6 +730,15 @@ fn is_image(p: &Path) -> bool {
 /// The folder of HAM10000's lesion masks, beside its images.
 pub const MASKS_DIR: &str = "masks";
 
+/// The lesion mask of `image` in the mask folder `masks_dir`: `<masks_dir>/<image stem>.png`.
+pub fn mask_file(masks_dir: &Path, image: &Path) -> PathBuf {
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    masks_dir.join(format!("{stem}.png"))
+}
+
 /// Image files under `dir`, recursively, sorted. A dataset's lesion-mask folder
 /// ([`MASKS_DIR`], beside the images it outlines) is ground truth, not images to classify,
 /// and is skipped.

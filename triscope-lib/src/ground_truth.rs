@@ -129,12 +129,8 @@ impl GroundTruthIndex {
         let mut warnings = Vec::new();
         let labels = self.find_labels(image, &mut warnings);
         let mut regions = Vec::new();
-        let stem = image
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let mask = folders(image)
-            .map(|d| d.join(MASKS_DIR).join(format!("{stem}.png")))
+            .map(|d| crate::data::mask_file(&d.join(MASKS_DIR), image))
             .find(|p| p.is_file());
         if let Some(mask) = mask {
             match mask_outline_file(&mask, resolution, mode) {

@@ -90,11 +90,7 @@ impl RegionSource {
             .unwrap_or_default();
         match self {
             Self::Masks(dir) => {
-                let stem = image
-                    .file_stem()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let path = dir.join(format!("{stem}.png"));
+                let path = crate::data::mask_file(dir, image);
                 if !path.is_file() {
                     return Ok(Vec::new());
                 }
@@ -287,11 +283,7 @@ pub fn lesion_size_concepts(root: &Path, spec: &LesionSizeSpec) -> Result<Lesion
     let (mut large, mut small, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     let mut scanned = 0;
     for p in paths.iter().take(scan) {
-        let stem = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mask_path = masks.join(format!("{stem}.png"));
+        let mask_path = crate::data::mask_file(&masks, p);
         let mask = decode(&mask_path)?.to_luma8();
         scanned += 1;
         let on = mask.pixels().filter(|p| p.0[0] >= 128).count();

@@ -320,19 +320,7 @@ mod tests {
     #[test]
     fn identity_parameters_keep_the_image() {
         let img = ramp(3, 16);
-        let p = AugmentParams {
-            crop_scale: [1.0, 1.0],
-            crop_ratio: [1.0, 1.0],
-            hflip: false,
-            vflip: false,
-            rotation_deg: 0.0,
-            brightness: 0.0,
-            contrast: 0.0,
-            saturation: 0.0,
-            hue: 0.0,
-            ..AugmentParams::default()
-        };
-        let out = augment(&img, &p, &mut SplitMix64::new(3));
+        let out = augment(&img, &AugmentParams::identity(), &mut SplitMix64::new(3));
         for (a, b) in out.data.iter().zip(&img.data) {
             assert!((a - b).abs() < 1e-5, "{a} {b}");
         }

@@ -199,6 +199,25 @@ impl Default for AugmentationSection {
 }
 
 impl AugmentationSection {
+    /// Every augmentation off: the crop is the whole image, nothing flips, turns, recolours,
+    /// mixes or swaps, so an image comes out as it went in.
+    pub fn identity() -> Self {
+        Self {
+            crop_scale: [1.0, 1.0],
+            crop_ratio: [1.0, 1.0],
+            hflip: false,
+            vflip: false,
+            rotation_deg: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+            mixup_alpha: 0.0,
+            cutmix_alpha: 0.0,
+            background_swap: 0.0,
+        }
+    }
+
     /// Whether MixUp or CutMix is on.
     pub fn mixes(&self) -> bool {
         self.mixup_alpha > 0.0 || self.cutmix_alpha > 0.0

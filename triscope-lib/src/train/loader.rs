@@ -1,12 +1,13 @@
 //! Batches decoded (and augmented) on worker threads ahead of the model.
 //!
 //! Workers take batch numbers from a shared counter, decode the batch and send it over a
-//! bounded channel; the consumer hands batches out in order. Each image's augmentation draws
-//! from a generator keyed by (seed, epoch, sample index), so the result does not depend on
-//! which thread decoded it or when (the background swap's draws, whether and with whose skin,
-//! come from their own key, so the other augmentations draw as they did before it existed).
-//! A worker never runs more than `prefetch` batches ahead of
-//! the consumer.
+//! bounded channel; the consumer hands batches out in order. A worker never runs more than
+//! `prefetch` batches ahead of the consumer.
+//!
+//! Each image's augmentation draws from a generator keyed by (seed, epoch, sample index), so
+//! the result does not depend on which thread decoded it or when. The background swap's draws
+//! (whether, and with whose skin) come from their own key, so the other augmentations draw as
+//! they did before it existed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

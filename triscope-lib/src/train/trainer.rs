@@ -449,8 +449,7 @@ fn lesion_masks(config: &TrainConfig, train: &Dataset) -> Result<Option<RegionSo
         .samples
         .iter()
         .filter_map(|s| s.path())
-        .filter_map(|p| p.file_stem())
-        .map(|stem| dir.join(format!("{}.png", stem.to_string_lossy())))
+        .map(|p| crate::data::mask_file(&dir, p))
         .filter(|m| !m.is_file())
         .collect();
     if let Some(first) = missing.first() {
