@@ -145,6 +145,82 @@ fn losses_match_pytorch() {
 }
 
 #[test]
+fn cam_mask_penalty_matches_pytorch() {
+    // tools/make_cam_mask_fixture.py: the share of the label's layer4 CAM outside the lesion
+    // on 3 images at 48 px (2x2 map), training mode, and its gradient.
+    let f = load_arrays(&fixture("cam_mask_w8_c7.safetensors"));
+    let ad = Device::flex().autodiff();
+    let labels: Vec<usize> = f["labels"].values.iter().map(|v| *v as usize).collect();
+    let train = fixture_model(&ad);
+    let taps = train.forward_taps(tensor4(&f["x"], &ad), None);
+    let [_, _, _, l4] = taps.layers;
+    let [b, _, rows, cols] = l4.dims();
+    assert_eq!((b, rows, cols), (3, 2, 2));
+    let cells = loss::cell_shares(&f["masks"].values, b, (48, 48), (rows, cols));
+    let inside = Tensor::<3>::from_data(TensorData::new(cells, [b, rows, cols]), &ad);
+    let share = loss::cam_outside_share(l4, train.fc.weight.val(), &labels, inside);
+    close("share", value(share.clone()), f["share"].values[0], 1e-3);
+    let grads = share.backward();
+    let fc: Vec<f32> = train
+        .fc
+        .weight
+        .val()
+        .grad(&grads)
+        .unwrap()
+        .transpose()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap(); // [out, in]
+    let conv3: Vec<f32> = train.layer4[2]
+        .conv3
+        .weight
+        .val()
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    for (name, got) in [
+        ("grad_fc_weight", fc),
+        ("grad_layer4_2_conv3_weight", conv3),
+    ] {
+        let want = &f[name].values;
+        assert_eq!(got.len(), want.len(), "{name}");
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            scale > 0.0 && worst <= 5e-3 * scale,
+            "{name} differs by {worst} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn lesion_shares_of_cells_average_the_mask() {
+    // Two 4x6 masks on a 2x3 grid: each cell averages its 2x2 pixels. An uneven split (5 rows
+    // on 2 cells) puts row y in cell floor(y * 2 / 5).
+    let mut masks = vec![0.0f32; 2 * 24];
+    masks[0] = 1.0; // image 0, pixel (0, 0): cell (0, 0) a quarter lesion
+    for v in &mut masks[24..] {
+        *v = 1.0; // image 1 all lesion
+    }
+    let cells = loss::cell_shares(&masks, 2, (4, 6), (2, 3));
+    assert_eq!(
+        cells,
+        [0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    );
+    let cells = loss::cell_shares(&[1.0, 1.0, 1.0, 0.0, 0.0], 1, (5, 1), (2, 1));
+    assert_eq!(
+        cells,
+        [1.0, 0.0],
+        "rows 0-2 in the first cell, 3-4 in the second"
+    );
+}
+
+#[test]
 fn trades_inner_loop_stays_in_the_ball_and_raises_the_kl() {
     let f = load_arrays(&fixture("train_losses_w8_c7.safetensors"));
     let plain = Device::flex();
@@ -497,6 +573,7 @@ fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
             resolution: config.input.resolution,
             augment,
             lesion_masks: None,
+            with_lesion: false,
             workers: 1,
             prefetch: 1,
         };
@@ -1201,18 +1278,20 @@ fn background_swap_keeps_each_lesion_and_puts_another_images_skin_around_it() {
         background_swap: 1.0,
         ..AugmentParams::identity()
     };
-    let load = |augment: Option<(AugmentParams, u64, usize)>, lesion_masks| {
+    let batch = |augment: Option<(AugmentParams, u64, usize)>, lesion_masks, with_lesion| {
         let spec = loader::LoaderSpec {
             channels: 3,
             resolution: side,
             augment,
             lesion_masks,
+            with_lesion,
             workers: 1,
             prefetch: 1,
         };
         let mut batches = loader::Loader::spawn(ds.clone(), vec![(0..n).collect()], spec);
-        batches.next().unwrap().unwrap().pixels
+        batches.next().unwrap().unwrap()
     };
+    let load = |augment, lesion_masks| batch(augment, lesion_masks, false).pixels;
     let plain = load(None, None);
     let swapped = load(Some((identity.clone(), 3, 0)), Some(masks.clone()));
     assert_eq!(
@@ -1276,6 +1355,34 @@ fn background_swap_keeps_each_lesion_and_puts_another_images_skin_around_it() {
             .collect();
         assert_eq!(donors.len(), 1, "image {k}: donors {donors:?}");
     }
+    // The masks handed out with a batch (`training.cam_mask_weight`) are each image's own
+    // lesion, moved as the image moved.
+    assert_eq!(batch(None, Some(masks.clone()), false).lesion, None);
+    let unmoved = batch(None, Some(masks.clone()), true)
+        .lesion
+        .expect("masks");
+    let want: Vec<f32> = lesions
+        .iter()
+        .flatten()
+        .map(|&m| f32::from(u8::from(m)))
+        .collect();
+    assert_eq!(unmoved, want);
+    let swapped_too = batch(Some((identity.clone(), 3, 0)), Some(masks.clone()), true);
+    assert_eq!(
+        (swapped_too.pixels, swapped_too.lesion),
+        (swapped.clone(), Some(want.clone()))
+    );
+    let moving = AugmentParams {
+        hflip: true,
+        vflip: true,
+        rotation_deg: 90.0,
+        ..identity.clone()
+    };
+    let moved = batch(Some((moving, 3, 0)), Some(masks.clone()), true)
+        .lesion
+        .expect("masks");
+    assert_ne!(moved, want, "some image flipped or turned");
+    assert!(moved.iter().all(|v| (0.0..=1.0).contains(v)));
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -1298,24 +1405,70 @@ fn background_swap_trains_and_refuses_a_set_without_every_mask() {
     let events = train(config(), &run);
     assert!(events.iter().any(|e| matches!(e, TrainEvent::Finished(_))));
     let _ = std::fs::remove_dir_all(&run);
+    // The map's penalty at 64 px (a 2x2 layer4 map), weight 2: each step logs the share
+    // outside the lesion, and the loss is the cross-entropy plus twice that.
+    let cam_config = || {
+        tiny_config(
+            "pgd_at",
+            2,
+            &[
+                data_root.as_str(),
+                "data.dataset=ham10000",
+                "input.resolution=64",
+                "training.cam_mask_weight=2.0",
+            ],
+        )
+    };
+    let run = temp_dir("cam-mask-run");
+    let steps: Vec<_> = train(cam_config(), &run)
+        .into_iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 2);
+    for s in &steps {
+        let share = s.cam_outside.expect("the share is logged");
+        assert!((0.0..=1.0).contains(&share), "{share}");
+        close(
+            "loss",
+            s.loss as f32,
+            (s.loss_natural + 2.0 * share) as f32,
+            1e-5,
+        );
+    }
+    assert!(
+        metrics_without_times(&run)
+            .iter()
+            .any(|l| l.get("cam_outside").is_some())
+    );
+    let _ = std::fs::remove_dir_all(&run);
     let (first, _) = common::HAM_SAMPLES[0];
     std::fs::remove_file(root.join(format!("masks/{first}.png"))).unwrap();
-    let refused = |name: &str| {
-        Trainer::new(config(), &temp_dir(name), ComputeDevice::cpu())
+    let refused = |config: TrainConfig, name: &str| {
+        Trainer::new(config, &temp_dir(name), ComputeDevice::cpu())
             .err()
             .expect("refused")
             .to_string()
     };
-    let e = refused("bg-swap-one-missing");
-    assert!(
-        e.contains("1 of 5") && e.contains(&format!("{first}.png")),
-        "{e}"
-    );
+    for (config, option) in [
+        (config(), "background_swap"),
+        (cam_config(), "cam_mask_weight"),
+    ] {
+        let e = refused(config, "bg-swap-one-missing");
+        assert!(
+            e.contains("1 of 5") && e.contains(&format!("{first}.png")) && e.contains(option),
+            "{e}"
+        );
+    }
     std::fs::remove_dir_all(root.join("masks")).unwrap();
-    let e = refused("bg-swap-no-masks");
-    assert!(
-        e.contains("no lesion masks") && e.contains("background_swap"),
-        "{e}"
-    );
+    for (config, option) in [
+        (config(), "background_swap"),
+        (cam_config(), "cam_mask_weight"),
+    ] {
+        let e = refused(config, "bg-swap-no-masks");
+        assert!(e.contains("no lesion masks") && e.contains(option), "{e}");
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -24,11 +24,14 @@ def main():
     ap.add_argument("--multi-label", action="store_true")
     args = ap.parse_args()
     epochs = []
+    cam_outside = {}  # epoch -> the logged steps' shares (training.cam_mask_weight)
     with open(args.metrics) as f:
         for line in f:
             d = json.loads(line)
             if d.get("type") == "epoch":
                 epochs.append(d)
+            elif d.get("cam_outside") is not None:
+                cam_outside.setdefault(d["epoch"], []).append(d["cam_outside"])
     if not epochs:
         raise SystemExit(f"{args.metrics} has no epoch lines")
     x = [e["epoch"] for e in epochs]
@@ -42,6 +45,9 @@ def main():
     if any(e.get("raw_val_balanced_acc") is not None for e in epochs):
         ax.plot(x, [e.get("raw_val_balanced_acc") for e in epochs], ls="--",
                 label=f"val {score}, raw weights (val: their average)")
+    if cam_outside:
+        ax.plot(x, [sum(v) / len(v) if (v := cam_outside.get(e)) else None for e in x], ls="-.",
+                color="tab:brown", label="train map share outside the lesion (logged steps)")
     # The trainer's choice of `best`: robust balanced accuracy for adversarial runs.
     key, name = "val_balanced_acc", f"val {score}"
     if any(e.get("val_robust_acc") is not None for e in epochs):

@@ -603,6 +603,7 @@ fn bench_loader(data: &std::path::Path, rows: &mut Vec<Row>) -> Result<()> {
             resolution,
             augment: Some((AugmentParams::default(), 42, 0)),
             lesion_masks: None,
+            with_lesion: false,
             workers,
             prefetch: 4,
         };

@@ -344,6 +344,13 @@ impl TrainingPanel {
                     Some(log_loss(s.loss_natural))
                 }));
                 p.line(step_line("robust (KL)", &|s| s.loss_robust.map(log_loss)));
+                // `training.cam_mask_weight`'s term, before its weight; absent from other runs'
+                // legends.
+                if self.steps.iter().any(|s| s.cam_outside.is_some()) {
+                    p.line(step_line("map outside lesion", &|s| {
+                        s.cam_outside.map(log_loss)
+                    }));
+                }
                 p.points(epoch_points("val loss", &|e| Some(log_loss(e.val_loss))));
             });
         ui.strong("Accuracy");

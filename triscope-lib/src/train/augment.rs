@@ -19,6 +19,18 @@ fn uniform(rng: &mut SplitMix64, lo: f32, hi: f32) -> f32 {
 
 /// One augmented copy of `img` (same size). Draws a fixed number of values from `rng`.
 pub fn augment(img: &PixelImage, p: &AugmentParams, rng: &mut SplitMix64) -> PixelImage {
+    augment_with_mask(img, None, p, rng).0
+}
+
+/// [`augment`], and `mask` (a 1-channel map of the same size, such as a lesion mask as 0/1)
+/// moved by the same crop, flips and rotation, without the colour jitter. The same draws as
+/// `augment`, so a run draws alike with or without a mask.
+pub fn augment_with_mask(
+    img: &PixelImage,
+    mask: Option<&PixelImage>,
+    p: &AugmentParams,
+    rng: &mut SplitMix64,
+) -> (PixelImage, Option<PixelImage>) {
     let (h, w) = (img.height as f32, img.width as f32);
     // Random resized crop.
     let area = uniform(rng, p.crop_scale[0], p.crop_scale[1]) * h * w;
@@ -36,9 +48,11 @@ pub fn augment(img: &PixelImage, p: &AugmentParams, rng: &mut SplitMix64) -> Pix
     let saturation = uniform(rng, 1.0 - p.saturation, 1.0 + p.saturation);
     let hue = uniform(rng, -p.hue, p.hue);
 
-    let mut out = geometric(img, (x0, y0, crop_w, crop_h), flip_h, flip_v, angle);
+    let crop = (x0, y0, crop_w, crop_h);
+    let mut out = geometric(img, crop, flip_h, flip_v, angle);
     jitter(&mut out, brightness, contrast, saturation, hue);
-    out
+    let mask = mask.map(|m| geometric(m, crop, flip_h, flip_v, angle));
+    (out, mask)
 }
 
 /// Output pixel -> (undo rotation about the centre) -> (undo flips) -> crop coordinates ->
@@ -323,6 +337,47 @@ mod tests {
         let out = augment(&img, &AugmentParams::identity(), &mut SplitMix64::new(3));
         for (a, b) in out.data.iter().zip(&img.data) {
             assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn the_mask_moves_with_the_image_and_skips_the_colour_jitter() {
+        // The image's red channel is the mask itself: after any crop, flip and rotation the
+        // moved mask must equal the moved channel as it was before the jitter.
+        let side = 24;
+        let mask = PixelImage {
+            channels: 1,
+            height: side,
+            width: side,
+            data: (0..side * side)
+                .map(|i| f32::from(u8::from((6..14).contains(&(i % side)) && i / side < 10)))
+                .collect(),
+        };
+        let mut img = ramp(3, side);
+        img.data[..side * side].copy_from_slice(&mask.data);
+        let p = AugmentParams::default();
+        for seed in 0..8 {
+            let (out, moved) = augment_with_mask(&img, Some(&mask), &p, &mut SplitMix64::new(seed));
+            // The same draws as `augment`.
+            assert_eq!(out, augment(&img, &p, &mut SplitMix64::new(seed)));
+            let no_jitter = AugmentParams {
+                brightness: 0.0,
+                contrast: 0.0,
+                saturation: 0.0,
+                hue: 0.0,
+                ..p.clone()
+            };
+            let (plain, _) = augment_with_mask(&img, None, &no_jitter, &mut SplitMix64::new(seed));
+            let moved = moved.unwrap();
+            assert_eq!((moved.channels, moved.height, moved.width), (1, side, side));
+            // Equal up to rounding: the no-jitter pass still multiplies by 1 and clamps.
+            for (a, b) in moved.data.iter().zip(&plain.data[..side * side]) {
+                assert!((a - b).abs() < 1e-5, "seed {seed}: {a} {b}");
+            }
+            assert!(
+                moved.data.iter().any(|v| *v > 0.5)
+                    && moved.data.iter().all(|v| (0.0..=1.0).contains(v))
+            );
         }
     }
 

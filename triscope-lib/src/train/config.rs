@@ -317,6 +317,13 @@ pub struct TrainingSection {
     /// loaded: every other weight and every BatchNorm statistic stays as it is (a linear
     /// probe). For a small set on top of a model trained on a related one.
     pub freeze_backbone: bool,
+    /// Weight of a penalty on the share of each training image's class activation map that
+    /// falls outside its lesion mask (HAM10000's `masks/`): the map of the image's label at
+    /// layer4, `ReLU(sum_k w[y, k] A_k)`, which under global average pooling is layer4's
+    /// Grad-CAM up to a factor. Added to the loss of clean and PGD-AT training (on the
+    /// attacked images); 0 = off. It trains where the map lies, so a model trained with it is
+    /// judged by the audit's faithfulness and other methods, not by its own localisation.
+    pub cam_mask_weight: f64,
     /// Apply the training augmentation (random resized crop, flips, rotation, colour jitter).
     pub augment: bool,
     /// Its ranges.
@@ -351,6 +358,7 @@ impl Default for TrainingSection {
             label_smoothing: 0.0,
             ema_decay: 0.0,
             freeze_backbone: false,
+            cam_mask_weight: 0.0,
             augment: true,
             augmentation: AugmentationSection::default(),
             workers: 2,
@@ -556,6 +564,23 @@ impl TrainConfig {
         }
         if t.augmentation.background_swap > 0.0 && !t.augment {
             return bad("training.augmentation.background_swap is part of the augmentation; it needs training.augment: true".into());
+        }
+        if !(t.cam_mask_weight.is_finite() && t.cam_mask_weight >= 0.0) {
+            return bad(format!(
+                "training.cam_mask_weight must be >= 0 (0 = off), got {}",
+                t.cam_mask_weight
+            ));
+        }
+        if t.cam_mask_weight > 0.0 {
+            if self.robustness.loss_type == LossType::Trades {
+                return bad("training.cam_mask_weight applies to clean and PGD-AT training (one forward pass of the trained network); set it to 0 for TRADES".into());
+            }
+            if t.augmentation.mixes() {
+                return bad("training.cam_mask_weight needs each image's own lesion; MixUp / CutMix mix them: set mixup_alpha and cutmix_alpha to 0".into());
+            }
+            if t.freeze_backbone {
+                return bad("training.cam_mask_weight moves the features' map; a frozen backbone cannot: set it to 0 with training.freeze_backbone".into());
+            }
         }
         if t.augmentation.mixes() {
             if !t.augment {
@@ -968,6 +993,34 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
         ] {
             let e = parse(mix, sets).unwrap_err().to_string();
             assert!(e.contains(needle), "{sets:?}: {e}");
+        }
+        let cam = "training: {cam_mask_weight: 1.0}";
+        assert!(parse(cam, &["robustness.loss_type=pgd_at"]).is_ok());
+        assert!(parse(cam, &["robustness.loss_type=clean"]).is_ok());
+        for (sets, needle) in [
+            (&["training.cam_mask_weight=-1"][..], "must be >= 0"),
+            (&["training.cam_mask_weight=.nan"][..], "must be >= 0"),
+            (&["robustness.loss_type=trades"][..], "for TRADES"),
+            (
+                &[
+                    "robustness.loss_type=clean",
+                    "training.augmentation.cutmix_alpha=1.0",
+                ][..],
+                "MixUp / CutMix",
+            ),
+            (
+                &[
+                    "robustness.loss_type=pgd_at",
+                    "training.freeze_backbone=true",
+                ][..],
+                "frozen backbone",
+            ),
+        ] {
+            let e = parse(cam, sets).unwrap_err().to_string();
+            assert!(
+                e.contains("training.cam_mask_weight") && e.contains(needle),
+                "{sets:?}: {e}"
+            );
         }
         let e = parse("robustness: {loss_type: fancy}", &[])
             .unwrap_err()

@@ -271,6 +271,7 @@ mod tests {
                     .collect(),
                 labels: Vec::new(),
                 shape,
+                lesion: None,
             })
             .collect();
         let channels = 4;

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::augment::{AugmentParams, augment, swap_background};
+use super::augment::{AugmentParams, augment_with_mask, swap_background};
 use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
-use crate::imaging::ResizeMode;
+use crate::imaging::{PixelImage, ResizeMode};
 use crate::regions::RegionSource;
 use crate::rng::{keyed_rng, stream};
 
@@ -31,6 +31,9 @@ pub struct HostBatch {
     pub pixels: Vec<f32>,
     pub labels: Vec<Label>,
     pub shape: [usize; 4],
+    /// Each image's lesion mask as it moved with the image (1 = lesion, bilinear in between),
+    /// when the spec asks for them: `[n, H, W]`.
+    pub lesion: Option<Vec<f32>>,
 }
 
 /// What the workers need to know.
@@ -40,9 +43,11 @@ pub struct LoaderSpec {
     pub resolution: usize,
     /// Augmentation and the seed/epoch keying its generator; None = plain images.
     pub augment: Option<(AugmentParams, u64, usize)>,
-    /// The lesion masks of `augment`'s `background_swap` (every image's; checked by the
-    /// trainer).
+    /// The lesion masks of `augment`'s `background_swap` and of `with_lesion` (every image's;
+    /// checked by the trainer).
     pub lesion_masks: Option<RegionSource>,
+    /// Hand out each image's lesion mask with it (`HostBatch::lesion`; needs `lesion_masks`).
+    pub with_lesion: bool,
     pub workers: usize,
     pub prefetch: usize,
 }
@@ -147,10 +152,18 @@ fn load_batch(
     let (c, r) = (spec.channels, spec.resolution);
     let mut pixels = Vec::with_capacity(samples.len() * c * r * r);
     let mut labels = Vec::with_capacity(samples.len());
+    let masks = spec.lesion_masks.as_ref();
+    let mut lesion =
+        (spec.with_lesion && masks.is_some()).then(|| Vec::with_capacity(samples.len() * r * r));
     for &k in samples {
         let mut img = dataset.load(k, c, r, ResizeMode::ShorterSideCrop)?;
+        // `[r, r]`, 1 = lesion.
+        let mut own_mask = match (masks, &lesion) {
+            (Some(masks), Some(_)) => Some(mask_image(&lesion_mask(dataset, masks, k, r)?, r)),
+            _ => None,
+        };
         if let Some((params, seed, epoch)) = &spec.augment {
-            if let Some(masks) = &spec.lesion_masks {
+            if let Some(masks) = masks {
                 let mut rng = keyed_rng(*seed, stream::BACKGROUND, *epoch as u64, k as u64);
                 if rng.next_f32() < params.background_swap {
                     // Another image of the set (never this one).
@@ -163,17 +176,31 @@ fn load_batch(
                 }
             }
             let mut rng = keyed_rng(*seed, stream::AUGMENT, *epoch as u64, k as u64);
-            img = augment(&img, params, &mut rng);
+            (img, own_mask) = augment_with_mask(&img, own_mask.as_ref(), params, &mut rng);
         }
         pixels.extend_from_slice(&img.data);
         labels.push(dataset.samples[k].label.clone());
+        if let (Some(out), Some(m)) = (&mut lesion, own_mask) {
+            out.extend_from_slice(&m.data);
+        }
     }
     Ok(HostBatch {
         index,
         pixels,
         labels,
         shape: [samples.len(), c, r, r],
+        lesion,
     })
+}
+
+/// A `[side, side]` mask as a 1-channel image of 0s and 1s.
+fn mask_image(mask: &[bool], side: usize) -> PixelImage {
+    PixelImage {
+        channels: 1,
+        height: side,
+        width: side,
+        data: mask.iter().map(|&m| f32::from(u8::from(m))).collect(),
+    }
 }
 
 /// Sample `k`'s lesion mask at `resolution`, as its image is prepared; an error naming the

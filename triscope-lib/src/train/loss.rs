@@ -179,6 +179,61 @@ pub struct LossParts {
     pub natural: Tensor<1>,
     /// TRADES' KL term (unscaled by beta), if any. `[1]`.
     pub robust: Option<Tensor<1>>,
+    /// The map's share outside the lesion ([`cam_outside_share`]; unweighted), if any. `[1]`.
+    pub cam_outside: Option<Tensor<1>>,
+}
+
+/// The lesion's share of each cell of a `rows x cols` grid laid over `[n, height, width]`
+/// masks (row-major, values in [0, 1]): the mean of the mask over the cell's pixels, pixel
+/// `(y, x)` lying in cell `(floor(y * rows / height), floor(x * cols / width))` (torch's
+/// `adaptive_avg_pool2d` where the sides divide evenly). `[n, rows, cols]`.
+pub fn cell_shares(
+    masks: &[f32],
+    n: usize,
+    (height, width): (usize, usize),
+    (rows, cols): (usize, usize),
+) -> Vec<f32> {
+    let mut sum = vec![0.0f32; n * rows * cols];
+    let mut count = vec![0u32; rows * cols];
+    for y in 0..height {
+        let r = (y * rows / height.max(1)).min(rows - 1);
+        for x in 0..width {
+            let c = (x * cols / width.max(1)).min(cols - 1);
+            count[r * cols + c] += 1;
+            for i in 0..n {
+                sum[(i * rows + r) * cols + c] += masks[(i * height + y) * width + x];
+            }
+        }
+    }
+    for (k, s) in sum.iter_mut().enumerate() {
+        *s /= count[k % (rows * cols)].max(1) as f32;
+    }
+    sum
+}
+
+/// The mean over the batch of the share of each image's class activation map that lies
+/// outside its lesion: with `A` layer4's `features` `[b, K, h, w]` and `fc_weight`
+/// `[K, classes]` (burn's layout), the map of label `y` is `M = ReLU(sum_k w[k, y] A_k)`
+/// (Zhou et al.'s CAM; under global average pooling the same map as layer4's Grad-CAM up to
+/// a factor), and the share is `1 - sum(M * inside) / sum(M)`, `inside` `[b, h, w]` being the
+/// lesion's share of each cell ([`cell_shares`]). An image whose map is zero everywhere counts
+/// as all outside. `[1]`.
+pub fn cam_outside_share(
+    features: Tensor<4>,
+    fc_weight: Tensor<2>,
+    labels: &[usize],
+    inside: Tensor<3>,
+) -> Tensor<1> {
+    let [b, k, h, w] = features.dims();
+    let [_, classes] = fc_weight.dims();
+    let device = features.device();
+    let label_w = one_hot(labels, classes, &device).matmul(fc_weight.transpose()); // [b, K]
+    let maps = (features * label_w.reshape([b, k, 1, 1])).sum_dim(1); // [b, 1, h, w]
+    let maps = burn::tensor::activation::relu(maps.reshape([b, h * w])); // [b, h*w]
+    let inside = inside.reshape([b, h * w]);
+    let total = maps.clone().sum_dim(1).add_scalar(1e-12); // [b, 1]
+    let within = (maps * inside).sum_dim(1); // [b, 1]
+    (within / total).neg().add_scalar(1.0).mean() // [1]
 }
 
 /// TRADES' outer loss on a model in training mode: `CE(f(x), y) + beta * KL(p(x) || p(x'))`
@@ -203,6 +258,7 @@ pub fn trades_outer(
             total,
             natural,
             robust: Some(robust),
+            cam_outside: None,
         },
         logits,
         logits_adv,

@@ -120,6 +120,10 @@ pub struct StepMetrics {
     pub loss_natural: f64,
     /// TRADES' KL term, unscaled.
     pub loss_robust: Option<f64>,
+    /// With `training.cam_mask_weight`: the batch's mean share of the label's layer4 map that
+    /// lies outside the lesion (before the weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cam_outside: Option<f64>,
     /// Batch accuracy on clean images (TRADES and clean: train-mode forward; PGD-AT:
     /// inference-mode forward before the attack).
     pub clean_acc: f64,
@@ -344,7 +348,8 @@ pub struct Trainer {
     optimizer: ModuleOptimizer,
     /// The weight average (`training.ema_decay` > 0).
     ema: Option<Ema>,
-    /// The training images' lesion masks, for `training.augmentation.background_swap`.
+    /// The training images' lesion masks, for `training.augmentation.background_swap` and
+    /// `training.cam_mask_weight`.
     lesion_masks: Option<RegionSource>,
     state: TrainState,
     resumed: bool,
@@ -431,16 +436,21 @@ fn open_split(config: &TrainConfig, split: &str, limit: usize) -> Result<Dataset
     Ok(ds)
 }
 
-/// The lesion masks the background swap needs (None when it is off), checked before the
-/// first step: the dataset has them and every training image has its own, so that no image
-/// silently trains without the swap.
+/// The lesion masks the background swap and the map's penalty need (None when both are off),
+/// checked before the first step: the dataset has them and every training image has its own,
+/// so that no image silently trains without them.
 fn lesion_masks(config: &TrainConfig, train: &Dataset) -> Result<Option<RegionSource>> {
-    if config.training.augmentation.background_swap <= 0.0 || !config.training.augment {
+    let t = &config.training;
+    let option = if t.cam_mask_weight > 0.0 {
+        "training.cam_mask_weight"
+    } else if t.augmentation.background_swap > 0.0 && t.augment {
+        "training.augmentation.background_swap"
+    } else {
         return Ok(None);
-    }
+    };
     let Some(RegionSource::Masks(dir)) = RegionSource::for_dataset(train)? else {
         return Err(TriscopeError::BadConfig(format!(
-            "training.augmentation.background_swap replaces the skin around each lesion mask; {} has no lesion masks (HAM10000's {}/): set it to 0",
+            "{option} works on each image's lesion mask; {} has no lesion masks (HAM10000's {}/): set it to 0",
             train.root.display(),
             crate::data::MASKS_DIR
         )));
@@ -454,7 +464,7 @@ fn lesion_masks(config: &TrainConfig, train: &Dataset) -> Result<Option<RegionSo
         .collect();
     if let Some(first) = missing.first() {
         return Err(TriscopeError::BadConfig(format!(
-            "training.augmentation.background_swap needs every training image's lesion mask; {} of {} are missing, the first {}",
+            "{option} needs every training image's lesion mask; {} of {} are missing, the first {}",
             missing.len(),
             train.len(),
             first.display()
@@ -855,7 +865,13 @@ impl Trainer {
         let mut batches = self.epoch_batches(epoch);
         batches.truncate(steps_per_epoch);
         let start_batch = self.state.batch_in_epoch.min(batches.len());
-        self.loader(&self.train, batches[start_batch..].to_vec(), Some(epoch))
+        let with_lesion = self.config.training.cam_mask_weight > 0.0;
+        self.loader(
+            &self.train,
+            batches[start_batch..].to_vec(),
+            Some(epoch),
+            with_lesion,
+        )
     }
 
     /// The training batches of `epoch`, in its order.
@@ -870,12 +886,14 @@ impl Trainer {
 
     /// `batches` of `dataset`, augmented as in training epoch `augment_epoch` when it is given
     /// and the run augments (MixUp / CutMix, which mix a batch, are the step's, not the
-    /// loader's), else as the model sees them at inference.
+    /// loader's), else as the model sees them at inference; `with_lesion`: each image's lesion
+    /// mask with it (`training.cam_mask_weight`).
     fn loader(
         &self,
         dataset: &Arc<Dataset>,
         batches: Vec<Vec<usize>>,
         augment_epoch: Option<usize>,
+        with_lesion: bool,
     ) -> Loader {
         let t = &self.config.training;
         Loader::spawn(
@@ -888,6 +906,7 @@ impl Trainer {
                     .filter(|_| t.augment)
                     .map(|epoch| (t.augmentation.clone(), t.seed, epoch)),
                 lesion_masks: self.lesion_masks.clone(),
+                with_lesion,
                 workers: t.workers,
                 prefetch: t.prefetch_batches,
             },
@@ -926,6 +945,7 @@ impl Trainer {
             loss: outcome.loss,
             loss_natural: outcome.natural,
             loss_robust: outcome.robust,
+            cam_outside: outcome.cam_outside,
             clean_acc: outcome.clean_acc,
             robust_acc: outcome.robust_acc,
             images_per_s: n as f64 / step_time_s.max(1e-9),
@@ -1106,7 +1126,8 @@ impl Trainer {
                     Some(m) => TensorData::new(m.apply(&batch.pixels, batch.shape), batch.shape),
                     None => data(),
                 };
-                let logits = model.logits(Tensor::from_data(x, &ad)); // [b, classes]
+                let (logits, cam) =
+                    self.logits_and_cam(model, Tensor::from_data(x, &ad), batch, &targets)?;
                 let loss = match (&mix, &targets) {
                     (Some(m), Targets::Single(y)) => {
                         loss::mixed_cross_entropy(logits.clone(), y, m.lam, w, smoothing)
@@ -1115,15 +1136,7 @@ impl Trainer {
                 };
                 // On a mixed batch: against each image's own label.
                 let acc = targets.accuracy(&logit_rows(logits)?);
-                (
-                    LossParts {
-                        total: loss.clone(),
-                        natural: loss,
-                        robust: None,
-                    },
-                    acc,
-                    None,
-                )
+                (self.with_cam(loss, cam), acc, None)
             }
             (LossType::PgdAt, _) => {
                 let x = Tensor::<4>::from_data(data(), &plain);
@@ -1134,18 +1147,10 @@ impl Trainer {
                 let x_adv =
                     loss::pgd_adversarial(&eval, &x, &goal, &inner, seed, control.cancel_flag())?;
                 let x_adv = Tensor::<4>::from_data(x_adv.into_data(), &ad);
-                let logits_adv = model.logits(x_adv); // [b, classes]
+                let (logits_adv, cam) = self.logits_and_cam(model, x_adv, batch, &targets)?;
                 let loss = targets.loss(logits_adv.clone(), w, smoothing);
                 let robust_acc = targets.accuracy(&logit_rows(logits_adv)?);
-                (
-                    LossParts {
-                        total: loss.clone(),
-                        natural: loss,
-                        robust: None,
-                    },
-                    clean_acc,
-                    Some(robust_acc),
-                )
+                (self.with_cam(loss, cam), clean_acc, Some(robust_acc))
             }
             (LossType::Trades, Targets::Single(labels)) => {
                 let x = Tensor::<4>::from_data(data(), &plain);
@@ -1169,6 +1174,7 @@ impl Trainer {
         let loss_value = scalar(parts.total.clone())?;
         let natural = scalar(parts.natural.clone())?;
         let robust = parts.robust.clone().map(scalar).transpose()?;
+        let cam_outside = parts.cam_outside.clone().map(scalar).transpose()?;
         if !loss_value.is_finite() {
             let last = self.run_dir.join(LAST_FILE);
             return Err(TriscopeError::Compute(format!(
@@ -1195,9 +1201,51 @@ impl Trainer {
             loss: loss_value,
             natural,
             robust,
+            cam_outside,
             clean_acc,
             robust_acc,
         })
+    }
+
+    /// The trained network's logits on `x` and, with `training.cam_mask_weight`, the share of
+    /// each image's label map outside its lesion (`loss::cam_outside_share`, `[1]`).
+    fn logits_and_cam(
+        &self,
+        model: &dyn Classify,
+        x: Tensor<4>,
+        batch: &HostBatch,
+        targets: &Targets,
+    ) -> Result<(Tensor<2>, Option<Tensor<1>>)> {
+        if self.config.training.cam_mask_weight <= 0.0 {
+            return Ok((model.logits(x), None));
+        }
+        let (Some(lesion), Targets::Single(labels)) = (&batch.lesion, targets) else {
+            return Err(TriscopeError::Compute(
+                "training.cam_mask_weight: a training batch came without its lesion masks or with multi-label targets".into(),
+            ));
+        };
+        let taps = self.model.forward_taps(x, None);
+        let [_, _, _, l4] = taps.layers;
+        let [b, _, rows, cols] = l4.dims(); // [b, 32w, h, w]
+        let [_, _, height, width] = batch.shape;
+        let cells = loss::cell_shares(lesion, b, (height, width), (rows, cols));
+        let inside = Tensor::<3>::from_data(TensorData::new(cells, [b, rows, cols]), &l4.device());
+        let share = loss::cam_outside_share(l4, self.model.fc.weight.val(), labels, inside);
+        Ok((taps.logits, Some(share)))
+    }
+
+    /// `loss` plus `training.cam_mask_weight` times the map's share outside the lesion.
+    fn with_cam(&self, loss: Tensor<1>, cam: Option<Tensor<1>>) -> LossParts {
+        let weight = self.config.training.cam_mask_weight as f32;
+        LossParts {
+            total: match &cam {
+                Some(c) => loss.clone() + c.clone().mul_scalar(weight),
+                None => loss.clone(),
+            },
+            natural: loss,
+            robust: None,
+            cam_outside: cam,
+        }
     }
 
     /// The weight average as it is validated and kept: its BatchNorm statistics recomputed on
@@ -1209,7 +1257,7 @@ impl Trainer {
         let epoch = self.state.epoch;
         let mut batches = self.epoch_batches(epoch);
         batches.truncate(BN_RECALIBRATION_BATCHES);
-        let loader = self.loader(&self.train, batches, Some(epoch));
+        let loader = self.loader(&self.train, batches, Some(epoch), false);
         ema::recalibrate_batch_norm(&ema.apply(&self.model)?, loader)
     }
 
@@ -1220,7 +1268,7 @@ impl Trainer {
         let bs = self.config.training.batch_size;
         let idx: Vec<usize> = (0..self.val.len()).collect();
         let batches: Vec<Vec<usize>> = idx.chunks(bs).map(|c| c.to_vec()).collect();
-        let loader = self.loader(&self.val, batches, None);
+        let loader = self.loader(&self.val, batches, None, false);
         let r = &self.config.robustness;
         let robust_wanted = if r.loss_type == LossType::Clean || !robust {
             0
@@ -1369,6 +1417,7 @@ struct StepOutcome {
     loss: f64,
     natural: f64,
     robust: Option<f64>,
+    cam_outside: Option<f64>,
     clean_acc: f64,
     robust_acc: Option<f64>,
 }
