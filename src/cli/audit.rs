@@ -13,6 +13,7 @@ use triscope::audit::{
     AuditOptions, AuditProgress, AuditReport, AuditStage, ConceptFolder, TcavOptions, run_audit,
 };
 use triscope::explain::Method;
+use triscope::explain::checklist::DEFAULT_DERM7PT;
 use triscope::inference::Classifier;
 use triscope::model::LayerId;
 
@@ -52,20 +53,19 @@ pub struct AuditArgs {
     /// Folder of random images for TCAV with --concept (split into runs + 1 sets)
     #[arg(long, value_name = "FOLDER")]
     pub random: Option<PathBuf>,
-    /// TCAV runs (random sets) per concept
-    #[arg(long, default_value_t = 5)]
-    pub tcav_runs: usize,
+    /// Built-in concepts: `derm7pt` (the seven-point checklist from ../shared/data/derm7pt)
+    /// or `derm7pt=FOLDER`; its TCAV layers default to layer3,layer4
+    #[arg(long, value_name = "derm7pt[=FOLDER]", value_parser = checklist_source)]
+    pub concepts: Option<PathBuf>,
+    /// TCAV runs per concept (default 5; 10 with --concepts derm7pt)
+    #[arg(long)]
+    pub tcav_runs: Option<usize>,
     /// Images per TCAV concept and per random set
     #[arg(long, default_value_t = 30)]
     pub tcav_images: usize,
-    /// TCAV layers, comma-separated
-    #[arg(
-        long,
-        default_value = "layer2,layer3",
-        value_delimiter = ',',
-        value_parser = choice::<LayerId>()
-    )]
-    pub tcav_layers: Vec<LayerId>,
+    /// TCAV layers, comma-separated (default layer2,layer3; layer3,layer4 with --concepts)
+    #[arg(long, value_delimiter = ',', value_parser = choice::<LayerId>())]
+    pub tcav_layers: Option<Vec<LayerId>>,
     /// Skip TCAV
     #[arg(long)]
     pub no_tcav: bool,
@@ -148,12 +148,22 @@ fn audit_options(args: &AuditArgs) -> Result<AuditOptions> {
         stability_eps: args.stability_eps,
         sanity_images: args.sanity_images,
         sanity_methods: args.sanity_methods.clone(),
-        tcav: (!args.no_tcav).then(|| TcavOptions {
-            concepts: args.concept.clone(),
-            random: args.random.clone(),
-            runs: args.tcav_runs,
-            images: args.tcav_images,
-            layers: args.tcav_layers.clone(),
+        tcav: (!args.no_tcav).then(|| {
+            let checklist = args.concepts.is_some();
+            TcavOptions {
+                concepts: args.concept.clone(),
+                random: args.random.clone(),
+                runs: args.tcav_runs.unwrap_or(if checklist { 10 } else { 5 }),
+                images: args.tcav_images,
+                layers: args.tcav_layers.clone().unwrap_or_else(|| {
+                    if checklist {
+                        vec![LayerId::Layer3, LayerId::Layer4]
+                    } else {
+                        vec![LayerId::Layer2, LayerId::Layer3]
+                    }
+                }),
+                checklist: args.concepts.clone(),
+            }
         }),
         ..AuditOptions::default()
     })
@@ -215,8 +225,10 @@ fn print_summary(r: &AuditReport) {
         );
     }
     for t in &r.tcav {
+        let acc = t.cav_accuracies.iter().sum::<f64>() / t.cav_accuracies.len().max(1) as f64;
         println!(
-            "TCAV {:<13} {} {:<6} {:.2} ± {:.2} (random {:.2}), p {:.2e}, Holm {:.2e}{}",
+            "TCAV {:<26} {} {:<6} {:.2} ± {:.2} (random {:.2}), p {:.2e}, Holm {:.2e}, CAV \
+             accuracy {acc:.2}{}",
             t.concept,
             t.layer,
             t.class_name,
@@ -225,7 +237,11 @@ fn print_summary(r: &AuditReport) {
             t.random_mean,
             t.p_value,
             t.p_holm,
-            if t.significant { " *" } else { "" }
+            match (t.significant, t.cav_separable) {
+                (_, false) => " (CAV not separable: not read)",
+                (true, true) => " *",
+                (false, true) => "",
+            }
         );
     }
     for w in &r.warnings {
@@ -233,5 +249,17 @@ fn print_summary(r: &AuditReport) {
     }
     for n in &r.notes {
         println!("note: {n}");
+    }
+}
+
+/// `--concepts derm7pt` (the shared data folder) or `derm7pt=FOLDER`.
+fn checklist_source(s: &str) -> std::result::Result<PathBuf, String> {
+    match s.split_once('=') {
+        Some(("derm7pt", folder)) if !folder.is_empty() => Ok(PathBuf::from(folder)),
+        None if s == "derm7pt" => Ok(PathBuf::from(DEFAULT_DERM7PT)),
+        _ => Err(format!(
+            "'{s}' is not a concept source: use derm7pt (the seven-point checklist from \
+             {DEFAULT_DERM7PT}) or derm7pt=FOLDER"
+        )),
     }
 }

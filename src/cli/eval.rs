@@ -15,8 +15,8 @@ use super::common::{Sweep, choice, parse_fraction, progress_bar, sweep};
 /// Options of `triscope eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Dataset: a HAM10000 or ChestX-ray14 folder (labels.csv), a MedMNIST .npz, or a
-    /// folder with one sub-folder per class
+    /// Dataset: a HAM10000, derm7pt or ChestX-ray14 folder (labels.csv), a MedMNIST .npz,
+    /// or a folder with one sub-folder per class
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
     /// Split (default: test where there is one, else all)
@@ -117,11 +117,14 @@ pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) ->
     let labels = model_labels(&dataset, classifier.config())?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let report = run_evaluation(&dataset, &labels, &options, classifier)?;
-    let record = EvalRecord::new(classifier, &args.data, &dataset.split, report);
+    let record = EvalRecord::new(classifier, &dataset, report);
     let written = record.write(out)?;
     if json {
         println!("{}", record.to_json()?);
     } else {
+        for note in &record.dataset_notes {
+            println!("note: {note}");
+        }
         print_eval_table(&record.report);
         for p in &written {
             println!("wrote {}", p.display());
@@ -193,6 +196,19 @@ fn print_eval_table(r: &EvalReport) {
                     .collect();
                 let support: usize = clean.confusion[i].iter().sum();
                 println!("  {:<10} n={:<5} {}", name, support, cols.join("  "));
+            }
+        }
+        for res in &r.results {
+            if let Some(m) = &res.melanoma {
+                println!(
+                    "melanoma vs rest ({}, {} melanomas): AUROC {}, sensitivity at 80% \
+                     specificity {}, recall {}",
+                    res.attack,
+                    m.melanomas,
+                    fmt(Some(m.mel_vs_rest_auroc)),
+                    fmt(Some(m.mel_sensitivity_at_80_specificity)),
+                    fmt(Some(m.mel_recall))
+                );
             }
         }
     }

@@ -5,6 +5,7 @@ mod attack;
 mod audit;
 mod calibrate;
 mod common;
+mod concepts;
 mod demo;
 mod eval;
 mod explain;
@@ -110,6 +111,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The seven-point checklist in the model's features: probes and CAVs from derm7pt
+    /// (cached per model), their AUROC on derm7pt test and TCAV, and for each image the
+    /// criteria the model reads in it and whether each pushes it toward the class
+    Concepts {
+        #[command(flatten)]
+        concepts: concepts::ConceptsArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print the JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Train a model from a YAML config (clean, PGD-AT or TRADES), or resume a run
     Train(train::TrainArgs),
     /// Adjust a single-label model's logits for its training prior (tau chosen on the
@@ -186,6 +199,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             model,
             json,
         }) => audit::audit(&audit, &out, &open_classifier(&model)?, json),
+        Some(Command::Concepts {
+            concepts,
+            model,
+            json,
+        }) => concepts::concepts(&concepts, &open_classifier(&model)?, json),
         Some(Command::Train(args)) => train::train(&args),
         Some(Command::Calibrate(args)) => calibrate::calibrate(&args),
     }

@@ -16,6 +16,7 @@ use triscope::workbench::{Job, ModelInfo, WorkerEvent, WorkerHandle};
 
 use super::attack::{AttackPanel, AttackProgress};
 use super::audit::AuditPanel;
+use super::concepts::ConceptsPanel;
 use super::explain::ExplainPanel;
 use super::export::{ExportData, export_view};
 use super::gallery::{GalleryEntry, GalleryPanel, is_image, list_folder};
@@ -73,6 +74,7 @@ pub struct TriscopeApp {
     pub attack: AttackPanel,
     pub training: TrainingPanel,
     pub audit: AuditPanel,
+    pub concepts: ConceptsPanel,
     pub report: ReportPanel,
     pub current_image: Option<PathBuf>,
     /// Class the explanation targets (`None`: predicted).
@@ -124,6 +126,7 @@ impl TriscopeApp {
         );
         let train_ctx = ctx.clone();
         let audit_ctx = ctx.clone();
+        let concepts_ctx = ctx.clone();
         let wake = Box::new(move || ctx.request_repaint());
         let (worker, errors) = match WorkerHandle::spawn(init.device, wake) {
             Ok(w) => (w, Vec::new()),
@@ -138,6 +141,7 @@ impl TriscopeApp {
             attack: AttackPanel::new(saved.attack.clone(), gpu),
             training: TrainingPanel::new(saved.training.clone()),
             audit: AuditPanel::new(saved.audit.clone()),
+            concepts: ConceptsPanel::default(),
             report: ReportPanel::default(),
             saved,
             worker,
@@ -164,6 +168,7 @@ impl TriscopeApp {
         };
         app.training.wake = Some(Arc::new(move || train_ctx.request_repaint()));
         app.audit.wake = Some(Arc::new(move || audit_ctx.request_repaint()));
+        app.concepts.wake = Some(Arc::new(move || concepts_ctx.request_repaint()));
         let model = init.model.or_else(|| app.saved.model_path.clone());
         app.load_model(model);
         // Opened before the model has loaded: the analysis waits in the worker's queue, and
@@ -277,6 +282,7 @@ impl TriscopeApp {
         // Training and audit events are taken every frame, whichever tab is shown.
         self.training.poll();
         self.audit.poll();
+        self.concepts.poll(ctx);
         if let Some(dir) = self.audit.finished.take() {
             self.open_report(dir);
         }
@@ -329,6 +335,14 @@ impl TriscopeApp {
                 self.saved.model_path = info.file.clone();
                 self.audit.model = info.file.clone();
                 self.audit.model_name = info.source.clone();
+                // The checklist is a dermoscopy concept: colour models with a melanoma class.
+                let dermoscopy = cfg.in_channels == 3
+                    && cfg
+                        .class_names
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case("mel"));
+                self.concepts
+                    .set_model(info.file.clone(), info.source.clone(), dermoscopy);
                 self.status = format!("model loaded in {elapsed_secs:.2} s");
                 let channels = cfg.in_channels;
                 let previous_channels = self.model.as_ref().map(|m| m.config.in_channels);
@@ -364,6 +378,8 @@ impl TriscopeApp {
                 self.explain.set_analysis(Arc::clone(&a));
                 self.layers
                     .set_analysis(Arc::clone(&a), self.explain.sources.clone());
+                self.concepts
+                    .set_image(a.path.clone(), Some(a.target_class));
                 self.attack.set_clean(a);
                 // Keep the attack view live: rerun it on the new image.
                 if self.saved.tab == Tab::Attack {
@@ -742,6 +758,13 @@ impl TriscopeApp {
                 egui::ScrollArea::vertical()
                     .auto_shrink([false, false])
                     .show(ui, |ui| self.attack.ui(ui))
+                    .inner
+            }
+            Tab::Concepts => {
+                self.concepts.start_if_idle();
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .show(ui, |ui| self.concepts.ui(ui))
                     .inner
             }
             Tab::Training => self.training.ui(ui),

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod attack;
 pub mod audit;
+pub mod concepts;
 pub mod explain;
 pub mod export;
 pub mod gallery;

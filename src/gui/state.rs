@@ -26,15 +26,17 @@ pub enum Tab {
     Explanation,
     Layers,
     Attack,
+    Concepts,
     Training,
     Audit,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Self::Explanation,
         Self::Layers,
         Self::Attack,
+        Self::Concepts,
         Self::Training,
         Self::Audit,
     ];
@@ -43,6 +45,7 @@ impl Tab {
             Self::Explanation => "Explanation",
             Self::Layers => "Layers",
             Self::Attack => "Attack",
+            Self::Concepts => "Concepts",
             Self::Training => "Training",
             Self::Audit => "Audit",
         }

@@ -939,3 +939,64 @@ fn fourteen_finding_model_shows_a_bar_per_finding_and_the_box_of_the_explained_o
     assert_eq!(h.state().explain.ground_truth_shapes, 1);
     snapshot(&mut h, "ground_truth_nih14_dark");
 }
+
+#[test]
+fn concepts_tab_builds_the_bank_and_reads_the_checklist_of_the_open_image() {
+    if !wgpu_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("triscope-gui-concepts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("derm7pt");
+    triscope::explain::checklist::write_synthetic_derm7pt(
+        &data,
+        &[("train", 40), ("val", 16), ("test", 16)],
+    )
+    .unwrap();
+    let mut h = explained_harness();
+    {
+        let app = h.state_mut();
+        assert!(
+            app.concepts.fits_model,
+            "the embedded model is a dermoscopy model"
+        );
+        app.concepts.data = data.display().to_string();
+        app.concepts.cache = Some(dir.join("cache"));
+        app.concepts.options = triscope::explain::concept_bank::BankOptions {
+            runs: 4,
+            per_set: 20,
+            min_images: 10,
+            examples: 3,
+            ..Default::default()
+        };
+        // Showing the tab starts the build on its thread.
+        app.saved.tab = Tab::Concepts;
+    }
+    wait_until(&mut h, "the concept bank and the read-out", |a| {
+        a.concepts.summary.is_some() && a.concepts.readout.is_some()
+    });
+    assert!(
+        h.state().concepts.errors.is_empty(),
+        "{:?}",
+        h.state().concepts.errors
+    );
+    let readout = h.state().concepts.readout.clone().unwrap();
+    let layer3 = readout
+        .layers
+        .iter()
+        .find(|l| l.layer == LayerId::Layer3)
+        .unwrap();
+    assert_eq!(layer3.readings.len(), 6);
+    // Machine-dependent text (the folder, the build time) fixed for the snapshot.
+    {
+        let app = h.state_mut();
+        app.concepts.data = "derm7pt (synthetic lesions)".into();
+        let mut summary = (*app.concepts.summary.clone().unwrap()).clone();
+        summary.origin = "built, cached".into();
+        summary.cache_file = None;
+        app.concepts.summary = Some(std::sync::Arc::new(summary));
+        app.concepts.selected = 0;
+    }
+    snapshot(&mut h, "concepts_dark");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,7 @@
-//! Datasets: HAM10000 (labels.csv with a split column), the NIH ChestX-ray14 subset
-//! (multi-label `Finding Labels`, an optional split column), an `image,label` labels.csv with
+//! Datasets: HAM10000 (labels.csv with a split column), derm7pt (its `dx` column in
+//! HAM10000's codes, images in sub-folders; rows without a code are left out and counted), the
+//! NIH ChestX-ray14 subset (multi-label `Finding Labels`, an optional split column), an
+//! `image,label` labels.csv with
 //! optional `split` and `patient_id` columns (kermany-cxr), MedMNIST `.npz` files and generic
 //! class-per-folder trees.
 //!
@@ -21,6 +23,8 @@ use crate::model::config::{CHESTXRAY14_FINDINGS, HAM10000_CLASSES};
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
     Ham10000,
+    /// derm7pt: `image` (a path under `images/`), `dx` and the seven-point criteria.
+    Derm7pt,
     NihCxr14,
     /// `labels.csv` with `image` and `label` columns (e.g. kermany-cxr).
     LabelsCsv,
@@ -80,6 +84,9 @@ pub struct Dataset {
     pub class_names: Vec<String>,
     pub multi_label: bool,
     pub samples: Vec<Sample>,
+    /// What opening left out of the split and why (e.g. derm7pt rows without a HAM10000
+    /// code), for the reports.
+    pub notes: Vec<String>,
     npz: Option<NpzImages>,
 }
 
@@ -105,6 +112,9 @@ impl Dataset {
         let labels = root.join("labels.csv");
         if labels.is_file() {
             let table = read_csv(&labels)?;
+            if table.column("dx").is_some() && table.column("image_id").is_none() {
+                return open_derm7pt(root, &table, split.unwrap_or("test"));
+            }
             if table.column("dx").is_some() {
                 return open_ham(root, &table, split.unwrap_or("test"));
             }
@@ -281,7 +291,7 @@ pub(crate) struct Table {
     pub(crate) header: Vec<String>,
     pub(crate) rows: Vec<Vec<String>>,
     /// The file line of each row (1-based), for errors.
-    lines: Vec<usize>,
+    pub(crate) lines: Vec<usize>,
 }
 
 impl Table {
@@ -291,7 +301,7 @@ impl Table {
 
     /// The index of column `name`, which every row must have (rows may end early, as
     /// ChestX-ray14's trailing empty column does, but not before a column that is used).
-    fn require(&self, name: &str) -> Result<usize> {
+    pub(crate) fn require(&self, name: &str) -> Result<usize> {
         let c = self.column(name).ok_or_else(|| {
             TriscopeError::InvalidArgument(format!(
                 "{} has no '{name}' column",
@@ -515,8 +525,89 @@ fn open_ham(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
         class_names,
         multi_label: false,
         samples,
+        notes: Vec::new(),
         npz: None,
     })
+}
+
+/// derm7pt: `image` is a path under `images/` with at most one folder (`A1l/Aal002.jpg`),
+/// `dx` a HAM10000 code or empty (melanosis, miscellaneous): such rows have no class a
+/// HAM10000 model knows and are left out, counted in [`Dataset::notes`].
+fn open_derm7pt(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
+    let image = table.require("image")?;
+    let dx = table.require("dx")?;
+    let split_col = table.require("split")?;
+    let class_names: Vec<String> = HAM10000_CLASSES.iter().map(|s| s.to_string()).collect();
+    let keep = split_rows(table, Some(split_col), split)?;
+    let mut samples = Vec::new();
+    let mut unlabelled = 0usize;
+    for ((row, &line), keep) in table.rows.iter().zip(&table.lines).zip(keep) {
+        if !keep {
+            continue;
+        }
+        let relative = derm7pt_image_path(table, row, line, image)?;
+        let code = row[dx].trim();
+        if code.is_empty() {
+            unlabelled += 1;
+            continue;
+        }
+        let class = class_names.iter().position(|c| c == code).ok_or_else(|| {
+            TriscopeError::InvalidArgument(format!(
+                "{} line {line}: dx '{code}' is not one of {} (or empty)",
+                table.path.display(),
+                class_names.join(", ")
+            ))
+        })?;
+        samples.push(Sample {
+            id: relative.clone(),
+            source: Source::File(root.join("images").join(&relative)),
+            label: Label::Class(class),
+        });
+    }
+    check_files_exist(root, &samples)?;
+    let mut notes = Vec::new();
+    if unlabelled > 0 {
+        notes.push(format!(
+            "{unlabelled} image(s) of split '{split}' left out: their dx is empty (derm7pt's \
+             melanosis and miscellaneous have no HAM10000 class)"
+        ));
+    }
+    Ok(Dataset {
+        kind: DatasetKind::Derm7pt,
+        root: root.to_path_buf(),
+        split: split.to_string(),
+        class_names,
+        multi_label: false,
+        samples,
+        notes,
+        npz: None,
+    })
+}
+
+/// derm7pt's image path: plain names joined by at most one `/` (a folder of `images/`),
+/// never `..` or absolute.
+pub(crate) fn derm7pt_image_path(
+    table: &Table,
+    row: &[String],
+    line: usize,
+    col: usize,
+) -> Result<String> {
+    let name = row[col].trim();
+    let parts: Vec<&str> = name.split('/').collect();
+    let plain = parts.len() <= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\\'))
+        && !Path::new(name).is_absolute();
+    if plain {
+        Ok(name.to_string())
+    } else {
+        Err(TriscopeError::InvalidArgument(format!(
+            "{} line {line}: image '{name}' is not a file under images/ (at most one folder, no \
+             '..')",
+            table.path.display()
+        )))
+    }
 }
 
 fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
@@ -558,6 +649,7 @@ fn open_nih(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
         class_names,
         multi_label: true,
         samples,
+        notes: Vec::new(),
         npz: None,
     })
 }
@@ -621,6 +713,7 @@ fn open_labels_csv(root: &Path, table: &Table, split: &str) -> Result<Dataset> {
         class_names,
         multi_label: false,
         samples,
+        notes: Vec::new(),
         npz: None,
     })
 }
@@ -714,6 +807,7 @@ fn open_medmnist(path: &Path, split: &str) -> Result<Dataset> {
         class_names,
         multi_label: false,
         samples,
+        notes: Vec::new(),
         npz: Some(NpzImages {
             pixels,
             height,
@@ -826,6 +920,7 @@ fn open_folder(root: &Path, split: Option<&str>) -> Result<Dataset> {
         class_names,
         multi_label: false,
         samples,
+        notes: Vec::new(),
         npz: None,
     })
 }

@@ -51,3 +51,13 @@ pub enum TriscopeError {
 
 /// Result with [`TriscopeError`].
 pub type Result<T> = std::result::Result<T, TriscopeError>;
+
+/// [`TriscopeError::Cancelled`] once `cancel` is set: the check long jobs (audits, concept
+/// banks) make between units of work.
+pub fn check_cancel(cancel: &std::sync::atomic::AtomicBool) -> Result<()> {
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        Err(TriscopeError::Cancelled)
+    } else {
+        Ok(())
+    }
+}

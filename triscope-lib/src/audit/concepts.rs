@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::TcavOptions;
 use crate::data::{Dataset, DatasetKind, Label, list_images};
-use crate::error::{Result, TriscopeError};
+use crate::error::{Result, TriscopeError, check_cancel};
+use crate::explain::concept_bank::{TCAV_ALPHA, TCAV_IMAGES_PER_CLASS, class_order};
 use crate::explain::tcav::{
     TcavResult, adjust_for_multiple_tests, layer_activations, layer_gradients, tcav_test,
 };
@@ -23,10 +24,6 @@ pub struct ConceptFolder {
 
 /// Images per CAV batch through the model.
 const TCAV_BATCH: usize = 16;
-/// Images per class whose logit gradients are scored.
-const TCAV_IMAGES_PER_CLASS: usize = 40;
-/// Significance level of the t-tests (Holm-adjusted over all tests).
-const TCAV_ALPHA: f64 = 0.05;
 
 /// Concepts, `runs + 1` random sets, and where they came from (for the report).
 pub(super) struct TcavSets {
@@ -153,39 +150,20 @@ pub(super) fn run_tcav(
         .iter()
         .map(|s| load_all(s))
         .collect::<Result<_>>()?;
-    // The images of each class: the dataset's labels (single-label), else the model's
-    // prediction; at most TCAV_IMAGES_PER_CLASS per class.
-    let mut per_class: Vec<Vec<PixelImage>> = vec![Vec::new(); cfg.num_classes];
-    for i in 0..dataset.len() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(TriscopeError::Cancelled);
-        }
-        let img = dataset.load(i, cfg.in_channels, cfg.resolution, classifier.resize_mode)?;
-        let class = match labels.map(|l| &l[i]) {
-            Some(Label::Class(c)) => *c,
-            _ => classifier.predict(&[&img])?[0].class_index,
-        };
-        if per_class[class].len() < TCAV_IMAGES_PER_CLASS {
-            per_class[class].push(img);
-        }
-    }
+    let per_class = class_images(classifier, dataset, labels, cancel)?;
     let mut results = Vec::new();
     for (done, &layer) in options.layers.iter().enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(TriscopeError::Cancelled);
-        }
+        check_cancel(cancel)?;
         let randoms: Vec<Vec<Vec<f32>>> = random_images
             .iter()
             .map(|s| layer_activations(classifier.model(), &device, s, layer, TCAV_BATCH))
             .collect::<Result<_>>()?;
         let grads: Vec<(String, Vec<Vec<f32>>)> = per_class
             .iter()
-            .enumerate()
-            .filter(|(_, imgs)| !imgs.is_empty())
             .map(|(k, imgs)| {
                 Ok((
-                    cfg.class_names[k].clone(),
-                    layer_gradients(classifier.model(), &device, imgs, layer, k, TCAV_BATCH)?,
+                    cfg.class_names[*k].clone(),
+                    layer_gradients(classifier.model(), &device, imgs, layer, *k, TCAV_BATCH)?,
                 ))
             })
             .collect::<Result<_>>()?;
@@ -199,4 +177,36 @@ pub(super) fn run_tcav(
     }
     adjust_for_multiple_tests(&mut results, TCAV_ALPHA);
     Ok(results)
+}
+
+/// The images whose logit gradients TCAV scores: up to [`TCAV_IMAGES_PER_CLASS`] per class of
+/// the audited split, by its labels (single-label) or else by the model's prediction; classes
+/// without images left out, `mel` first.
+pub(super) fn class_images(
+    classifier: &Classifier,
+    dataset: &Dataset,
+    labels: Option<&[Label]>,
+    cancel: &AtomicBool,
+) -> Result<Vec<(usize, Vec<PixelImage>)>> {
+    let cfg = classifier.config();
+    let mut per_class: Vec<Vec<PixelImage>> = vec![Vec::new(); cfg.num_classes];
+    for i in 0..dataset.len() {
+        check_cancel(cancel)?;
+        if per_class.iter().all(|c| c.len() >= TCAV_IMAGES_PER_CLASS) {
+            break;
+        }
+        let img = dataset.load(i, cfg.in_channels, cfg.resolution, classifier.resize_mode)?;
+        let class = match labels.map(|l| &l[i]) {
+            Some(Label::Class(c)) => *c,
+            _ => classifier.predict(&[&img])?[0].class_index,
+        };
+        if per_class[class].len() < TCAV_IMAGES_PER_CLASS {
+            per_class[class].push(img);
+        }
+    }
+    Ok(class_order(&cfg.class_names)
+        .into_iter()
+        .map(|k| (k, std::mem::take(&mut per_class[k])))
+        .filter(|(_, imgs)| !imgs.is_empty())
+        .collect())
 }

@@ -10,18 +10,21 @@ use std::time::Instant;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::concepts::{ConceptFolder, concept_sets, list_concepts, run_tcav};
+use super::concepts::{ConceptFolder, class_images, concept_sets, list_concepts, run_tcav};
 use super::figures::{evaluation_figures, explanation_figures};
 use super::{
     AuditReport, AuditedImage, ExplainAuditOptions, SampleAudit, SanityEntry, audit_sample,
     render_html, summarise,
 };
 use crate::data::{Dataset, DatasetKind, Label};
-use crate::error::{Result, TriscopeError};
+use crate::error::{Result, TriscopeError, check_cancel};
 use crate::eval::run::{evaluate_classifier, model_labels};
 use crate::eval::{EvalAttack, EvalOptions};
+use crate::explain::concept_bank::{BankOptions, checklist_tcav};
+use crate::explain::concept_cache::{BankOrigin, load_or_build};
 use crate::explain::faithfulness::FaithfulnessOptions;
 use crate::explain::sanity::cascading_randomisation;
+use crate::explain::tcav::{MIN_CAV_ACCURACY, TcavResult};
 use crate::explain::{AttributionOptions, Method, TargetClass, attribute};
 use crate::imaging::PixelImage;
 use crate::inference::Classifier;
@@ -49,6 +52,10 @@ pub struct TcavOptions {
     /// Images per concept and per random set (lesion-size concepts).
     pub images: usize,
     pub layers: Vec<LayerId>,
+    /// The seven-point-checklist concepts from this derm7pt folder (in place of folders or
+    /// lesion sizes): probes and CAVs from its train split, cached per model
+    /// ([`crate::explain::concept_cache`]); `runs` and `layers` apply.
+    pub checklist: Option<PathBuf>,
 }
 
 impl Default for TcavOptions {
@@ -59,6 +66,7 @@ impl Default for TcavOptions {
             runs: 5,
             images: 30,
             layers: vec![LayerId::Layer2, LayerId::Layer3],
+            checklist: None,
         }
     }
 }
@@ -127,6 +135,13 @@ impl AuditOptions {
                         .into(),
                 );
             }
+            if t.checklist.is_some() && (!t.concepts.is_empty() || t.random.is_some()) {
+                return bad(
+                    "TCAV takes one source of concepts: the seven-point checklist (--concepts \
+                     derm7pt) or concept folders (--concept, --random), not both"
+                        .into(),
+                );
+            }
             if t.random.is_some() && t.concepts.is_empty() {
                 return bad(
                     "a TCAV random folder (--random) needs at least one concept folder (--concept)"
@@ -171,14 +186,6 @@ pub struct AuditProgress {
     pub stage: AuditStage,
     pub done: usize,
     pub total: usize,
-}
-
-fn check_cancel(cancel: &AtomicBool) -> Result<()> {
-    if cancel.load(Ordering::Relaxed) {
-        Err(TriscopeError::Cancelled)
-    } else {
-        Ok(())
-    }
 }
 
 /// Audit `classifier` on `dataset` and write the figures, `audit.json` and `audit.html` into
@@ -302,45 +309,53 @@ pub fn run_audit(
     // 4. TCAV.
     let mut tcav = Vec::new();
     if let Some(t) = &options.tcav {
-        match concept_sets(t, concepts, dataset, seed)? {
-            Some(sets) => {
-                notes.push(sets.origin.clone());
-                if t.layers.contains(&LayerId::Layer4) {
-                    notes.push(
-                        "TCAV at layer4: the head is global average pooling then a linear layer, \
-                         so the gradient of a logit with respect to layer4 is the same for every \
-                         image and each CAV scores a class 0 or 1; read layer2 and layer3."
-                            .into(),
-                    );
+        if let Some(root) = &t.checklist {
+            tcav = checklist_audit(
+                classifier,
+                dataset,
+                labels.as_deref(),
+                root,
+                t,
+                &mut notes,
+                progress,
+                cancel,
+            )?;
+        } else {
+            match concept_sets(t, concepts, dataset, seed)? {
+                Some(sets) => {
+                    notes.push(sets.origin.clone());
+                    if t.layers.contains(&LayerId::Layer4) {
+                        notes.push(LAYER4_TCAV_NOTE.into());
+                    }
+                    let total = t.layers.len();
+                    progress(AuditProgress {
+                        stage: AuditStage::Tcav,
+                        done: 0,
+                        total,
+                    });
+                    tcav = run_tcav(
+                        classifier,
+                        dataset,
+                        labels.as_deref(),
+                        &sets,
+                        t,
+                        &mut |done| {
+                            progress(AuditProgress {
+                                stage: AuditStage::Tcav,
+                                done,
+                                total,
+                            })
+                        },
+                        cancel,
+                    )?;
                 }
-                let total = t.layers.len();
-                progress(AuditProgress {
-                    stage: AuditStage::Tcav,
-                    done: 0,
-                    total,
-                });
-                tcav = run_tcav(
-                    classifier,
-                    dataset,
-                    labels.as_deref(),
-                    &sets,
-                    t,
-                    &mut |done| {
-                        progress(AuditProgress {
-                            stage: AuditStage::Tcav,
-                            done,
-                            total,
-                        })
-                    },
-                    cancel,
-                )?;
+                None => notes.push(format!(
+                    "TCAV skipped: give concept folders (--concept NAME=FOLDER) and random images \
+                     (--random FOLDER), or the seven-point checklist (--concepts derm7pt); \
+                     HAM10000 gets lesion-size concepts automatically; {} has neither.",
+                    dataset.root.display()
+                )),
             }
-            None => notes.push(format!(
-                "TCAV skipped: give concept folders (--concept NAME=FOLDER) and random images \
-                 (--random FOLDER); HAM10000 gets lesion-size concepts automatically; {} has \
-                 neither.",
-                dataset.root.display()
-            )),
         }
     }
 
@@ -405,6 +420,87 @@ pub fn run_audit(
         total: 1,
     });
     Ok(report)
+}
+
+/// Why TCAV at layer4 scores a class 0 or 1 per CAV.
+const LAYER4_TCAV_NOTE: &str = "TCAV at layer4: the head is global average pooling then a \
+    linear layer, so the gradient of a logit with respect to layer4 is the same for every image \
+    and each CAV scores a class 0 or 1 (the score's spread over runs is then the share of runs \
+    whose CAV points along the class's weights); read layer3 for a per-image test.";
+
+/// TCAV with the seven-point checklist: the model's concept bank for the derm7pt folder
+/// `root` (from the cache or built, which the notes say), scored on the audited split's
+/// images per class.
+#[allow(clippy::too_many_arguments)]
+fn checklist_audit(
+    classifier: &Classifier,
+    dataset: &Dataset,
+    labels: Option<&[Label]>,
+    root: &Path,
+    t: &TcavOptions,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(AuditProgress),
+    cancel: &AtomicBool,
+) -> Result<Vec<TcavResult>> {
+    let bank_options = BankOptions {
+        layers: t.layers.clone(),
+        runs: t.runs,
+        ..BankOptions::default()
+    };
+    let (bank, origin) = load_or_build(
+        classifier,
+        root,
+        &bank_options,
+        None,
+        &mut |p| {
+            progress(AuditProgress {
+                stage: AuditStage::Tcav,
+                done: p.done,
+                total: p.total,
+            })
+        },
+        cancel,
+    )?;
+    notes.push(format!(
+        "TCAV concepts: the seven-point checklist from derm7pt's train split ({}): per \
+         criterion, {} runs of up to {} images with it against as many without it; null CAVs \
+         between random train images. A row whose CAVs do not separate the criterion on \
+         held-out images (mean accuracy below {:.2}) is marked: its score says nothing.",
+        root.display(),
+        bank.options.runs,
+        bank.options.per_set,
+        MIN_CAV_ACCURACY
+    ));
+    notes.push(match origin {
+        BankOrigin::Cache(f) => format!("Concept bank read from the cache: {}", f.display()),
+        BankOrigin::Built(Ok(f)) => format!(
+            "Concept bank built in {:.0} s and cached: {}",
+            bank.build_secs,
+            f.display()
+        ),
+        BankOrigin::Built(Err(why)) => format!(
+            "Concept bank built in {:.0} s, not cached: {why}",
+            bank.build_secs
+        ),
+    });
+    notes.extend(bank.notes.iter().cloned());
+    if t.layers.contains(&LayerId::Layer4) {
+        notes.push(LAYER4_TCAV_NOTE.into());
+    }
+    let class_images = class_images(classifier, dataset, labels, cancel)?;
+    checklist_tcav(
+        classifier,
+        &bank,
+        &class_images,
+        &mut |done, total| {
+            progress(AuditProgress {
+                stage: AuditStage::Tcav,
+                done,
+                total,
+            })
+        },
+        cancel,
+    )
 }
 
 /// The images the explanation metrics run on, with their ground-truth regions: those with a

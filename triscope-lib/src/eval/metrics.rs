@@ -33,7 +33,50 @@ pub struct ClassMetrics {
         deserialize_with = "crate::stats::f64_or_nan"
     )]
     pub macro_auroc: f64,
+    /// One-vs-rest sensitivity at 80% specificity per class: the highest recall of a
+    /// threshold on the class's probability that keeps at least 80% of the other classes'
+    /// samples below it (sklearn: `max(tpr[fpr <= 0.2])` of `roc_curve`). NaN as the AUROC.
+    #[serde(default, deserialize_with = "crate::stats::vec_f64_or_nan")]
+    pub per_class_sensitivity_at_80_specificity: Vec<f64>,
 }
+
+/// The melanoma-against-everything-else reading of a single-label evaluation, for models
+/// with a `mel` class: the number a dermatologist compares across clinics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MelanomaMetrics {
+    /// Melanomas among the evaluated images.
+    pub melanomas: usize,
+    /// AUROC of p(mel) separating melanomas from every other image.
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub mel_vs_rest_auroc: f64,
+    /// Sensitivity for melanoma at 80% specificity, thresholding p(mel).
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub mel_sensitivity_at_80_specificity: f64,
+    /// Recall of melanoma at the model's own decision (argmax).
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub mel_recall: f64,
+}
+
+/// [`MelanomaMetrics`] from `metrics` when one of `class_names` is `mel`.
+pub fn melanoma_metrics(metrics: &ClassMetrics, class_names: &[String]) -> Option<MelanomaMetrics> {
+    let mel = class_names
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case("mel"))?;
+    let at = |v: &[f64]| v.get(mel).copied().unwrap_or(f64::NAN);
+    Some(MelanomaMetrics {
+        melanomas: metrics
+            .confusion
+            .get(mel)
+            .map(|r| r.iter().sum())
+            .unwrap_or(0),
+        mel_vs_rest_auroc: at(&metrics.per_class_auroc),
+        mel_sensitivity_at_80_specificity: at(&metrics.per_class_sensitivity_at_80_specificity),
+        mel_recall: at(&metrics.per_class_accuracy),
+    })
+}
+
+/// Specificity at which [`ClassMetrics::per_class_sensitivity_at_80_specificity`] is read.
+pub const SCREENING_SPECIFICITY: f64 = 0.8;
 
 /// Metrics from per-sample probability rows (`probs[i][class]`, softmax outputs: the AUROCs
 /// rank samples by them) and labels.
@@ -86,6 +129,13 @@ pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize], num_classes: usize) -
             roc_auc(&s, &y)
         })
         .collect();
+    let per_class_sensitivity_at_80_specificity = (0..num_classes)
+        .map(|c| {
+            let s: Vec<f32> = probs.iter().map(|p| p[c]).collect();
+            let y: Vec<bool> = labels.iter().map(|&l| l == c).collect();
+            sensitivity_at_specificity(&s, &y, SCREENING_SPECIFICITY)
+        })
+        .collect();
     ClassMetrics {
         n,
         accuracy: ratio(correct, n),
@@ -96,6 +146,7 @@ pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize], num_classes: usize) -
         confusion,
         macro_auroc: finite_mean(&per_class_auroc),
         per_class_auroc,
+        per_class_sensitivity_at_80_specificity,
     }
 }
 
@@ -159,6 +210,24 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> f64 {
     (rank_sum_pos - pos as f64 * (pos as f64 + 1.0) / 2.0) / (pos as f64 * neg as f64)
 }
 
+/// The highest sensitivity (true-positive rate) of a threshold `score >= t` whose
+/// specificity is at least `specificity`: sklearn's `max(tpr[fpr <= 1 - specificity])` over
+/// `roc_curve`'s points, ties grouped. NaN if one class is absent.
+pub fn sensitivity_at_specificity(scores: &[f32], positive: &[bool], specificity: f64) -> f64 {
+    let pos = positive.iter().filter(|p| **p).count();
+    let neg = positive.len() - pos;
+    if pos == 0 || neg == 0 {
+        return f64::NAN;
+    }
+    // A small slack so that exactly 20% of the negatives counts as 80% specificity.
+    let max_fpr = 1.0 - specificity + 1e-12;
+    threshold_counts(scores, positive)
+        .into_iter()
+        .filter(|&(_, fp)| fp as f64 / neg as f64 <= max_fpr)
+        .map(|(tp, _)| tp as f64 / pos as f64)
+        .fold(0.0, f64::max)
+}
+
 /// Average precision (sklearn's definition: sum over thresholds of (R_n - R_{n-1}) P_n,
 /// ties grouped); NaN without positives.
 pub fn average_precision(scores: &[f32], positive: &[bool]) -> f64 {
@@ -166,9 +235,23 @@ pub fn average_precision(scores: &[f32], positive: &[bool]) -> f64 {
     if total_pos == 0 {
         return f64::NAN;
     }
+    let (mut ap, mut last_recall) = (0.0f64, 0.0f64);
+    for (tp, fp) in threshold_counts(scores, positive) {
+        let recall = tp as f64 / total_pos as f64;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
+    }
+    ap
+}
+
+/// The true and false positives of `score >= t` at each distinct score `t`, from the highest
+/// down: samples tied at a score cross the threshold together (sklearn's ROC and PR points).
+fn threshold_counts(scores: &[f32], positive: &[bool]) -> Vec<(usize, usize)> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp, mut ap, mut last_recall) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut out = Vec::new();
     let mut i = 0;
     while i < idx.len() {
         let mut j = i;
@@ -182,13 +265,10 @@ pub fn average_precision(scores: &[f32], positive: &[bool]) -> f64 {
                 fp += 1;
             }
         }
-        let recall = tp as f64 / total_pos as f64;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - last_recall) * precision;
-        last_recall = recall;
+        out.push((tp, fp));
         i = j + 1;
     }
-    ap
+    out
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
@@ -272,6 +352,38 @@ mod tests {
         // A class never seen has no AUROC and does not enter the mean.
         let m = class_metrics(&probs, &[0, 0, 0, 0, 0], 2);
         assert!(m.macro_auroc.is_nan() && m.per_class_auroc[0].is_nan());
+    }
+
+    #[test]
+    fn sensitivity_at_specificity_matches_sklearn_with_ties() {
+        // sklearn 1.9.1: fpr, tpr, _ = roc_curve(y, s); max(tpr[fpr <= 1 - spec + 1e-12]),
+        // s = round(default_rng(3).random(40), 1) (many ties), y = its next 40 draws < 0.4:
+        // 0.13333333333333333 at 80%, 0.06666666666666667 at 90%, 0.6 at 50%; and
+        // average_precision_score(y, s) = 0.3931018282256672.
+        let s: Vec<f32> = [
+            1, 2, 8, 6, 1, 4, 5, 2, 7, 1, 4, 5, 4, 6, 7, 10, 3, 6, 7, 3, 0, 10, 3, 3, 9, 6, 5, 8,
+            0, 7, 4, 1, 7, 9, 2, 6, 3, 7, 7, 2,
+        ]
+        .iter()
+        .map(|&d| d as f32 / 10.0)
+        .collect();
+        let y: Vec<bool> = [
+            0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 1, 0,
+            0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0,
+        ]
+        .iter()
+        .map(|&v| v == 1)
+        .collect();
+        for (spec, want) in [
+            (0.8, 0.133_333_333_333_333_33),
+            (0.9, 0.066_666_666_666_666_67),
+            (0.5, 0.6),
+        ] {
+            let got = sensitivity_at_specificity(&s, &y, spec);
+            assert!((got - want).abs() < 1e-12, "{spec}: {got}");
+        }
+        assert!((average_precision(&s, &y) - 0.393_101_828_225_667_2).abs() < 1e-12);
+        assert!(sensitivity_at_specificity(&s, &[false; 40], 0.8).is_nan());
     }
 
     #[test]

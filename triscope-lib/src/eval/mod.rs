@@ -24,7 +24,9 @@ use crate::host::logit_rows;
 use crate::imaging::PixelImage;
 use crate::inference::probabilities;
 use crate::rng::SplitMix64;
-use metrics::{ClassMetrics, MultiLabelMetrics, class_metrics, multi_label_metrics};
+use metrics::{
+    ClassMetrics, MelanomaMetrics, MultiLabelMetrics, class_metrics, multi_label_metrics,
+};
 
 /// An evaluation column: clean data or one attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -172,6 +174,9 @@ pub struct AttackEval {
     /// Share of initially correct samples the attack made wrong (single-label).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attack_success_rate: Option<f64>,
+    /// Melanoma against the rest, for models with a `mel` class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub melanoma: Option<MelanomaMetrics>,
     /// Mean over samples of the attack loss at each step.
     #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
     pub mean_loss_per_step: Vec<f64>,
@@ -481,6 +486,7 @@ pub fn evaluate(
                 metrics: None,
                 multi_label: Some(m),
                 attack_success_rate: None,
+                melanoma: None,
                 mean_loss_per_step,
             }
         } else {
@@ -501,6 +507,7 @@ pub fn evaluate(
                 attack_success_rate: (column.name != "clean" && initially > 0)
                     .then(|| fooled as f64 / initially as f64),
                 multi_label: None,
+                melanoma: None,
                 mean_loss_per_step,
             }
         };

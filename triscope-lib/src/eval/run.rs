@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
+use super::metrics::melanoma_metrics;
 use super::{EvalOptions, EvalReport, evaluate};
 use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
@@ -65,6 +66,12 @@ pub fn evaluate_classifier(
         cancel,
     )?;
     report.class_names = cfg.class_names.clone();
+    for r in &mut report.results {
+        r.melanoma = r
+            .metrics
+            .as_ref()
+            .and_then(|m| melanoma_metrics(m, &cfg.class_names));
+    }
     Ok(report)
 }
 
@@ -76,18 +83,22 @@ pub struct EvalRecord {
     pub dataset: String,
     pub split: String,
     pub device: String,
+    /// What opening the dataset left out and why ([`Dataset::notes`]).
+    #[serde(default)]
+    pub dataset_notes: Vec<String>,
     #[serde(flatten)]
     pub report: EvalReport,
 }
 
 impl EvalRecord {
-    pub fn new(classifier: &Classifier, dataset: &Path, split: &str, report: EvalReport) -> Self {
+    pub fn new(classifier: &Classifier, dataset: &Dataset, report: EvalReport) -> Self {
         Self {
             model: classifier.source.to_string(),
             model_description: classifier.metadata.description.clone(),
-            dataset: dataset.display().to_string(),
-            split: split.to_string(),
+            dataset: dataset.root.display().to_string(),
+            split: dataset.split.clone(),
             device: classifier.device().description.clone(),
+            dataset_notes: dataset.notes.clone(),
             report,
         }
     }

@@ -1,7 +1,11 @@
-//! Explanations: Grad-CAM and the other attribution methods, the colour maps and overlays that show it, and quality metrics.
+//! Explanations: Grad-CAM and the other attribution methods, the colour maps and overlays that
+//! show it, quality metrics, and concepts (TCAV; the seven-point checklist's probes and CAVs).
 
 pub mod attribution;
+pub mod checklist;
 pub mod colormap;
+pub mod concept_bank;
+pub mod concept_cache;
 pub mod faithfulness;
 pub mod gradcam;
 pub mod quality;

@@ -71,39 +71,16 @@ pub fn train_cav(concept: &[Vec<f32>], random: &[Vec<f32>], seed: u64) -> Result
             train.push(s);
         }
     }
-    // Centre on the training mean and scale to unit mean norm: post-ReLU activations share a
-    // large common component that would otherwise swamp the concept's direction under the L2
-    // penalty. Both are absorbed by the bias, so the direction keeps its meaning.
-    let mut centre = vec![0.0f64; dim];
-    for (v, _) in &train {
-        for (c, &x) in centre.iter_mut().zip(v.iter()) {
-            *c += x as f64;
-        }
-    }
-    centre.iter_mut().for_each(|c| *c /= train.len() as f64);
-    let mean_norm = train
-        .iter()
-        .map(|(v, _)| {
-            v.iter()
-                .zip(&centre)
-                .map(|(&x, c)| (x as f64 - c).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .sum::<f64>()
-        / train.len() as f64;
-    let scale = if mean_norm > 0.0 {
-        1.0 / mean_norm
-    } else {
-        1.0
-    };
-    let (w, b) = logistic_regression(&train, &centre, scale, 0.01, 500);
+    let features = Standardiser::fit(train.iter().map(|(v, _)| *v), dim);
+    let x: Vec<Vec<f64>> = train.iter().map(|(v, _)| features.apply(v)).collect();
+    let y: Vec<f64> = train.iter().map(|(_, y)| *y).collect();
+    let (w, b) = fit_logistic(&x, &y, &vec![1.0; y.len()], CAV_L2, CAV_ITERATIONS);
     let predict = |v: &[f32]| {
-        let z: f64 = b + v
+        let z: f64 = b + features
+            .apply(v)
             .iter()
             .zip(&w)
-            .zip(&centre)
-            .map(|((&x, wi), c)| (x as f64 - c) * scale * wi)
+            .map(|(a, wi)| a * wi)
             .sum::<f64>();
         if z > 0.0 { 1.0 } else { 0.0 }
     };
@@ -121,46 +98,105 @@ pub fn train_cav(concept: &[Vec<f32>], random: &[Vec<f32>], seed: u64) -> Result
     })
 }
 
-/// Minimise mean logistic loss + `l2 / 2 * |w|^2` by gradient descent on centred features of
-/// unit mean norm (step 1: the loss is 1/4-smooth there).
-fn logistic_regression(
-    samples: &[(&[f32], f64)],
-    centre: &[f64],
+/// L2 penalty and gradient-descent steps of the CAV's logistic regression.
+const CAV_L2: f64 = 0.01;
+const CAV_ITERATIONS: usize = 500;
+
+/// Centre on the training mean and scale to unit mean norm: post-ReLU activations share a
+/// large common component that would otherwise swamp a concept's direction under the L2
+/// penalty. Both are absorbed by the bias, so a direction found on the standardised features
+/// keeps its meaning in activation space.
+struct Standardiser {
+    centre: Vec<f64>,
     scale: f64,
+}
+
+impl Standardiser {
+    fn fit<'a>(samples: impl Iterator<Item = &'a [f32]> + Clone, dim: usize) -> Self {
+        let mut centre = vec![0.0f64; dim];
+        let mut n = 0usize;
+        for v in samples.clone() {
+            for (c, &x) in centre.iter_mut().zip(v.iter()) {
+                *c += x as f64;
+            }
+            n += 1;
+        }
+        centre.iter_mut().for_each(|c| *c /= n.max(1) as f64);
+        let mean_norm = samples
+            .map(|v| {
+                v.iter()
+                    .zip(&centre)
+                    .map(|(&x, c)| (x as f64 - c).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .sum::<f64>()
+            / n.max(1) as f64;
+        let scale = if mean_norm > 0.0 {
+            1.0 / mean_norm
+        } else {
+            1.0
+        };
+        Self { centre, scale }
+    }
+
+    fn apply(&self, v: &[f32]) -> Vec<f64> {
+        v.iter()
+            .zip(&self.centre)
+            .map(|(&x, c)| (x as f64 - c) * self.scale)
+            .collect()
+    }
+}
+
+/// Minimise the `weights`-weighted mean logistic loss + `l2 / 2 * |w|^2` by gradient descent
+/// from zero (step 1: the loss is 1/4-smooth on features of unit mean norm).
+///
+/// Run in the dual: every iterate of gradient descent from zero lies in the span of the
+/// samples, `w = X^T a`, and the update `w -= step * (X^T r + l2 * w)` is `a -= step * (r +
+/// l2 * a)`, so the iterations need only the `n x n` Gram matrix, not the `d`-wide features
+/// (layer3 has 51,200 values per image at width 32 and 160 px; CAVs have a few dozen
+/// images). The iterates are the primal ones, up to rounding.
+pub(crate) fn fit_logistic(
+    x: &[Vec<f64>],
+    y: &[f64],
+    weights: &[f64],
     l2: f64,
     iterations: usize,
 ) -> (Vec<f64>, f64) {
-    let dim = centre.len();
-    let features: Vec<Vec<f64>> = samples
-        .iter()
-        .map(|(v, _)| {
-            v.iter()
-                .zip(centre)
-                .map(|(&x, c)| (x as f64 - c) * scale)
-                .collect()
-        })
-        .collect();
-    let mut w = vec![0.0f64; dim];
-    let mut b = 0.0f64;
-    let n = samples.len() as f64;
-    let step = 1.0;
-    let mut grad = vec![0.0f64; dim];
-    for _ in 0..iterations {
-        grad.iter_mut().for_each(|g| *g = 0.0);
-        let mut grad_b = 0.0;
-        for (x, (_, y)) in features.iter().zip(samples) {
-            let z: f64 = b + x.iter().zip(&w).map(|(a, wi)| a * wi).sum::<f64>();
-            let p = 1.0 / (1.0 + (-z).exp());
-            let r = (p - y) / n;
-            grad_b += r;
-            for (g, a) in grad.iter_mut().zip(x) {
-                *g += r * a;
-            }
+    let n = x.len();
+    let dim = x.first().map(Vec::len).unwrap_or(0);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+    let mut gram = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let k = dot(&x[i], &x[j]);
+            gram[i * n + j] = k;
+            gram[j * n + i] = k;
         }
-        for (wi, g) in w.iter_mut().zip(&grad) {
-            *wi -= step * (g + l2 * *wi);
+    }
+    let total: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    let step = 1.0;
+    let mut a = vec![0.0f64; n];
+    let mut b = 0.0f64;
+    let mut r = vec![0.0f64; n];
+    for _ in 0..iterations {
+        let mut grad_b = 0.0;
+        for i in 0..n {
+            let z = b + dot(&gram[i * n..(i + 1) * n], &a);
+            let p = 1.0 / (1.0 + (-z).exp());
+            r[i] = weights[i] * (p - y[i]) / total;
+            grad_b += r[i];
+        }
+        for (ai, ri) in a.iter_mut().zip(&r) {
+            *ai -= step * (ri + l2 * *ai);
         }
         b -= step * grad_b;
+    }
+    let mut w = vec![0.0f64; dim];
+    for (xi, ai) in x.iter().zip(&a) {
+        for (wj, xij) in w.iter_mut().zip(xi) {
+            *wj += ai * xij;
+        }
     }
     (w, b)
 }
@@ -185,7 +221,7 @@ pub fn tcav_score(gradients: &[Vec<f32>], cav: &Cav) -> f64 {
 }
 
 /// One concept against one class at one layer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TcavResult {
     pub concept: String,
     pub layer: LayerId,
@@ -218,6 +254,23 @@ pub struct TcavResult {
     /// Held-out accuracy of each concept CAV.
     #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
     pub cav_accuracies: Vec<f64>,
+    /// Mean held-out accuracy of the random-vs-random CAVs (chance: 0.5).
+    #[serde(default = "nan", deserialize_with = "crate::stats::f64_or_nan")]
+    pub random_cav_accuracy: f64,
+    /// The concept CAVs separate the concept from its counter-set on held-out images (mean
+    /// accuracy at least [`MIN_CAV_ACCURACY`]); when not, the CAV is noise and its score says
+    /// nothing, whatever its p-value.
+    #[serde(default = "yes")]
+    pub cav_separable: bool,
+}
+
+/// Mean held-out accuracy a concept's CAVs need before their TCAV scores are read: with a
+/// third of 2 x 30 or more images held out in each of 5 or more runs, chance (0.5) stays
+/// below it by about two standard errors.
+pub const MIN_CAV_ACCURACY: f64 = 0.6;
+
+fn yes() -> bool {
+    true
 }
 
 /// The TCAV test of one concept for several classes: `random_sets` holds `runs + 1` random
@@ -249,6 +302,29 @@ pub fn tcav_test(
             seed ^ (1000 + r as u64),
         )?);
     }
+    score_cavs(concept, layer, &cavs, &nulls, class_gradients, alpha)
+}
+
+/// TCAV scores of trained CAVs (one per run) against the random-vs-random `nulls`, for each
+/// class's logit gradients, with the t-test of the scores against the nulls' scores.
+pub fn score_cavs(
+    concept: &str,
+    layer: LayerId,
+    cavs: &[Cav],
+    nulls: &[Cav],
+    class_gradients: &[(String, Vec<Vec<f32>>)],
+    alpha: f64,
+) -> Result<Vec<TcavResult>> {
+    if cavs.len() < 2 || nulls.len() < 2 {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "TCAV needs at least 2 runs, got {} concept and {} random CAVs",
+            cavs.len(),
+            nulls.len()
+        )));
+    }
+    let cav_accuracies: Vec<f64> = cavs.iter().map(|c| c.accuracy).collect();
+    let (cav_accuracy, _) = mean_std(&cav_accuracies);
+    let (random_cav_accuracy, _) = mean_std(&nulls.iter().map(|c| c.accuracy).collect::<Vec<_>>());
     Ok(class_gradients
         .iter()
         .map(|(class_name, grads)| {
@@ -272,7 +348,9 @@ pub fn tcav_test(
                 // A family of one until the caller adjusts over all its tests.
                 p_holm: p_value,
                 significant: p_value < alpha,
-                cav_accuracies: cavs.iter().map(|c| c.accuracy).collect(),
+                cav_accuracies: cav_accuracies.clone(),
+                random_cav_accuracy,
+                cav_separable: cav_accuracy >= MIN_CAV_ACCURACY,
             }
         })
         .collect())
@@ -397,6 +475,62 @@ mod tests {
         // Swapping the sets flips the vector.
         let flipped = train_cav(&random, &concept, 0).unwrap();
         assert!(flipped.direction[0] < -0.9);
+    }
+
+    #[test]
+    fn held_out_accuracy_tells_a_separable_concept_from_one_that_is_not() {
+        // Separable: the concept sits at +2 on axis 0, its counter-set at -2.
+        let separable: Vec<Cav> = (0..5)
+            .map(|r| train_cav(&cloud(40, 16, 2.0, r), &cloud(40, 16, -2.0, 50 + r), r).unwrap())
+            .collect();
+        // Not separable: both sets drawn from one distribution.
+        let noise: Vec<Cav> = (0..5)
+            .map(|r| train_cav(&cloud(40, 16, 0.0, r), &cloud(40, 16, 0.0, 50 + r), r).unwrap())
+            .collect();
+        let mean = |c: &[Cav]| c.iter().map(|c| c.accuracy).sum::<f64>() / c.len() as f64;
+        assert!(mean(&separable) > 0.95, "{}", mean(&separable));
+        assert!((mean(&noise) - 0.5).abs() < 0.12, "{}", mean(&noise));
+        let grads = vec![("k".to_string(), cloud(10, 16, 0.0, 9))];
+        let nulls = noise.clone();
+        let yes = score_cavs("s", LayerId::Layer3, &separable, &nulls, &grads, 0.05).unwrap();
+        let no = score_cavs("n", LayerId::Layer3, &noise, &nulls, &grads, 0.05).unwrap();
+        assert!(yes[0].cav_separable && !no[0].cav_separable);
+        assert!((no[0].random_cav_accuracy - mean(&noise)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_dual_fit_is_the_primal_gradient_descent() {
+        // Plain gradient descent on w, written out, against the Gram-matrix form.
+        let x: Vec<Vec<f64>> = cloud(12, 5, 0.5, 3)
+            .into_iter()
+            .map(|v| v.into_iter().map(|a| a as f64 / 3.0).collect())
+            .collect();
+        let y: Vec<f64> = (0..12).map(|i| (i % 2) as f64).collect();
+        let weights: Vec<f64> = (0..12).map(|i| 1.0 + (i % 3) as f64).collect();
+        let (l2, iterations) = (0.05, 40);
+        let (mut w, mut b) = (vec![0.0f64; 5], 0.0f64);
+        let total: f64 = weights.iter().sum();
+        for _ in 0..iterations {
+            let mut g = vec![0.0f64; 5];
+            let mut gb = 0.0;
+            for ((xi, yi), wi) in x.iter().zip(&y).zip(&weights) {
+                let z = b + xi.iter().zip(&w).map(|(a, c)| a * c).sum::<f64>();
+                let r = wi * (1.0 / (1.0 + (-z).exp()) - yi) / total;
+                gb += r;
+                for (gj, a) in g.iter_mut().zip(xi) {
+                    *gj += r * a;
+                }
+            }
+            for (wj, gj) in w.iter_mut().zip(&g) {
+                *wj -= gj + l2 * *wj;
+            }
+            b -= gb;
+        }
+        let (dual_w, dual_b) = fit_logistic(&x, &y, &weights, l2, iterations);
+        assert!((dual_b - b).abs() < 1e-12);
+        for (a, c) in dual_w.iter().zip(&w) {
+            assert!((a - c).abs() < 1e-12, "{dual_w:?} {w:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! every step), a newer analysis cancels any attack. Events go back over a bounded channel,
 //! each tagged with the request id it answers, so the UI drops stale ones.
 
+pub mod concepts;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
