@@ -228,7 +228,7 @@ fn print_summary(r: &AuditReport) {
         let acc = t.cav_accuracies.iter().sum::<f64>() / t.cav_accuracies.len().max(1) as f64;
         println!(
             "TCAV {:<26} {} {:<6} {:.2} ± {:.2} (random {:.2}), p {:.2e}, Holm {:.2e}, CAV \
-             accuracy {acc:.2}{}",
+             accuracy {acc:.3}{}",
             t.concept,
             t.layer,
             t.class_name,
