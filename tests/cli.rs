@@ -518,10 +518,20 @@ fn explain_a_folder_writes_overlays_and_a_csv() {
     assert!(csv.contains("ham10000/ISIC_0024410.jpg"), "{csv}");
     // The dermoscopy model warns on the chest X-rays, and only on them.
     let warning = header.iter().position(|h| *h == "warning").unwrap();
+    let region = header.iter().position(|h| *h == "region").unwrap();
+    let inside = header.iter().position(|h| *h == "energy_inside").unwrap();
     for line in &lines[1..] {
         let cells: Vec<&str> = line.split(',').collect();
         let chest = cells[0].contains("nih-cxr14");
         assert_eq!(cells[warning].contains("greyscale"), chest, "{line}");
+        // The skin samples have their lesion masks beside them; the X-rays have none.
+        if chest {
+            assert_eq!((cells[region], cells[inside]), ("", ""), "{line}");
+        } else {
+            assert_eq!(cells[region], "lesion", "{line}");
+            let e: f64 = cells[inside].parse().unwrap();
+            assert!((0.0..=1.0).contains(&e), "{line}");
+        }
     }
     for rel in [
         "ham10000/ISIC_0024410_heatmap.png",

@@ -194,11 +194,14 @@ fn print_summary(r: &AuditReport) {
     );
     if let (Some(l), Some(p)) = (&e.localisation, &e.centre_prior_localisation) {
         println!(
-            "localisation: IoU top15 {:.3} (centre prior {:.3}), energy PG {:.3} ({:.3}), pointing game {:.3} ({:.3}) over {} regions",
+            "localisation: IoU top15 {:.3} (centre prior {:.3}), energy PG {:.3} ± {:.3} ({:.3}; \
+             the regions cover {:.3}), pointing game {:.3} ({:.3}) over {} regions",
             l.iou_top15.mean,
             p.iou_top15.mean,
             l.energy_pointing_game.mean,
+            l.energy_pointing_game_std,
             p.energy_pointing_game.mean,
+            l.region_area_fraction.mean,
             l.pointing_game.mean,
             p.pointing_game.mean,
             l.iou_top15.n

@@ -11,11 +11,14 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{choice, print_prediction, progress_bar, resolve_class};
+use triscope::data::MaskKind;
 use triscope::explain::faithfulness::Faithfulness;
+use triscope::explain::quality::RegionEnergy;
 use triscope::explain::{AttributionMap, AttributionOptions, Colormap, Method, TargetClass};
 use triscope::folder::{ExplainPlan, write_rgb8};
 use triscope::inference::{Classifier, Prediction};
 use triscope::model::LayerId;
+use triscope::regions::energy_beside;
 use triscope::weights::write_atomic;
 
 /// What to explain and how to draw it.
@@ -111,6 +114,13 @@ struct ExplainSummary<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
     heatmap_size: [usize; 2],
+    /// For an image with a lung mask beside it (`masks/`, shenzhen-montgomery-cxr): how much of
+    /// the map falls inside the lungs, the lungs' share of the image, whether the peak is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lung_energy: Option<RegionEnergy>,
+    /// The same against a lesion mask (HAM10000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lesion_energy: Option<RegionEnergy>,
     /// Shape of attribution.npy (`[h, w]` for CAMs, `[C, H, W]` for input-space methods).
     attribution_shape: &'a [usize],
     options: &'a AttributionOptions,
@@ -151,6 +161,18 @@ pub fn explain(
     written.push(raw.display().to_string());
     let summary_path = out.join("prediction.json");
     written.push(summary_path.display().to_string());
+    // The map against the mask beside the image (the lungs, a lesion), if it has one; a mask
+    // that cannot be used is said, and the explanation kept.
+    let energy = energy_beside(path, &a.map, a.width, classifier.resize_mode).unwrap_or_else(|e| {
+        eprintln!("warning: {}: no region energy: {e}", path.display());
+        None
+    });
+    let energy_of = |finding: &str| {
+        energy
+            .as_ref()
+            .filter(|(f, _)| f == finding)
+            .map(|(_, e)| *e)
+    };
     let summary = ExplainSummary {
         image: path.display().to_string(),
         model: classifier.source.to_string(),
@@ -164,6 +186,8 @@ pub fn explain(
         prediction: &result.prediction,
         warning: classifier.input_warning(loaded.grey),
         heatmap_size: [a.height, a.width],
+        lung_energy: energy_of(MaskKind::Lungs.finding()),
+        lesion_energy: energy_of(MaskKind::Lesion.finding()),
         attribution_shape: &a.raw_shape,
         options: &plan.options,
         faithfulness,
@@ -192,6 +216,14 @@ pub fn explain(
             a.width,
             out.display()
         );
+        if let Some((finding, e)) = &energy {
+            println!(
+                "{:.1}% of the map inside the {finding} (a uniform map: {:.1}%); its peak is {}",
+                e.energy_inside * 100.0,
+                e.region_fraction * 100.0,
+                if e.peak_inside { "inside" } else { "outside" }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

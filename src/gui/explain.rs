@@ -51,9 +51,15 @@ pub fn ground_truth_for<'a>(
     class_name: &str,
 ) -> Option<(Option<&'a GroundTruthRegion>, String)> {
     let gt = analysis.ground_truth.as_ref()?;
-    // A lesion mask does not depend on the class; boxes belong to one finding each.
-    if let Some(lesion) = gt.lesion() {
-        return Some((Some(lesion), format!("lesion mask ({})", lesion.dataset)));
+    // A mask (a lesion, the lungs) does not depend on the class; boxes belong to one finding
+    // each.
+    if let Some(mask) = gt.mask_region() {
+        let what = if mask.finding == "lungs" {
+            "lung outline".to_string()
+        } else {
+            format!("{} mask ({})", mask.finding, mask.dataset)
+        };
+        return Some((Some(mask), what));
     }
     if !gt
         .regions
@@ -76,6 +82,34 @@ pub fn ground_truth_for<'a>(
             format!("no expert box for {class_name} in this image"),
         ),
     })
+}
+
+/// "83% of the map inside the lungs; the lungs are 26% of the image; its peak is inside", for
+/// a mask region and the map shown (when both are at the model's input size).
+pub fn region_energy_line(region: &GroundTruthRegion, map: &OverlaySource) -> Option<String> {
+    let RegionShape::Outline { mask, .. } = &region.shape else {
+        return None;
+    };
+    let e = triscope::explain::quality::region_energy(&map.heat, mask, map.heat_width).ok()?;
+    if !e.energy_inside.is_finite() {
+        return None;
+    }
+    let name = if region.finding == "lungs" {
+        "the lungs".to_string()
+    } else {
+        format!("the {}", region.finding)
+    };
+    Some(format!(
+        "{:.0}% of the map inside {name}; {name} {} {:.0}% of the image; its peak is {}",
+        e.energy_inside * 100.0,
+        if region.finding == "lungs" {
+            "are"
+        } else {
+            "is"
+        },
+        e.region_fraction * 100.0,
+        if e.peak_inside { "inside" } else { "outside" }
+    ))
 }
 
 pub struct ExplainPanel {
@@ -193,8 +227,19 @@ impl ExplainPanel {
                 }
             });
         }
+        let source = match (other, &self.attribution) {
+            (Some(_), Some(src)) => Some(src.clone()),
+            _ => self.sources.get(layer.index()).cloned(),
+        };
+        // How much of the shown map lies inside the mask (the lungs, a lesion), one line under
+        // the image.
+        let energy = match (&truth, &source) {
+            (Some((Some(region), _)), Some(src)) => region_energy_line(region, src),
+            _ => None,
+        };
         let avail = ui.available_size();
-        let side = avail.x.min(avail.y).max(64.0);
+        let reserve = if energy.is_some() { 22.0 } else { 0.0 };
+        let side = avail.x.min(avail.y - reserve).max(64.0);
         let (rect, response) =
             ui.allocate_exact_size(egui::vec2(side, side), egui::Sense::click_and_drag());
         self.zoom_and_pan(ui, &response, rect);
@@ -210,11 +255,7 @@ impl ExplainPanel {
             uv_max: [self.center[0] + half, self.center[1] + half],
             ..OverlayStyle::default()
         };
-        let source = match (other, &self.attribution) {
-            (Some(_), Some(src)) => Some(src),
-            _ => self.sources.get(layer.index()),
-        };
-        if let Some(src) = source {
+        if let Some(src) = &source {
             self.painter.paint(ui, rect, "main", src, style);
         }
         self.ground_truth_shapes = 0;
@@ -227,6 +268,9 @@ impl ExplainPanel {
             self.ground_truth_shapes = draw_region(&painter, rect, region, gt.resolution, &style);
         }
         response.on_hover_text("Scroll to zoom, drag to pan, double-click to reset");
+        if let Some(line) = energy {
+            ui.label(line);
+        }
     }
 
     fn zoom_and_pan(&mut self, ui: &egui::Ui, response: &egui::Response, rect: egui::Rect) {
@@ -397,7 +441,7 @@ fn draw_region(
     let line = egui::Stroke::new(2.0, egui::Color32::WHITE);
     let mut shapes = 0;
     match &region.shape {
-        RegionShape::Outline { loops } => {
+        RegionShape::Outline { loops, .. } => {
             for l in loops.iter().filter(|l| l.len() > 2) {
                 let points: Vec<egui::Pos2> = l.iter().map(|p| to_screen(p[0], p[1])).collect();
                 painter.add(egui::Shape::closed_line(points.clone(), halo));

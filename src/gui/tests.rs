@@ -775,7 +775,10 @@ fn ground_truth_lesion_outline_follows_the_view_and_the_toggle_hides_it() {
     let a = h.state().explain.analysis.clone().expect("analysis");
     let gt = a.ground_truth.as_ref().expect("the sample's ground truth");
     assert_eq!(gt.labels, ["bkl"]);
-    assert!(gt.lesion().is_some(), "the mask beside the sample is found");
+    assert!(
+        gt.mask_region().is_some(),
+        "the mask beside the sample is found"
+    );
     h.get_by_label("lesion mask (HAM10000)");
     h.get_by_label("label: bkl");
     assert!(h.state().explain.settings.show_ground_truth);
@@ -832,7 +835,7 @@ fn ground_truth_lesion_outline_follows_the_view_and_the_toggle_hides_it() {
     let gt = a.ground_truth.as_ref().expect("ground truth");
     assert_eq!(gt.labels, ["vasc"]);
     assert_eq!(
-        gt.lesion().map(|l| l.source.clone()),
+        gt.mask_region().map(|l| l.source.clone()),
         Some(root.join("masks/ISIC_9000001.png"))
     );
     let _ = std::fs::remove_dir_all(&root);
@@ -999,4 +1002,46 @@ fn concepts_tab_builds_the_bank_and_reads_the_checklist_of_the_open_image() {
     }
     snapshot(&mut h, "concepts_dark");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn lung_outline_and_lung_energy_under_a_chest_model_map() {
+    if !wgpu_available() {
+        return;
+    }
+    let image = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lungs_tiny/images/CHNCXR_0329_1.png");
+    let mut h = harness_opening(Some(image));
+    wait_until(&mut h, "the first analysis", |a| a.has_analysis());
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kermany_cxr_default.safetensors");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::LoadModel(model));
+    wait_until(
+        &mut h,
+        "the chest model's analysis of the radiograph",
+        |a| {
+            a.model.as_ref().is_some_and(|m| m.config.in_channels == 1)
+                && a.explain.analysis.as_ref().is_some_and(|x| {
+                    x.path.ends_with("CHNCXR_0329_1.png") && x.model_input.width == 224
+                })
+        },
+    );
+    h.run_steps(2);
+    // The lung mask beside the image is drawn as the lungs' outline, with the read-out.
+    h.get_by_label("lung outline");
+    h.get_by_label("label: tuberculosis");
+    // One closed outline per lung.
+    assert_eq!(h.state().explain.ground_truth_shapes, 2);
+    h.get_by_label_contains("of the map inside the lungs; the lungs are");
+    // CHNCXR_0329_1's lungs cover 32% of the 256-px mask (labels.csv: 0.3221); 31-33% after
+    // the resize to 224.
+    assert!(
+        ["31%", "32%", "33%"].iter().any(|p| h
+            .query_all_by_label_contains(&format!("the lungs are {p} of the image"))
+            .next()
+            .is_some()),
+        "the read-out gives the lungs' share of the image"
+    );
+    snapshot(&mut h, "lungs_dark");
 }

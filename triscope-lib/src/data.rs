@@ -821,8 +821,58 @@ fn is_image(p: &Path) -> bool {
     crate::imaging::has_image_extension(p)
 }
 
-/// The folder of HAM10000's lesion masks, beside its images.
+/// The folder of a dataset's masks, beside its images: HAM10000's lesions,
+/// shenzhen-montgomery-cxr's lungs.
 pub const MASKS_DIR: &str = "masks";
+
+/// What a dataset's masks outline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskKind {
+    /// A skin lesion (HAM10000).
+    Lesion,
+    /// Both lungs of a chest radiograph (shenzhen-montgomery-cxr).
+    Lungs,
+}
+
+impl MaskKind {
+    /// The region's name where it is drawn and measured.
+    pub fn finding(self) -> &'static str {
+        match self {
+            Self::Lesion => "lesion",
+            Self::Lungs => "lungs",
+        }
+    }
+
+    /// Who drew it, for labels.
+    pub fn annotator(self) -> &'static str {
+        match self {
+            Self::Lesion => "HAM10000",
+            Self::Lungs => "lung mask",
+        }
+    }
+}
+
+/// What the masks of the dataset at `root` outline: lungs where its `labels.csv` records each
+/// image's `lung_fraction` (shenzhen-montgomery-cxr), lesions otherwise.
+pub fn mask_kind(root: &Path) -> MaskKind {
+    let header = std::fs::File::open(root.join("labels.csv"))
+        .ok()
+        .and_then(|f| {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut line).ok()?;
+            Some(line)
+        })
+        .unwrap_or_default();
+    if split_csv_line(header.trim_end())
+        .iter()
+        .any(|c| c == "lung_fraction")
+    {
+        MaskKind::Lungs
+    } else {
+        MaskKind::Lesion
+    }
+}
 
 /// The lesion mask of `image` in the mask folder `masks_dir`: `<masks_dir>/<image stem>.png`.
 pub fn mask_file(masks_dir: &Path, image: &Path) -> PathBuf {

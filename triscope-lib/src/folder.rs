@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::explain::faithfulness::{Faithfulness, FaithfulnessOptions, faithfulness};
+use crate::explain::quality::RegionEnergy;
 use crate::explain::{
     AttributionMap, AttributionOptions, Colormap, Method, TargetClass, heatmap_rgb8, overlay_rgb8,
 };
 use crate::imaging::PixelImage;
 use crate::inference::{AttributionResult, Classifier};
+use crate::regions::energy_beside;
 use crate::weights::write_atomic;
 
 /// What to explain and how to draw it.
@@ -117,8 +119,12 @@ pub struct FolderRecord {
     pub heatmap: Option<String>,
     pub overlay: Option<String>,
     pub faithfulness: Option<Faithfulness>,
-    /// The image does not fit what the model was trained on.
+    /// The image does not fit what the model was trained on (or its mask cannot be used).
     pub warning: Option<String>,
+    /// The map against the mask beside the image: the region ("lungs", "lesion") and how
+    /// much of the map falls inside it.
+    #[serde(default)]
+    pub region_energy: Option<(String, RegionEnergy)>,
     pub elapsed_secs: f64,
 }
 
@@ -141,6 +147,7 @@ impl FolderRecord {
             overlay: None,
             faithfulness: None,
             warning: None,
+            region_energy: None,
             elapsed_secs,
         }
     }
@@ -210,6 +217,16 @@ pub fn explain_folder(
                     .into_iter();
                 let p = &r.prediction;
                 let explained = r.attribution.class_index;
+                let a = &r.attribution;
+                let (region_energy, mask_problem) =
+                    match energy_beside(path, &a.map, a.width, classifier.resize_mode) {
+                        Ok(e) => (e, None),
+                        Err(e) => (None, Some(format!("no region energy: {e}"))),
+                    };
+                let warning = match (classifier.input_warning(loaded.grey), mask_problem) {
+                    (Some(w), Some(m)) => Some(format!("{w}; {m}")),
+                    (w, m) => w.or(m),
+                };
                 FolderRecord {
                     image: rel.display().to_string(),
                     status: "ok".into(),
@@ -222,7 +239,8 @@ pub fn explain_folder(
                     heatmap: files.next(),
                     overlay: files.next(),
                     faithfulness,
-                    warning: classifier.input_warning(loaded.grey),
+                    warning,
+                    region_energy,
                     elapsed_secs: started.elapsed().as_secs_f64(),
                 }
             }
@@ -262,7 +280,9 @@ fn predictions_csv(records: &[FolderRecord], plan: &ExplainPlan, class_names: &[
     for name in class_names {
         csv.push_str(&format!(",p_{}", csv_field(name)));
     }
-    csv.push_str(",heatmap,overlay,elapsed_secs,warning");
+    csv.push_str(
+        ",heatmap,overlay,elapsed_secs,warning,region,energy_inside,region_fraction,peak_inside",
+    );
     if plan.faithfulness {
         csv.push_str(",deletion_auc,insertion_auc,drop_percent,increase");
     }
@@ -288,6 +308,15 @@ fn predictions_csv(records: &[FolderRecord], plan: &ExplainPlan, class_names: &[
         row.push(csv_field(&opt(r.overlay.clone())));
         row.push(format!("{:.3}", r.elapsed_secs));
         row.push(csv_field(&opt(r.warning.clone())));
+        match &r.region_energy {
+            Some((region, e)) => row.extend([
+                csv_field(region),
+                format!("{:.4}", e.energy_inside),
+                format!("{:.4}", e.region_fraction),
+                e.peak_inside.to_string(),
+            ]),
+            None => row.extend(std::iter::repeat_n(String::new(), 4)),
+        }
         if plan.faithfulness {
             match &r.faithfulness {
                 Some(f) => row.extend([

@@ -10,7 +10,9 @@
 //! - `labels.csv` listing the image: HAM10000 (`image_id`, `dx`), ChestX-ray14 (`Image Index`,
 //!   `Finding Labels`), or `image,label` (the image as `NAME`, `images/NAME` or
 //!   `SUBFOLDER/NAME`; several labels `|`-separated);
-//! - `masks/STEM.png`: a binary lesion mask (white = lesion), drawn as its outline;
+//! - `masks/STEM.png`: a binary mask (white = inside) of a HAM10000 lesion, or of the lungs where
+//!   the dataset's `labels.csv` records `lung_fraction` (shenzhen-montgomery-cxr), drawn as
+//!   its outline;
 //! - `BBox_List_2017.csv`: boxes in the original 1024-pixel coordinates.
 //!
 //! Parsed tables are kept per file (re-read only when the file changes), so a folder of
@@ -54,8 +56,8 @@ impl GroundTruth {
             .find(|r| r.finding.eq_ignore_ascii_case(finding.trim()))
     }
 
-    /// The lesion outline, if the image has a mask.
-    pub fn lesion(&self) -> Option<&GroundTruthRegion> {
+    /// The mask's outline (a lesion, the lungs), if the image has a mask.
+    pub fn mask_region(&self) -> Option<&GroundTruthRegion> {
         self.regions
             .iter()
             .find(|r| matches!(r.shape, RegionShape::Outline { .. }))
@@ -80,7 +82,12 @@ pub struct GroundTruthRegion {
 pub enum RegionShape {
     /// The boundary of a mask (where the resized mask crosses 0.5, the threshold of
     /// [`crate::regions`]) as closed polylines; holes are loops of their own.
-    Outline { loops: Vec<Vec<[f32; 2]>> },
+    Outline {
+        loops: Vec<Vec<[f32; 2]>>,
+        /// The mask itself at model-input resolution (`[resolution * resolution]`, row-major,
+        /// thresholded at 0.5 as the outline is), for measuring a map against it.
+        mask: Vec<bool>,
+    },
     /// Rectangles `[x0, y0, x1, y1]`; a box can reach past the crop (coordinates below 0 or
     /// above the resolution).
     Boxes { boxes: Vec<[f32; 4]> },
@@ -129,16 +136,17 @@ impl GroundTruthIndex {
         let mut warnings = Vec::new();
         let labels = self.find_labels(image, &mut warnings);
         let mut regions = Vec::new();
-        let mask = folders(image)
-            .map(|d| crate::data::mask_file(&d.join(MASKS_DIR), image))
-            .find(|p| p.is_file());
-        if let Some(mask) = mask {
+        if let Some((dir, kind)) = crate::regions::masks_beside(image) {
+            let mask = crate::data::mask_file(&dir, image);
             match mask_outline_file(&mask, resolution, mode) {
-                Ok(loops) => regions.push(GroundTruthRegion {
-                    finding: "lesion".into(),
-                    dataset: "HAM10000".into(),
+                Ok((loops, inside)) => regions.push(GroundTruthRegion {
+                    finding: kind.finding().into(),
+                    dataset: kind.annotator().into(),
                     source: mask,
-                    shape: RegionShape::Outline { loops },
+                    shape: RegionShape::Outline {
+                        loops,
+                        mask: inside,
+                    },
                 }),
                 Err(e) => warnings.push(e.to_string()),
             }
@@ -334,19 +342,26 @@ fn read_label_table(file: &Path) -> Result<LabelTable> {
     Ok(out)
 }
 
-/// The outline of the mask file at `path` after the model input's resize and crop.
+/// A closed polyline in model-input pixels.
+pub type Loop = Vec<[f32; 2]>;
+
+/// The outline of the mask file at `path` after the model input's resize and crop, and the
+/// mask itself at that resolution (thresholded at 0.5).
 pub fn mask_outline_file(
     path: &Path,
     resolution: usize,
     mode: ResizeMode,
-) -> Result<Vec<Vec<[f32; 2]>>> {
+) -> Result<(Vec<Loop>, Vec<bool>)> {
     let mask = decode(path)?;
     let p =
         prepare(mask, 1, resolution, mode).map_err(|reason| crate::TriscopeError::BadImage {
             path: path.to_path_buf(),
             reason,
         })?;
-    Ok(mask_outline(&p.data, resolution))
+    Ok((
+        mask_outline(&p.data, resolution),
+        p.data.iter().map(|&v| v >= 0.5).collect(),
+    ))
 }
 
 /// Marching squares on a `side` x `side` mask (values in [0, 1], row-major, pixel centres at
@@ -567,7 +582,7 @@ mod tests {
         assert_eq!(gt.labels, ["bkl"]);
         assert_eq!(gt.labels_file, Some(samples().join("labels.csv")));
         assert!(gt.warnings.is_empty(), "{:?}", gt.warnings);
-        let lesion = gt.lesion().expect("a lesion outline");
+        let lesion = gt.mask_region().expect("a lesion outline");
         assert_eq!(
             lesion.source,
             samples().join("ham10000/masks/ISIC_0024324.png")
@@ -646,7 +661,7 @@ mod tests {
         let gt = index
             .find(&img, (40, 20), 20, ResizeMode::ShorterSideCrop)
             .expect("ground truth");
-        let RegionShape::Outline { loops } = &gt.lesion().expect("lesion").shape else {
+        let RegionShape::Outline { loops, .. } = &gt.mask_region().expect("lesion").shape else {
             panic!("an outline expected")
         };
         assert_eq!(loops.len(), 1);

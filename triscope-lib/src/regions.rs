@@ -2,6 +2,8 @@
 //! exactly as the image is (same resize and centre crop):
 //!
 //! - HAM10000: the binary lesion masks in `masks/<image_id>.png` (white = lesion);
+//! - shenzhen-montgomery-cxr (an `image,label` folder whose labels record `lung_fraction`):
+//!   the lung masks in `masks/<image>.png` (white = lung), as the region "lungs";
 //! - NIH ChestX-ray14: the expert boxes of `BBox_List_2017.csv`, given in the original
 //!   1024x1024 coordinates and scaled to each image's actual size (divided by 4 for the
 //!   256-pixel copies), one region per finding (the union of its boxes).
@@ -14,8 +16,9 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, GrayImage, Luma};
 use serde::Serialize;
 
-use crate::data::{Dataset, DatasetKind, read_csv};
+use crate::data::{Dataset, DatasetKind, MaskKind, mask_kind, read_csv};
 use crate::error::{Result, TriscopeError};
+use crate::explain::quality::{RegionEnergy, region_energy};
 use crate::imaging::{ResizeMode, decode, prepare};
 use crate::rng::SplitMix64;
 
@@ -50,9 +53,61 @@ pub struct BoundingBox {
 #[derive(Debug, Clone)]
 pub enum RegionSource {
     /// `masks/<stem>.png` beside `images/`.
-    Masks(PathBuf),
+    Masks(PathBuf, MaskKind),
     /// Boxes per image file name, per finding.
     Boxes(BTreeMap<String, Vec<(String, BoundingBox)>>),
+}
+
+/// The mask folder beside an image file and what its masks outline: `masks/` in the image's
+/// folder or the one above (a dataset's `images/` beside `masks/`) holding `masks/STEM.png`.
+pub fn masks_beside(image: &Path) -> Option<(PathBuf, MaskKind)> {
+    let dir = image.parent();
+    dir.into_iter()
+        .chain(dir.and_then(Path::parent))
+        .map(|d| d.join(crate::data::MASKS_DIR))
+        .find(|m| crate::data::mask_file(m, image).is_file())
+        .map(|m| {
+            let root = m.parent().map(Path::to_path_buf).unwrap_or_default();
+            let kind = mask_kind(&root);
+            (m, kind)
+        })
+}
+
+/// The mask region of an image file found beside it ([`masks_beside`]), at `resolution`
+/// with `mode` as the image is prepared; `None` when it has none.
+pub fn region_beside(image: &Path, resolution: usize, mode: ResizeMode) -> Result<Option<Region>> {
+    let Some((dir, kind)) = masks_beside(image) else {
+        return Ok(None);
+    };
+    Ok(RegionSource::Masks(dir, kind)
+        .regions(image, resolution, mode)?
+        .into_iter()
+        .next())
+}
+
+/// How much of `map` (an image's explanation, `[width * width]` at the model's input)
+/// falls inside the mask beside the image ([`masks_beside`]): the region's name ("lungs",
+/// "lesion") and its [`RegionEnergy`]; `None` when the image has no mask. A mask that cannot be
+/// used (unreadable, empty) is an error naming its file.
+pub fn energy_beside(
+    image: &Path,
+    map: &[f32],
+    width: usize,
+    mode: ResizeMode,
+) -> Result<Option<(String, RegionEnergy)>> {
+    let Some((dir, _)) = masks_beside(image) else {
+        return Ok(None);
+    };
+    let Some(region) = region_beside(image, width, mode)? else {
+        return Ok(None);
+    };
+    let energy = region_energy(map, &region.mask, width).map_err(|e| {
+        TriscopeError::InvalidArgument(format!(
+            "{}: {e}",
+            crate::data::mask_file(&dir, image).display()
+        ))
+    })?;
+    Ok(Some((region.finding, energy)))
 }
 
 impl RegionSource {
@@ -60,9 +115,10 @@ impl RegionSource {
     /// HAM10000 / NIH folder without masks / box list).
     pub fn for_dataset(dataset: &Dataset) -> Result<Option<Self>> {
         match dataset.kind {
-            DatasetKind::Ham10000 => {
+            DatasetKind::Ham10000 | DatasetKind::LabelsCsv => {
                 let dir = dataset.root.join(crate::data::MASKS_DIR);
-                Ok(dir.is_dir().then_some(Self::Masks(dir)))
+                let kind = mask_kind(&dataset.root);
+                Ok(dir.is_dir().then_some(Self::Masks(dir, kind)))
             }
             DatasetKind::NihCxr14 => {
                 let file = dataset.root.join("BBox_List_2017.csv");
@@ -89,14 +145,14 @@ impl RegionSource {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         match self {
-            Self::Masks(dir) => {
+            Self::Masks(dir, kind) => {
                 let path = crate::data::mask_file(dir, image);
                 if !path.is_file() {
                     return Ok(Vec::new());
                 }
                 let mask = decode(&path)?;
                 Ok(vec![Region {
-                    finding: "lesion".into(),
+                    finding: kind.finding().into(),
                     mask: to_model_mask(mask, &path, resolution, mode)?,
                 }])
             }

@@ -2,7 +2,7 @@
 //! concepts from its masks), then CAVs and scores per layer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use super::TcavOptions;
 use crate::data::{Dataset, DatasetKind, Label, list_images};

@@ -103,6 +103,94 @@ pub fn evaluation_figures(ev: &EvalReport, out: &Path) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// Images audited against a region (a lesion, the lungs) whose map puts the least of its
+/// energy inside it, lowest first: the shortcuts to look at.
+const LEAST_ENERGY_SHOWN: usize = 8;
+
+/// The gallery of the audited images whose map has the least energy inside their region,
+/// each with the region outlined; `None` without regions.
+fn least_energy_gallery(samples: &[SampleAudit], out: &Path) -> Result<Option<Figure>> {
+    let mut ranked: Vec<(&SampleAudit, &crate::audit::Localisation)> = samples
+        .iter()
+        .filter(|s| s.figures.as_ref().is_some_and(|f| f.region.is_some()))
+        .filter_map(|s| s.localisation.first().map(|l| (s, l)))
+        .filter(|(_, l)| l.energy_pointing_game.is_finite())
+        .collect();
+    if ranked.is_empty() {
+        return Ok(None);
+    }
+    ranked.sort_by(|a, b| {
+        a.1.energy_pointing_game
+            .total_cmp(&b.1.energy_pointing_game)
+    });
+    let region = ranked[0].1.finding.clone();
+    let rows: Vec<(String, Vec<Tile>)> = ranked
+        .iter()
+        .take(LEAST_ENERGY_SHOWN)
+        .filter_map(|(s, l)| {
+            let f = s.figures.as_ref()?;
+            let mask = f.region.as_ref()?;
+            let overlay = overlay_rgb8(&f.image, &f.clean_map, Colormap::Jet, 0.45);
+            Some((
+                format!(
+                    "{}: {:.0}% inside ({:.0}% of the image), {}",
+                    Path::new(&s.id)
+                        .file_stem()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| s.id.clone()),
+                    l.energy_pointing_game * 100.0,
+                    l.region_area_fraction * 100.0,
+                    s.predicted
+                ),
+                vec![
+                    (outlined(&f.image, mask, f.size), f.size),
+                    (outlined(&overlay, mask, f.size), f.size),
+                ],
+            ))
+        })
+        .collect();
+    let cols = ["image", "map"].map(String::from);
+    Ok(Some(save_figure(
+        &render_image_grid(
+            &format!("Least of the map inside the {region}"),
+            &cols,
+            &rows,
+            160,
+        )?,
+        out,
+        "least_energy.png",
+        &format!("Maps with the least energy inside the {region}"),
+        &format!(
+            "The audited images whose map (the explained class's) puts the smallest share of its energy inside the {region} (outlined in white), lowest first: where a model that should look at the {region} looks elsewhere."
+        ),
+    )?))
+}
+
+/// `rgb` (`side` x `side`) with the boundary pixels of `mask` painted white.
+fn outlined(rgb: &[u8], mask: &[bool], side: usize) -> Vec<u8> {
+    let mut out = rgb.to_vec();
+    let inside = |x: isize, y: isize| {
+        x >= 0
+            && y >= 0
+            && (x as usize) < side
+            && (y as usize) < side
+            && mask[y as usize * side + x as usize]
+    };
+    for y in 0..side as isize {
+        for x in 0..side as isize {
+            let edge = inside(x, y)
+                && [(1, 0), (-1, 0), (0, 1), (0, -1)]
+                    .iter()
+                    .any(|(dx, dy)| !inside(x + dx, y + dy));
+            if edge {
+                let i = (y as usize * side + x as usize) * 3;
+                out[i..i + 3].copy_from_slice(&[255, 255, 255]);
+            }
+        }
+    }
+    out
+}
+
 /// The explanation figures: mean deletion / insertion curves against a random map, clean vs
 /// adversarial heatmaps, the sanity check's SSIM and the TCAV scores per layer.
 pub fn explanation_figures(
@@ -202,6 +290,9 @@ pub fn explanation_figures(
             "Clean vs adversarial heatmaps",
             "Each row: true class, clean prediction > prediction under PGD-10. Both maps explain the clean prediction's class.",
         )?);
+    }
+    if let Some(f) = least_energy_gallery(samples, out)? {
+        figures.push(f);
     }
     if !sanity.is_empty() {
         let series = sanity

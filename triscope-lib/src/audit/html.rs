@@ -164,10 +164,15 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
         );
         row(
             &mut h,
-            "energy pointing game",
+            "energy pointing game (share of the map inside the region)",
             &l.energy_pointing_game,
             Some(&p.energy_pointing_game),
         );
+        h.push_str(&format!(
+            "<tr><td>its spread (standard deviation over images) / the region's share of the image (a uniform map)</td><td>{} / {}</td><td></td></tr>\n",
+            fmt(l.energy_pointing_game_std),
+            fmt(l.region_area_fraction.mean)
+        ));
         row(
             &mut h,
             "pointing game (strict)",

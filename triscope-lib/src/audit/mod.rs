@@ -139,7 +139,7 @@ pub struct SampleAudit {
     pub figures: Option<SampleFigures>,
 }
 
-/// Pictures kept for the report's grid (plain RGB at model resolution).
+/// Pictures kept for the report's grids (plain RGB at model resolution).
 #[derive(Debug, Clone)]
 pub struct SampleFigures {
     pub image: Vec<u8>,
@@ -147,6 +147,8 @@ pub struct SampleFigures {
     pub adversarial: Vec<u8>,
     pub adversarial_map: Vec<f32>,
     pub size: usize,
+    /// The first ground-truth region's mask (a lesion, the lungs), to outline.
+    pub region: Option<Vec<bool>>,
 }
 
 /// One image of the audit and what is known about it.
@@ -281,6 +283,7 @@ pub fn audit_sample(
                 adversarial: adv.to_rgb8(),
                 adversarial_map: adv_map,
                 size: w,
+                region: regions.first().map(|r| r.mask.clone()),
             });
         }
     }
@@ -326,20 +329,44 @@ pub struct LocalisationSummary {
     pub iou_top15: Mean,
     pub iou_otsu: Mean,
     pub energy_pointing_game: Mean,
+    /// Standard deviation of the energy pointing game over the regions (its spread: a few
+    /// images whose map sits outside the region show here, not in the mean).
+    #[serde(
+        default = "crate::stats::nan",
+        deserialize_with = "crate::stats::f64_or_nan"
+    )]
+    pub energy_pointing_game_std: f64,
     pub pointing_game: Mean,
     pub pointing_game_tolerant: Mean,
+    /// Share of the image the regions cover: what a uniform map's energy pointing game is.
+    #[serde(default = "no_mean")]
+    pub region_area_fraction: Mean,
+}
+
+fn no_mean() -> Mean {
+    Mean {
+        mean: f64::NAN,
+        n: 0,
+    }
 }
 
 fn summarise_localisation<'a>(
     items: impl Iterator<Item = &'a Localisation> + Clone,
 ) -> LocalisationSummary {
     let bit = |b: bool| if b { 1.0 } else { 0.0 };
+    let energies: Vec<f64> = items
+        .clone()
+        .map(|l| l.energy_pointing_game)
+        .filter(|x| x.is_finite())
+        .collect();
     LocalisationSummary {
         iou_top15: mean_of(items.clone().map(|l| l.iou_top15)),
         iou_otsu: mean_of(items.clone().map(|l| l.iou_otsu)),
-        energy_pointing_game: mean_of(items.clone().map(|l| l.energy_pointing_game)),
+        energy_pointing_game: mean_of(energies.iter().copied()),
+        energy_pointing_game_std: crate::stats::mean_std(&energies).1,
         pointing_game: mean_of(items.clone().map(|l| bit(l.pointing_hit))),
-        pointing_game_tolerant: mean_of(items.map(|l| bit(l.pointing_hit_tolerant))),
+        pointing_game_tolerant: mean_of(items.clone().map(|l| bit(l.pointing_hit_tolerant))),
+        region_area_fraction: mean_of(items.map(|l| l.region_area_fraction)),
     }
 }
 

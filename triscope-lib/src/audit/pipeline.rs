@@ -4,7 +4,7 @@
 //! tab both call [`run_audit`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use burn::tensor::{Tensor, TensorData};
@@ -255,7 +255,7 @@ pub fn run_audit(
     let chosen = explained_images(dataset, regions.as_ref(), classifier, options)?;
     if regions.is_none() {
         notes.push(format!(
-            "{} has no ground-truth regions (HAM10000 masks or NIH boxes): no localisation scores.",
+            "{} has no ground-truth regions (HAM10000 lesion masks, lung masks or NIH boxes): no localisation scores.",
             dataset.root.display()
         ));
     }

@@ -17,7 +17,7 @@
 //!   mean CAV, `grad_A logit_k . v`: positive when more of the criterion would raise the
 //!   class. TCAV's score is the share of a class's images with a positive push.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 

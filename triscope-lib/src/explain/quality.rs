@@ -3,6 +3,9 @@
 //! (IoU of the thresholded map, energy-based pointing game, pointing game with tolerance) and
 //! faithfulness (RISE insertion / deletion AUC).
 
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TriscopeError};
 use crate::stats::average_ranks;
 
 /// SSIM as scikit-image's `structural_similarity(a, b, data_range=1, gaussian_weights=True,
@@ -211,6 +214,43 @@ pub fn energy_pointing_game(map: &[f32], mask: &[bool]) -> f64 {
         / total
 }
 
+/// Where a map's energy lies against one region: for a chest radiograph's lungs, the
+/// radiologist's first question ("is it looking at the lungs?").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RegionEnergy {
+    /// Share of the map's positive energy inside the region ([`energy_pointing_game`]).
+    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    pub energy_inside: f64,
+    /// Share of the image the region covers: what a uniform map scores.
+    pub region_fraction: f64,
+    /// The map's maximum lies inside the region.
+    pub peak_inside: bool,
+}
+
+/// [`RegionEnergy`] of `map` against `mask`, both `[height * width]` with rows `width` long.
+/// A mask of another size, or an empty one, is an error; a map without positive energy has
+/// a NaN share.
+pub fn region_energy(map: &[f32], mask: &[bool], width: usize) -> Result<RegionEnergy> {
+    if mask.len() != map.len() {
+        return Err(TriscopeError::InvalidArgument(format!(
+            "the region mask has {} pixels and the map {}: bring the mask to the map's grid first",
+            mask.len(),
+            map.len()
+        )));
+    }
+    let inside = mask.iter().filter(|m| **m).count();
+    if inside == 0 {
+        return Err(TriscopeError::InvalidArgument(
+            "the region mask is empty: there is no region to measure the map against".into(),
+        ));
+    }
+    Ok(RegionEnergy {
+        energy_inside: energy_pointing_game(map, mask),
+        region_fraction: inside as f64 / mask.len() as f64,
+        peak_inside: pointing_game(map, mask, width, 0.0),
+    })
+}
+
 /// Pointing game: a hit when the heatmap's maximum lies inside the region, or within
 /// `tolerance_px` pixels of it (TorchRay uses 15).
 pub fn pointing_game(map: &[f32], mask: &[bool], width: usize, tolerance_px: f64) -> bool {
@@ -269,6 +309,44 @@ pub fn rise_curve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_energy_of_maps_with_known_answers() {
+        // A 10x10 image whose left 3 columns are the region (30%).
+        let (w, h) = (10, 10);
+        let mask: Vec<bool> = (0..w * h).map(|i| i % w < 3).collect();
+        let inside: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+        let outside: Vec<f32> = inside.iter().map(|v| 1.0 - v).collect();
+        let e = region_energy(&inside, &mask, w).unwrap();
+        assert_eq!(
+            (e.energy_inside, e.region_fraction, e.peak_inside),
+            (1.0, 0.3, true)
+        );
+        let e = region_energy(&outside, &mask, w).unwrap();
+        assert_eq!((e.energy_inside, e.peak_inside), (0.0, false));
+        // A uniform map scores the region's share of the image.
+        let uniform = vec![0.5f32; w * h];
+        let e = region_energy(&uniform, &mask, w).unwrap();
+        assert!((e.energy_inside - 0.3).abs() < 1e-12);
+        // Negative values carry no energy.
+        let mut signed = inside.clone();
+        signed[99] = -5.0;
+        assert_eq!(region_energy(&signed, &mask, w).unwrap().energy_inside, 1.0);
+        let err = region_energy(&uniform, &mask[..50], w)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("50 pixels and the map 100"), "{err}");
+        let err = region_energy(&uniform, &vec![false; w * h], w)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty"), "{err}");
+        assert!(
+            region_energy(&vec![0.0; w * h], &mask, w)
+                .unwrap()
+                .energy_inside
+                .is_nan()
+        );
+    }
 
     fn square_mask(w: usize, h: usize, x0: usize, x1: usize, y0: usize, y1: usize) -> Vec<bool> {
         (0..w * h)

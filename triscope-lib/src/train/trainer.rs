@@ -448,7 +448,7 @@ fn lesion_masks(config: &TrainConfig, train: &Dataset) -> Result<Option<RegionSo
     } else {
         return Ok(None);
     };
-    let Some(RegionSource::Masks(dir)) = RegionSource::for_dataset(train)? else {
+    let Some(RegionSource::Masks(dir, kind)) = RegionSource::for_dataset(train)? else {
         return Err(TriscopeError::BadConfig(format!(
             "{option} works on each image's lesion mask; {} has no lesion masks (HAM10000's {}/): set it to 0",
             train.root.display(),
@@ -470,7 +470,7 @@ fn lesion_masks(config: &TrainConfig, train: &Dataset) -> Result<Option<RegionSo
             first.display()
         )));
     }
-    Ok(Some(RegionSource::Masks(dir)))
+    Ok(Some(RegionSource::Masks(dir, kind)))
 }
 
 /// The git commit Triscope was built from, when the source tree is still there.
