@@ -269,6 +269,37 @@ fn checks_pass_on_a_real_model_and_trip_on_a_masked_one() {
 }
 
 #[test]
+fn a_clean_only_eval_runs_no_attack_and_says_the_checks_did_not_run() {
+    let dir = TempDir::new("cli-eval-clean");
+    let ham = ham_fixture(dir.path());
+    let out = dir.path().join("eval");
+    let o = Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .args(["eval", "--data"])
+        .arg(&ham)
+        .args(["--attacks", "clean", "--device", "cpu", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("fooled-evaluation checks: none ran (only clean accuracy was asked for"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    // Only the clean column: no PGD-10 at 64/255, no noise baseline behind the user's back.
+    let attacks: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attack"].as_str().unwrap())
+        .collect();
+    assert_eq!(attacks, ["clean"]);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 0);
+}
+
+#[test]
 fn eval_and_attack_commands_end_to_end() {
     let dir = TempDir::new("cli-eval");
     let ham = ham_fixture(dir.path());

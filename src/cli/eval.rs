@@ -44,7 +44,8 @@ pub struct EvalArgs {
     /// APGD iterations (AutoAttack standard: 100)
     #[arg(long, default_value_t = 100)]
     pub apgd_iterations: usize,
-    /// Skip the fooled-evaluation checks (they add PGD-10 at 64/255 and a noise baseline)
+    /// Skip the fooled-evaluation checks (they run only when an attack is evaluated, and add
+    /// PGD-10 at 64/255 and a noise baseline)
     #[arg(long)]
     pub no_checks: bool,
     #[arg(long, default_value_t = 0)]
@@ -126,6 +127,16 @@ pub fn eval(args: &EvalArgs, out: &Path, classifier: &Classifier, json: bool) ->
             println!("note: {note}");
         }
         print_eval_table(&record.report);
+        if record.report.checks.is_empty() {
+            println!(
+                "fooled-evaluation checks: none ran ({})",
+                if !options.checks {
+                    "--no-checks"
+                } else {
+                    "only clean accuracy was asked for; they check attacks"
+                }
+            );
+        }
         for p in &written {
             println!("wrote {}", p.display());
         }

@@ -120,11 +120,21 @@ pub struct EvalOptions {
     /// APGD iterations (AutoAttack standard: 100).
     pub apgd_iterations: usize,
     pub seed: u64,
-    /// Run the fooled-evaluation checks (adds PGD-10 at 64/255 and a noise baseline).
+    /// Run the fooled-evaluation checks (adds PGD-10 at 64/255 and a noise baseline) when an
+    /// attack is evaluated ([`EvalOptions::runs_checks`]).
     pub checks: bool,
 }
 
 impl EvalOptions {
+    /// Whether the fooled-evaluation checks run: when asked for and an attack is evaluated
+    /// (a column besides clean, or a sweep radius above 0). A clean-only evaluation checks
+    /// nothing about attacks, so it runs none of their PGD passes.
+    pub fn runs_checks(&self) -> bool {
+        self.checks
+            && (self.attacks.iter().any(|a| *a != EvalAttack::Clean)
+                || self.eps_sweep.iter().any(|e| *e > 0.0))
+    }
+
     /// The one check of the options, before any compute (the CLI calls it before it opens
     /// the dataset; `evaluate` again, for library callers). Messages name the CLI's flag too.
     pub fn validate(&self) -> Result<()> {
@@ -317,7 +327,8 @@ pub fn evaluate(
             &mut columns,
         );
     }
-    if wants(EvalAttack::Pgd10) || options.checks {
+    let checks = options.runs_checks();
+    if wants(EvalAttack::Pgd10) || checks {
         add(
             "pgd10",
             with(AttackConfig::pgd(10), eps, options.seed),
@@ -352,16 +363,14 @@ pub fn evaluate(
         }
     }
     const HUGE_EPS: f32 = 64.0 / 255.0;
-    if options.checks {
+    if checks {
         add(
             "pgd10",
             with(AttackConfig::pgd(10), HUGE_EPS, options.seed),
             &mut columns,
         );
     }
-    let noise_ix = options
-        .checks
-        .then(|| col("uniform-noise", eps, &mut columns));
+    let noise_ix = checks.then(|| col("uniform-noise", eps, &mut columns));
     let aa_ix = (wants(EvalAttack::Aa) && need_apgd_t).then(|| col("aa", eps, &mut columns));
     let ce_ix = columns
         .iter()
@@ -529,7 +538,7 @@ pub fn evaluate(
         .collect();
     sweep.sort_by(|a, b| a.eps_linf.total_cmp(&b.eps_linf));
 
-    let checks = if options.checks {
+    let checks = if checks {
         run_checks(&all, eps, HUGE_EPS, n, multi_label, num_classes)
     } else {
         Vec::new()
