@@ -7,10 +7,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 
-use super::common::{choice, parse_fraction, progress_bar};
+use super::common::{StageBars, choice, parse_fraction, tcav_mark};
 use super::eval::{EvalArgs, open_eval_dataset};
 use triscope::audit::{
-    AuditOptions, AuditProgress, AuditReport, AuditStage, ConceptFolder, TcavOptions, run_audit,
+    AuditOptions, AuditProgress, AuditReport, ConceptFolder, TcavOptions, run_audit,
 };
 use triscope::explain::Method;
 use triscope::explain::checklist::DEFAULT_DERM7PT;
@@ -92,19 +92,8 @@ pub fn audit(
         classifier.source,
         classifier.device().description,
     );
-    let mut bar: Option<(AuditStage, indicatif::ProgressBar)> = None;
-    let mut show = |p: AuditProgress| {
-        if bar.as_ref().is_none_or(|(stage, _)| *stage != p.stage) {
-            if let Some((_, b)) = bar.take() {
-                b.finish_and_clear();
-            }
-            let b = progress_bar(p.total, p.stage.label());
-            bar = Some((p.stage, b));
-        }
-        if let Some((_, b)) = &bar {
-            b.set_position(p.done as u64);
-        }
-    };
+    let mut bars = StageBars::default();
+    let mut show = |p: AuditProgress| bars.show(p.stage, p.stage.label(), p.done, p.total);
     let report = run_audit(
         classifier,
         &dataset,
@@ -114,9 +103,7 @@ pub fn audit(
         &AtomicBool::new(false),
     )
     .with_context(|| format!("auditing into {}", out.display()))?;
-    if let Some((_, b)) = bar.take() {
-        b.finish_and_clear();
-    }
+    bars.finish();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -228,10 +215,9 @@ fn print_summary(r: &AuditReport) {
         );
     }
     for t in &r.tcav {
-        let acc = t.cav_accuracies.iter().sum::<f64>() / t.cav_accuracies.len().max(1) as f64;
         println!(
             "TCAV {:<26} {} {:<6} {:.2} ± {:.2} (random {:.2}), p {:.2e}, Holm {:.2e}, CAV \
-             accuracy {acc:.3}{}",
+             accuracy {:.3}{}",
             t.concept,
             t.layer,
             t.class_name,
@@ -240,11 +226,8 @@ fn print_summary(r: &AuditReport) {
             t.random_mean,
             t.p_value,
             t.p_holm,
-            match (t.significant, t.cav_separable) {
-                (_, false) => " (CAV not separable: not read)",
-                (true, true) => " *",
-                (false, true) => "",
-            }
+            t.cav_accuracy(),
+            tcav_mark(t)
         );
     }
     for w in &r.warnings {

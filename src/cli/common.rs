@@ -163,6 +163,48 @@ pub fn sweep(s: &str) -> Result<Sweep> {
     parse_sweep(s).map(Sweep)
 }
 
+/// How a TCAV row reads on the terminal: " *" when significant after Holm, nothing when not,
+/// and not read at all when its CAVs do not separate the concept.
+pub fn tcav_mark(t: &triscope::explain::tcav::TcavResult) -> &'static str {
+    match (t.significant, t.cav_separable) {
+        (_, false) => " (CAV not separable: not read)",
+        (true, true) => " *",
+        (false, true) => "",
+    }
+}
+
+/// One progress bar per stage of a long job (an audit, a concept bank): a new stage's first
+/// report clears the last stage's bar and starts its own.
+pub struct StageBars<S> {
+    bar: Option<(S, indicatif::ProgressBar)>,
+}
+
+impl<S> Default for StageBars<S> {
+    fn default() -> Self {
+        Self { bar: None }
+    }
+}
+
+impl<S: PartialEq + Copy> StageBars<S> {
+    /// `done` of `total` `what` in `stage` (a stage may learn its total as it goes).
+    pub fn show(&mut self, stage: S, what: &str, done: usize, total: usize) {
+        if self.bar.as_ref().is_none_or(|(s, _)| *s != stage) {
+            self.finish();
+            self.bar = Some((stage, progress_bar(total, what)));
+        }
+        if let Some((_, b)) = &self.bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((_, b)) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// An indicatif bar counting `what`.
 pub fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len as u64);

@@ -19,7 +19,7 @@ use triscope::inference::Classifier;
 use triscope::model::LayerId;
 use triscope::weights::write_atomic;
 
-use super::common::{choice, progress_bar, resolve_class};
+use super::common::{StageBars, choice, resolve_class, tcav_mark};
 
 #[derive(Args, Debug)]
 pub struct ConceptsArgs {
@@ -65,35 +65,23 @@ pub fn concepts(args: &ConceptsArgs, classifier: &Classifier, json: bool) -> Res
         .as_deref()
         .map(|c| resolve_class(classifier.config(), c))
         .transpose()?;
-    let bar = progress_bar(0, "");
-    let mut stage = None;
+    let mut bars = StageBars::default();
     let (bank, origin) = load_or_build(
         classifier,
         &args.data,
         &options,
         args.cache.as_deref(),
         &mut |p| {
-            if stage != Some(p.stage) {
-                stage = Some(p.stage);
-                bar.set_message(p.stage.label());
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(&format!(
-                        "{{bar:40}} {{pos}}/{{len}} {}, {{elapsed}}",
-                        match p.stage {
-                            BankStage::Features => "images",
-                            BankStage::Concepts => "criteria",
-                            BankStage::Tcav => "layers (TCAV)",
-                        }
-                    ))
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-            }
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
+            let what = match p.stage {
+                BankStage::Features => "images",
+                BankStage::Concepts => "criteria",
+                BankStage::Tcav => "layers (TCAV)",
+            };
+            bars.show(p.stage, what, p.done, p.total)
         },
         &AtomicBool::new(false),
     )?;
-    bar.finish_and_clear();
+    bars.finish();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let table = args.out.join("concepts.json");
@@ -148,20 +136,7 @@ pub fn concepts(args: &ConceptsArgs, classifier: &Classifier, json: bool) -> Res
 }
 
 fn print_bank(bank: &ConceptBank, origin: &BankOrigin) {
-    match origin {
-        BankOrigin::Cache(f) => println!("concept bank from the cache: {}", f.display()),
-        BankOrigin::Built(Ok(f)) => println!(
-            "concept bank built in {:.0} s, cached: {}",
-            bank.build_secs,
-            f.display()
-        ),
-        BankOrigin::Built(Err(why)) => {
-            println!(
-                "concept bank built in {:.0} s, not cached: {why}",
-                bank.build_secs
-            )
-        }
-    }
+    println!("concept bank {}", origin.describe(bank.build_secs));
     println!(
         "{:<26} {:>9} {:>6} {:>6} {:>9} {:>9}",
         "criterion", "train +/-", "layer", "pts", "probe AUC", "CAV acc"
@@ -203,11 +178,7 @@ fn print_bank(bank: &ConceptBank, origin: &BankOrigin) {
                 t.std,
                 t.random_mean,
                 t.p_holm,
-                match (t.significant, t.cav_separable) {
-                    (_, false) => " (CAV not separable)",
-                    (true, true) => " *",
-                    (false, true) => "",
-                }
+                tcav_mark(t)
             );
         }
     }

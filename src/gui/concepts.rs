@@ -477,8 +477,7 @@ fn tcav_table(ui: &mut egui::Ui, summary: &ConceptSummary, layer: LayerId) {
                                 t.scores.len(),
                                 t.random_mean,
                                 t.p_holm,
-                                t.cav_accuracies.iter().sum::<f64>()
-                                    / t.cav_accuracies.len().max(1) as f64
+                                t.cav_accuracy()
                             ));
                         }
                         None => {

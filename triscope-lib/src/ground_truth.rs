@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::read_csv;
 use crate::error::Result;
 use crate::imaging::{ResizeMode, crop_geometry, decode, prepare};
-use crate::regions::{BoundingBox, NIH_ORIGINAL_SIDE, read_nih_boxes};
+use crate::regions::{BoundingBox, NIH_ORIGINAL_SIDE, image_folders, read_nih_boxes};
 
 /// The name of the NIH box list.
 pub const BOX_LIST: &str = "BBox_List_2017.csv";
@@ -155,7 +155,7 @@ impl GroundTruthIndex {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for list in folders(image).map(|d| d.join(BOX_LIST)) {
+        for list in image_folders(image).map(|d| d.join(BOX_LIST)) {
             if !list.is_file() {
                 continue;
             }
@@ -216,7 +216,7 @@ impl GroundTruthIndex {
         image: &Path,
         warnings: &mut Vec<String>,
     ) -> Option<(PathBuf, Vec<String>)> {
-        for root in folders(image) {
+        for root in image_folders(image) {
             let file = root.join("labels.csv");
             if !file.is_file() {
                 continue;
@@ -275,12 +275,6 @@ impl GroundTruthIndex {
         );
         value
     }
-}
-
-/// The folder of `image` and the one above it.
-fn folders(image: &Path) -> impl Iterator<Item = &Path> {
-    let dir = image.parent();
-    dir.into_iter().chain(dir.and_then(Path::parent))
 }
 
 fn stamp(file: &Path) -> Option<(SystemTime, u64)> {

@@ -56,6 +56,14 @@ impl PerturbationNorms {
     }
 }
 
+/// The mean of each channel of a `[channels * plane]` activation row (global average
+/// pooling on the host). `[channels]`.
+pub fn channel_means(row: &[f32], channels: usize, plane: usize) -> Vec<f32> {
+    (0..channels)
+        .map(|c| row[c * plane..(c + 1) * plane].iter().sum::<f32>() / plane.max(1) as f32)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,9 +61,7 @@ pub enum RegionSource {
 /// The mask folder beside an image file and what its masks outline: `masks/` in the image's
 /// folder or the one above (a dataset's `images/` beside `masks/`) holding `masks/STEM.png`.
 pub fn masks_beside(image: &Path) -> Option<(PathBuf, MaskKind)> {
-    let dir = image.parent();
-    dir.into_iter()
-        .chain(dir.and_then(Path::parent))
+    image_folders(image)
         .map(|d| d.join(crate::data::MASKS_DIR))
         .find(|m| crate::data::mask_file(m, image).is_file())
         .map(|m| {
@@ -73,12 +71,30 @@ pub fn masks_beside(image: &Path) -> Option<(PathBuf, MaskKind)> {
         })
 }
 
+/// Where a file's annotations may sit: its folder and the one above it (a dataset's
+/// `images/` beside its `labels.csv`, `masks/` and box list).
+pub fn image_folders(image: &Path) -> impl Iterator<Item = &Path> {
+    let dir = image.parent();
+    dir.into_iter().chain(dir.and_then(Path::parent))
+}
+
 /// The mask region of an image file found beside it ([`masks_beside`]), at `resolution`
 /// with `mode` as the image is prepared; `None` when it has none.
 pub fn region_beside(image: &Path, resolution: usize, mode: ResizeMode) -> Result<Option<Region>> {
-    let Some((dir, kind)) = masks_beside(image) else {
-        return Ok(None);
-    };
+    match masks_beside(image) {
+        Some((dir, kind)) => mask_region(dir, kind, image, resolution, mode),
+        None => Ok(None),
+    }
+}
+
+/// The region of `image`'s mask in the mask folder `dir`.
+fn mask_region(
+    dir: PathBuf,
+    kind: MaskKind,
+    image: &Path,
+    resolution: usize,
+    mode: ResizeMode,
+) -> Result<Option<Region>> {
     Ok(RegionSource::Masks(dir, kind)
         .regions(image, resolution, mode)?
         .into_iter()
@@ -95,18 +111,15 @@ pub fn energy_beside(
     width: usize,
     mode: ResizeMode,
 ) -> Result<Option<(String, RegionEnergy)>> {
-    let Some((dir, _)) = masks_beside(image) else {
+    let Some((dir, kind)) = masks_beside(image) else {
         return Ok(None);
     };
-    let Some(region) = region_beside(image, width, mode)? else {
+    let file = crate::data::mask_file(&dir, image);
+    let Some(region) = mask_region(dir, kind, image, width, mode)? else {
         return Ok(None);
     };
-    let energy = region_energy(map, &region.mask, width).map_err(|e| {
-        TriscopeError::InvalidArgument(format!(
-            "{}: {e}",
-            crate::data::mask_file(&dir, image).display()
-        ))
-    })?;
+    let energy = region_energy(map, &region.mask, width)
+        .map_err(|e| TriscopeError::InvalidArgument(format!("{}: {e}", file.display())))?;
     Ok(Some((region.finding, energy)))
 }
 

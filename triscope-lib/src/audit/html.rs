@@ -232,7 +232,6 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
     if !report.tcav.is_empty() {
         h.push_str("<h3>TCAV</h3>\n<p>A row is read only when its CAVs separate the concept from its counter-set on held-out images (mean accuracy at least 0.60; random-vs-random CAVs score about 0.50); rows marked <em>not separable</em> say nothing, whatever their p-value.</p>\n<table><tr><th>concept</th><th>layer</th><th>class</th><th>images</th><th>TCAV score</th><th>random</th><th>p</th><th>p (Holm)</th><th>significant (Holm, 0.05)</th><th>CAV held-out accuracy (random CAVs)</th></tr>\n");
         for t in &report.tcav {
-            let acc = t.cav_accuracies.iter().sum::<f64>() / t.cav_accuracies.len().max(1) as f64;
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ± {}</td><td>{}</td><td>{:.3e}</td><td>{:.3e}</td><td>{}</td><td>{} ({}){}</td></tr>\n",
                 escape(&t.concept),
@@ -249,7 +248,7 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
                     (false, true) => "no",
                     (_, false) => "(not separable)",
                 },
-                fmt(acc),
+                fmt(t.cav_accuracy()),
                 fmt(t.random_cav_accuracy),
                 if t.cav_separable { "" } else { " <em>not separable</em>" }
             ));

@@ -21,7 +21,7 @@ use crate::error::{Result, TriscopeError, check_cancel};
 use crate::eval::run::{evaluate_classifier, model_labels};
 use crate::eval::{EvalAttack, EvalOptions};
 use crate::explain::concept_bank::{BankOptions, checklist_tcav};
-use crate::explain::concept_cache::{BankOrigin, load_or_build};
+use crate::explain::concept_cache::load_or_build;
 use crate::explain::faithfulness::FaithfulnessOptions;
 use crate::explain::sanity::cascading_randomisation;
 use crate::explain::tcav::{MIN_CAV_ACCURACY, TcavResult};
@@ -471,18 +471,7 @@ fn checklist_audit(
         bank.options.per_set,
         MIN_CAV_ACCURACY
     ));
-    notes.push(match origin {
-        BankOrigin::Cache(f) => format!("Concept bank read from the cache: {}", f.display()),
-        BankOrigin::Built(Ok(f)) => format!(
-            "Concept bank built in {:.0} s and cached: {}",
-            bank.build_secs,
-            f.display()
-        ),
-        BankOrigin::Built(Err(why)) => format!(
-            "Concept bank built in {:.0} s, not cached: {why}",
-            bank.build_secs
-        ),
-    });
+    notes.push(format!("Concept bank {}", origin.describe(bank.build_secs)));
     notes.extend(bank.notes.iter().cloned());
     if t.layers.contains(&LayerId::Layer4) {
         notes.push(LAYER4_TCAV_NOTE.into());

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::checklist::{ChecklistRow, ChecklistTable, SEVEN_POINT_CHECKLIST};
 use super::tcav::{
-    Cav, TcavResult, adjust_for_multiple_tests, fit_logistic, layer_gradients, score_cavs,
-    train_cav,
+    Cav, TcavResult, adjust_for_multiple_tests, fit_logistic, layer_activations_and_gradients,
+    layer_gradients, score_cavs, train_cav,
 };
 use crate::error::{Result, TriscopeError, check_cancel};
 use crate::eval::metrics::roc_auc;
@@ -292,7 +292,7 @@ fn features(
             let t = taps.layers[layer.index()].clone(); // [b, K, h, w]
             let [_, channels, h, w] = t.dims();
             for row in crate::host::rows(t, "activations")? {
-                pooled[li].push(channel_means(&row, channels, h * w));
+                pooled[li].push(crate::host::channel_means(&row, channels, h * w));
                 if keep_full {
                     full[li].push(row);
                 }
@@ -322,13 +322,6 @@ fn load_rows(classifier: &Classifier, rows: &[&ChecklistRow]) -> Result<Vec<Pixe
             bad.join("\n  ")
         )))
     }
-}
-
-/// `[C * hw]` -> `[C]`.
-fn channel_means(row: &[f32], channels: usize, hw: usize) -> Vec<f32> {
-    (0..channels)
-        .map(|c| row[c * hw..(c + 1) * hw].iter().sum::<f32>() / hw as f32)
-        .collect()
 }
 
 /// Fit a probe on train, choose its penalty and calibrate it on val, measure it on test.
@@ -546,12 +539,10 @@ pub fn build_bank(
     let labels = |rows: &[&ChecklistRow], i: usize| -> Vec<bool> {
         rows.iter().map(|r| r.present[i]).collect()
     };
-    let counts = |rows: &[&ChecklistRow], i: usize| {
-        let p = rows.iter().filter(|r| r.present[i]).count();
-        SetCounts {
-            split_present: p,
-            split_absent: rows.len() - p,
-        }
+    let [val_counts, test_counts] = ["val", "test"].map(|split| table.counts(split));
+    let counts = |c: (usize, usize)| SetCounts {
+        split_present: c.0,
+        split_absent: c.1,
     };
     let mut criteria = Vec::new();
     for (done, &i) in kept.iter().enumerate() {
@@ -609,9 +600,9 @@ pub fn build_bank(
             name: c.name.into(),
             title: c.title.into(),
             points: c.points,
-            train: counts(&train, i),
-            val: counts(&val, i),
-            test: counts(&test, i),
+            train: counts(train_counts[i]),
+            val: counts(val_counts[i]),
+            test: counts(test_counts[i]),
             cav_images: per,
             layers: per_layer,
             examples: ranked
@@ -845,29 +836,27 @@ pub fn read_concepts(
         )));
     }
     let device = classifier.device().device.clone();
+    let base_width = classifier.config().base_width;
     let mut layers = Vec::new();
     for &layer in &bank.options.layers {
-        let x = classifier.batch_tensor(&[image])?; // [1, C, R, R]
-        let taps = classifier.model().forward_taps(x, Some(layer));
-        let acts = taps.layers[layer.index()].clone(); // [1, K, h, w]
-        let [_, channels, h, w] = acts.dims();
-        let n = taps.logits.dims()[1];
-        let mut one_hot = vec![0.0f32; n];
-        one_hot[class] = 1.0;
-        let mask = burn::tensor::Tensor::<2>::from_data(
-            burn::tensor::TensorData::new(one_hot, [1, n]),
+        let (acts, grads) = layer_activations_and_gradients(
+            classifier.model(),
             &device,
-        );
-        let grads = (taps.logits * mask).sum().backward();
-        let grad = acts
-            .grad(&grads)
-            .ok_or_else(|| TriscopeError::Compute(format!("no gradient reached {layer}")))?;
-        let grad = crate::host::values(grad, "gradients")?; // [K * h * w]
-        let pooled = channel_means(
-            &crate::host::values(acts.detach(), "activations")?,
-            channels,
-            h * w,
-        );
+            std::slice::from_ref(image),
+            layer,
+            class,
+            1,
+        )?;
+        let (acts, grad) = match (acts.into_iter().next(), grads.into_iter().next()) {
+            (Some(a), Some(g)) => (a, g), // [K * h * w] each
+            _ => {
+                return Err(TriscopeError::Compute(format!(
+                    "no activations at {layer} for the image"
+                )));
+            }
+        };
+        let channels = layer.channels(base_width);
+        let pooled = crate::host::channel_means(&acts, channels, acts.len() / channels);
         let mut readings: Vec<CriterionReading> = bank
             .criteria
             .iter()

@@ -229,9 +229,29 @@ pub fn load_bank(path: &Path) -> Result<ConceptBank> {
 pub enum BankOrigin {
     /// Read from this file.
     Cache(PathBuf),
-    /// Built now, and written to this file (`None`: no cache folder, or it could not be
+    /// Built now, and written to this file (`Err`: no cache folder, or it could not be
     /// written: the reason).
     Built(std::result::Result<PathBuf, String>),
+}
+
+impl BankOrigin {
+    /// The cache file the bank was read from or written to.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::Cache(f) | Self::Built(Ok(f)) => Some(f),
+            Self::Built(Err(_)) => None,
+        }
+    }
+
+    /// "from the cache: FILE", "built in 39 s and cached: FILE" or "built in 39 s, not
+    /// cached: WHY", for a bank that took `build_secs` to build.
+    pub fn describe(&self, build_secs: f64) -> String {
+        match self {
+            Self::Cache(f) => format!("from the cache: {}", f.display()),
+            Self::Built(Ok(f)) => format!("built in {build_secs:.0} s and cached: {}", f.display()),
+            Self::Built(Err(why)) => format!("built in {build_secs:.0} s, not cached: {why}"),
+        }
+    }
 }
 
 /// The bank of `classifier` for the derm7pt folder `root`: from `cache` (default

@@ -264,6 +264,13 @@ pub struct TcavResult {
     pub cav_separable: bool,
 }
 
+impl TcavResult {
+    /// Mean held-out accuracy of the concept CAVs.
+    pub fn cav_accuracy(&self) -> f64 {
+        mean_std(&self.cav_accuracies).0
+    }
+}
+
 /// Mean held-out accuracy a concept's CAVs need before their TCAV scores are read: with a
 /// third of 2 x 30 or more images held out in each of 5 or more runs, chance (0.5) stays
 /// below it by about two standard errors.
@@ -401,6 +408,46 @@ pub fn layer_gradients(
     class: usize,
     batch_size: usize,
 ) -> Result<Vec<Vec<f32>>> {
+    gradients_at(model, device, images, layer, class, batch_size, None)
+}
+
+/// One flattened vector per image.
+pub type Rows = Vec<Vec<f32>>;
+
+/// [`layer_gradients`] and the activations they are taken at, one `[K * h * w]` pair per
+/// image, from the same forward pass.
+pub fn layer_activations_and_gradients(
+    model: &ResNet50,
+    device: &Device,
+    images: &[PixelImage],
+    layer: LayerId,
+    class: usize,
+    batch_size: usize,
+) -> Result<(Rows, Rows)> {
+    let mut activations = Vec::with_capacity(images.len());
+    let gradients = gradients_at(
+        model,
+        device,
+        images,
+        layer,
+        class,
+        batch_size,
+        Some(&mut activations),
+    )?;
+    Ok((activations, gradients))
+}
+
+/// The gradients of [`layer_gradients`]; the activations too when `activations` is given
+/// (TCAV's class images need only the gradients, and those are many).
+fn gradients_at(
+    model: &ResNet50,
+    device: &Device,
+    images: &[PixelImage],
+    layer: LayerId,
+    class: usize,
+    batch_size: usize,
+    mut activations: Option<&mut Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
     let n = model.config.num_classes;
     if class >= n {
         return Err(TriscopeError::InvalidArgument(format!(
@@ -419,10 +466,14 @@ pub fn layer_gradients(
         let mask = Tensor::<2>::from_data(TensorData::new(one_hot, [b, n]), device);
         // Images are independent in eval mode: the batch sum gives each its own gradient.
         let grads = (taps.logits * mask).sum().backward();
-        let grad = taps.layers[layer.index()]
+        let tapped = taps.layers[layer.index()].clone(); // [b, K, h, w]
+        let grad = tapped
             .grad(&grads)
             .ok_or_else(|| TriscopeError::Compute(format!("no gradient reached {layer}")))?; // [b, K, h, w]
         out.extend(crate::host::rows(grad, "gradients")?);
+        if let Some(acts) = activations.as_deref_mut() {
+            acts.extend(crate::host::rows(tapped.detach(), "activations")?);
+        }
     }
     Ok(out)
 }

@@ -114,10 +114,7 @@ impl ConceptSummary {
                     format!("built in {:.0} s, not cached: {why}", bank.build_secs)
                 }
             },
-            cache_file: match origin {
-                BankOrigin::Cache(f) | BankOrigin::Built(Ok(f)) => Some(f.clone()),
-                BankOrigin::Built(Err(_)) => None,
-            },
+            cache_file: origin.file().map(Path::to_path_buf),
         }
     }
 }

@@ -829,11 +829,9 @@ pub fn top_feature_maps(
     k: usize,
 ) -> Vec<FeatureMap> {
     let k = k.min(channels).min(MAX_TOP_K);
-    let mut means: Vec<(usize, f32)> = (0..channels)
-        .map(|c| {
-            let s: f32 = values[c * plane..(c + 1) * plane].iter().sum();
-            (c, s / plane.max(1) as f32)
-        })
+    let mut means: Vec<(usize, f32)> = host::channel_means(values, channels, plane)
+        .into_iter()
+        .enumerate()
         .collect();
     means.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     means
