@@ -19,7 +19,7 @@ use triscope::rng::SplitMix64;
 use triscope::train::ema::{self, Ema};
 use triscope::train::loader;
 use triscope::train::loss::{self, InnerAttack};
-use triscope::train::{MetricsLine, TrainConfig, TrainControl, TrainEvent, Trainer};
+use triscope::train::{CamMap, MetricsLine, TrainConfig, TrainControl, TrainEvent, Trainer};
 use triscope::weights;
 
 fn fixture_model(device: &Device) -> triscope::model::ResNet50 {
@@ -147,54 +147,64 @@ fn losses_match_pytorch() {
 #[test]
 fn cam_mask_penalty_matches_pytorch() {
     // tools/make_cam_mask_fixture.py: the share of the label's layer4 CAM outside the lesion
-    // on 3 images at 48 px (2x2 map), training mode, and its gradient.
+    // on 3 images at 48 px (2x2 map), training mode, and its gradient, with the map made
+    // positive by ReLU (the default) and by softplus.
     let f = load_arrays(&fixture("cam_mask_w8_c7.safetensors"));
     let ad = Device::flex().autodiff();
     let labels: Vec<usize> = f["labels"].values.iter().map(|v| *v as usize).collect();
-    let train = fixture_model(&ad);
-    let taps = train.forward_taps(tensor4(&f["x"], &ad), None);
-    let [_, _, _, l4] = taps.layers;
-    let [b, _, rows, cols] = l4.dims();
-    assert_eq!((b, rows, cols), (3, 2, 2));
-    let cells = loss::cell_shares(&f["masks"].values, b, (48, 48), (rows, cols));
-    let inside = Tensor::<3>::from_data(TensorData::new(cells, [b, rows, cols]), &ad);
-    let share = loss::cam_outside_share(l4, train.fc.weight.val(), &labels, inside);
-    close("share", value(share.clone()), f["share"].values[0], 1e-3);
-    let grads = share.backward();
-    let fc: Vec<f32> = train
-        .fc
-        .weight
-        .val()
-        .grad(&grads)
-        .unwrap()
-        .transpose()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .unwrap(); // [out, in]
-    let conv3: Vec<f32> = train.layer4[2]
-        .conv3
-        .weight
-        .val()
-        .grad(&grads)
-        .unwrap()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .unwrap();
-    for (name, got) in [
-        ("grad_fc_weight", fc),
-        ("grad_layer4_2_conv3_weight", conv3),
-    ] {
-        let want = &f[name].values;
-        assert_eq!(got.len(), want.len(), "{name}");
-        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let worst = got
-            .iter()
-            .zip(want)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            scale > 0.0 && worst <= 5e-3 * scale,
-            "{name} differs by {worst} (scale {scale})"
+    for (positive, suffix) in [(CamMap::Relu, ""), (CamMap::Softplus, "_softplus")] {
+        let train = fixture_model(&ad);
+        let taps = train.forward_taps(tensor4(&f["x"], &ad), None);
+        let [_, _, _, l4] = taps.layers;
+        let [b, _, rows, cols] = l4.dims();
+        assert_eq!((b, rows, cols), (3, 2, 2));
+        let cells = loss::cell_shares(&f["masks"].values, b, (48, 48), (rows, cols));
+        let inside = Tensor::<3>::from_data(TensorData::new(cells, [b, rows, cols]), &ad);
+        let share = loss::cam_outside_share(l4, train.fc.weight.val(), &labels, inside, positive);
+        let want_share = f[&format!("share{suffix}")].values[0];
+        close(
+            &format!("share{suffix}"),
+            value(share.clone()),
+            want_share,
+            1e-3,
         );
+        let grads = share.backward();
+        let fc: Vec<f32> = train
+            .fc
+            .weight
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .transpose()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap(); // [out, in]
+        let conv3: Vec<f32> = train.layer4[2]
+            .conv3
+            .weight
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        for (name, got) in [
+            ("grad_fc_weight", fc),
+            ("grad_layer4_2_conv3_weight", conv3),
+        ] {
+            let name = format!("{name}{suffix}");
+            let want = &f[&name].values;
+            assert_eq!(got.len(), want.len(), "{name}");
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                scale > 0.0 && worst <= 5e-3 * scale,
+                "{name} differs by {worst} (scale {scale})"
+            );
+        }
     }
 }
 

@@ -10,7 +10,9 @@ seeded batch of 3 images at 48 pixels (layer4 map 2x2) with elliptic 0/1 lesion 
     inside_i = adaptive_avg_pool2d(mask_i, (2, 2))                    the lesion's share per cell
     share = mean_i (1 - sum(M_i * inside_i) / sum(M_i))
 
-and stores x, labels, masks, share, and d(share)/d(fc.weight), d(share)/d(layer4.2.conv3.weight).
+and stores x, labels, masks, share, and d(share)/d(fc.weight), d(share)/d(layer4.2.conv3.weight);
+then the same with M_i = softplus(...) (`training.cam_mask_map: softplus`), under the keys with
+the suffix `_softplus`.
 """
 
 import os
@@ -42,24 +44,21 @@ def main():
     )
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
-    l4 = net.features((x - mean) / std)[3]  # [3, 256, 2, 2]
-    cam = F.relu((l4 * net.fc.weight[y].view(3, -1, 1, 1)).sum(1))  # [3, 2, 2]
-    inside = F.adaptive_avg_pool2d(masks.unsqueeze(1), l4.shape[-2:]).squeeze(1)
-    share = (1 - (cam * inside).sum((1, 2)) / (cam.sum((1, 2)) + 1e-12)).mean()
-    net.zero_grad()
-    share.backward()
-    out = {
-        "x": x,
-        "labels": y.float(),
-        "masks": masks,
-        "share": share.detach().reshape(1),
-        "grad_fc_weight": net.fc.weight.grad.detach().clone(),  # torch layout [7, 256]
-        "grad_layer4_2_conv3_weight": net.layer4[2].conv3.weight.grad.detach().clone(),
-    }
+    out = {"x": x, "labels": y.float(), "masks": masks}
+    for suffix, positive in [("", F.relu), ("_softplus", F.softplus)]:
+        l4 = net.features((x - mean) / std)[3]  # [3, 256, 2, 2]
+        cam = positive((l4 * net.fc.weight[y].view(3, -1, 1, 1)).sum(1))  # [3, 2, 2]
+        inside = F.adaptive_avg_pool2d(masks.unsqueeze(1), l4.shape[-2:]).squeeze(1)
+        share = (1 - (cam * inside).sum((1, 2)) / (cam.sum((1, 2)) + 1e-12)).mean()
+        net.zero_grad()
+        share.backward()
+        out["share" + suffix] = share.detach().reshape(1)
+        out["grad_fc_weight" + suffix] = net.fc.weight.grad.detach().clone()  # torch layout [7, 256]
+        out["grad_layer4_2_conv3_weight" + suffix] = net.layer4[2].conv3.weight.grad.detach().clone()
     out = {k: v.contiguous() for k, v in out.items()}
     path = os.path.join(OUT, "cam_mask_w8_c7.safetensors")
     save_file(out, path, metadata={"source": "tools/make_cam_mask_fixture.py", "torch": torch.__version__})
-    print(f"share {share.item():.6f}; cells inside {inside.flatten(1).tolist()}")
+    print(f"share {out['share'].item():.6f} (relu), {out['share_softplus'].item():.6f} (softplus); cells inside {inside.flatten(1).tolist()}")
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 

@@ -23,7 +23,7 @@ pub struct AttackArgs {
     /// PGD step size: 2/255 or 0.0078
     #[arg(long, default_value = "2/255", value_parser = parse_fraction)]
     pub alpha: f32,
-    /// Iterations (PGD default 10, APGD 100)
+    /// Iterations (PGD default 10, APGD 100); Square's query budget (default 5,000)
     #[arg(long)]
     pub steps: Option<usize>,
     /// Start PGD at the clean image instead of a random point of the eps-ball
@@ -62,7 +62,8 @@ pub fn attack(
     let mut config = match method {
         AttackMethod::Fgsm => AttackConfig::fgsm(),
         AttackMethod::Pgd => AttackConfig::pgd(10),
-        m => AttackConfig::apgd(m),
+        AttackMethod::Square => AttackConfig::square(),
+        m @ (AttackMethod::ApgdCe | AttackMethod::ApgdT) => AttackConfig::apgd(m),
     };
     config.eps_linf = args.eps;
     config.alpha = args.alpha;

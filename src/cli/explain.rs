@@ -216,7 +216,14 @@ pub fn explain(
             a.width,
             out.display()
         );
-        if let Some((finding, e)) = &energy {
+        if let Some((finding, _)) = energy
+            .as_ref()
+            .filter(|(_, e)| !e.energy_inside.is_finite())
+        {
+            println!(
+                "the map is empty (nothing raises the class's score): no energy inside the {finding} to measure"
+            );
+        } else if let Some((finding, e)) = &energy {
             println!(
                 "{:.1}% of the map inside the {finding} (a uniform map: {:.1}%); its peak is {}",
                 e.energy_inside * 100.0,

@@ -15,10 +15,11 @@ use super::predictions::{ADV_COLOR, CLEAN_COLOR};
 use super::state::{AttackSettings, UiAction};
 
 /// Methods offered in the panel.
-const METHODS: [(AttackMethod, &str); 3] = [
+const METHODS: [(AttackMethod, &str); 4] = [
     (AttackMethod::Fgsm, "FGSM"),
     (AttackMethod::Pgd, "PGD (L∞, random start)"),
     (AttackMethod::ApgdCe, "APGD-CE"),
+    (AttackMethod::Square, "Square (gradient-free)"),
 ];
 
 /// Progress of the attack in flight.
@@ -77,7 +78,11 @@ impl AttackPanel {
             method: s.method,
             eps_linf: s.eps_255 / 255.0,
             alpha: s.step_255 / 255.0,
-            steps: s.steps.max(1),
+            steps: if s.method == AttackMethod::Square {
+                s.queries.max(1)
+            } else {
+                s.steps.max(1)
+            },
             target: (s.targeted && !self.multi_label).then_some(s.target_class),
             layer: self.layer,
             seed: 0,
@@ -260,19 +265,33 @@ impl AttackPanel {
                     .custom_formatter(|v, _| format!("{v}/255")),
             )
             .changed();
-        ui.add_enabled_ui(s.method != AttackMethod::Fgsm, |ui| {
+        if s.method == AttackMethod::Square {
             changed |= ui
                 .add(
-                    egui::Slider::new(&mut s.step_255, 0.1..=4.0)
-                        .step_by(0.05)
-                        .text("step size")
-                        .custom_formatter(|v, _| format!("{v:.2}/255")),
+                    egui::Slider::new(&mut s.queries, 10..=5000)
+                        .logarithmic(true)
+                        .text("queries"),
                 )
                 .changed();
-            changed |= ui
-                .add(egui::Slider::new(&mut s.steps, 1..=100).text("steps"))
-                .changed();
-        });
+            ui.weak(
+                "Square needs no gradient: each query is one forward pass, and it stops once \
+                 the image is fooled. A robust image takes every query (AutoAttack runs 5,000).",
+            );
+        } else {
+            ui.add_enabled_ui(s.method != AttackMethod::Fgsm, |ui| {
+                changed |= ui
+                    .add(
+                        egui::Slider::new(&mut s.step_255, 0.1..=4.0)
+                            .step_by(0.05)
+                            .text("step size")
+                            .custom_formatter(|v, _| format!("{v:.2}/255")),
+                    )
+                    .changed();
+                changed |= ui
+                    .add(egui::Slider::new(&mut s.steps, 1..=100).text("steps"))
+                    .changed();
+            });
+        }
         ui.horizontal_wrapped(|ui| {
             ui.add_enabled_ui(
                 !self.multi_label && s.method != AttackMethod::ApgdCe,
@@ -317,7 +336,16 @@ impl AttackPanel {
             ui.add(
                 egui::ProgressBar::new(frac)
                     .desired_width(220.0)
-                    .text(format!("step {}/{}", p.step, p.total_steps)),
+                    .text(format!(
+                        "{} {}/{}",
+                        if self.settings.method == AttackMethod::Square {
+                            "query"
+                        } else {
+                            "step"
+                        },
+                        p.step,
+                        p.total_steps
+                    )),
             );
             if self.running {
                 ui.spinner();

@@ -91,14 +91,17 @@ pub fn region_energy_line(region: &GroundTruthRegion, map: &OverlaySource) -> Op
         return None;
     };
     let e = triscope::explain::quality::region_energy(&map.heat, mask, map.heat_width).ok()?;
-    if !e.energy_inside.is_finite() {
-        return None;
-    }
     let name = if region.finding == "lungs" {
         "the lungs".to_string()
     } else {
         format!("the {}", region.finding)
     };
+    if !e.energy_inside.is_finite() {
+        return Some(format!(
+            "The map is empty: nothing in the image raises this class's score, so none of it \
+             lies inside {name}"
+        ));
+    }
     Some(format!(
         "{:.0}% of the map inside {name}; {name} {} {:.0}% of the image; its peak is {}",
         e.energy_inside * 100.0,
@@ -459,4 +462,45 @@ fn draw_region(
         }
     }
     shapes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use triscope::ground_truth::{GroundTruthRegion, RegionShape};
+    use triscope::workbench::RgbImage;
+
+    fn source(heat: Vec<f32>) -> OverlaySource {
+        OverlaySource {
+            version: 0,
+            image: RgbImage {
+                width: 2,
+                height: 2,
+                rgb: vec![0; 12],
+            },
+            heat,
+            heat_width: 2,
+            heat_height: 2,
+        }
+    }
+
+    #[test]
+    fn the_read_out_measures_a_map_and_says_when_it_is_empty() {
+        let lungs = GroundTruthRegion {
+            finding: "lungs".into(),
+            dataset: "shenzhen-montgomery-cxr".into(),
+            source: "masks/a.png".into(),
+            shape: RegionShape::Outline {
+                loops: Vec::new(),
+                mask: vec![true, false, false, false],
+            },
+        };
+        let line = region_energy_line(&lungs, &source(vec![3.0, 1.0, 0.0, 0.0])).unwrap();
+        assert_eq!(
+            line,
+            "75% of the map inside the lungs; the lungs are 25% of the image; its peak is inside"
+        );
+        let empty = region_energy_line(&lungs, &source(vec![0.0; 4])).unwrap();
+        assert!(empty.starts_with("The map is empty"), "{empty}");
+    }
 }

@@ -86,6 +86,8 @@ pub struct AttackSettings {
     pub eps_255: f32,
     pub step_255: f32,
     pub steps: usize,
+    /// Square's query budget (its steps).
+    pub queries: usize,
     pub targeted: bool,
     pub target_class: usize,
 }
@@ -97,6 +99,7 @@ impl Default for AttackSettings {
             eps_255: 2.0,
             step_255: 0.5,
             steps: 10,
+            queries: 1000,
             targeted: false,
             target_class: 0,
         }

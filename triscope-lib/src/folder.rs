@@ -309,11 +309,20 @@ fn predictions_csv(records: &[FolderRecord], plan: &ExplainPlan, class_names: &[
         row.push(format!("{:.3}", r.elapsed_secs));
         row.push(csv_field(&opt(r.warning.clone())));
         match &r.region_energy {
+            // A map with no positive energy has no share to give: empty fields, not NaN.
             Some((region, e)) => row.extend([
                 csv_field(region),
-                format!("{:.4}", e.energy_inside),
+                if e.energy_inside.is_finite() {
+                    format!("{:.4}", e.energy_inside)
+                } else {
+                    String::new()
+                },
                 format!("{:.4}", e.region_fraction),
-                e.peak_inside.to_string(),
+                if e.energy_inside.is_finite() {
+                    e.peak_inside.to_string()
+                } else {
+                    String::new()
+                },
             ]),
             None => row.extend(std::iter::repeat_n(String::new(), 4)),
         }

@@ -7,6 +7,7 @@
 //! summed binary cross-entropy over findings for multi-label models.
 
 pub mod apgd;
+pub mod square;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,6 +50,9 @@ pub enum AttackMethod {
     /// APGD on the targeted DLR loss over the runner-up classes (AutoAttack's `apgd-t`).
     #[serde(rename = "apgd-t")]
     ApgdT,
+    /// Square Attack: gradient-free random search on the margin (AutoAttack's `square`);
+    /// `steps` is its query budget.
+    Square,
 }
 
 impl AttackMethod {
@@ -58,13 +62,20 @@ impl AttackMethod {
             Self::Pgd => "pgd",
             Self::ApgdCe => "apgd-ce",
             Self::ApgdT => "apgd-t",
+            Self::Square => "square",
         }
     }
 }
 
 impl crate::choice::Choice for AttackMethod {
     const KIND: &'static str = "attack";
-    const ALL: &'static [Self] = &[Self::Fgsm, Self::Pgd, Self::ApgdCe, Self::ApgdT];
+    const ALL: &'static [Self] = &[
+        Self::Fgsm,
+        Self::Pgd,
+        Self::ApgdCe,
+        Self::ApgdT,
+        Self::Square,
+    ];
     fn name(self) -> &'static str {
         AttackMethod::name(self)
     }
@@ -171,6 +182,16 @@ impl AttackConfig {
             method,
             steps: 100,
             ..Self::pgd(100)
+        }
+    }
+
+    /// Square with AutoAttack's standard 5,000 queries at eps 8/255.
+    pub fn square() -> Self {
+        Self {
+            method: AttackMethod::Square,
+            steps: 5000,
+            random_start: false,
+            ..Self::pgd(5000)
         }
     }
 
@@ -290,6 +311,15 @@ pub fn run_attack(
                 ..apgd::ApgdConfig::standard(config.eps_linf)
             };
             return apgd::apgd_targeted(model, x, labels, &apgd_config, on_step, cancel);
+        }
+        AttackMethod::Square => {
+            let square_config = square::SquareConfig {
+                queries: config.steps,
+                restarts: config.restarts,
+                seed: config.seed,
+                ..square::SquareConfig::standard(config.eps_linf)
+            };
+            return square::square(model, x, goal, &square_config, on_step, cancel);
         }
         AttackMethod::Fgsm | AttackMethod::Pgd => {}
     }
@@ -413,7 +443,10 @@ pub fn run_attack_from(
     cancel: &AtomicBool,
 ) -> Result<AttackOutput> {
     config.validate()?;
-    if matches!(config.method, AttackMethod::ApgdCe | AttackMethod::ApgdT) {
+    if matches!(
+        config.method,
+        AttackMethod::ApgdCe | AttackMethod::ApgdT | AttackMethod::Square
+    ) {
         return Err(TriscopeError::InvalidArgument(
             "a start point can be given to fgsm and pgd only".into(),
         ));

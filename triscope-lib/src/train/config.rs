@@ -135,6 +135,21 @@ pub enum SchedulerKind {
     Constant,
 }
 
+/// How `training.cam_mask_weight` makes the label's map positive before it takes the map's
+/// share outside the mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CamMap {
+    /// `ReLU`, as Grad-CAM draws it. A map that goes negative everywhere scores 1 (all
+    /// outside) with no gradient: fine where the mask covers half the image (HAM10000's
+    /// lesions), a trap where it covers a quarter (the lungs), as measured on the TB model.
+    #[default]
+    Relu,
+    /// `softplus`: positive everywhere, so the share keeps a gradient that moves the map's
+    /// strongest cells inside the mask even when the whole map is negative.
+    Softplus,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClassWeights {
@@ -324,6 +339,9 @@ pub struct TrainingSection {
     /// attacked images); 0 = off. It trains where the map lies, so a model trained with it is
     /// judged by the audit's faithfulness and other methods, not by its own localisation.
     pub cam_mask_weight: f64,
+    /// How that map is made positive: `relu` (the default, Grad-CAM's) or `softplus` (no dead
+    /// zone when the map goes negative everywhere; the chest models' choice).
+    pub cam_mask_map: CamMap,
     /// Apply the training augmentation (random resized crop, flips, rotation, colour jitter).
     pub augment: bool,
     /// Its ranges.
@@ -359,6 +377,7 @@ impl Default for TrainingSection {
             ema_decay: 0.0,
             freeze_backbone: false,
             cam_mask_weight: 0.0,
+            cam_mask_map: CamMap::Relu,
             augment: true,
             augmentation: AugmentationSection::default(),
             workers: 2,
@@ -995,6 +1014,22 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
             assert!(e.contains(needle), "{sets:?}: {e}");
         }
         let cam = "training: {cam_mask_weight: 1.0}";
+        let clean = "robustness.loss_type=clean";
+        assert_eq!(
+            parse(cam, &[clean]).unwrap().training.cam_mask_map,
+            CamMap::Relu
+        );
+        assert_eq!(
+            parse(cam, &[clean, "training.cam_mask_map=softplus"])
+                .unwrap()
+                .training
+                .cam_mask_map,
+            CamMap::Softplus
+        );
+        let e = parse(cam, &[clean, "training.cam_mask_map=sigmoid"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cam_mask_map") || e.contains("sigmoid"), "{e}");
         assert!(parse(cam, &["robustness.loss_type=pgd_at"]).is_ok());
         assert!(parse(cam, &["robustness.loss_type=clean"]).is_ok());
         for (sets, needle) in [

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::attack::{AttackConfig, AttackGoal, Classify, run_attack};
 use crate::error::{Result, TriscopeError};
 use crate::rng::SplitMix64;
+use crate::train::config::CamMap;
 
 /// `[b, classes]` one-hot rows of `labels`.
 fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
@@ -217,19 +218,25 @@ pub fn cell_shares(
 /// (Zhou et al.'s CAM; under global average pooling the same map as layer4's Grad-CAM up to
 /// a factor), and the share is `1 - sum(M * inside) / sum(M)`, `inside` `[b, h, w]` being the
 /// lesion's share of each cell ([`cell_shares`]). An image whose map is zero everywhere counts
-/// as all outside. `[1]`.
+/// as all outside. With [`CamMap::Softplus`] the map is `softplus(sum_k w[k, y] A_k)` instead,
+/// which keeps a gradient where the ReLU map is zero everywhere. `[1]`.
 pub fn cam_outside_share(
     features: Tensor<4>,
     fc_weight: Tensor<2>,
     labels: &[usize],
     inside: Tensor<3>,
+    positive: CamMap,
 ) -> Tensor<1> {
     let [b, k, h, w] = features.dims();
     let [_, classes] = fc_weight.dims();
     let device = features.device();
     let label_w = one_hot(labels, classes, &device).matmul(fc_weight.transpose()); // [b, K]
     let maps = (features * label_w.reshape([b, k, 1, 1])).sum_dim(1); // [b, 1, h, w]
-    let maps = burn::tensor::activation::relu(maps.reshape([b, h * w])); // [b, h*w]
+    let maps = maps.reshape([b, h * w]); // [b, h*w]
+    let maps = match positive {
+        CamMap::Relu => burn::tensor::activation::relu(maps),
+        CamMap::Softplus => burn::tensor::activation::softplus(maps, 1.0),
+    };
     let inside = inside.reshape([b, h * w]);
     let total = maps.clone().sum_dim(1).add_scalar(1e-12); // [b, 1]
     let within = (maps * inside).sum_dim(1); // [b, 1]

@@ -14,7 +14,7 @@ pub mod mix;
 pub mod optim;
 mod trainer;
 
-pub use config::{LossType, TrainConfig};
+pub use config::{CamMap, LossType, TrainConfig};
 pub use trainer::{
     CheckpointKind, EMA_KEY, EpochMetrics, LOCK_FILE, MetricsLine, OPTIMIZER_KEY, RunInfo,
     StepMetrics, TRAIN_STATE_KEY, TrainControl, TrainEvent, TrainHandle, TrainState, TrainSummary,

@@ -1230,7 +1230,13 @@ impl Trainer {
         let [_, _, height, width] = batch.shape;
         let cells = loss::cell_shares(lesion, b, (height, width), (rows, cols));
         let inside = Tensor::<3>::from_data(TensorData::new(cells, [b, rows, cols]), &l4.device());
-        let share = loss::cam_outside_share(l4, self.model.fc.weight.val(), labels, inside);
+        let share = loss::cam_outside_share(
+            l4,
+            self.model.fc.weight.val(),
+            labels,
+            inside,
+            self.config.training.cam_mask_map,
+        );
         Ok((taps.logits, Some(share)))
     }
 

@@ -727,7 +727,8 @@ impl ModelWorker {
                 }
                 adv
             }
-            AttackMethod::ApgdCe | AttackMethod::ApgdT => {
+            // Whole runs; the UI shows the loss (Square's: the margin) per step or query.
+            AttackMethod::ApgdCe | AttackMethod::ApgdT | AttackMethod::Square => {
                 let mut on_step = |r: &StepReport| {
                     let loss = r.loss.first().copied().unwrap_or(f32::NAN);
                     loss_per_step.push(loss);
