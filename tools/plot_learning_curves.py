@@ -47,7 +47,7 @@ def main():
                 label=f"val {score}, raw weights (val: their average)")
     if cam_outside:
         ax.plot(x, [sum(v) / len(v) if (v := cam_outside.get(e)) else None for e in x], ls="-.",
-                color="tab:brown", label="train map share outside the lesion (logged steps)")
+                color="tab:brown", label="train map share outside the mask (logged steps)")
     # The trainer's choice of `best`: robust balanced accuracy for adversarial runs.
     key, name = "val_balanced_acc", f"val {score}"
     if any(e.get("val_robust_acc") is not None for e in epochs):
