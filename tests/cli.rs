@@ -100,6 +100,49 @@ fn a_model_is_warned_about_images_of_another_modality() {
 }
 
 #[test]
+fn predict_scores_every_image_against_the_training_distribution() {
+    // The embedded default carries its statistics (triscope ood): a lesion like HAM10000's
+    // passes, a chest X-ray is flagged. A model without them says so and gives null.
+    let skin = s(&sample("ham10000/ISIC_0024410.jpg"));
+    let chest = s(&sample("nih-cxr14/00000072_000.png"));
+    let o = triscope(&["predict", &skin, &chest, "--json", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let ood = |i: usize| &v[i]["out_of_distribution"];
+    assert_eq!(ood(0)["flag"], false, "{v}");
+    assert_eq!(ood(1)["flag"], true, "{v}");
+    let (score, threshold) = (
+        ood(1)["score"].as_f64().unwrap(),
+        ood(1)["threshold"].as_f64().unwrap(),
+    );
+    assert!(score > threshold && threshold > 1.0, "{v}");
+    assert!(
+        stderr(&o).contains("00000072_000.png: unlike the model's training data"),
+        "{}",
+        stderr(&o)
+    );
+
+    let chest_model = s(&root().join("models/kermany_cxr_default.safetensors"));
+    let o = triscope(&[
+        "predict",
+        &chest,
+        "--model",
+        &chest_model,
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v[0]["out_of_distribution"].is_null(), "{v}");
+    assert!(
+        stderr(&o).contains("carries no out-of-distribution statistics"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn predict_continues_past_a_bad_file_and_fails_at_the_end() {
     let dir = TempDir::new("cli-bad");
     let bad = dir.path().join("broken.png");

@@ -9,22 +9,16 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Result;
 use clap::Args;
 use triscope::calibrate::{default_taus, fit_on_datasets, shift_bias};
-use triscope::data::Dataset;
-use triscope::weights::{CheckpointMetadata, save_checkpoint};
+use triscope::weights::{CheckpointMetadata, save_checkpoint, save_checkpoint_with_extras};
 
-use super::common::{ModelArgs, open_classifier};
+use super::common::{FitSplitsArgs, ModelArgs, open_classifier};
 
 #[derive(Args, Debug)]
 pub struct CalibrateArgs {
-    /// Dataset with a training and a validation split (a HAM10000-layout folder)
-    #[arg(long, value_name = "PATH")]
-    data: PathBuf,
-    /// The split whose class frequencies are the prior
-    #[arg(long, default_value = "train")]
-    train_split: String,
-    /// The split tau is chosen on (never the test split)
-    #[arg(long, default_value = "val")]
-    val_split: String,
+    /// The prior is the training split's class frequencies; tau is chosen on the validation
+    /// split
+    #[command(flatten)]
+    splits: FitSplitsArgs,
     /// Keep validation accuracy at this or more (an operating point): tau is then the best
     /// balanced accuracy among the candidates that do
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
@@ -41,15 +35,14 @@ pub struct CalibrateArgs {
 
 pub fn calibrate(args: &CalibrateArgs) -> Result<ExitCode> {
     let classifier = open_classifier(&args.model)?;
-    let train = Dataset::open(&args.data, Some(&args.train_split))?;
-    let val = Dataset::open(&args.data, Some(&args.val_split))?;
+    let (train, val) = args.splits.open()?;
     eprintln!(
         "fitting the logit adjustment of {} on {} ({} images, prior from {} {} images)",
         classifier.source,
-        args.val_split,
+        args.splits.val_split,
         val.len(),
         train.len(),
-        args.train_split
+        args.splits.train_split
     );
     let fit = fit_on_datasets(
         &classifier,
@@ -66,7 +59,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<ExitCode> {
             "{}; logit adjustment tau {:.2} (fitted on {}{} by triscope calibrate)",
             old.description,
             fit.tau,
-            args.val_split,
+            args.splits.val_split,
             if args.min_accuracy > 0.0 {
                 format!(", accuracy kept at {} or more", args.min_accuracy)
             } else {
@@ -88,13 +81,20 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<ExitCode> {
         "val_balanced_acc_after_adjustment".into(),
         fit.after.balanced_accuracy,
     );
-    save_checkpoint(&model, &meta, &args.out)?;
+    // The adjustment moves the classifier's bias only: the embedding's statistics still hold.
+    match &classifier.ood {
+        Some(stats) => {
+            let (header, blobs) = stats.to_extras()?;
+            save_checkpoint_with_extras(&model, &meta, &header, &blobs, &args.out)?;
+        }
+        None => save_checkpoint(&model, &meta, &args.out)?,
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&fit)?);
     } else {
         println!(
             "{}: tau {:.2}; validation balanced accuracy {:.4} -> {:.4}, accuracy {:.4} -> {:.4}",
-            args.val_split,
+            args.splits.val_split,
             fit.tau,
             fit.before.balanced_accuracy,
             fit.after.balanced_accuracy,

@@ -14,6 +14,29 @@ use triscope::imaging::ResizeMode;
 use triscope::inference::{Classifier, Prediction};
 use triscope::model::ModelConfig;
 
+/// A dataset's training and validation splits, for what is fitted on a trained model
+/// (`calibrate`, `ood`).
+#[derive(Args, Debug, Clone)]
+pub struct FitSplitsArgs {
+    /// Dataset with a training and a validation split (a HAM10000-layout folder)
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// The training split (what the model learnt from)
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    /// The split the fit's choice is made on (never the test split)
+    #[arg(long, default_value = "val")]
+    pub val_split: String,
+}
+
+impl FitSplitsArgs {
+    /// Both splits, opened.
+    pub fn open(&self) -> Result<(triscope::data::Dataset, triscope::data::Dataset)> {
+        let open = |split: &str| triscope::data::Dataset::open(&self.data, Some(split));
+        Ok((open(&self.train_split)?, open(&self.val_split)?))
+    }
+}
+
 /// Which model, on which device, and how images become square.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

@@ -44,6 +44,9 @@ pub struct EvalArgs {
     /// APGD iterations (AutoAttack standard: 100)
     #[arg(long, default_value_t = 100)]
     pub apgd_iterations: usize,
+    /// Square's queries per image, in `square` and in `aa` (AutoAttack standard: 5000)
+    #[arg(long, default_value_t = 5000)]
+    pub square_queries: usize,
     /// Skip the fooled-evaluation checks (they run only when an attack is evaluated, and add
     /// PGD-10 at 64/255 and a noise baseline)
     #[arg(long)]
@@ -64,6 +67,7 @@ pub fn open_eval_dataset(args: &EvalArgs) -> Result<(Dataset, EvalOptions)> {
             .unwrap_or_default(),
         batch_size: args.batch_size,
         apgd_iterations: args.apgd_iterations,
+        square_queries: args.square_queries,
         seed: args.seed,
         checks: !args.no_checks,
     };

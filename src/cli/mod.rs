@@ -14,6 +14,7 @@ mod gui;
 mod import;
 mod info;
 mod init;
+mod ood;
 mod predict;
 mod train;
 
@@ -128,6 +129,10 @@ enum Command {
     /// Adjust a single-label model's logits for its training prior (tau chosen on the
     /// validation split for the best balanced accuracy), as a new checkpoint
     Calibrate(calibrate::CalibrateArgs),
+    /// Fit the statistics that flag images unlike a model's training data (per layer, class
+    /// means and a shared covariance of layer1..layer4's channel means; the threshold on the
+    /// validation split), written into the model's weights file
+    Ood(ood::OodArgs),
     /// Show a checkpoint's config and metadata
     Info(info::InfoArgs),
 }
@@ -206,5 +211,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }) => concepts::concepts(&concepts, &open_classifier(&model)?, json),
         Some(Command::Train(args)) => train::train(&args),
         Some(Command::Calibrate(args)) => calibrate::calibrate(&args),
+        Some(Command::Ood(args)) => ood::ood(&args),
     }
 }

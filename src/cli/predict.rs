@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use triscope::inference::Prediction;
+use triscope::ood::OodScore;
 
 use super::common::{ModelArgs, open_classifier, print_prediction};
 
@@ -30,29 +31,46 @@ struct PredictRecord<'a> {
     /// The image does not fit what the model was trained on.
     #[serde(skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// Its score against the model's training distribution; null where the model carries
+    /// no statistics (`triscope ood` fits them).
+    out_of_distribution: Option<OodScore>,
 }
 
 pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
     let (images, json) = (&args.images, args.json);
     let classifier = open_classifier(&args.model)?;
+    if classifier.ood.is_none() {
+        eprintln!(
+            "note: {} carries no out-of-distribution statistics: no image is checked against its training data (triscope ood fits them)",
+            classifier.source
+        );
+    }
     let mut failures = 0usize;
     let mut records = Vec::new();
     for path in images {
         let started = Instant::now();
         let result = classifier.load_image(path).and_then(|img| {
             let warning = classifier.input_warning(img.grey);
-            let prediction = classifier.predict(&[&img.pixels])?.remove(0);
-            Ok((prediction, warning))
+            let (prediction, ood) = classifier.predict_with_ood(&[&img.pixels])?.remove(0);
+            Ok((prediction, warning, ood))
         });
         match result {
-            Ok((prediction, warning)) => {
+            Ok((prediction, warning, ood)) => {
                 if !json {
                     print_prediction(path, &prediction, started.elapsed().as_secs_f64());
                 }
                 if let Some(w) = &warning {
                     eprintln!("warning: {}: {w}", path.display());
                 }
-                records.push((path.display().to_string(), prediction, warning));
+                if let Some(o) = ood.filter(|o| o.flag) {
+                    eprintln!(
+                        "warning: {}: unlike the model's training data (out-of-distribution score {:.0} > threshold {:.0}): its prediction is not to be trusted",
+                        path.display(),
+                        o.score,
+                        o.threshold
+                    );
+                }
+                records.push((path.display().to_string(), prediction, warning, ood));
             }
             Err(e) => {
                 failures += 1;
@@ -63,10 +81,11 @@ pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
     if json {
         let out: Vec<PredictRecord> = records
             .iter()
-            .map(|(image, prediction, warning)| PredictRecord {
+            .map(|(image, prediction, warning, ood)| PredictRecord {
                 image: image.clone(),
                 prediction,
                 warning: warning.clone(),
+                out_of_distribution: *ood,
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);

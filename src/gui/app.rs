@@ -373,6 +373,7 @@ impl TriscopeApp {
                 self.saved.last_image = Some(a.path.clone());
                 self.predictions.clean = Some(a.prediction.clone());
                 self.predictions.input_warning = a.input_warning.clone();
+                self.predictions.out_of_distribution = a.out_of_distribution;
                 self.predictions.adversarial = None;
                 self.predictions.explained_class = Some(a.target_class);
                 self.explain.set_analysis(Arc::clone(&a));

@@ -85,6 +85,7 @@ pub fn export_view(dir: &Path, data: &ExportData) -> Result<Vec<PathBuf>> {
         })),
         "prediction": a.prediction,
         "warning": a.input_warning,
+        "out_of_distribution": a.out_of_distribution,
         // Geometry and grey-level transforms only: no identifying DICOM attribute is read.
         "dicom": a.dicom,
         "explanation": {"method": method.name(), "layer": s.layer, "class_index": class_index,

@@ -2,6 +2,7 @@
 
 use eframe::egui;
 use triscope::inference::Prediction;
+use triscope::ood::OodScore;
 
 use super::state::UiAction;
 
@@ -14,6 +15,8 @@ pub struct PredictionPanel {
     pub adversarial: Option<Prediction>,
     /// The image does not fit what the model was trained on (shown above the bars).
     pub input_warning: Option<String>,
+    /// The image's score against the model's training distribution.
+    pub out_of_distribution: Option<OodScore>,
     /// Class the explanation shows (highlighted).
     pub explained_class: Option<usize>,
     pub actions: Vec<UiAction>,
@@ -36,6 +39,16 @@ impl PredictionPanel {
         });
         if let Some(warning) = &self.input_warning {
             ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {warning}"));
+        }
+        if let Some(o) = self.out_of_distribution.filter(|o| o.flag) {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!(
+                    "Unlike this model's training data (out-of-distribution score {:.1}, \
+                     threshold {:.1}): its prediction and explanations are not to be trusted",
+                    o.score, o.threshold
+                ),
+            );
         }
         if let Some(adv) = &self.adversarial {
             let flipped = adv.class_index != clean.class_index;

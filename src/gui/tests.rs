@@ -467,6 +467,28 @@ fn dicom_window_sliders_reanalyse_and_the_export_holds_no_patient_identity() {
 }
 
 #[test]
+fn a_chest_x_ray_under_the_dermoscopy_model_is_flagged_as_unlike_its_training_data() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = harness_opening(Some(samples().join("nih-cxr14/00000072_000.png")));
+    wait_until(&mut h, "the chest sample's analysis", |a| {
+        a.explain
+            .analysis
+            .as_ref()
+            .is_some_and(|x| x.path.to_string_lossy().contains("00000072_000"))
+    });
+    let a = h.state().explain.analysis.clone().expect("analysis");
+    assert!(
+        a.out_of_distribution.is_some_and(|o| o.flag),
+        "{:?}",
+        a.out_of_distribution
+    );
+    h.get_by_label_contains("Unlike this model's training data");
+    snapshot(&mut h, "out_of_distribution_dark");
+}
+
+#[test]
 fn bundled_chest_xray_model_loads_from_the_menu_and_explains_a_grey_image() {
     if !wgpu_available() {
         return;

@@ -7,7 +7,7 @@
 //! classifier's bias, so the adjusted model is a plain ResNet-50 that every part of Triscope
 //! reads as before.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
@@ -142,22 +142,9 @@ pub fn dataset_logits(
     batch_size: usize,
     cancel: &AtomicBool,
 ) -> Result<Vec<Vec<f32>>> {
-    let cfg = classifier.config();
-    let mut rows = Vec::with_capacity(dataset.len());
-    let indices: Vec<usize> = (0..dataset.len()).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(TriscopeError::Cancelled);
-        }
-        let images = chunk
-            .iter()
-            .map(|&i| dataset.load(i, cfg.in_channels, cfg.resolution, classifier.resize_mode))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<_> = images.iter().collect();
-        let x = classifier.batch_tensor(&refs)?; // [b, C, H, W]
-        rows.extend(logit_rows(classifier.model().forward(x))?);
-    }
-    Ok(rows)
+    classifier.dataset_rows(dataset, batch_size, cancel, &|c, refs| {
+        logit_rows(c.model().forward(c.batch_tensor(refs)?)) // [b, classes]
+    })
 }
 
 /// Fit the adjustment of `classifier` on `val` with the class frequencies of `train` (both

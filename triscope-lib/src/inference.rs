@@ -15,6 +15,7 @@ use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, at
 use crate::explain::gradcam::{GradCamMap, TargetClass, argmax, grad_cam};
 use crate::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
 use crate::model::{LayerId, ModelConfig, ResNet50};
+use crate::ood::{OodScore, OodStats};
 use crate::weights::{CheckpointMetadata, LoadedModel, load_checkpoint, load_checkpoint_bytes};
 
 /// The default model shipped in `models/` and compiled into the binary.
@@ -163,6 +164,12 @@ pub fn modality_warning(dataset: Option<&str>, image_is_grey: bool) -> Option<St
     }
 }
 
+/// One image's channel means of layer1 to layer4 (`[layer][channels]`).
+pub type LayerMeans = Vec<Vec<f32>>;
+
+/// Rows (one per image) that [`Classifier::dataset_rows`] collects from a batch.
+pub type RowsOf = dyn Fn(&Classifier, &[&PixelImage]) -> Result<Vec<Vec<f32>>>;
+
 /// A model in inference mode on a device.
 pub struct Classifier {
     model: ResNet50,
@@ -170,11 +177,27 @@ pub struct Classifier {
     pub metadata: CheckpointMetadata,
     pub source: ModelSource,
     pub resize_mode: ResizeMode,
+    /// The training distribution in the embedding (`triscope ood`), if the weights file
+    /// carries it.
+    pub ood: Option<OodStats>,
 }
 
 impl Classifier {
     /// Load a checkpoint, or the embedded default model when `path` is `None`.
     pub fn load(path: Option<&Path>, device: ComputeDevice) -> Result<Self> {
+        let (header, blobs) = match path {
+            Some(p) => crate::weights::read_extras(p)?,
+            None => crate::weights::extras_from_bytes(
+                DEFAULT_MODEL_BYTES,
+                Path::new(DEFAULT_MODEL_NAME),
+            )?,
+        };
+        let name = path.unwrap_or(Path::new(DEFAULT_MODEL_NAME));
+        let ood =
+            OodStats::from_extras(&header, &blobs).map_err(|e| TriscopeError::BadCheckpoint {
+                path: name.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let (model, metadata, source) = match path {
             Some(p) => {
                 let loaded = load_checkpoint(p, &device.device)?;
@@ -189,7 +212,9 @@ impl Classifier {
                 (loaded.model, loaded.metadata, ModelSource::Embedded)
             }
         };
-        Ok(Self::from_model(model, metadata, source, device))
+        let mut classifier = Self::from_model(model, metadata, source, device);
+        classifier.ood = ood;
+        Ok(classifier)
     }
 
     /// Wrap a model already built (it is switched to inference mode).
@@ -206,6 +231,7 @@ impl Classifier {
             metadata,
             source,
             resize_mode: ResizeMode::default(),
+            ood: None,
         }
     }
 
@@ -252,6 +278,83 @@ impl Classifier {
             TensorData::new(data, [images.len(), ch, res, res]),
             &self.device.device,
         ))
+    }
+
+    /// One pass over prepared images: each image's logits and the channel means of layer1 to
+    /// layer4 (`[image][layer][channels]`), what the out-of-distribution score reads.
+    fn logits_and_layer_means(
+        &self,
+        images: &[&PixelImage],
+    ) -> Result<(Vec<Vec<f32>>, Vec<LayerMeans>)> {
+        if images.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let x = self.batch_tensor(images)?; // [batch, C, R, R]
+        let taps = self.model.forward_taps(x, None);
+        let logits = crate::host::logit_rows(taps.logits)?; // [batch][classes]
+        let mut features = vec![Vec::with_capacity(4); images.len()];
+        for layer in taps.layers {
+            let [b, c, _, _] = layer.dims();
+            let means = crate::host::logit_rows(layer.mean_dims(&[2, 3]).reshape([b, c]))?; // [b][c]
+            for (f, m) in features.iter_mut().zip(means) {
+                f.push(m);
+            }
+        }
+        Ok((logits, features))
+    }
+
+    /// The channel means of layer1 to layer4 of each prepared image (`[image][layer][channels]`).
+    pub fn layer_features(&self, images: &[&PixelImage]) -> Result<Vec<LayerMeans>> {
+        Ok(self.logits_and_layer_means(images)?.1)
+    }
+
+    /// The channels of layer1 to layer4.
+    pub fn layer_widths(&self) -> Vec<usize> {
+        let w = self.config().base_width;
+        vec![4 * w, 8 * w, 16 * w, 32 * w]
+    }
+
+    /// `rows` of every image of `dataset`, `batch_size` images at a time, loaded the way this
+    /// model wants them; `cancel` is checked before each batch.
+    pub fn dataset_rows(
+        &self,
+        dataset: &crate::data::Dataset,
+        batch_size: usize,
+        cancel: &std::sync::atomic::AtomicBool,
+        rows: &RowsOf,
+    ) -> Result<Vec<Vec<f32>>> {
+        let cfg = self.config();
+        let mut out = Vec::with_capacity(dataset.len());
+        let indices: Vec<usize> = (0..dataset.len()).collect();
+        for chunk in indices.chunks(batch_size.max(1)) {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(TriscopeError::Cancelled);
+            }
+            let images = chunk
+                .iter()
+                .map(|&i| dataset.load(i, cfg.in_channels, cfg.resolution, self.resize_mode))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<_> = images.iter().collect();
+            out.extend(rows(self, &refs)?);
+        }
+        Ok(out)
+    }
+
+    /// Predict a batch of prepared images, each with its out-of-distribution score where the
+    /// model carries the statistics (one pass).
+    pub fn predict_with_ood(
+        &self,
+        images: &[&PixelImage],
+    ) -> Result<Vec<(Prediction, Option<OodScore>)>> {
+        let (logits, features) = self.logits_and_layer_means(images)?;
+        logits
+            .iter()
+            .zip(&features)
+            .map(|(l, f)| {
+                let ood = self.ood.as_ref().map(|s| s.score(f)).transpose()?;
+                Ok((self.prediction_from_logits(l), ood))
+            })
+            .collect()
     }
 
     /// Predict a batch of prepared images.

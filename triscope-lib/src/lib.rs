@@ -27,6 +27,7 @@ pub mod jpeg_lossless;
 pub mod limits;
 pub mod model;
 pub mod npy;
+pub mod ood;
 pub mod plot;
 pub mod regions;
 pub mod rng;

@@ -384,13 +384,20 @@ pub type ExtraBlobs = HashMap<String, Vec<u8>>;
 /// The extra header entries and byte blobs of a checkpoint written by
 /// [`save_checkpoint_with_extras`].
 pub fn read_extras(path: &Path) -> Result<(HashMap<String, String>, ExtraBlobs)> {
-    let bytes = read_bounded(path)?;
+    extras_from_bytes(&read_bounded(path)?, path)
+}
+
+/// [`read_extras`] of a checkpoint's bytes (the embedded model's); `path` names it in errors.
+pub fn extras_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(HashMap<String, String>, ExtraBlobs)> {
     let bad = |reason: String| TriscopeError::BadCheckpoint {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(describe_st_error(&e)))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(describe_st_error(&e)))?;
     let header = meta
         .metadata()
         .clone()

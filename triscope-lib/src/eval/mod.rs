@@ -38,7 +38,10 @@ pub enum EvalAttack {
     Pgd20,
     ApgdCe,
     ApgdT,
-    /// Worst case per sample of APGD-CE and APGD-T (AutoAttack's protocol, standard pair).
+    /// Square Attack on every image (gradient-free; `square_queries` queries).
+    Square,
+    /// AutoAttack's cascade: APGD-CE and APGD-T (their worst case per sample is the column
+    /// `aa-apgd`), then Square on the samples both left correct. FAB-T is not in it yet.
     Aa,
 }
 
@@ -51,6 +54,7 @@ impl EvalAttack {
             Self::Pgd20 => "pgd20",
             Self::ApgdCe => "apgd-ce",
             Self::ApgdT => "apgd-t",
+            Self::Square => "square",
             Self::Aa => "aa",
         }
     }
@@ -88,6 +92,7 @@ impl crate::choice::Choice for EvalAttack {
         Self::Pgd20,
         Self::ApgdCe,
         Self::ApgdT,
+        Self::Square,
         Self::Aa,
     ];
     fn name(self) -> &'static str {
@@ -119,6 +124,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// APGD iterations (AutoAttack standard: 100).
     pub apgd_iterations: usize,
+    /// Square's queries per image (AutoAttack standard: 5,000).
+    pub square_queries: usize,
     pub seed: u64,
     /// Run the fooled-evaluation checks (adds PGD-10 at 64/255 and a noise baseline) when an
     /// attack is evaluated ([`EvalOptions::runs_checks`]).
@@ -151,6 +158,9 @@ impl EvalOptions {
         if self.batch_size == 0 {
             return bad("batch size (--batch-size) must be at least 1".into());
         }
+        if self.square_queries == 0 {
+            return bad("square needs at least 1 query (--square-queries)".into());
+        }
         Ok(())
     }
 }
@@ -163,6 +173,7 @@ impl Default for EvalOptions {
             eps_sweep: Vec::new(),
             batch_size: 16,
             apgd_iterations: 100,
+            square_queries: 5000,
             seed: 0,
             checks: true,
         }
@@ -264,6 +275,17 @@ impl Column {
     }
 }
 
+/// Each label's class (0 for a multi-label one, which has none).
+fn classes_of(labels: &[Label]) -> Vec<usize> {
+    labels
+        .iter()
+        .map(|l| match l {
+            Label::Class(k) => *k,
+            Label::Findings(_) => 0,
+        })
+        .collect()
+}
+
 fn logits_rows(model: &dyn Classify, x: Tensor<4>) -> Result<Vec<Vec<f32>>> {
     logit_rows(model.logits(x))
 }
@@ -353,6 +375,13 @@ pub fn evaluate(
     if need_apgd_t {
         add("apgd-t", apgd(AttackMethod::ApgdT), &mut columns);
     }
+    let square = AttackConfig {
+        steps: options.square_queries,
+        ..with(AttackConfig::square(), eps, options.seed)
+    };
+    if wants(EvalAttack::Square) {
+        add("square", square.clone(), &mut columns);
+    }
     for &e in &options.eps_sweep {
         if e > 0.0 && e != eps {
             add(
@@ -371,7 +400,12 @@ pub fn evaluate(
         );
     }
     let noise_ix = checks.then(|| col("uniform-noise", eps, &mut columns));
-    let aa_ix = (wants(EvalAttack::Aa) && need_apgd_t).then(|| col("aa", eps, &mut columns));
+    let aa_ix = (wants(EvalAttack::Aa) && need_apgd_t).then(|| {
+        (
+            col("aa-apgd", eps, &mut columns),
+            col("aa", eps, &mut columns),
+        )
+    });
     let ce_ix = columns
         .iter()
         .position(|c| c.name == "apgd-ce" && c.eps == eps);
@@ -434,19 +468,37 @@ pub fn evaluate(
             let xn = Tensor::<4>::from_data(TensorData::new(noisy, [b, c, h, w]), device);
             columns[ix].scores.extend(logits_rows(model, xn)?);
         }
-        if let (Some(aa), Some(ce), Some(t)) = (aa_ix, ce_ix, t_ix) {
-            // Worst case per sample: the APGD-CE point if it fools, else APGD-T's.
+        if let (Some((pair, aa)), Some(ce), Some(t)) = (aa_ix, ce_ix, t_ix) {
+            // Worst case per sample: the APGD-CE point if it fools, else APGD-T's; then
+            // Square on the samples both left correct, its point where it fools.
             let from = columns[ce].scores.len() - b;
-            for (i, label) in batch_labels.iter().enumerate() {
-                let y = match label {
-                    Label::Class(k) => *k,
-                    Label::Findings(_) => 0,
-                };
+            let mut rows = Vec::with_capacity(b);
+            for (i, y) in classes_of(batch_labels).into_iter().enumerate() {
                 let ce_row = columns[ce].scores[from + i].clone();
                 let t_row = columns[t].scores[from + i].clone();
-                let row = if argmax(&ce_row) != y { ce_row } else { t_row };
-                columns[aa].scores.push(row);
+                rows.push(if argmax(&ce_row) != y { ce_row } else { t_row });
             }
+            columns[pair].scores.extend(rows.iter().cloned());
+            let ys = classes_of(batch_labels);
+            let left: Vec<usize> = (0..b).filter(|&i| argmax(&rows[i]) == ys[i]).collect();
+            if !left.is_empty() {
+                let per = c * h * w;
+                let pixels: Vec<f32> = left
+                    .iter()
+                    .flat_map(|&i| flat[i * per..(i + 1) * per].iter().copied())
+                    .collect();
+                let xs =
+                    Tensor::<4>::from_data(TensorData::new(pixels, [left.len(), c, h, w]), device);
+                let goal = AttackGoal::Untargeted(left.iter().map(|&i| ys[i]).collect());
+                let out = run_attack(model, xs, &goal, &square, &mut |_| {}, cancel)?;
+                for (k, row) in logits_rows(model, out.adversarial)?.into_iter().enumerate() {
+                    let i = left[k];
+                    if argmax(&row) != ys[i] {
+                        rows[i] = row;
+                    }
+                }
+            }
+            columns[aa].scores.extend(rows);
         }
         done = end;
         progress(done, n);
@@ -454,13 +506,7 @@ pub fn evaluate(
     debug_assert_eq!(done, n);
 
     // Metrics per column.
-    let truth_classes: Vec<usize> = labels
-        .iter()
-        .map(|l| match l {
-            Label::Class(k) => *k,
-            Label::Findings(_) => 0,
-        })
-        .collect();
+    let truth_classes = classes_of(labels);
     let truth_findings: Vec<Vec<f32>> = labels
         .iter()
         .map(|l| match l {

@@ -125,6 +125,9 @@ pub struct Analysis {
     /// The image does not fit what the model was trained on
     /// ([`crate::inference::modality_warning`]).
     pub input_warning: Option<String>,
+    /// The image against the model's training distribution ([`crate::ood`]), where the
+    /// model carries the statistics.
+    pub out_of_distribution: Option<crate::ood::OodScore>,
     /// Labels, lesion outline, expert boxes, when the image sits in a folder that has them
     /// ([`crate::ground_truth`]), in `model_input` pixels.
     pub ground_truth: Option<GroundTruth>,
@@ -578,9 +581,11 @@ impl ModelWorker {
             }
         };
         let mut layers = Vec::with_capacity(4);
+        let mut layer_means = Vec::with_capacity(4);
         for (layer, activation) in LayerId::ALL.into_iter().zip(taps.layers) {
             let [_, channels, height, width] = activation.dims(); // [1, C, h, w]
             let values = host::values(activation, "activations")?;
+            layer_means.push(host::channel_means(&values, channels, height * width));
             let top_maps = top_feature_maps(&values, channels, height * width, top_k);
             let gradcam = single_cam(classifier, x.clone(), layer, target_class)?;
             layers.push(LayerView {
@@ -611,6 +616,11 @@ impl ModelWorker {
             maps.into_iter().next()
         };
         let resize_mode = classifier.resize_mode;
+        let out_of_distribution = classifier
+            .ood
+            .as_ref()
+            .map(|s| s.score(&layer_means))
+            .transpose()?;
         self.image = Some(CurrentImage {
             pixels: pixels.clone(),
             clean: prediction.clone(),
@@ -634,6 +644,7 @@ impl ModelWorker {
             attribution,
             dicom,
             input_warning,
+            out_of_distribution,
             ground_truth,
             elapsed_secs: started.elapsed().as_secs_f64(),
         })
