@@ -374,6 +374,20 @@ fn audit_writes_a_self_contained_report_on_ham10000_layout() {
         !html.contains("src=\"accuracy"),
         "figures must be embedded, not linked"
     );
+    // The embedded default carries its training distribution: every audited image is scored;
+    // the bundled HAM10000 samples are mostly like it.
+    let scored: Vec<_> = report
+        .samples
+        .iter()
+        .map(|s| s.out_of_distribution.expect("a score for every image"))
+        .collect();
+    assert!(scored.iter().filter(|o| !o.flag).count() >= 2, "{scored:?}");
+    let line = format!(
+        "Out of distribution: {} of {} audited images are unlike",
+        scored.iter().filter(|o| o.flag).count(),
+        scored.len()
+    );
+    assert!(html.contains(&line), "{line}");
 }
 
 #[test]
@@ -413,6 +427,13 @@ fn audit_on_chest_boxes_with_a_model_of_other_labels_skips_evaluation_but_locali
     );
     // Only the Pneumonia box names one of the model's classes: that image comes first.
     assert_eq!(report.samples[0].id, "00000193_019.png");
+    // The chest model carries no statistics of its training data: no score, and the report says so.
+    assert!(
+        report
+            .samples
+            .iter()
+            .all(|s| s.out_of_distribution.is_none())
+    );
     assert_eq!(report.samples[0].localisation.len(), 1);
     assert_eq!(report.samples[0].localisation[0].finding, "Pneumonia");
     assert_eq!(

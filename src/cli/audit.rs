@@ -230,6 +230,10 @@ fn print_summary(r: &AuditReport) {
             tcav_mark(t)
         );
     }
+    println!(
+        "{}",
+        triscope::audit::html::out_of_distribution_line(&r.samples)
+    );
     for w in &r.warnings {
         println!("WARNING: {w}");
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{AuditReport, Mean};
+use super::{AuditReport, Mean, SampleAudit};
 use crate::error::{Result, TriscopeError};
 
 /// Standard base64 (RFC 4648, with padding), for the images embedded in the HTML.
@@ -48,6 +48,27 @@ fn fmt_mean(m: &Mean) -> String {
 }
 
 /// The self-contained HTML page of `report`, figures read from `dir` and embedded.
+/// How many audited images the out-of-distribution score flags, or that the model carries
+/// no statistics.
+pub fn out_of_distribution_line(samples: &[SampleAudit]) -> String {
+    let scored: Vec<_> = samples
+        .iter()
+        .filter_map(|s| s.out_of_distribution)
+        .collect();
+    match scored.first() {
+        None => "Out of distribution: the model carries no statistics of its training data \
+                 (triscope ood), so no image is checked against it."
+            .to_string(),
+        Some(first) => format!(
+            "Out of distribution: {} of {} audited images are unlike the model's training data \
+             (score above {:.2}; about 5% of images like it are flagged too).",
+            scored.iter().filter(|o| o.flag).count(),
+            scored.len(),
+            first.threshold
+        ),
+    }
+}
+
 pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
     let mut h = String::new();
     let title = format!("Triscope audit: {}", report.model);
@@ -270,7 +291,12 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
             escape(&f.caption)
         ));
     }
-    h.push_str("<h2>Per image</h2>\n<table><tr><th>image</th><th>true</th><th>predicted</th><th>deletion</th><th>insertion</th><th>IoU top 15%</th><th>PGD-10 SSIM</th></tr>\n");
+    h.push_str("<h2>Per image</h2>\n");
+    h.push_str(&format!(
+        "<p>{}</p>\n",
+        escape(&out_of_distribution_line(&report.samples))
+    ));
+    h.push_str("<table><tr><th>image</th><th>true</th><th>predicted</th><th>deletion</th><th>insertion</th><th>IoU top 15%</th><th>PGD-10 SSIM</th><th>unlike the training data</th></tr>\n");
     for s in &report.samples {
         let iou = s
             .localisation
@@ -283,8 +309,12 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
             .find(|x| x.attack == "pgd10")
             .map(|x| fmt(x.ssim))
             .unwrap_or_default();
+        let ood = s
+            .out_of_distribution
+            .map(|o| format!("{}{:.1}", if o.flag { "yes, " } else { "" }, o.score))
+            .unwrap_or_default();
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{} ({:.2})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{} ({:.2})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&s.id),
             escape(&s.true_label),
             escape(&s.predicted),
@@ -292,7 +322,8 @@ pub fn render_html(report: &AuditReport, dir: &Path) -> Result<String> {
             fmt(s.faithfulness.deletion_auc),
             fmt(s.faithfulness.insertion_auc),
             iou,
-            pgd
+            pgd,
+            ood
         ));
     }
     h.push_str("</table>\n<p><small>Written by triscope audit; the numbers are in audit.json beside this file.</small></p>\n</body></html>\n");

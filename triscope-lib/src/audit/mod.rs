@@ -134,6 +134,10 @@ pub struct SampleAudit {
     /// The centre-prior baseline on the same regions.
     pub centre_prior_localisation: Vec<Localisation>,
     pub stability: Vec<Stability>,
+    /// The image against the model's training distribution, where the model carries the
+    /// statistics ([`crate::ood`]; absent in reports written before them).
+    #[serde(default)]
+    pub out_of_distribution: Option<crate::ood::OodScore>,
     /// Clean map and the PGD-10 image with its map, for the report's grid.
     #[serde(skip)]
     pub figures: Option<SampleFigures>,
@@ -180,7 +184,7 @@ pub fn audit_sample(
     } = *input;
     let cfg = classifier.config().clone();
     let device = classifier.device().device.clone();
-    let prediction = classifier.predict(&[image])?.remove(0);
+    let (prediction, out_of_distribution) = classifier.predict_with_ood(&[image])?.remove(0);
     let (h, w) = (image.height, image.width);
     let map_of = |img: &PixelImage, class: usize| -> Result<Vec<f32>> {
         Ok(classifier
@@ -288,6 +292,7 @@ pub fn audit_sample(
         }
     }
     Ok(SampleAudit {
+        out_of_distribution,
         id: id.to_string(),
         true_label: true_label.to_string(),
         predicted: prediction.class_name.clone(),
