@@ -181,10 +181,29 @@ fn samples_dataset() -> (Classifier, Vec<Label>, Vec<triscope::imaging::PixelIma
     (classifier, labels, images)
 }
 
+/// `evaluate` on images in memory, on the CPU, without progress or cancellation.
+fn evaluate_images(
+    model: &dyn Classify,
+    labels: &[Label],
+    images: &[triscope::imaging::PixelImage],
+    options: &EvalOptions,
+) -> triscope::eval::EvalReport {
+    let mut load = |i: usize| Ok(images[i].clone());
+    evaluate(
+        model,
+        &Device::flex(),
+        labels,
+        &mut load,
+        options,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+}
+
 #[test]
 fn checks_pass_on_a_real_model_and_trip_on_a_masked_one() {
     let (classifier, labels, images) = samples_dataset();
-    let device = Device::flex();
     let options = EvalOptions {
         attacks: EvalAttack::parse_list("clean,fgsm,pgd10,pgd20,apgd-ce,apgd-t,aa").unwrap(),
         apgd_iterations: 20,
@@ -193,17 +212,7 @@ fn checks_pass_on_a_real_model_and_trip_on_a_masked_one() {
         eps_sweep: vec![0.0, 2.0 / 255.0, 8.0 / 255.0],
         ..EvalOptions::default()
     };
-    let mut load = |i: usize| Ok(images[i].clone());
-    let report = evaluate(
-        classifier.model(),
-        &device,
-        &labels,
-        &mut load,
-        &options,
-        &mut |_, _| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let report = evaluate_images(classifier.model(), &labels, &images, &options);
     let clean = report.result("clean").unwrap().score;
     for name in ["fgsm", "pgd10", "pgd20", "apgd-ce", "apgd-t", "aa"] {
         let r = report
@@ -239,16 +248,7 @@ fn checks_pass_on_a_real_model_and_trip_on_a_masked_one() {
         attacks: EvalAttack::parse_list("clean,pgd10,pgd20").unwrap(),
         ..EvalOptions::default()
     };
-    let report = evaluate(
-        &masked,
-        &device,
-        &labels,
-        &mut load,
-        &options,
-        &mut |_, _| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let report = evaluate_images(&masked, &labels, &images, &options);
     let failed: Vec<&str> = report
         .checks
         .iter()
@@ -285,17 +285,7 @@ fn square_in_aa_finds_what_apgd_cannot_see_behind_masked_gradients() {
         checks: false,
         ..EvalOptions::default()
     };
-    let mut load = |i: usize| Ok(images[i].clone());
-    let report = evaluate(
-        &masked,
-        &Device::flex(),
-        &labels,
-        &mut load,
-        &options,
-        &mut |_, _| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let report = evaluate_images(&masked, &labels, &images, &options);
     let score = |name: &str| report.result(name).unwrap().score;
     eprintln!(
         "masked model: clean {:.3}, aa-apgd {:.3}, aa {:.3}, square {:.3}",

@@ -17,6 +17,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from region_energy_summary import auroc  # noqa: E402
+
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "release", "triscope")
 
 
@@ -53,12 +56,6 @@ def scores(model, paths):
     return out
 
 
-def auroc(neg, pos):
-    """The chance an out-of-distribution image scores above an in-distribution one."""
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model")
@@ -72,7 +69,7 @@ def main():
         other = scores(args.model, images_of(spec))
         pos = [s for s, _ in other]
         print(f"{spec}: {len(other)} images, flagged {sum(f for _, f in other) / len(other):.3f}, "
-              f"AUROC against {args.inside} {auroc(neg, pos):.3f}")
+              f"AUROC against {args.inside} {auroc(neg + pos, [False] * len(neg) + [True] * len(pos)):.3f}")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ pub fn dataset_logits(
     batch_size: usize,
     cancel: &AtomicBool,
 ) -> Result<Vec<Vec<f32>>> {
-    classifier.dataset_rows(dataset, batch_size, cancel, &|c, refs| {
+    classifier.dataset_rows(dataset, batch_size, cancel, |c, refs| {
         logit_rows(c.model().forward(c.batch_tensor(refs)?)) // [b, classes]
     })
 }

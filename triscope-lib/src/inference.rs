@@ -167,9 +167,6 @@ pub fn modality_warning(dataset: Option<&str>, image_is_grey: bool) -> Option<St
 /// One image's channel means of layer1 to layer4 (`[layer][channels]`).
 pub type LayerMeans = Vec<Vec<f32>>;
 
-/// Rows (one per image) that [`Classifier::dataset_rows`] collects from a batch.
-pub type RowsOf = dyn Fn(&Classifier, &[&PixelImage]) -> Result<Vec<Vec<f32>>>;
-
 /// A model in inference mode on a device.
 pub struct Classifier {
     model: ResNet50,
@@ -185,33 +182,21 @@ pub struct Classifier {
 impl Classifier {
     /// Load a checkpoint, or the embedded default model when `path` is `None`.
     pub fn load(path: Option<&Path>, device: ComputeDevice) -> Result<Self> {
-        let (header, blobs) = match path {
-            Some(p) => crate::weights::read_extras(p)?,
-            None => crate::weights::extras_from_bytes(
-                DEFAULT_MODEL_BYTES,
-                Path::new(DEFAULT_MODEL_NAME),
-            )?,
+        let (loaded, source) = match path {
+            Some(p) => (
+                load_checkpoint(p, &device.device)?,
+                ModelSource::File(p.to_path_buf()),
+            ),
+            None => (load_embedded_model(&device.device)?, ModelSource::Embedded),
         };
-        let name = path.unwrap_or(Path::new(DEFAULT_MODEL_NAME));
         let ood =
-            OodStats::from_extras(&header, &blobs).map_err(|e| TriscopeError::BadCheckpoint {
-                path: name.to_path_buf(),
-                reason: e.to_string(),
+            OodStats::from_extras(&loaded.extra_header, &loaded.extra_blobs).map_err(|e| {
+                TriscopeError::BadCheckpoint {
+                    path: loaded.path.clone(),
+                    reason: e.to_string(),
+                }
             })?;
-        let (model, metadata, source) = match path {
-            Some(p) => {
-                let loaded = load_checkpoint(p, &device.device)?;
-                (
-                    loaded.model,
-                    loaded.metadata,
-                    ModelSource::File(p.to_path_buf()),
-                )
-            }
-            None => {
-                let loaded = load_embedded_model(&device.device)?;
-                (loaded.model, loaded.metadata, ModelSource::Embedded)
-            }
-        };
+        let (model, metadata) = (loaded.model, loaded.metadata);
         let mut classifier = Self::from_model(model, metadata, source, device);
         classifier.ood = ood;
         Ok(classifier)
@@ -308,21 +293,15 @@ impl Classifier {
         Ok(self.logits_and_layer_means(images)?.1)
     }
 
-    /// The channels of layer1 to layer4.
-    pub fn layer_widths(&self) -> Vec<usize> {
-        let w = self.config().base_width;
-        vec![4 * w, 8 * w, 16 * w, 32 * w]
-    }
-
     /// `rows` of every image of `dataset`, `batch_size` images at a time, loaded the way this
     /// model wants them; `cancel` is checked before each batch.
-    pub fn dataset_rows(
+    pub fn dataset_rows<T>(
         &self,
         dataset: &crate::data::Dataset,
         batch_size: usize,
         cancel: &std::sync::atomic::AtomicBool,
-        rows: &RowsOf,
-    ) -> Result<Vec<Vec<f32>>> {
+        rows: impl Fn(&Self, &[&PixelImage]) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         let cfg = self.config();
         let mut out = Vec::with_capacity(dataset.len());
         let indices: Vec<usize> = (0..dataset.len()).collect();
@@ -350,11 +329,14 @@ impl Classifier {
         logits
             .iter()
             .zip(&features)
-            .map(|(l, f)| {
-                let ood = self.ood.as_ref().map(|s| s.score(f)).transpose()?;
-                Ok((self.prediction_from_logits(l), ood))
-            })
+            .map(|(l, f)| Ok((self.prediction_from_logits(l), self.ood_score(f)?)))
             .collect()
+    }
+
+    /// An image's out-of-distribution score from its layer means, `None` where the model
+    /// carries no statistics.
+    pub fn ood_score(&self, layer_means: &[Vec<f32>]) -> Result<Option<OodScore>> {
+        self.ood.as_ref().map(|s| s.score(layer_means)).transpose()
     }
 
     /// Predict a batch of prepared images.

@@ -16,8 +16,9 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Label};
+use crate::data::Dataset;
 use crate::error::{Result, TriscopeError};
+use crate::eval::classes_of;
 use crate::eval::run::model_labels;
 use crate::inference::Classifier;
 
@@ -337,55 +338,18 @@ pub fn fit_on_datasets(
     cancel: &AtomicBool,
 ) -> Result<OodStats> {
     let cfg = classifier.config();
-    let classes: Vec<usize> = model_labels(train, cfg)?
-        .into_iter()
-        .map(|l| match l {
-            Label::Class(c) => c,
-            Label::Findings(_) => 0,
-        })
-        .collect();
+    let classes = classes_of(&model_labels(train, cfg)?);
     let groups = if cfg.multi_label { 1 } else { cfg.num_classes };
-    let layers = LAYERS;
-    // Each image's layers concatenated in one row, split again below.
-    let rows = |c: &Classifier, refs: &[&crate::imaging::PixelImage]| {
-        Ok(c.layer_features(refs)?
-            .into_iter()
-            .map(|f| f.concat())
-            .collect())
-    };
-    let train_rows = classifier.dataset_rows(train, 32, cancel, &rows)?;
-    let val_rows = classifier.dataset_rows(val, 32, cancel, &rows)?;
-    let dims = classifier.layer_widths();
-    let split = |rows: Vec<Vec<f32>>| -> Vec<Vec<Vec<f32>>> {
-        rows.into_iter()
-            .map(|r| {
-                let mut at = 0;
-                dims.iter()
-                    .take(layers)
-                    .map(|d| {
-                        at += d;
-                        r[at - d..at].to_vec()
-                    })
-                    .collect()
-            })
-            .collect()
-    };
+    let features = |c: &Classifier, refs: &[&crate::imaging::PixelImage]| c.layer_features(refs);
+    let train_features = classifier.dataset_rows(train, 32, cancel, features)?;
+    let val_features = classifier.dataset_rows(val, 32, cancel, features)?;
     let dataset = classifier
         .metadata
         .dataset
         .clone()
         .unwrap_or_else(|| train.root.display().to_string());
-    OodStats::fit(
-        &split(train_rows),
-        &classes,
-        groups,
-        &split(val_rows),
-        &dataset,
-    )
+    OodStats::fit(&train_features, &classes, groups, &val_features, &dataset)
 }
-
-/// The layers whose channel means the score uses: layer1 to layer4.
-pub const LAYERS: usize = 4;
 
 /// Write `classifier`'s model and metadata to `path` with `stats` inside (atomically).
 pub fn save_with_stats(classifier: &Classifier, stats: &OodStats, path: &Path) -> Result<()> {

@@ -75,6 +75,8 @@ pub fn adapt_stem_to_gray(weights: &[f32], out_channels: usize, mode: StemAdapta
 struct SafetensorsSource {
     path: PathBuf,
     tensors: HashMap<String, (Vec<usize>, Dtype, Vec<u8>)>,
+    /// The reserved byte blobs ([`EXTRA_PREFIX`]): training state, the OOD statistics.
+    extras: ExtraBlobs,
     used: HashSet<String>,
     stem: Option<StemAdaptation>,
 }
@@ -88,9 +90,10 @@ impl SafetensorsSource {
     /// Parse safetensors `bytes`; `path` only names the origin in errors.
     fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Self, CheckpointHeader)> {
         let (st, header) = crate::checkpoint::parse(bytes, path)?;
+        let extras = extra_blobs(&st);
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
-            // Training state (optimizer bytes) rides along under reserved names.
+            // Training state and statistics ride along under reserved names.
             if name.starts_with(EXTRA_PREFIX) {
                 continue;
             }
@@ -103,6 +106,7 @@ impl SafetensorsSource {
             Self {
                 path: path.to_path_buf(),
                 tensors,
+                extras,
                 used: HashSet::new(),
                 stem: None,
             },
@@ -240,6 +244,9 @@ pub struct LoadedModel {
     pub model: ResNet50,
     pub metadata: CheckpointMetadata,
     pub path: PathBuf,
+    /// The file's extra header entries and byte blobs ([`save_checkpoint_with_extras`]).
+    pub extra_header: HashMap<String, String>,
+    pub extra_blobs: ExtraBlobs,
 }
 
 /// Load a Triscope checkpoint (config in the header) onto `device`.
@@ -276,6 +283,8 @@ fn build_checkpoint(
         model,
         metadata: header.metadata.unwrap_or_default(),
         path: path.to_path_buf(),
+        extra_header: extra_header(&header.raw),
+        extra_blobs: source.extras,
     })
 }
 
@@ -384,34 +393,32 @@ pub type ExtraBlobs = HashMap<String, Vec<u8>>;
 /// The extra header entries and byte blobs of a checkpoint written by
 /// [`save_checkpoint_with_extras`].
 pub fn read_extras(path: &Path) -> Result<(HashMap<String, String>, ExtraBlobs)> {
-    extras_from_bytes(&read_bounded(path)?, path)
-}
-
-/// [`read_extras`] of a checkpoint's bytes (the embedded model's); `path` names it in errors.
-pub fn extras_from_bytes(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(HashMap<String, String>, ExtraBlobs)> {
+    let bytes = read_bounded(path)?;
     let bad = |reason: String| TriscopeError::BadCheckpoint {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(describe_st_error(&e)))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(describe_st_error(&e)))?;
-    let header = meta
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(describe_st_error(&e)))?;
+    let header = extra_header(&meta.metadata().clone().unwrap_or_default());
+    Ok((header, extra_blobs(&st)))
+}
+
+/// The header entries under [`EXTRA_PREFIX`].
+fn extra_header(raw: &HashMap<String, String>) -> HashMap<String, String> {
+    raw.iter()
         .filter(|(k, _)| k.starts_with(EXTRA_PREFIX))
-        .collect();
-    let blobs = st
-        .tensors()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The byte blobs under [`EXTRA_PREFIX`].
+fn extra_blobs(st: &SafeTensors) -> ExtraBlobs {
+    st.tensors()
         .into_iter()
         .filter(|(name, view)| name.starts_with(EXTRA_PREFIX) && view.dtype() == Dtype::U8)
         .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    Ok((header, blobs))
+        .collect()
 }
 
 /// Export a torchvision state dict (safetensors) that

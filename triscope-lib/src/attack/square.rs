@@ -114,7 +114,7 @@ pub fn square(
         )));
     }
     let device = x.device();
-    let clean = crate::host::values(x.clone(), "the images")?; // [b*C*H*W]
+    let clean = crate::host::values(x, "the images")?; // [b*C*H*W]
     let per = channels * h * w;
     let eps = config.eps_linf;
     let mut adv = clean.clone();

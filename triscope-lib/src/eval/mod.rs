@@ -276,7 +276,7 @@ impl Column {
 }
 
 /// Each label's class (0 for a multi-label one, which has none).
-fn classes_of(labels: &[Label]) -> Vec<usize> {
+pub fn classes_of(labels: &[Label]) -> Vec<usize> {
     labels
         .iter()
         .map(|l| match l {
@@ -472,14 +472,14 @@ pub fn evaluate(
             // Worst case per sample: the APGD-CE point if it fools, else APGD-T's; then
             // Square on the samples both left correct, its point where it fools.
             let from = columns[ce].scores.len() - b;
+            let ys = classes_of(batch_labels);
             let mut rows = Vec::with_capacity(b);
-            for (i, y) in classes_of(batch_labels).into_iter().enumerate() {
+            for (i, &y) in ys.iter().enumerate() {
                 let ce_row = columns[ce].scores[from + i].clone();
                 let t_row = columns[t].scores[from + i].clone();
                 rows.push(if argmax(&ce_row) != y { ce_row } else { t_row });
             }
             columns[pair].scores.extend(rows.iter().cloned());
-            let ys = classes_of(batch_labels);
             let left: Vec<usize> = (0..b).filter(|&i| argmax(&rows[i]) == ys[i]).collect();
             if !left.is_empty() {
                 let per = c * h * w;

@@ -616,11 +616,7 @@ impl ModelWorker {
             maps.into_iter().next()
         };
         let resize_mode = classifier.resize_mode;
-        let out_of_distribution = classifier
-            .ood
-            .as_ref()
-            .map(|s| s.score(&layer_means))
-            .transpose()?;
+        let out_of_distribution = classifier.ood_score(&layer_means)?;
         self.image = Some(CurrentImage {
             pixels: pixels.clone(),
             clean: prediction.clone(),
