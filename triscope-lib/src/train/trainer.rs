@@ -377,7 +377,7 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(write_err(&path))?;
-        match file.try_lock() {
+        match try_lock_patiently(&file) {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
@@ -411,6 +411,22 @@ impl RunLock {
             .and_then(|_| file.write_all(holder.as_bytes()))
             .map_err(write_err(&path))?;
         Ok(Self { _file: file })
+    }
+}
+
+/// `try_lock`, retried for up to `LOCK_PATIENCE`: a lock is shared with a child process between
+/// its fork and exec (any thread of this process running `git`, say), so a lock just released
+/// can look held for a moment. A real second writer holds it far longer.
+fn try_lock_patiently(file: &std::fs::File) -> std::result::Result<(), std::fs::TryLockError> {
+    const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return other,
+        }
     }
 }
 
