@@ -614,3 +614,62 @@ fn calibrate_writes_the_fitted_bias_shift_into_a_new_checkpoint() {
     assert!(!o.status.success() && e.contains("accuracy floor"), "{e}");
     assert!(!refused.exists());
 }
+
+#[test]
+fn tta_is_recorded_and_changes_the_answer_in_eval_and_predict() {
+    let dir = TempDir::new("cli-eval-tta");
+    let ham = ham_fixture(dir.path());
+    let bin = env!("CARGO_BIN_EXE_triscope");
+    for tta in [false, true] {
+        let out = dir.path().join(format!("eval-{tta}"));
+        let mut cmd = Command::new(bin);
+        cmd.args(["eval", "--data"])
+            .arg(&ham)
+            .args(["--attacks", "clean", "--device", "cpu", "--out"])
+            .arg(&out);
+        if tta {
+            cmd.arg("--tta");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr).contains("averaged over 8 flips and turns"),
+            tta
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+        assert_eq!(report["test_time_augmentation"], tta);
+    }
+
+    let image = std::fs::read_dir(ham.join("images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let predict = |tta: bool| -> Vec<f64> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["predict", "--json", "--device", "cpu"])
+            .arg(&image);
+        if tta {
+            cmd.arg("--tta");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["probability"].as_f64().unwrap())
+            .collect()
+    };
+    let (plain, averaged) = (predict(false), predict(true));
+    assert!((averaged.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert!(
+        plain
+            .iter()
+            .zip(&averaged)
+            .any(|(a, b)| (a - b).abs() > 1e-4)
+    );
+}

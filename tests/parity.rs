@@ -197,3 +197,87 @@ fn input_pipeline_matches_torchvision() {
     let d = max_abs_diff(&gray.pixels.data, &fx["input_gray"].values);
     assert!(d <= 1e-4, "grey pipeline: max abs diff {d}");
 }
+
+/// `input.color_constancy: shades_of_gray` by hand: a uniform cast (0.5, 0.25, 0.5) has
+/// illuminant (0.5, 0.25, 0.5) of length 0.75, so every channel becomes 0.75 / sqrt(3); a
+/// channel of 0 and 1 has illuminant 0.5^(1/6).
+#[test]
+fn shades_of_gray_by_hand() {
+    let device = Device::flex();
+    // [1, 3, 1, 2]: R = (0.5, 0.5), G = (0.25, 0.25), B = (0.5, 0.5).
+    let uniform = Tensor::<4>::from_data(
+        TensorData::new(vec![0.5f32, 0.5, 0.25, 0.25, 0.5, 0.5], [1, 3, 1, 2]),
+        &device,
+    );
+    let grey = 0.75 / 3f32.sqrt();
+    for v in values(triscope::model::shades_of_gray(uniform)) {
+        assert!((v - grey).abs() < 1e-6, "{v} vs {grey}");
+    }
+    // R = (0, 1), G = B = (0.5, 0.5): e = (0.5^(1/6), 0.5, 0.5).
+    let mixed = Tensor::<4>::from_data(
+        TensorData::new(vec![0.0f32, 1.0, 0.5, 0.5, 0.5, 0.5], [1, 3, 1, 2]),
+        &device,
+    );
+    let e_r = 0.5f64.powf(1.0 / 6.0);
+    let length = (e_r * e_r + 0.5).sqrt();
+    let gain = |e: f64| length / (e * 3f64.sqrt());
+    let want = [
+        0.0,
+        gain(e_r),       // 1.0 * 0.737
+        0.5 * gain(0.5), // 0.5 * 1.313
+        0.5 * gain(0.5),
+        0.5 * gain(0.5),
+        0.5 * gain(0.5),
+    ];
+    let got = values(triscope::model::shades_of_gray(mixed));
+    for (g, w) in got.iter().zip(want) {
+        assert!((f64::from(*g) - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+}
+
+/// The transform against the ISIC entries' NumPy code, and a model that carries it against
+/// PyTorch: logits and the input gradient through it (tools/make_shades_of_gray_fixture.py).
+#[test]
+fn shades_of_gray_matches_the_isic_reference_and_pytorch() {
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("shades_of_gray_w8_c7.safetensors"));
+    let x = tensor4(&fx["input"], &device);
+    let corrected = values(triscope::model::shades_of_gray(x.clone()));
+    let d = max_abs_diff(&corrected, &fx["corrected"].values);
+    assert!(d < 1e-5, "corrected pixels differ by {d}");
+    assert!(corrected.contains(&1.0), "the fixture clips");
+
+    let mut config = fixture_config(3);
+    config.color_constancy = triscope::model::config::ColorConstancy::ShadesOfGray;
+    let model = import_state_dict(
+        &fixture("resnet50_w8_c7.safetensors"),
+        &config,
+        None,
+        &device,
+    )
+    .unwrap()
+    .valid();
+    let logits = values(model.forward(x.clone()));
+    let d = max_rel_diff(&logits, &fx["logits"].values);
+    assert!(d <= 1e-4, "logits differ by {d}");
+    // Without the transform the same weights give other logits: the fixture tells them apart.
+    let plain = values(fixture_model(3, None, &device).forward(x.clone()));
+    assert!(max_rel_diff(&plain, &fx["logits"].values) > 1e-2);
+
+    let x = x.autodiff().require_grad();
+    let logits = model.forward(x.clone()); // [3, 7]
+    let labels: Vec<usize> = fx["labels"].values.iter().map(|v| *v as usize).collect();
+    let mut one_hot = vec![0.0f32; 3 * 7];
+    for (b, &l) in labels.iter().enumerate() {
+        one_hot[b * 7 + l] = 1.0;
+    }
+    let mask = Tensor::<2>::from_data(TensorData::new(one_hot, [3, 7]), &device);
+    let ce = (log_softmax(logits, 1) * mask).sum().neg();
+    let grads = ce.backward();
+    let g = values(x.grad(&grads).expect("input gradient"));
+    let d = max_rel_diff(&g, &fx["input_grad_ce_sum"].values);
+    assert!(
+        d <= 2e-3,
+        "input gradient differs by {d} (relative to its max)"
+    );
+}

@@ -258,3 +258,67 @@ fn nan_weights_are_rejected() {
         .to_string();
     assert!(err.contains("fc.bias: holds a non-finite value"), "{err}");
 }
+
+/// The header from the first bytes only: the same config and metadata as the full read, a
+/// clear error naming the file for a broken header, and a bundled model folder listed with
+/// each model's modality.
+#[test]
+fn a_header_is_peeked_from_the_first_bytes_and_bundled_models_list_their_modality() {
+    use triscope::inference::{Modality, list_models, models_for};
+    use triscope::weights::peek_header;
+    let device = Device::flex();
+    let mut config = narrow(7, 3);
+    config.color_constancy = triscope::model::config::ColorConstancy::ShadesOfGray;
+    let model = ResNet50::init(&config, 1, &device).unwrap();
+    let mut meta = CheckpointMetadata::now("peek", true);
+    meta.dataset = Some("ham10000".into());
+    let dir = TempDir::new("peek");
+    let path = dir.path().join("m.safetensors");
+    save_checkpoint(&model, &meta, &path).unwrap();
+    let peeked = peek_header(&path).unwrap();
+    let full = read_header(&path).unwrap();
+    assert_eq!(peeked.config, full.config);
+    assert_eq!(peeked.metadata, full.metadata);
+    assert_eq!(peeked.raw, full.raw);
+
+    // Broken headers: too short, a length past the end, not JSON.
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut not_json = bytes.clone();
+    not_json[8] = b'#';
+    for (name, content, says) in [
+        ("short.safetensors", bytes[..5].to_vec(), "too short"),
+        ("long.safetensors", bytes[..8 + n / 2].to_vec(), "claims"),
+        ("junk.safetensors", not_json, "not JSON"),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        let e = peek_header(&p).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains(says), "{e}");
+    }
+
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let listed = list_models(&models);
+    let modality = |name: &str| {
+        listed
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} listed"))
+            .modality
+    };
+    assert_eq!(modality("ham10000_default"), Some(Modality::Dermoscopy));
+    assert_eq!(modality("kermany_cxr_default"), Some(Modality::Radiograph));
+    assert_eq!(modality("tb_cxr_default"), Some(Modality::Radiograph));
+    let chest: Vec<&str> = models_for(
+        &listed,
+        Modality::Radiograph,
+        Some("shenzhen-montgomery-cxr"),
+    )
+    .iter()
+    .map(|e| e.name.as_str())
+    .collect();
+    assert_eq!(
+        chest,
+        ["tb_cxr_default", "kermany_cxr_default", "nih_cxr14_demo"]
+    );
+}

@@ -250,3 +250,91 @@ fn other_methods_answer_and_a_newer_analysis_cancels_a_slow_one() {
         other => panic!("expected an analysis, got {other:?}"),
     }
 }
+
+/// A model trained with colour constancy carries it in its file: the CLI, the app's worker and
+/// the library predict the same from it, and the same weights without it predict otherwise,
+/// so no path can skip or repeat the transform.
+#[test]
+fn colour_constancy_travels_with_the_model_to_every_path() {
+    use triscope::model::config::ColorConstancy;
+    let device = ComputeDevice::cpu();
+    let dir = std::env::temp_dir().join(format!("triscope-sog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet50_w8_c7.safetensors");
+    let mut config = triscope::model::ModelConfig::generic(7, 3);
+    config.base_width = 8;
+    config.resolution = 128;
+    let image = sample("ISIC_0024410.jpg");
+    let mut probabilities = Vec::new();
+    for cc in [ColorConstancy::ShadesOfGray, ColorConstancy::None] {
+        config.color_constancy = cc;
+        let model =
+            triscope::weights::import_state_dict(&fixture, &config, None, &device.device).unwrap();
+        let path = dir.join(format!("{cc:?}.safetensors"));
+        let meta = triscope::checkpoint::CheckpointMetadata::now("colour constancy test", true);
+        triscope::weights::save_checkpoint(&model, &meta, &path).unwrap();
+
+        let library = triscope::inference::Classifier::load(Some(&path), device.clone()).unwrap();
+        assert_eq!(library.config().color_constancy, cc, "the file keeps it");
+        let img = library.load_image(&image).unwrap();
+        let lib: Vec<f32> = library.predict(&[&img.pixels]).unwrap()[0]
+            .scores
+            .iter()
+            .map(|s| s.probability)
+            .collect();
+
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_triscope"))
+            .args(["predict", "--json", "--device", "cpu", "--model"])
+            .arg(&path)
+            .arg(&image)
+            .env("TRISCOPE_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cli: Vec<f32> = v[0]["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["probability"].as_f64().unwrap() as f32)
+            .collect();
+
+        let w = WorkerHandle::spawn(device.clone(), Box::new(|| {})).unwrap();
+        w.submit(Job::LoadModel {
+            path: Some(path.clone()),
+        });
+        let analyze = w.submit(Job::Analyze {
+            path: image.clone(),
+            target: TargetClass::Predicted,
+            top_k: 1,
+            method: Method::GradCam,
+            method_layer: LayerId::Layer4,
+            window: None,
+        });
+        let app: Vec<f32> = match collect_until(&w, |e| e.request() == analyze).last() {
+            Some(WorkerEvent::Analysis(a)) => {
+                a.prediction.scores.iter().map(|s| s.probability).collect()
+            }
+            other => panic!("expected an analysis, got {other:?}"),
+        };
+        for (name, got) in [("CLI", &cli), ("app", &app)] {
+            let d = lib
+                .iter()
+                .zip(got)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(d < 1e-5, "{cc:?}: {name} and library differ by {d}");
+        }
+        probabilities.push(lib);
+    }
+    let d = probabilities[0]
+        .iter()
+        .zip(&probabilities[1])
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(d > 1e-3, "the transform changes the prediction ({d})");
+    let _ = std::fs::remove_dir_all(dir);
+}

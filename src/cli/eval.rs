@@ -90,11 +90,16 @@ fn run_evaluation(
     classifier: &Classifier,
 ) -> Result<EvalReport> {
     eprintln!(
-        "evaluating {} ({} split, {} images) with {} on {}: {}",
+        "evaluating {} ({} split, {} images) with {}{} on {}: {}",
         dataset.root.display(),
         dataset.split,
         dataset.len(),
         classifier.source,
+        if classifier.tta {
+            " averaged over 8 flips and turns (--tta)"
+        } else {
+            ""
+        },
         classifier.device().description,
         options
             .attacks

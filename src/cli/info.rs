@@ -84,6 +84,12 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
         },
         config.class_names.join(", ")
     );
+    if !config.color_constancy.is_none() {
+        println!(
+            "colour:      {}, inside the model (attacks and eps act on the image before it)",
+            config.color_constancy.describe()
+        );
+    }
     println!("normalise:   mean {:?} std {:?}", config.mean, config.std);
     for (k, v) in &metadata.metrics {
         println!("metric:      {k} = {v:.4}");

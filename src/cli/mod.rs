@@ -93,6 +93,10 @@ enum Command {
         out: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
+        /// Test-time augmentation: every column (clean and attacked) is the model's mean
+        /// probability over the eight flips and quarter turns of each image (dermoscopy)
+        #[arg(long)]
+        tta: bool,
         /// Print the JSON report on stdout
         #[arg(long)]
         json: bool,
@@ -196,8 +200,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             eval,
             out,
             model,
+            tta,
             json,
-        }) => eval::eval(&eval, &out, &open_classifier(&model)?, json),
+        }) => {
+            let mut classifier = open_classifier(&model)?;
+            classifier.tta = tta;
+            eval::eval(&eval, &out, &classifier, json)
+        }
         Some(Command::Audit {
             audit,
             out,

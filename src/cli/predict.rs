@@ -18,6 +18,10 @@ pub struct PredictArgs {
     images: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    /// Test-time augmentation: the mean probability over the eight flips and quarter turns of
+    /// each image (dermoscopy; the out-of-distribution score stays on the image as it is)
+    #[arg(long)]
+    tta: bool,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -38,7 +42,8 @@ struct PredictRecord<'a> {
 
 pub fn predict(args: &PredictArgs) -> Result<ExitCode> {
     let (images, json) = (&args.images, args.json);
-    let classifier = open_classifier(&args.model)?;
+    let mut classifier = open_classifier(&args.model)?;
+    classifier.tta = args.tta;
     if classifier.ood.is_none() {
         eprintln!(
             "note: {} carries no out-of-distribution statistics: no image is checked against its training data (triscope ood fits them)",

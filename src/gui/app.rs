@@ -12,6 +12,7 @@ use eframe::egui;
 use triscope::device::ComputeDevice;
 use triscope::explain::TargetClass;
 use triscope::explain::attribution::Method;
+use triscope::inference::{Modality, ModelEntry};
 use triscope::workbench::{Job, ModelInfo, WorkerEvent, WorkerHandle};
 
 use super::attack::{AttackPanel, AttackProgress};
@@ -86,8 +87,11 @@ pub struct TriscopeApp {
     pub status: String,
     pub errors: Vec<String>,
     show_model_info: bool,
-    /// `*.safetensors` files of the models folder (listed once at start).
-    bundled_models: Vec<PathBuf>,
+    /// `*.safetensors` files of the models folder with their modality (listed once at start,
+    /// from the files' headers).
+    bundled_models: Vec<ModelEntry>,
+    /// A bundled sample waiting for the model it opens with.
+    pending_image: Option<PathBuf>,
     /// Text of the File menu's path field (works where no file-dialog portal is running).
     path_input: String,
     background_tx: SyncSender<Background>,
@@ -154,7 +158,8 @@ impl TriscopeApp {
             status: "loading the model…".into(),
             errors,
             show_model_info: false,
-            bundled_models: list_models(&init.models_dir),
+            bundled_models: triscope::inference::list_models(&init.models_dir),
+            pending_image: None,
             path_input: String::new(),
             background_tx,
             background_rx,
@@ -192,6 +197,46 @@ impl TriscopeApp {
     pub fn load_model(&mut self, path: Option<PathBuf>) {
         self.latest.model = self.worker.submit(Job::LoadModel { path });
         self.status = "loading the model…".into();
+    }
+
+    /// The loaded model's modality ([`Modality::of_model`]).
+    fn model_modality(&self) -> Option<Modality> {
+        let m = self.model.as_ref()?;
+        Modality::of_model(&m.config, m.metadata.dataset.as_deref())
+    }
+
+    /// The bundled models made for `modality` (those trained on `dataset` first), without the
+    /// one loaded.
+    fn bundled_models_for(&self, modality: Modality, dataset: Option<&str>) -> Vec<&ModelEntry> {
+        let current = self.model.as_ref().and_then(|m| m.file.as_ref());
+        triscope::inference::models_for(&self.bundled_models, modality, dataset)
+            .into_iter()
+            .filter(|e| Some(&e.path) != current)
+            .collect()
+    }
+
+    /// Open an image picked in the gallery. A bundled sample of another modality than the
+    /// model's (a chest radiograph under the dermoscopy default) opens with a bundled model
+    /// made for it, as the one who clicked it expects; other images open as they are.
+    fn open_from_gallery(&mut self, path: PathBuf) {
+        let sample = self
+            .gallery
+            .sample(&path)
+            .and_then(|e| Some((e.modality()?, e.dataset.clone())));
+        if let (Some((modality, dataset)), Some(current)) = (sample, self.model_modality())
+            && modality != current
+            && let Some(model) = self
+                .bundled_models_for(modality, dataset.as_deref())
+                .first()
+                .map(|e| (e.path.clone(), e.name.clone()))
+        {
+            self.pending_image = Some(path.clone());
+            self.gallery.selected = Some(path);
+            self.load_model(Some(model.0));
+            self.status = format!("loading {}, made for this sample's kind of image…", model.1);
+            return;
+        }
+        self.open_image(path);
     }
 
     pub fn open_image(&mut self, path: PathBuf) {
@@ -243,7 +288,7 @@ impl TriscopeApp {
 
     fn handle_action(&mut self, action: UiAction) {
         match action {
-            UiAction::OpenImage(p) => self.open_image(p),
+            UiAction::OpenImage(p) => self.open_from_gallery(p),
             UiAction::ExplainClass(c) => {
                 self.explain_class = c;
                 self.analyze();
@@ -344,24 +389,27 @@ impl TriscopeApp {
                 self.concepts
                     .set_model(info.file.clone(), info.source.clone(), dermoscopy);
                 self.status = format!("model loaded in {elapsed_secs:.2} s");
-                let channels = cfg.in_channels;
-                let previous_channels = self.model.as_ref().map(|m| m.config.in_channels);
+                let previous = self.model_modality();
                 self.model = Some(info);
-                // Re-analyse what is on screen with the new model, or open a first sample. A
-                // bundled sample of the other modality (skin for a chest model, or the
-                // reverse) is swapped for one that fits the new model.
-                let on_sample = self
+                let modality = self.model_modality();
+                // Open the sample that waited for this model; else re-analyse what is on
+                // screen, or open a first sample. After a switch of modality, a bundled sample
+                // of the old one (skin for a chest model, or the reverse) is swapped for one
+                // that fits the new model.
+                let misfit_sample = self
                     .current_image
                     .as_ref()
-                    .is_some_and(|p| self.gallery.samples.iter().any(|e| &e.path == p));
-                let modality_changed = previous_channels.is_some_and(|c| c != channels);
-                let image = if on_sample && modality_changed {
-                    self.gallery.first_sample_for(channels)
+                    .and_then(|p| self.gallery.sample(p))
+                    .is_some_and(|e| e.modality().is_some() && e.modality() != modality);
+                let image = if let Some(p) = self.pending_image.take() {
+                    Some(p)
+                } else if misfit_sample && previous.is_some() && previous != modality {
+                    self.gallery.first_sample_of(modality)
                 } else {
                     self.current_image
                         .clone()
                         .or_else(|| self.saved.last_image.clone().filter(|p| p.is_file()))
-                        .or_else(|| self.gallery.first_sample_for(channels))
+                        .or_else(|| self.gallery.first_sample_of(modality))
                 };
                 if let Some(p) = image {
                     self.open_image(p);
@@ -373,6 +421,19 @@ impl TriscopeApp {
                 self.saved.last_image = Some(a.path.clone());
                 self.predictions.clean = Some(a.prediction.clone());
                 self.predictions.input_warning = a.input_warning.clone();
+                // A model made for what this image is, offered in one click.
+                let image_modality = Modality::of_image(a.image_is_grey);
+                self.predictions.offers = if a.input_warning.is_some()
+                    || self.model_modality().is_some_and(|m| m != image_modality)
+                {
+                    let dataset = self.gallery.sample(&a.path).and_then(|e| e.dataset.clone());
+                    self.bundled_models_for(image_modality, dataset.as_deref())
+                        .into_iter()
+                        .map(|e| (e.name.clone(), e.path.clone()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 self.predictions.out_of_distribution = a.out_of_distribution;
                 self.predictions.adversarial = None;
                 self.predictions.explained_class = Some(a.target_class);
@@ -616,7 +677,12 @@ impl TriscopeApp {
                 }
                 if !self.bundled_models.is_empty() {
                     ui.menu_button("Bundled models", |ui| {
-                        for p in self.bundled_models.clone() {
+                        for p in self
+                            .bundled_models
+                            .iter()
+                            .map(|e| e.path.clone())
+                            .collect::<Vec<_>>()
+                        {
                             if ui
                                 .button(super::gallery::file_name(&p))
                                 .on_hover_text(p.display().to_string())
@@ -839,8 +905,15 @@ pub fn model_info_ui(ui: &mut egui::Ui, info: &ModelInfo) {
             row(
                 "input",
                 format!(
-                    "{} channel(s), {}×{} px",
-                    c.in_channels, c.resolution, c.resolution
+                    "{} channel(s), {}×{} px{}",
+                    c.in_channels,
+                    c.resolution,
+                    c.resolution,
+                    if c.color_constancy.is_none() {
+                        String::new()
+                    } else {
+                        format!(", colour constancy {}", c.color_constancy.describe())
+                    }
                 ),
             );
             row(
@@ -946,19 +1019,4 @@ fn thread_cpu_secs() -> f64 {
     }
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
-}
-
-/// Checkpoints in `dir`, sorted by name.
-fn list_models(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
 }

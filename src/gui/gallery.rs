@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui;
 use triscope::ground_truth::GroundTruthIndex;
+use triscope::inference::Modality;
 
 use super::state::UiAction;
 
@@ -17,6 +18,16 @@ pub struct GalleryEntry {
     pub name: String,
     /// Ground truth from a labels.csv beside the images, if any.
     pub truth: Option<String>,
+    /// A bundled sample's dataset (its folder: `ham10000`, `nih-cxr14`), whose models it
+    /// opens with.
+    pub dataset: Option<String>,
+}
+
+impl GalleryEntry {
+    /// A bundled sample's modality, from its dataset folder.
+    pub fn modality(&self) -> Option<Modality> {
+        Modality::of_dataset(self.dataset.as_deref()?)
+    }
 }
 
 pub struct GalleryPanel {
@@ -36,18 +47,18 @@ impl GalleryPanel {
         }
     }
 
-    /// The first sample of the kind a model with `in_channels` expects.
-    pub fn first_sample_for(&self, in_channels: usize) -> Option<PathBuf> {
-        let want = if in_channels == 1 {
-            "nih-cxr14"
-        } else {
-            "ham10000"
-        };
+    /// The first sample of `modality`, else the first sample.
+    pub fn first_sample_of(&self, modality: Option<Modality>) -> Option<PathBuf> {
         self.samples
             .iter()
-            .find(|e| e.path.components().any(|c| c.as_os_str() == want))
+            .find(|e| modality.is_some() && e.modality() == modality)
             .or(self.samples.first())
             .map(|e| e.path.clone())
+    }
+
+    /// The bundled sample at `path`, if it is one.
+    pub fn sample(&self, path: &Path) -> Option<&GalleryEntry> {
+        self.samples.iter().find(|e| e.path == path)
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui) {
@@ -118,6 +129,7 @@ pub fn list_folder(dir: &Path) -> std::io::Result<Vec<GalleryEntry>> {
         .map(|path| GalleryEntry {
             name: file_name(&path),
             truth: index.labels(&path).map(|(_, labels)| labels.join(", ")),
+            dataset: None,
             path,
         })
         .collect();
@@ -138,11 +150,13 @@ fn list_samples(dir: &Path) -> Vec<GalleryEntry> {
         .skip(1)
         .filter_map(|line| {
             let (image, label) = line.split_once(',')?;
-            let path = dir.join(image.trim());
+            let image = image.trim();
+            let path = dir.join(image);
             path.is_file().then(|| GalleryEntry {
                 name: file_name(&path),
-                path,
                 truth: Some(label.trim().replace('|', ", ")),
+                dataset: image.split_once('/').map(|(folder, _)| folder.to_string()),
+                path,
             })
         })
         .collect()
@@ -158,10 +172,16 @@ mod tests {
         let g = GalleryPanel::new(&dir);
         assert_eq!(g.samples.len(), 10);
         assert_eq!(g.samples[0].truth.as_deref(), Some("akiec"));
-        let first_rgb = g.first_sample_for(3).expect("a sample");
+        let first_rgb = g
+            .first_sample_of(Some(Modality::Dermoscopy))
+            .expect("a sample");
         assert!(first_rgb.to_string_lossy().contains("ham10000"));
-        let first_grey = g.first_sample_for(1).expect("a sample");
+        let first_grey = g
+            .first_sample_of(Some(Modality::Radiograph))
+            .expect("a sample");
         assert!(first_grey.to_string_lossy().contains("nih-cxr14"));
+        assert_eq!(g.samples[7].dataset.as_deref(), Some("nih-cxr14"));
+        assert_eq!(g.samples[7].modality(), Some(Modality::Radiograph));
         let listed = list_folder(&dir.join("nih-cxr14")).expect("listing");
         assert_eq!(listed.len(), 3);
         // The samples' labels.csv one folder up names them as nih-cxr14/NAME.

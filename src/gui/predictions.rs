@@ -17,6 +17,8 @@ pub struct PredictionPanel {
     pub input_warning: Option<String>,
     /// The image's score against the model's training distribution.
     pub out_of_distribution: Option<OodScore>,
+    /// Bundled models made for what the image is (name, file), offered beside a warning.
+    pub offers: Vec<(String, std::path::PathBuf)>,
     /// Class the explanation shows (highlighted).
     pub explained_class: Option<usize>,
     pub actions: Vec<UiAction>,
@@ -49,6 +51,20 @@ impl PredictionPanel {
                     o.score, o.threshold
                 ),
             );
+        }
+        if !self.offers.is_empty() {
+            ui.horizontal_wrapped(|ui| {
+                ui.label("Open it with a model made for it:");
+                for (name, path) in &self.offers {
+                    if ui
+                        .button(name)
+                        .on_hover_text(path.display().to_string())
+                        .clicked()
+                    {
+                        self.actions.push(UiAction::LoadModel(path.clone()));
+                    }
+                }
+            });
         }
         if let Some(adv) = &self.adversarial {
             let flipped = adv.class_index != clean.class_index;

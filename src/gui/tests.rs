@@ -485,7 +485,68 @@ fn a_chest_x_ray_under_the_dermoscopy_model_is_flagged_as_unlike_its_training_da
         a.out_of_distribution
     );
     h.get_by_label_contains("Unlike this model's training data");
+    // The chest models are offered in one click, the one trained on the sample's dataset
+    // first; the dermoscopy ones are not.
+    let offered: Vec<String> = h
+        .state()
+        .predictions
+        .offers
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(
+        offered,
+        ["nih_cxr14_demo", "kermany_cxr_default", "tb_cxr_default"]
+    );
     snapshot(&mut h, "out_of_distribution_dark");
+    h.get_by_label("tb_cxr_default").click();
+    wait_until(&mut h, "the tuberculosis model on the same image", |a| {
+        a.model.as_ref().is_some_and(|m| {
+            m.file
+                .as_ref()
+                .is_some_and(|f| f.ends_with("tb_cxr_default.safetensors"))
+        }) && a.explain.analysis.as_ref().is_some_and(|x| {
+            x.path.to_string_lossy().contains("00000072_000") && x.prediction.scores.len() == 2
+        })
+    });
+    assert!(h.state().predictions.offers.is_empty());
+    assert!(h.state().predictions.input_warning.is_none());
+}
+
+#[test]
+fn a_bundled_chest_sample_opens_with_a_chest_model_and_a_skin_sample_with_the_default() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = explained_harness();
+    let nih = samples().join("nih-cxr14/00000193_019.png");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::OpenImage(nih.clone()));
+    wait_until(&mut h, "the NIH sample under the NIH model", |a| {
+        a.model
+            .as_ref()
+            .is_some_and(|m| m.metadata.dataset.as_deref() == Some("nih-cxr14"))
+            && a.explain.analysis.as_ref().is_some_and(|x| x.path == nih)
+    });
+    assert!(h.state().predictions.input_warning.is_none());
+    let skin = samples().join("ham10000/ISIC_0024410.jpg");
+    h.state_mut()
+        .handle_action_for_test(super::state::UiAction::OpenImage(skin.clone()));
+    wait_until(&mut h, "the skin sample under a dermoscopy model", |a| {
+        a.model
+            .as_ref()
+            .is_some_and(|m| m.metadata.dataset.as_deref() == Some("ham10000"))
+            && a.explain.analysis.as_ref().is_some_and(|x| x.path == skin)
+    });
+    let model = h.state().model.clone().expect("model");
+    assert!(
+        model
+            .file
+            .as_ref()
+            .is_some_and(|f| f.ends_with("ham10000_default.safetensors")),
+        "{:?}",
+        model.file
+    );
 }
 
 #[test]

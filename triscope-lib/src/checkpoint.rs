@@ -77,7 +77,17 @@ pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(SafeTensors<'a>, Check
     };
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
-    let raw = meta.metadata().clone().unwrap_or_default();
+    let header = header_from_raw(meta.metadata().clone().unwrap_or_default(), path)?;
+    Ok((st, header))
+}
+
+/// The Triscope entries of a safetensors header's `__metadata__`: a model config found there
+/// is validated; unreadable metadata counts as none. `path` only names the origin in errors.
+pub fn header_from_raw(raw: HashMap<String, String>, path: &Path) -> Result<CheckpointHeader> {
+    let bad = |reason: String| TriscopeError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
     let config = match raw.get(CONFIG_KEY) {
         Some(json) => {
             let config = serde_json::from_str::<ModelConfig>(json)
@@ -96,14 +106,11 @@ pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<(SafeTensors<'a>, Check
         Some(json) => serde_json::from_str::<CheckpointMetadata>(json).ok(),
         None => None,
     };
-    Ok((
-        st,
-        CheckpointHeader {
-            config,
-            metadata,
-            raw,
-        },
-    ))
+    Ok(CheckpointHeader {
+        config,
+        metadata,
+        raw,
+    })
 }
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.

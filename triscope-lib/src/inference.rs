@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::attack::Classify;
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
@@ -145,6 +146,87 @@ impl Modality {
     }
 }
 
+impl Modality {
+    /// What a model was made for: its dataset's modality, else a 1-channel model is a
+    /// radiograph model; `None` when nothing says.
+    pub fn of_model(config: &ModelConfig, dataset: Option<&str>) -> Option<Self> {
+        dataset
+            .and_then(Self::of_dataset)
+            .or((config.in_channels == 1).then_some(Self::Radiograph))
+    }
+
+    /// The modality an image of this colour belongs to among the two Triscope knows.
+    pub fn of_image(grey: bool) -> Self {
+        if grey {
+            Self::Radiograph
+        } else {
+            Self::Dermoscopy
+        }
+    }
+}
+
+/// A checkpoint in a folder of models, with what its header says: plain data for menus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub path: PathBuf,
+    /// The file name without `.safetensors`.
+    pub name: String,
+    pub dataset: Option<String>,
+    pub modality: Option<Modality>,
+}
+
+/// The `.safetensors` files of `dir`, sorted by name, each with the dataset and modality its
+/// header names (read from the file's first bytes only, [`crate::weights::peek_header`]). A
+/// file whose header cannot be read is listed without them: loading it says why.
+pub fn list_models(dir: &Path) -> Vec<ModelEntry> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let header = crate::weights::peek_header(&path).ok();
+            let dataset = header
+                .as_ref()
+                .and_then(|h| h.metadata.as_ref()?.dataset.clone());
+            let modality = header
+                .as_ref()
+                .and_then(|h| Modality::of_model(h.config.as_ref()?, dataset.as_deref()));
+            ModelEntry {
+                name: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                path,
+                dataset,
+                modality,
+            }
+        })
+        .collect()
+}
+
+/// The models of `entries` made for `modality`, those trained on `dataset` first (e.g. a
+/// bundled sample's folder name).
+pub fn models_for<'a>(
+    entries: &'a [ModelEntry],
+    modality: Modality,
+    dataset: Option<&str>,
+) -> Vec<&'a ModelEntry> {
+    let mut out: Vec<&ModelEntry> = entries
+        .iter()
+        .filter(|e| e.modality == Some(modality))
+        .collect();
+    out.sort_by_key(|e| e.dataset.as_deref() != dataset || dataset.is_none());
+    out
+}
+
 /// Why an image does not fit what a model was trained on (a grey radiograph given to a
 /// dermoscopy model, or a colour photograph to a radiograph model): such a prediction means
 /// nothing, and the one reading it must be told. `None` when the image fits, or when the
@@ -177,6 +259,9 @@ pub struct Classifier {
     /// The training distribution in the embedding (`triscope ood`), if the weights file
     /// carries it.
     pub ood: Option<OodStats>,
+    /// Predictions and evaluations average the eight dihedral views ([`crate::tta`]);
+    /// explanations and the out-of-distribution score stay on the image as it is.
+    pub tta: bool,
 }
 
 impl Classifier {
@@ -217,6 +302,7 @@ impl Classifier {
             source,
             resize_mode: ResizeMode::default(),
             ood: None,
+            tta: false,
         }
     }
 
@@ -230,6 +316,15 @@ impl Classifier {
 
     pub fn model(&self) -> &ResNet50 {
         &self.model
+    }
+
+    /// What predictions and evaluations run: the model, or its dihedral average with `tta`.
+    pub fn classify(&self) -> Box<dyn Classify + '_> {
+        if self.tta {
+            Box::new(crate::tta::Dihedral { model: &self.model })
+        } else {
+            Box::new(&self.model)
+        }
     }
 
     /// [`modality_warning`] for this model and an image that is greyscale or not
@@ -275,8 +370,12 @@ impl Classifier {
             return Ok((Vec::new(), Vec::new()));
         }
         let x = self.batch_tensor(images)?; // [batch, C, R, R]
-        let taps = self.model.forward_taps(x, None);
-        let logits = crate::host::logit_rows(taps.logits)?; // [batch][classes]
+        let taps = self.model.forward_taps(x.clone(), None);
+        let logits = if self.tta {
+            crate::host::logit_rows(self.classify().logits(x))? // [batch][classes]
+        } else {
+            crate::host::logit_rows(taps.logits)?
+        };
         let mut features = vec![Vec::with_capacity(4); images.len()];
         for layer in taps.layers {
             let [b, c, _, _] = layer.dims();
@@ -345,7 +444,7 @@ impl Classifier {
             return Ok(Vec::new());
         }
         let x = self.batch_tensor(images)?; // [batch, C, R, R]
-        let logits = self.model.forward(x); // [batch, classes]
+        let logits = self.classify().logits(x); // [batch, classes]
         let n = self.config().num_classes;
         let flat = crate::host::values(logits, "logits")?;
         Ok(flat

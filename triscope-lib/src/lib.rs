@@ -33,6 +33,7 @@ pub mod regions;
 pub mod rng;
 pub mod stats;
 pub mod train;
+pub mod tta;
 pub mod weights;
 pub mod workbench;
 

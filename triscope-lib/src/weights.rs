@@ -307,6 +307,51 @@ pub fn read_header(path: &Path) -> Result<CheckpointHeader> {
     SafetensorsSource::open(path).map(|(_, h)| h)
 }
 
+/// The header entries of a checkpoint from its first bytes only (the safetensors length and
+/// JSON header, not the tensors): cheap enough to list a folder of models. Unlike
+/// [`read_header`], a file whose tensors are broken passes; loading it still fails.
+pub fn peek_header(path: &Path) -> Result<CheckpointHeader> {
+    use std::io::Read;
+    // safetensors' own bound on the JSON header.
+    const MAX_HEADER_BYTES: u64 = 100_000_000;
+    let io = |source| TriscopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bad = |reason: String| TriscopeError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| {
+        bad(format!(
+            "{size} bytes is too short for a safetensors header"
+        ))
+    })?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER_BYTES || n > size.saturating_sub(8) {
+        return Err(bad(format!(
+            "its header claims {n} bytes; the file has {size} in all"
+        )));
+    }
+    let mut json = vec![0u8; n as usize];
+    file.read_exact(&mut json).map_err(io)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("its header is not JSON: {e}")))?;
+    let raw = value
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    crate::checkpoint::header_from_raw(raw, path)
+}
+
 /// Serialise the model as safetensors bytes in torchvision's layout, with `header` entries.
 fn serialize_model(model: &ResNet50, header: HashMap<String, String>) -> Result<Vec<u8>> {
     serialize_model_with(model, header, &[])

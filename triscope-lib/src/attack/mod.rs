@@ -29,6 +29,15 @@ pub trait Classify {
     fn num_classes(&self) -> usize;
 }
 
+impl<T: Classify + ?Sized> Classify for &T {
+    fn logits(&self, pixels: Tensor<4>) -> Tensor<2> {
+        (**self).logits(pixels)
+    }
+    fn num_classes(&self) -> usize {
+        (**self).num_classes()
+    }
+}
+
 impl Classify for ResNet50 {
     fn logits(&self, pixels: Tensor<4>) -> Tensor<2> {
         self.forward(pixels)

@@ -57,7 +57,7 @@ pub fn evaluate_classifier(
     let cfg = classifier.config();
     let (channels, resolution, mode) = (cfg.in_channels, cfg.resolution, classifier.resize_mode);
     let mut report = evaluate(
-        classifier.model(),
+        classifier.classify().as_ref(),
         &classifier.device().device,
         labels,
         &mut |i| dataset.load(i, channels, resolution, mode),
@@ -86,6 +86,9 @@ pub struct EvalRecord {
     /// What opening the dataset left out and why ([`Dataset::notes`]).
     #[serde(default)]
     pub dataset_notes: Vec<String>,
+    /// Every column is the mean over the eight dihedral views ([`crate::tta`]).
+    #[serde(default)]
+    pub test_time_augmentation: bool,
     #[serde(flatten)]
     pub report: EvalReport,
 }
@@ -99,6 +102,7 @@ impl EvalRecord {
             split: dataset.split.clone(),
             device: classifier.device().description.clone(),
             dataset_notes: dataset.notes.clone(),
+            test_time_augmentation: classifier.tta,
             report,
         }
     }

@@ -60,6 +60,41 @@ pub struct ModelConfig {
     /// Independent sigmoid per output (ChestX-ray14 findings) instead of one softmax.
     #[serde(default)]
     pub multi_label: bool,
+    /// Colour constancy inside the forward, before the normalisation (left out of the file
+    /// when none, so that older models' configs stay byte for byte).
+    #[serde(default, skip_serializing_if = "ColorConstancy::is_none")]
+    pub color_constancy: ColorConstancy,
+}
+
+/// Minkowski norm of Shades of Gray, as Finlayson & Trezzi (2004) and the ISIC 2018-2019
+/// winning entries used it.
+pub const SHADES_OF_GRAY_P: f32 = 6.0;
+
+/// Colour constancy applied by the model itself, so that every path (predict, eval, explain,
+/// attacks, the audit, the app) sees the same transform and attacks stay defined on the
+/// displayed image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColorConstancy {
+    #[default]
+    None,
+    /// Shades of Gray with p = [`SHADES_OF_GRAY_P`]: each image's illuminant estimate is made
+    /// grey (see [`crate::model::shades_of_gray`]).
+    ShadesOfGray,
+}
+
+impl ColorConstancy {
+    pub fn is_none(&self) -> bool {
+        *self == Self::None
+    }
+
+    /// For `info`, model cards and the app.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::None => "none".to_string(),
+            Self::ShadesOfGray => format!("Shades of Gray (p = {SHADES_OF_GRAY_P})"),
+        }
+    }
 }
 
 fn default_arch() -> String {
@@ -92,6 +127,7 @@ impl ModelConfig {
             std: IMAGENET_STD.to_vec(),
             class_names: HAM10000_CLASSES.iter().map(|s| s.to_string()).collect(),
             multi_label: false,
+            color_constancy: ColorConstancy::None,
         }
     }
 
@@ -198,6 +234,13 @@ impl ModelConfig {
             return bad(format!(
                 "std must be finite and positive and mean finite, got mean {:?} std {:?}",
                 self.mean, self.std
+            ));
+        }
+        if self.color_constancy != ColorConstancy::None && self.in_channels != 3 {
+            return bad(format!(
+                "color_constancy {} needs 3 channels, got {}",
+                self.color_constancy.describe(),
+                self.in_channels
             ));
         }
         if self.class_names.len() != self.num_classes {

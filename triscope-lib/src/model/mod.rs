@@ -8,4 +8,4 @@ pub mod source;
 
 pub use config::ModelConfig;
 pub use layers::LayerId;
-pub use resnet::{ForwardTaps, ResNet50};
+pub use resnet::{ForwardTaps, ResNet50, shades_of_gray};

@@ -12,7 +12,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::config::ModelConfig;
+use super::config::{ColorConstancy, ModelConfig, SHADES_OF_GRAY_P};
 use super::fast::{Epilogue, conv_bn};
 use super::layers::LayerId;
 use super::source::{Init, ParamBuilder};
@@ -24,6 +24,25 @@ pub const STAGE_BLOCKS: [usize; 4] = [3, 4, 6, 3];
 pub const EXPANSION: usize = 4;
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
+
+/// Shades of Gray colour constancy (Finlayson & Trezzi 2004), per image, as the ISIC
+/// 2018-2019 winning entries applied it: the illuminant `e_c` is the Minkowski p-mean of channel
+/// c, and each channel is multiplied by `|e| / (e_c sqrt(C))`, which turns the illuminant grey
+/// at its own length; the result is clipped at 1. Differentiable, so attacks and attributions
+/// see through it. `[batch, C, H, W]` in [0, 1] -> the same.
+pub fn shades_of_gray(x: Tensor<4>) -> Tensor<4> {
+    let channels = x.dims()[1];
+    // A black channel has no illuminant; the floor keeps the root's gradient finite.
+    let illuminant = x
+        .clone()
+        .powf_scalar(SHADES_OF_GRAY_P)
+        .mean_dims(&[2, 3])
+        .clamp_min(1e-12)
+        .powf_scalar(1.0 / SHADES_OF_GRAY_P); // [b, C, 1, 1]
+    let length = illuminant.clone().powf_scalar(2.0).sum_dim(1).sqrt(); // [b, 1, 1, 1]
+    let gain = length / (illuminant * (channels as f32).sqrt()); // [b, C, 1, 1]
+    (x * gain).clamp_max(1.0)
+}
 
 /// The 1x1 conv + BN that matches the shortcut to the block's output.
 #[derive(Module, Debug)]
@@ -170,8 +189,13 @@ impl ResNet50 {
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
     }
 
-    /// `(x - mean) / std` per channel; `x` holds pixels in [0, 1]. `[batch, C, H, W]`.
+    /// The model's colour constancy (if any), then `(x - mean) / std` per channel; `x` holds
+    /// pixels in [0, 1]. `[batch, C, H, W]`.
     pub fn normalize(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = match self.config.color_constancy {
+            ColorConstancy::None => x,
+            ColorConstancy::ShadesOfGray => shades_of_gray(x),
+        };
         let device = x.device();
         let c = self.config.in_channels;
         let mean = Tensor::<4>::from_data(

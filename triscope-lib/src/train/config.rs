@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::model::ModelConfig;
-use crate::model::config::{IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES};
+use crate::model::config::{ColorConstancy, IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES};
 
 /// The whole training configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,6 +64,8 @@ pub struct InputSection {
     /// Side of the square input in pixels.
     pub resolution: usize,
     pub normalization: Normalization,
+    /// `none` or `shades_of_gray`: applied inside the model, so it travels with the weights.
+    pub color_constancy: ColorConstancy,
 }
 
 impl Default for InputSection {
@@ -72,6 +74,7 @@ impl Default for InputSection {
             channels: 3,
             resolution: 224,
             normalization: Normalization::default(),
+            color_constancy: ColorConstancy::None,
         }
     }
 }
@@ -739,6 +742,7 @@ impl TrainConfig {
             std: fit(&self.input.normalization.std),
             class_names,
             multi_label: false,
+            color_constancy: self.input.color_constancy,
         })
     }
 }

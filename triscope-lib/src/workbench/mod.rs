@@ -122,6 +122,8 @@ pub struct Analysis {
     /// For a DICOM file: geometry, grey-level transforms, the window applied (no identifying
     /// attribute is ever read).
     pub dicom: Option<DicomInfo>,
+    /// The file is greyscale ([`crate::imaging::looks_grey`]): what a model for it must take.
+    pub image_is_grey: bool,
     /// The image does not fit what the model was trained on
     /// ([`crate::inference::modality_warning`]).
     pub input_warning: Option<String>,
@@ -544,7 +546,8 @@ impl ModelWorker {
             dicom,
         } = decode_with(path, &options)?;
         let (source_width, source_height) = (decoded.width(), decoded.height());
-        let input_warning = classifier.input_warning(crate::imaging::looks_grey(&decoded));
+        let image_is_grey = crate::imaging::looks_grey(&decoded);
+        let input_warning = classifier.input_warning(image_is_grey);
         let bad = |reason| TriscopeError::BadImage {
             path: path.to_path_buf(),
             reason,
@@ -639,6 +642,7 @@ impl ModelWorker {
             layers,
             attribution,
             dicom,
+            image_is_grey,
             input_warning,
             out_of_distribution,
             ground_truth,
