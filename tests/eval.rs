@@ -205,7 +205,7 @@ fn evaluate_images(
 fn checks_pass_on_a_real_model_and_trip_on_a_masked_one() {
     let (classifier, labels, images) = samples_dataset();
     let options = EvalOptions {
-        attacks: EvalAttack::parse_list("clean,fgsm,pgd10,pgd20,apgd-ce,apgd-t,aa").unwrap(),
+        attacks: EvalAttack::parse_list("clean,fgsm,pgd10,pgd20,apgd-ce,apgd-t,fab-t,aa").unwrap(),
         apgd_iterations: 20,
         square_queries: 60,
         batch_size: 4,
@@ -214,7 +214,7 @@ fn checks_pass_on_a_real_model_and_trip_on_a_masked_one() {
     };
     let report = evaluate_images(classifier.model(), &labels, &images, &options);
     let clean = report.result("clean").unwrap().score;
-    for name in ["fgsm", "pgd10", "pgd20", "apgd-ce", "apgd-t", "aa"] {
+    for name in ["fgsm", "pgd10", "pgd20", "apgd-ce", "apgd-t", "fab-t", "aa"] {
         let r = report
             .result(name)
             .unwrap_or_else(|| panic!("{name} missing"));

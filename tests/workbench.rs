@@ -338,3 +338,28 @@ fn colour_constancy_travels_with_the_model_to_every_path() {
     assert!(d > 1e-3, "the transform changes the prediction ({d})");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The app's FAB-T: a whole run on the worker, step by step, inside the ball.
+#[test]
+fn fab_t_runs_on_the_worker_within_its_radius() {
+    let w = ready_worker();
+    let request = AttackRequest {
+        method: AttackMethod::FabT,
+        steps: 4,
+        ..pgd(4, 4.0)
+    };
+    let id = w.submit(Job::Attack(request));
+    let events = collect_until(
+        &w,
+        |e| matches!(e, WorkerEvent::Attack(r) if r.request == id),
+    );
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::AttackStep { request, .. } if *request == id))
+        .count();
+    assert!(steps >= 4, "{steps} step events");
+    let Some(WorkerEvent::Attack(r)) = events.last() else {
+        panic!("no result");
+    };
+    assert!(r.linf_255 <= 4.0 + 1e-3, "{}", r.linf_255);
+}

@@ -23,7 +23,8 @@ pub struct AttackArgs {
     /// PGD step size: 2/255 or 0.0078
     #[arg(long, default_value = "2/255", value_parser = parse_fraction)]
     pub alpha: f32,
-    /// Iterations (PGD default 10, APGD 100); Square's query budget (default 5,000)
+    /// Iterations (PGD default 10, APGD 100, FAB-T 100 per target); Square's query budget
+    /// (default 5,000)
     #[arg(long)]
     pub steps: Option<usize>,
     /// Start PGD at the clean image instead of a random point of the eps-ball
@@ -63,6 +64,7 @@ pub fn attack(
         AttackMethod::Fgsm => AttackConfig::fgsm(),
         AttackMethod::Pgd => AttackConfig::pgd(10),
         AttackMethod::Square => AttackConfig::square(),
+        AttackMethod::FabT => AttackConfig::fab_t(),
         m @ (AttackMethod::ApgdCe | AttackMethod::ApgdT) => AttackConfig::apgd(m),
     };
     config.eps_linf = args.eps;

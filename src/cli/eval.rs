@@ -41,7 +41,7 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// APGD iterations (AutoAttack standard: 100)
+    /// APGD iterations, and FAB-T's per target class (AutoAttack standard: 100)
     #[arg(long, default_value_t = 100)]
     pub apgd_iterations: usize,
     /// Square's queries per image, in `square` and in `aa` (AutoAttack standard: 5000)

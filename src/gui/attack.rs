@@ -15,12 +15,18 @@ use super::predictions::{ADV_COLOR, CLEAN_COLOR};
 use super::state::{AttackSettings, UiAction};
 
 /// Methods offered in the panel.
-const METHODS: [(AttackMethod, &str); 4] = [
+const METHODS: [(AttackMethod, &str); 5] = [
     (AttackMethod::Fgsm, "FGSM"),
     (AttackMethod::Pgd, "PGD (L∞, random start)"),
     (AttackMethod::ApgdCe, "APGD-CE"),
     (AttackMethod::Square, "Square (gradient-free)"),
+    (AttackMethod::FabT, "FAB-T (smallest perturbation)"),
 ];
+
+/// Methods that choose their own target (no "targeted" choice).
+fn picks_its_targets(m: AttackMethod) -> bool {
+    matches!(m, AttackMethod::ApgdCe | AttackMethod::FabT)
+}
 
 /// Progress of the attack in flight.
 #[derive(Debug, Default, Clone)]
@@ -250,7 +256,11 @@ impl AttackPanel {
                 )
                 .show_ui(ui, |ui| {
                     for (m, name) in METHODS {
-                        changed |= ui.selectable_value(&mut s.method, m, name).changed();
+                        // FAB-T's targets are the runner-up classes of one softmax.
+                        let fits = !(self.multi_label && m == AttackMethod::FabT);
+                        ui.add_enabled_ui(fits, |ui| {
+                            changed |= ui.selectable_value(&mut s.method, m, name).changed();
+                        });
                     }
                 });
             if ui.button("Run again").clicked() {
@@ -279,27 +289,33 @@ impl AttackPanel {
             );
         } else {
             ui.add_enabled_ui(s.method != AttackMethod::Fgsm, |ui| {
-                changed |= ui
-                    .add(
-                        egui::Slider::new(&mut s.step_255, 0.1..=4.0)
-                            .step_by(0.05)
-                            .text("step size")
-                            .custom_formatter(|v, _| format!("{v:.2}/255")),
-                    )
-                    .changed();
+                ui.add_enabled_ui(s.method != AttackMethod::FabT, |ui| {
+                    changed |= ui
+                        .add(
+                            egui::Slider::new(&mut s.step_255, 0.1..=4.0)
+                                .step_by(0.05)
+                                .text("step size")
+                                .custom_formatter(|v, _| format!("{v:.2}/255")),
+                        )
+                        .changed();
+                });
                 changed |= ui
                     .add(egui::Slider::new(&mut s.steps, 1..=100).text("steps"))
                     .changed();
             });
+            if s.method == AttackMethod::FabT {
+                ui.weak(
+                    "FAB-T looks for the smallest perturbation that moves the image to each \
+                     runner-up class in turn (steps per class); the image is fooled only if \
+                     that perturbation fits in ε. AutoAttack runs 100 steps.",
+                );
+            }
         }
         ui.horizontal_wrapped(|ui| {
-            ui.add_enabled_ui(
-                !self.multi_label && s.method != AttackMethod::ApgdCe,
-                |ui| {
-                    changed |= ui.checkbox(&mut s.targeted, "targeted").changed();
-                },
-            );
-            if s.targeted && !self.multi_label && s.method != AttackMethod::ApgdCe {
+            ui.add_enabled_ui(!self.multi_label && !picks_its_targets(s.method), |ui| {
+                changed |= ui.checkbox(&mut s.targeted, "targeted").changed();
+            });
+            if s.targeted && !self.multi_label && !picks_its_targets(s.method) {
                 let name = self
                     .class_names
                     .get(s.target_class)
@@ -314,7 +330,7 @@ impl AttackPanel {
                     });
             }
         });
-        if s.method == AttackMethod::ApgdCe {
+        if picks_its_targets(s.method) {
             s.targeted = false;
         }
         if changed {

@@ -7,6 +7,7 @@
 //! summed binary cross-entropy over findings for multi-label models.
 
 pub mod apgd;
+pub mod fab;
 pub mod square;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +63,10 @@ pub enum AttackMethod {
     /// Square Attack: gradient-free random search on the margin (AutoAttack's `square`);
     /// `steps` is its query budget.
     Square,
+    /// FAB-T: the smallest adversarial towards each runner-up class in turn (AutoAttack's
+    /// `fab-t`); `steps` is its iterations per target.
+    #[serde(rename = "fab-t")]
+    FabT,
 }
 
 impl AttackMethod {
@@ -72,6 +77,7 @@ impl AttackMethod {
             Self::ApgdCe => "apgd-ce",
             Self::ApgdT => "apgd-t",
             Self::Square => "square",
+            Self::FabT => "fab-t",
         }
     }
 }
@@ -84,6 +90,7 @@ impl crate::choice::Choice for AttackMethod {
         Self::ApgdCe,
         Self::ApgdT,
         Self::Square,
+        Self::FabT,
     ];
     fn name(self) -> &'static str {
         AttackMethod::name(self)
@@ -91,6 +98,7 @@ impl crate::choice::Choice for AttackMethod {
     fn aliases(self) -> &'static [&'static str] {
         match self {
             Self::ApgdCe => &["apgd"],
+            Self::FabT => &["fab"],
             _ => &[],
         }
     }
@@ -201,6 +209,16 @@ impl AttackConfig {
             steps: 5000,
             random_start: false,
             ..Self::pgd(5000)
+        }
+    }
+
+    /// FAB-T with AutoAttack's standard 100 iterations per target at eps 8/255.
+    pub fn fab_t() -> Self {
+        Self {
+            method: AttackMethod::FabT,
+            steps: 100,
+            random_start: false,
+            ..Self::pgd(100)
         }
     }
 
@@ -330,6 +348,18 @@ pub fn run_attack(
             };
             return square::square(model, x, goal, &square_config, on_step, cancel);
         }
+        AttackMethod::FabT => {
+            let AttackGoal::Untargeted(labels) = goal else {
+                return Err(TriscopeError::InvalidArgument(
+                    "fab-t chooses its own targets: give the true classes (untargeted, single-label)".into(),
+                ));
+            };
+            let fab_config = fab::FabConfig {
+                iterations: config.steps,
+                ..fab::FabConfig::standard(config.eps_linf)
+            };
+            return fab::fab_targeted(model, x, labels, &fab_config, on_step, cancel);
+        }
         AttackMethod::Fgsm | AttackMethod::Pgd => {}
     }
     let mut best: Option<(AttackOutput, Vec<bool>)> = None;
@@ -454,7 +484,7 @@ pub fn run_attack_from(
     config.validate()?;
     if matches!(
         config.method,
-        AttackMethod::ApgdCe | AttackMethod::ApgdT | AttackMethod::Square
+        AttackMethod::ApgdCe | AttackMethod::ApgdT | AttackMethod::Square | AttackMethod::FabT
     ) {
         return Err(TriscopeError::InvalidArgument(
             "a start point can be given to fgsm and pgd only".into(),

@@ -40,8 +40,11 @@ pub enum EvalAttack {
     ApgdT,
     /// Square Attack on every image (gradient-free; `square_queries` queries).
     Square,
-    /// AutoAttack's cascade: APGD-CE and APGD-T (their worst case per sample is the column
-    /// `aa-apgd`), then Square on the samples both left correct. FAB-T is not in it yet.
+    /// FAB-T on every image (`apgd_iterations` iterations per target).
+    FabT,
+    /// AutoAttack's standard cascade: APGD-CE and APGD-T (their worst case per sample is the
+    /// column `aa-apgd`), then FAB-T on the samples both left correct, then Square on those
+    /// FAB-T left.
     Aa,
 }
 
@@ -55,6 +58,7 @@ impl EvalAttack {
             Self::ApgdCe => "apgd-ce",
             Self::ApgdT => "apgd-t",
             Self::Square => "square",
+            Self::FabT => "fab-t",
             Self::Aa => "aa",
         }
     }
@@ -93,6 +97,7 @@ impl crate::choice::Choice for EvalAttack {
         Self::ApgdCe,
         Self::ApgdT,
         Self::Square,
+        Self::FabT,
         Self::Aa,
     ];
     fn name(self) -> &'static str {
@@ -122,7 +127,7 @@ pub struct EvalOptions {
     /// PGD-10 accuracy at each of these radii (empty: no sweep).
     pub eps_sweep: Vec<f32>,
     pub batch_size: usize,
-    /// APGD iterations (AutoAttack standard: 100).
+    /// APGD iterations, and FAB-T's per target class (AutoAttack standard: 100).
     pub apgd_iterations: usize,
     /// Square's queries per image (AutoAttack standard: 5,000).
     pub square_queries: usize,
@@ -322,6 +327,9 @@ pub fn evaluate(
                 .to_string(),
         );
     }
+    if multi_label && wants(EvalAttack::FabT) {
+        warnings.push("fab-t needs single-label classes; it is left out".to_string());
+    }
 
     let mut columns: Vec<Column> = Vec::new();
     let col = |name: &str, e: f32, columns: &mut Vec<Column>| -> usize {
@@ -381,6 +389,13 @@ pub fn evaluate(
     };
     if wants(EvalAttack::Square) {
         add("square", square.clone(), &mut columns);
+    }
+    let fab_t = AttackConfig {
+        steps: options.apgd_iterations,
+        ..with(AttackConfig::fab_t(), eps, options.seed)
+    };
+    if wants(EvalAttack::FabT) && !multi_label {
+        add("fab-t", fab_t.clone(), &mut columns);
     }
     for &e in &options.eps_sweep {
         if e > 0.0 && e != eps {
@@ -470,7 +485,8 @@ pub fn evaluate(
         }
         if let (Some((pair, aa)), Some(ce), Some(t)) = (aa_ix, ce_ix, t_ix) {
             // Worst case per sample: the APGD-CE point if it fools, else APGD-T's; then
-            // Square on the samples both left correct, its point where it fools.
+            // FAB-T and Square in turn on the samples all before them left correct, each
+            // one's point where it fools.
             let from = columns[ce].scores.len() - b;
             let ys = classes_of(batch_labels);
             let mut rows = Vec::with_capacity(b);
@@ -480,9 +496,12 @@ pub fn evaluate(
                 rows.push(if argmax(&ce_row) != y { ce_row } else { t_row });
             }
             columns[pair].scores.extend(rows.iter().cloned());
-            let left: Vec<usize> = (0..b).filter(|&i| argmax(&rows[i]) == ys[i]).collect();
-            if !left.is_empty() {
-                let per = c * h * w;
+            let per = c * h * w;
+            for stage in [&fab_t, &square] {
+                let left: Vec<usize> = (0..b).filter(|&i| argmax(&rows[i]) == ys[i]).collect();
+                if left.is_empty() {
+                    break;
+                }
                 let pixels: Vec<f32> = left
                     .iter()
                     .flat_map(|&i| flat[i * per..(i + 1) * per].iter().copied())
@@ -490,7 +509,7 @@ pub fn evaluate(
                 let xs =
                     Tensor::<4>::from_data(TensorData::new(pixels, [left.len(), c, h, w]), device);
                 let goal = AttackGoal::Untargeted(left.iter().map(|&i| ys[i]).collect());
-                let out = run_attack(model, xs, &goal, &square, &mut |_| {}, cancel)?;
+                let out = run_attack(model, xs, &goal, stage, &mut |_| {}, cancel)?;
                 for (k, row) in logits_rows(model, out.adversarial)?.into_iter().enumerate() {
                     let i = left[k];
                     if argmax(&row) != ys[i] {

@@ -739,7 +739,10 @@ impl ModelWorker {
                 adv
             }
             // Whole runs; the UI shows the loss (Square's: the margin) per step or query.
-            AttackMethod::ApgdCe | AttackMethod::ApgdT | AttackMethod::Square => {
+            AttackMethod::ApgdCe
+            | AttackMethod::ApgdT
+            | AttackMethod::Square
+            | AttackMethod::FabT => {
                 let mut on_step = |r: &StepReport| {
                     let loss = r.loss.first().copied().unwrap_or(f32::NAN);
                     loss_per_step.push(loss);
