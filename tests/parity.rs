@@ -108,20 +108,24 @@ fn gradcam_matches_pytorch_grad_cam() {
     }
 }
 
+/// The cross-entropy summed over the batch, of `[b, classes]` logits and the fixture's labels.
+fn summed_cross_entropy(logits: Tensor<2>, labels: &Array, device: &Device) -> Tensor<1> {
+    let [b, k] = logits.dims();
+    let mut one_hot = vec![0.0f32; b * k];
+    for (i, &l) in labels.values.iter().enumerate() {
+        one_hot[i * k + l as usize] = 1.0;
+    }
+    let mask = Tensor::<2>::from_data(TensorData::new(one_hot, [b, k]), device);
+    (log_softmax(logits, 1) * mask).sum().neg()
+}
+
 #[test]
 fn input_gradient_of_cross_entropy_matches_autograd() {
     let device = Device::flex();
     let fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
     let model = fixture_model(3, None, &device);
     let x = tensor4(&fx["input"], &device).autodiff().require_grad();
-    let logits = model.forward(x.clone()); // [3, 7]
-    let labels: Vec<usize> = fx["labels"].values.iter().map(|v| *v as usize).collect();
-    let mut one_hot = vec![0.0f32; 3 * 7];
-    for (b, &l) in labels.iter().enumerate() {
-        one_hot[b * 7 + l] = 1.0;
-    }
-    let mask = Tensor::<2>::from_data(TensorData::new(one_hot, [3, 7]), &device);
-    let ce = (log_softmax(logits, 1) * mask).sum().neg(); // summed cross-entropy
+    let ce = summed_cross_entropy(model.forward(x.clone()), &fx["labels"], &device);
     let ce_value = values(ce.clone())[0];
     let want_ce = fx["ce_sum"].values[0];
     assert!(
@@ -265,14 +269,7 @@ fn shades_of_gray_matches_the_isic_reference_and_pytorch() {
     assert!(max_rel_diff(&plain, &fx["logits"].values) > 1e-2);
 
     let x = x.autodiff().require_grad();
-    let logits = model.forward(x.clone()); // [3, 7]
-    let labels: Vec<usize> = fx["labels"].values.iter().map(|v| *v as usize).collect();
-    let mut one_hot = vec![0.0f32; 3 * 7];
-    for (b, &l) in labels.iter().enumerate() {
-        one_hot[b * 7 + l] = 1.0;
-    }
-    let mask = Tensor::<2>::from_data(TensorData::new(one_hot, [3, 7]), &device);
-    let ce = (log_softmax(logits, 1) * mask).sum().neg();
+    let ce = summed_cross_entropy(model.forward(x.clone()), &fx["labels"], &device);
     let grads = ce.backward();
     let g = values(x.grad(&grads).expect("input gradient"));
     let d = max_rel_diff(&g, &fx["input_grad_ce_sum"].values);

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{
-    AttackGoal, AttackOutput, Classify, StepReport, bool_mask, check_goal, goal_reached, objective,
+    AttackGoal, AttackOutput, Classify, StepReport, bool_mask, check_goal, class_at_rank,
+    goal_reached, objective,
 };
 use crate::error::{Result, TriscopeError};
 use crate::rng::SplitMix64;
@@ -301,14 +302,7 @@ pub fn apgd_targeted(
     let mut fooled = vec![false; b];
     let mut curve = Vec::new();
     for rank in 2..n_targets + 2 {
-        let targets: Vec<usize> = clean
-            .iter()
-            .map(|row| {
-                let mut order: Vec<usize> = (0..classes).collect();
-                order.sort_by(|&p, &q| row[q].total_cmp(&row[p]));
-                order[rank - 1]
-            })
-            .collect();
+        let targets: Vec<usize> = clean.iter().map(|row| class_at_rank(row, rank)).collect();
         let out = if classes >= 4 {
             apgd(
                 model,

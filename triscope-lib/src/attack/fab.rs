@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{AttackOutput, Classify, StepReport};
+use super::{AttackOutput, Classify, StepReport, class_at_rank};
 use crate::error::{Result, TriscopeError};
 use crate::explain::gradcam::argmax;
 
@@ -216,12 +216,7 @@ pub fn fab_targeted(
         let ys: Vec<usize> = ids.iter().map(|&i| labels[i]).collect();
         let targets: Vec<usize> = ids
             .iter()
-            .map(|&i| {
-                let row = &clean_logits[i];
-                let mut order: Vec<usize> = (0..classes).collect();
-                order.sort_by(|&p, &q| row[q].total_cmp(&row[p]));
-                order[rank - 1]
-            })
+            .map(|&i| class_at_rank(&clean_logits[i], rank))
             .collect();
         let x0: Vec<f32> = ids
             .iter()

@@ -48,6 +48,14 @@ impl Classify for ResNet50 {
     }
 }
 
+/// The class of `row`'s `rank`-th largest logit (1: the prediction, 2: the runner-up): the
+/// targets APGD-T and FAB-T take in turn.
+pub fn class_at_rank(row: &[f32], rank: usize) -> usize {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&p, &q| row[q].total_cmp(&row[p]));
+    order[rank - 1]
+}
+
 /// Which attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
