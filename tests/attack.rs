@@ -754,3 +754,76 @@ fn fab_t_leaves_misclassified_images_and_refuses_what_it_cannot_run() {
         assert!(e.contains(says), "{e}");
     }
 }
+
+/// Logits `W x + c` of the flattened pixels: a model whose minimal L-inf adversarial is known.
+struct Linear {
+    weights: Vec<Vec<f32>>,
+    bias: Vec<f32>,
+}
+
+impl Classify for Linear {
+    fn logits(&self, pixels: Tensor<4>) -> Tensor<2> {
+        let [b, c, h, w] = pixels.dims();
+        let device = pixels.device();
+        let k = self.weights.len();
+        let wt: Vec<f32> = (0..c * h * w)
+            .flat_map(|i| self.weights.iter().map(move |row| row[i]))
+            .collect();
+        let wt = Tensor::<2>::from_data(TensorData::new(wt, [c * h * w, k]), &device);
+        let bias = Tensor::<2>::from_data(TensorData::new(self.bias.clone(), [1, k]), &device);
+        pixels.reshape([b, c * h * w]).matmul(wt) + bias // [b, k]
+    }
+    fn num_classes(&self) -> usize {
+        self.weights.len()
+    }
+}
+
+#[test]
+fn fab_t_finds_the_analytic_minimal_perturbation_of_a_linear_model() {
+    // Two classes, margin m = (w0 - w1) . x + (c0 - c1) at a mid-grey image: the smallest L-inf
+    // step to class 1 is m / |w0 - w1|_1 (every pixel moved by it, against the sign of w0 - w1),
+    // which stays inside [0, 1] here. FAB projects onto the boundary exactly in one step and
+    // overshoots by eta = 1.05, then pulls back by beta while the point stays adversarial.
+    let device = Device::flex();
+    let d = 3 * 4 * 4;
+    let mut rng = triscope::rng::SplitMix64::new(3);
+    let w0: Vec<f32> = (0..d).map(|_| rng.next_f32() - 0.5).collect();
+    let w1: Vec<f32> = (0..d).map(|_| rng.next_f32() - 0.5).collect();
+    let model = Linear {
+        weights: vec![w0.clone(), w1.clone()],
+        bias: vec![0.2, 0.0],
+    };
+    let x = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; d], [1, 3, 4, 4]), &device);
+    let margin: f32 = w0.iter().zip(&w1).map(|(a, b)| (a - b) * 0.5).sum::<f32>() + 0.2;
+    assert!(margin > 0.0, "class 0 first");
+    let l1: f32 = w0.iter().zip(&w1).map(|(a, b)| (a - b).abs()).sum();
+    let minimal = margin / l1;
+    assert!(minimal < 0.5, "inside the box");
+    let out = run_attack(
+        &model,
+        x.clone(),
+        &AttackGoal::Untargeted(vec![0]),
+        &fab_config(1.0, 20),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let adv = values(out.adversarial.clone());
+    let found = adv.iter().fold(0f32, |m, v| m.max((v - 0.5).abs()));
+    assert_eq!(argmax(&values(model.logits(out.adversarial))), 1);
+    assert!(
+        found >= minimal * (1.0 - 1e-4) && found <= minimal * 1.06,
+        "found {found}, minimal {minimal}"
+    );
+    // Below the minimal radius nothing can fool it: the image comes back unchanged.
+    let out = run_attack(
+        &model,
+        x.clone(),
+        &AttackGoal::Untargeted(vec![0]),
+        &fab_config(minimal * 0.99, 20),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(values(out.adversarial), values(x));
+}

@@ -415,10 +415,14 @@ pub fn evaluate(
         );
     }
     let noise_ix = checks.then(|| col("uniform-noise", eps, &mut columns));
+    // The cascade's stages: after APGD-CE and APGD-T, after FAB-T, and after Square (`aa`).
     let aa_ix = (wants(EvalAttack::Aa) && need_apgd_t).then(|| {
         (
             col("aa-apgd", eps, &mut columns),
-            col("aa", eps, &mut columns),
+            [
+                col("aa-fab-t", eps, &mut columns),
+                col("aa", eps, &mut columns),
+            ],
         )
     });
     let ce_ix = columns
@@ -483,7 +487,7 @@ pub fn evaluate(
             let xn = Tensor::<4>::from_data(TensorData::new(noisy, [b, c, h, w]), device);
             columns[ix].scores.extend(logits_rows(model, xn)?);
         }
-        if let (Some((pair, aa)), Some(ce), Some(t)) = (aa_ix, ce_ix, t_ix) {
+        if let (Some((pair, stages)), Some(ce), Some(t)) = (aa_ix, ce_ix, t_ix) {
             // Worst case per sample: the APGD-CE point if it fools, else APGD-T's; then
             // FAB-T and Square in turn on the samples all before them left correct, each
             // one's point where it fools.
@@ -497,10 +501,11 @@ pub fn evaluate(
             }
             columns[pair].scores.extend(rows.iter().cloned());
             let per = c * h * w;
-            for stage in [&fab_t, &square] {
+            for (stage, column) in [&fab_t, &square].into_iter().zip(stages) {
                 let left: Vec<usize> = (0..b).filter(|&i| argmax(&rows[i]) == ys[i]).collect();
                 if left.is_empty() {
-                    break;
+                    columns[column].scores.extend(rows.iter().cloned());
+                    continue;
                 }
                 let pixels: Vec<f32> = left
                     .iter()
@@ -516,8 +521,8 @@ pub fn evaluate(
                         rows[i] = row;
                     }
                 }
+                columns[column].scores.extend(rows.iter().cloned());
             }
-            columns[aa].scores.extend(rows);
         }
         done = end;
         progress(done, n);
