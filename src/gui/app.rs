@@ -488,6 +488,10 @@ impl TriscopeApp {
                 if request == self.latest.attack {
                     self.attack.running = false;
                 }
+                // The sample that waited for this model stays unopened.
+                if request == self.latest.model {
+                    self.pending_image = None;
+                }
                 // A remembered model that no longer loads: fall back to the embedded one.
                 if request == self.latest.model && self.model.is_none() {
                     self.saved.model_path = None;
