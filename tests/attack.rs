@@ -625,10 +625,8 @@ fn fab_t_matches_torchattacks() {
     let norms = |adv: &[f32]| -> Vec<f32> {
         (0..y.len())
             .map(|i| {
-                adv[i * per..(i + 1) * per]
-                    .iter()
-                    .zip(&clean[i * per..(i + 1) * per])
-                    .fold(0f32, |m, (a, c)| m.max((a - c).abs()))
+                let rows = i * per..(i + 1) * per;
+                triscope::host::PerturbationNorms::of(&adv[rows.clone()], &clean[rows]).linf
             })
             .collect()
     };

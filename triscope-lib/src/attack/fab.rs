@@ -19,6 +19,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::{AttackOutput, Classify, StepReport, class_at_rank};
 use crate::error::{Result, TriscopeError};
 use crate::explain::gradcam::argmax;
+use crate::host::PerturbationNorms;
 
 /// FAB-T settings (AutoAttack's standard version).
 #[derive(Debug, Clone, PartialEq)]
@@ -162,12 +163,6 @@ fn predicted(
         .collect())
 }
 
-fn linf(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()))
-}
-
 /// FAB-T on `x` (`[batch, C, H, W]` in [0, 1]) with the true classes `labels`. Returns, per
 /// image, its smallest adversarial point found within the eps-ball, or the clean image where
 /// none was; the step report carries each image's current margin `z_t - z_y`.
@@ -256,7 +251,7 @@ pub fn fab_targeted(
                     continue;
                 }
                 let rows = j * per..(j + 1) * per;
-                let norm = linf(&x1[rows.clone()], &x0[rows.clone()]);
+                let norm = PerturbationNorms::of(&x1[rows.clone()], &x0[rows.clone()]).linf;
                 if norm < best_norm[j] {
                     best_norm[j] = norm;
                     best[rows.clone()].copy_from_slice(&x1[rows.clone()]);
