@@ -693,3 +693,109 @@ fn bundled_model_cards_show_in_info_and_quote_their_eval_reports() {
     }
     assert!(checked >= 4, "{checked} bundled models");
 }
+
+/// `attack --sweep`: the default list and a list with one denominator write the CSV, the JSON
+/// and the figure; ε = 0 is the clean prediction with no drift; every budget's image stays in
+/// its ball; bad lists are refused by value.
+#[test]
+fn attack_sweep_writes_a_row_per_eps_starting_at_the_clean_prediction() {
+    let dir = TempDir::new("sweep");
+    let image = s(&sample("ham10000/ISIC_0024410.jpg"));
+    let o = triscope(&["predict", &image, "--json", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let clean: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let clean = &clean[0];
+
+    let out = dir.path().join("default");
+    let o = triscope(&[
+        "attack",
+        &image,
+        "--sweep",
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("8/255"), "{}", stdout(&o));
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let eps: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(eps, ["0", "0.5", "1", "2", "4", "8"], "{csv}");
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let first = &rows[0];
+    assert_eq!(
+        first[col("predicted_class")],
+        clean["class_name"].as_str().unwrap()
+    );
+    let p0: f64 = first[col("predicted_probability")].parse().unwrap();
+    assert!(
+        (p0 - clean["confidence"].as_f64().unwrap()).abs() < 1e-4,
+        "{p0}"
+    );
+    assert_eq!(first[col("drift")].parse::<f64>().unwrap(), 0.0);
+    assert_eq!(first[col("fooled")], "false");
+    for r in &rows[1..] {
+        let (e, linf): (f64, f64) = (
+            r[0].parse().unwrap(),
+            r[col("linf_norm_x255")].parse().unwrap(),
+        );
+        assert!(linf > 0.0 && linf <= e + 1e-3, "eps {e}: L-inf {linf}/255");
+    }
+    let png = image::open(out.join("sweep.png")).unwrap();
+    assert!(
+        png.width() >= 900 && png.height() > 420,
+        "{}x{}",
+        png.width(),
+        png.height()
+    );
+
+    let out = dir.path().join("list");
+    let o = triscope(&[
+        "attack",
+        &image,
+        "--sweep",
+        "0,1,2,4/255",
+        "--method",
+        "fgsm",
+        "--json",
+        "--device",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let points = v["points"].as_array().unwrap();
+    let eps: Vec<f64> = points
+        .iter()
+        .map(|p| p["eps_x255"].as_f64().unwrap())
+        .collect();
+    assert_eq!(eps.len(), 4);
+    for (e, want) in eps.iter().zip([0.0, 1.0, 2.0, 4.0]) {
+        assert!((e - want).abs() < 1e-4, "{eps:?}");
+    }
+    assert_eq!(points[0]["cam"]["ssim"].as_f64().unwrap(), 1.0);
+    assert_eq!(v["true_class"], clean["class_name"]);
+    for f in ["sweep.csv", "sweep.json", "sweep.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+
+    for (list, says) in [
+        ("0,-1/255", "must be in [0, 1]"),
+        ("0,2,4", "end the list with /255"),
+        ("0,1,x/255", "not a number"),
+        ("1;2/255", "not a number"),
+    ] {
+        let o = triscope(&["attack", &image, "--sweep", list, "--out", &s(&out)]);
+        assert!(!o.status.success(), "{list}");
+        assert!(stderr(&o).contains(says), "{list}: {}", stderr(&o));
+    }
+}

@@ -317,7 +317,12 @@ fn metrics_without_times(dir: &Path) -> Vec<serde_json::Value> {
             let _: MetricsLine = serde_json::from_str(l).unwrap();
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             let o = v.as_object_mut().unwrap();
-            for k in ["images_per_s", "elapsed_s", "epoch_time_s"] {
+            for k in [
+                "images_per_s",
+                "elapsed_s",
+                "epoch_time_s",
+                "explanation_time_s",
+            ] {
                 o.remove(k);
             }
             v
@@ -1481,4 +1486,80 @@ fn background_swap_trains_and_refuses_a_set_without_every_mask() {
         assert!(e.contains("no lesion masks") && e.contains(option), "{e}");
     }
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `training.explanation_images`: the acceptance command writes each epoch's Grad-CAM quality
+/// (deletion / insertion AUC, energy inside the lesion mask, pointing game) beside loss and
+/// accuracy; the masks' share is the one the committed mask files give; 0 turns it off.
+#[test]
+fn each_epoch_scores_the_explanations_of_fixed_validation_images() {
+    let run = |name: &str, extra: &[&str]| -> Vec<serde_json::Value> {
+        let dir = temp_dir(name);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_triscope"));
+        cmd.arg("train")
+            .arg("--config")
+            .arg(fixture("train_tiny.yaml"))
+            .args(["--set", "training.epochs=1", "--quiet", "--out"])
+            .arg(&dir);
+        for e in extra {
+            cmd.args(["--set", e]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["type"] == "epoch")
+            .collect()
+    };
+    let epochs = run("explanation", &[]);
+    assert_eq!(epochs.len(), 1);
+    let q = &epochs[0]["explanation"];
+    assert_eq!(q["images"], 8, "{q}");
+    assert_eq!(q["masked_images"], 8, "every val image has its mask: {q}");
+    for k in [
+        "deletion_auc",
+        "insertion_auc",
+        "energy_inside",
+        "pointing_hit_rate",
+    ] {
+        let v = q[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k}: {v}");
+    }
+    assert!(epochs[0]["explanation_time_s"].as_f64().unwrap() > 0.0);
+    // The regions' share, from the mask files themselves.
+    let mut share = 0.0;
+    let masks: Vec<PathBuf> = ["mel", "nv"]
+        .iter()
+        .flat_map(|c| std::fs::read_dir(fixture("train_tiny").join("val").join(c)).unwrap())
+        .map(|e| {
+            let p = e.unwrap().path();
+            fixture("train_tiny")
+                .join("masks")
+                .join(p.file_name().unwrap())
+        })
+        .collect();
+    for m in &masks {
+        let img = image::open(m).unwrap().to_luma8();
+        share += img.pixels().filter(|p| p.0[0] > 127).count() as f64 / img.len() as f64;
+    }
+    share /= masks.len() as f64;
+    let got = q["region_fraction"].as_f64().unwrap();
+    assert!((got - share).abs() < 1e-6, "{got} vs {share}");
+
+    let off = run("explanation-off", &["training.explanation_images=0"]);
+    assert!(off[0].get("explanation").is_none(), "{}", off[0]);
+    let dir = temp_dir("explanation-bad");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .arg("train")
+        .arg("--config")
+        .arg(fixture("train_tiny.yaml"))
+        .args(["--set", "training.explanation_steps=1", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("training.explanation_steps"));
 }

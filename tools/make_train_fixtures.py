@@ -20,7 +20,8 @@ base width 8, 7 classes) on one seeded batch of 4 images at 32 pixels and stores
 
 and tests/fixtures/train_tiny/{train,val}/{mel,nv}/*.png: 12 + 4 images per class from
 HAM10000 (../shared/data/ham10000, CC BY-NC-SA 4.0, Tschandl et al. 2018), centre-cropped
-and resized to 32x32, for the tiny training runs of tests/train.rs.
+and resized to 32x32, for the tiny training runs of tests/train.rs, and their lesion masks
+cropped the same way in tests/fixtures/train_tiny/masks/ (`--tiny-only` writes these alone).
 """
 
 import copy
@@ -150,10 +151,17 @@ def make_tiny_dataset():
             folder = os.path.join(dest, key[0], key[1])
             os.makedirs(folder, exist_ok=True)
             img.save(os.path.join(folder, row["image_id"] + ".png"))
+            # Its lesion mask, cropped and resized the same way (bilinear, then 0.5), for the
+            # explanation metrics a training run measures per epoch.
+            mask = Image.open(os.path.join(ham, "masks", row["image_id"] + ".png")).convert("L")
+            mask = mask.crop(((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2)).resize((32, 32), Image.BILINEAR)
+            os.makedirs(os.path.join(dest, "masks"), exist_ok=True)
+            mask.point(lambda v: 255 if v >= 128 else 0).convert("1").save(os.path.join(dest, "masks", row["image_id"] + ".png"))
             taken[key] += 1
     with open(os.path.join(dest, "README.md"), "w") as f:
         f.write(
-            "32x32 crops of HAM10000 images (made by tools/make_train_fixtures.py).\n\n"
+            "32x32 crops of HAM10000 images and, in masks/, their lesion masks cropped the same way\n"
+            "(made by tools/make_train_fixtures.py).\n\n"
             "HAM10000: CC BY-NC-SA 4.0, Tschandl, Rosendahl, Kittler, \"The HAM10000 dataset\", "
             "Sci. Data 5, 180161 (2018), doi:10.7910/DVN/DBW86T\n"
         )
@@ -161,5 +169,6 @@ def make_tiny_dataset():
 
 
 if __name__ == "__main__":
-    main()
+    if "--tiny-only" not in sys.argv:
+        main()
     make_tiny_dataset()

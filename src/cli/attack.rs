@@ -6,10 +6,12 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 
-use super::common::{choice, parse_fraction, print_prediction, resolve_class};
+use super::common::{choice, parse_fraction, print_prediction, progress_bar, resolve_class};
 use triscope::attack::{AttackConfig, AttackMethod, Norm};
+use triscope::attack_report::sweep::{self, SweepRequest, eps_label, write_sweep};
 use triscope::attack_report::{AttackRequest, attack_image};
 use triscope::inference::Classifier;
+use triscope::model::LayerId;
 
 /// Options of `triscope attack`.
 #[derive(clap::Args, Debug)]
@@ -20,9 +22,10 @@ pub struct AttackArgs {
     /// L-inf radius in pixel units: 8/255 or 0.0314
     #[arg(long, default_value = "8/255", value_parser = parse_fraction)]
     pub eps: f32,
-    /// PGD step size: 2/255 or 0.0078
-    #[arg(long, default_value = "2/255", value_parser = parse_fraction)]
-    pub alpha: f32,
+    /// PGD step size: 2/255 or 0.0078 [default: 2/255; in a sweep 2.5 eps / steps at each
+    /// eps]
+    #[arg(long, value_parser = parse_fraction)]
+    pub alpha: Option<f32>,
     /// Iterations (PGD default 10, APGD 100, FAB-T 100 per target); Square's query budget
     /// (default 5,000)
     #[arg(long)]
@@ -50,6 +53,20 @@ pub struct AttackArgs {
     pub label: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Attack at each eps of a list instead (default 0,0.5,1,2,4,8/255; one denominator
+    /// after the last value applies to all): sweep.csv (eps, prediction, true-class
+    /// probability, Grad-CAM drift), sweep.json and sweep.png in --out
+    #[arg(long, value_name = "LIST", num_args = 0..=1, default_missing_value = "0,0.5,1,2,4,8/255",
+          value_parser = parse_eps_list)]
+    pub sweep: Option<EpsList>,
+}
+
+/// A parsed `--sweep` list (L-inf budgets in pixel units, ascending).
+#[derive(Debug, Clone)]
+pub struct EpsList(pub Vec<f32>);
+
+fn parse_eps_list(text: &str) -> Result<EpsList> {
+    Ok(EpsList(sweep::parse_eps_list(text)?))
 }
 
 pub fn attack(
@@ -68,7 +85,7 @@ pub fn attack(
         m @ (AttackMethod::ApgdCe | AttackMethod::ApgdT) => AttackConfig::apgd(m),
     };
     config.eps_linf = args.eps;
-    config.alpha = args.alpha;
+    config.alpha = args.alpha.unwrap_or(2.0 / 255.0);
     if let Some(s) = args.steps {
         config.steps = s;
     }
@@ -85,6 +102,15 @@ pub fn attack(
         target: class(&args.target)?,
         label: class(&args.label)?,
     };
+    if let Some(EpsList(eps_linf)) = &args.sweep {
+        let request = SweepRequest {
+            attack: request,
+            eps_linf: eps_linf.clone(),
+            scale_alpha: args.alpha.is_none(),
+            layer: LayerId::Layer4,
+        };
+        return run_sweep(image, &request, out, classifier, json);
+    }
     let r = attack_image(
         classifier,
         image,
@@ -120,5 +146,54 @@ pub fn attack(
         );
         println!("written to {}", out.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--sweep`: the attack at each eps, a table on stdout and the files.
+fn run_sweep(
+    image: &Path,
+    request: &SweepRequest,
+    out: &Path,
+    classifier: &Classifier,
+    json: bool,
+) -> Result<ExitCode> {
+    let bar = progress_bar(request.eps_linf.len(), "eps");
+    let loaded = classifier.load_image(image)?;
+    let mut on_step = |s: sweep::SweepStep| bar.set_position(s.point as u64);
+    let sweep = sweep::run_sweep(
+        classifier,
+        &loaded.pixels,
+        &image.display().to_string(),
+        request,
+        &mut on_step,
+        &AtomicBool::new(false),
+    )?;
+    bar.finish_and_clear();
+    let files = write_sweep(&sweep, out)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sweep)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} ({} step(s), step size {}), true class '{}', Grad-CAM of '{}':",
+        sweep.method, sweep.steps, sweep.alpha_rule, sweep.true_class, sweep.clean.class_name
+    );
+    println!(
+        "{:>9}  {:<16} {:>7}  {:>11}  {:>6}  {:>6}",
+        "eps", "predicted", "p", "p(true)", "SSIM", "drift"
+    );
+    for p in &sweep.points {
+        println!(
+            "{:>9}  {:<16} {:>7.3}  {:>11.3}  {:>6.3}  {:>6.3}{}",
+            eps_label(p.eps_x255),
+            p.prediction.class_name,
+            p.prediction.confidence,
+            p.true_class_probability,
+            p.cam.ssim,
+            p.drift,
+            if p.fooled { "  FOOLED" } else { "" }
+        );
+    }
+    println!("{:.1}s; written: {}", sweep.elapsed_secs, files.join(", "));
     Ok(ExitCode::SUCCESS)
 }

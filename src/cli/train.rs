@@ -135,6 +135,22 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
                     e.epoch_time_s,
                     if e.best { " *best" } else { "" }
                 ));
+                if let (Some(q), Some(t)) = (&e.explanation, e.explanation_time_s) {
+                    bar.println(format!(
+                        "  Grad-CAM on {} val images: deletion AUC {:.3}, insertion AUC {:.3}{} ({:.1} s)",
+                        q.images,
+                        q.deletion_auc,
+                        q.insertion_auc,
+                        match (q.energy_inside, q.region_fraction, q.pointing_hit_rate) {
+                            (Some(e), Some(f), Some(p)) => format!(
+                                ", energy inside the mask {e:.3} (mask share {f:.3}), pointing {p:.3} ({} masks)",
+                                q.masked_images
+                            ),
+                            _ => String::new(),
+                        },
+                        t
+                    ));
+                }
                 bar.set_position(0);
             }
             TrainEvent::Stopped { checkpoint } => {

@@ -9,6 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use eframe::egui;
+use triscope::attack::AttackMethod;
 use triscope::device::ComputeDevice;
 use triscope::explain::TargetClass;
 use triscope::explain::attribution::Method;
@@ -17,6 +18,7 @@ use triscope::workbench::{Job, ModelInfo, WorkerEvent, WorkerHandle};
 
 use super::attack::{AttackPanel, AttackProgress};
 use super::audit::AuditPanel;
+use super::compare::ComparePanel;
 use super::concepts::ConceptsPanel;
 use super::explain::ExplainPanel;
 use super::export::{ExportData, export_view};
@@ -26,6 +28,7 @@ use super::overlay;
 use super::predictions::PredictionPanel;
 use super::report::{ReportPanel, is_report, load_report};
 use super::state::{SavedState, Tab, ThemeChoice, UiAction};
+use super::sweep::{SweepPanel, SweepProgress};
 use super::training::TrainingPanel;
 
 /// How the app starts.
@@ -56,11 +59,18 @@ enum Background {
 }
 
 /// Latest request id per job kind; events answering older ones are dropped.
-#[derive(Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Latest {
     model: u64,
     analysis: u64,
     attack: u64,
+    sweep: u64,
+}
+
+/// The compare view's second model thread and its latest requests.
+struct SecondModel {
+    worker: WorkerHandle,
+    latest: Latest,
 }
 
 pub struct TriscopeApp {
@@ -73,6 +83,13 @@ pub struct TriscopeApp {
     pub explain: ExplainPanel,
     pub layers: LayersPanel,
     pub attack: AttackPanel,
+    pub sweep: SweepPanel,
+    pub compare: ComparePanel,
+    /// Started when a second model is first chosen to compare.
+    second: Option<SecondModel>,
+    /// The compute device, for the second model's thread.
+    device: ComputeDevice,
+    ctx: egui::Context,
     pub training: TrainingPanel,
     pub audit: AuditPanel,
     pub concepts: ConceptsPanel,
@@ -131,7 +148,9 @@ impl TriscopeApp {
         let train_ctx = ctx.clone();
         let audit_ctx = ctx.clone();
         let concepts_ctx = ctx.clone();
+        let app_ctx = ctx.clone();
         let wake = Box::new(move || ctx.request_repaint());
+        let device = init.device.clone();
         let (worker, errors) = match WorkerHandle::spawn(init.device, wake) {
             Ok(w) => (w, Vec::new()),
             Err(e) => panic_free_worker_error(e),
@@ -143,6 +162,16 @@ impl TriscopeApp {
             explain: ExplainPanel::new(saved.explain.clone(), gpu),
             layers: LayersPanel::new(saved.top_k, gpu),
             attack: AttackPanel::new(saved.attack.clone(), gpu),
+            sweep: SweepPanel::new(saved.sweep.clone()),
+            compare: ComparePanel::new(
+                triscope::inference::list_models(&init.models_dir)
+                    .into_iter()
+                    .map(|e| (e.name, e.path))
+                    .collect(),
+            ),
+            second: None,
+            device,
+            ctx: app_ctx,
             training: TrainingPanel::new(saved.training.clone()),
             audit: AuditPanel::new(saved.audit.clone()),
             concepts: ConceptsPanel::default(),
@@ -263,9 +292,11 @@ impl TriscopeApp {
             method_layer: self.explain.settings.layer,
             window: self.dicom_window,
         });
-        // A running attack belongs to the old analysis; the worker has cancelled it.
+        // A running attack or sweep belongs to the old analysis; the worker has cancelled it.
         self.latest.attack = 0;
         self.attack.running = false;
+        self.latest.sweep = 0;
+        self.sweep.running = false;
     }
 
     pub fn run_attack(&mut self) {
@@ -274,11 +305,154 @@ impl TriscopeApp {
         }
         self.attack.layer = self.explain.settings.layer;
         self.latest.attack = self.worker.submit(Job::Attack(self.attack.request()));
+        // The worker cancels a running sweep for it.
+        self.latest.sweep = 0;
+        self.sweep.running = false;
         self.attack.running = true;
         self.attack.progress = Some(AttackProgress {
             request: self.latest.attack,
             ..Default::default()
         });
+    }
+
+    /// Sweep the open image: the sweep panel's attack at each budget, on the model thread
+    /// (it cancels a running attack).
+    pub fn run_sweep(&mut self, eps_linf: Vec<f32>) {
+        if self.attack.clean.is_none() {
+            return;
+        }
+        let s = &self.sweep.settings;
+        let attack = triscope::workbench::AttackRequest {
+            method: s.method,
+            eps_linf: 0.0,
+            alpha: 0.0,
+            steps: if s.method == AttackMethod::Square {
+                s.queries.max(1)
+            } else {
+                s.steps.max(1)
+            },
+            target: None,
+            layer: self.explain.settings.layer,
+            seed: 0,
+        };
+        self.latest.sweep = self.worker.submit(Job::Sweep { attack, eps_linf });
+        self.latest.attack = 0;
+        self.attack.running = false;
+        self.sweep.running = true;
+        self.sweep.result = None;
+        self.sweep.progress = Some(SweepProgress {
+            request: self.latest.sweep,
+            ..Default::default()
+        });
+    }
+
+    /// One budget of the sweep in the Attack tab: the same attack, step and seed, so the
+    /// same adversarial image.
+    fn show_sweep_point(&mut self, i: usize) {
+        let Some(r) = self.sweep.result.clone() else {
+            return;
+        };
+        let Some(p) = r.sweep.points.get(i) else {
+            return;
+        };
+        let a = &mut self.attack.settings;
+        a.method = r.params.method;
+        a.eps_255 = p.eps_x255;
+        a.step_255 = p.alpha * 255.0;
+        if r.params.method == AttackMethod::Square {
+            a.queries = r.params.steps;
+        } else {
+            a.steps = r.params.steps;
+        }
+        a.targeted = false;
+        self.saved.tab = Tab::Attack;
+        self.run_attack();
+    }
+
+    /// Load `path` as the compare view's model B on its own thread (started the first time).
+    fn compare_with(&mut self, path: PathBuf) {
+        if self.second.is_none() {
+            let ctx = self.ctx.clone();
+            let wake = Box::new(move || ctx.request_repaint());
+            match WorkerHandle::spawn_named("triscope-model-b", self.device.clone(), wake) {
+                Ok(worker) => {
+                    self.second = Some(SecondModel {
+                        worker,
+                        latest: Latest::default(),
+                    });
+                }
+                Err(e) => {
+                    self.errors.push(format!("second model thread: {e}"));
+                    return;
+                }
+            }
+        }
+        let Some(s) = &mut self.second else {
+            return;
+        };
+        self.compare.chosen = Some(path.clone());
+        self.compare.model_b = None;
+        self.compare.reset_b();
+        self.compare.waiting_b = true;
+        s.latest.model = s.worker.submit(Job::LoadModel { path: Some(path) });
+    }
+
+    /// B explains the class A explains, on A's image (when the two share their classes).
+    fn analyze_b(&mut self) {
+        let (Some(s), Some(a)) = (&mut self.second, self.compare.analysis_a()) else {
+            return;
+        };
+        if self.compare.model_b.is_none() || self.compare.refusal.is_some() {
+            return;
+        }
+        s.latest.analysis = s.worker.submit(Job::Analyze {
+            path: a.path.clone(),
+            target: TargetClass::Index(a.target_class),
+            top_k: 0,
+            method: Method::GradCam,
+            method_layer: self.explain.settings.layer,
+            window: self.dicom_window,
+        });
+        s.latest.attack = 0;
+        self.compare.waiting_b = true;
+    }
+
+    /// What the second model's thread sent.
+    fn poll_second(&mut self, ctx: &egui::Context) {
+        let Some(s) = &self.second else {
+            return;
+        };
+        let latest = s.latest;
+        for event in s.worker.poll() {
+            match event {
+                WorkerEvent::ModelLoaded { request, info, .. } if request == latest.model => {
+                    let info: Arc<ModelInfo> = Arc::from(info);
+                    self.compare.refusal = self
+                        .model
+                        .as_deref()
+                        .and_then(|a| ComparePanel::incompatible(a, &info));
+                    self.compare.waiting_b = false;
+                    self.compare.model_b = Some(info);
+                    self.analyze_b();
+                }
+                WorkerEvent::Analysis(a) if a.request == latest.analysis => {
+                    self.compare.set_b(ctx, Arc::from(a));
+                }
+                WorkerEvent::Attack(r) if r.request == latest.attack => {
+                    self.compare.set_attack_b(ctx, Arc::from(r));
+                }
+                WorkerEvent::Failed {
+                    request, message, ..
+                } if request == latest.model
+                    || request == latest.analysis
+                    || request == latest.attack =>
+                {
+                    self.compare.waiting_b = false;
+                    self.errors.push(format!("compare (model B): {message}"));
+                }
+                _ => {}
+            }
+        }
     }
 
     #[cfg(test)]
@@ -310,6 +484,24 @@ impl TriscopeApp {
                 }
             }
             UiAction::RunAttack => self.run_attack(),
+            UiAction::RunSweep(eps_linf) => self.run_sweep(eps_linf),
+            UiAction::CancelSweep => {
+                self.worker.cancel_attacks();
+                self.latest.sweep = 0;
+                self.sweep.running = false;
+                self.sweep.progress = None;
+            }
+            UiAction::ShowSweepPoint(i) => self.show_sweep_point(i),
+            UiAction::CompareWith(p) => self.compare_with(p),
+            UiAction::AttackBoth => {
+                self.run_attack();
+                if let Some(s) = &mut self.second
+                    && self.compare.refusal.is_none()
+                    && self.attack.clean.is_some()
+                {
+                    s.latest.attack = s.worker.submit(Job::Attack(self.attack.request()));
+                }
+            }
             UiAction::TopKChanged => self.analyze(),
             UiAction::LoadModel(p) => {
                 self.load_model(Some(p));
@@ -328,6 +520,7 @@ impl TriscopeApp {
         self.training.poll();
         self.audit.poll();
         self.concepts.poll(ctx);
+        self.poll_second(ctx);
         if let Some(dir) = self.audit.finished.take() {
             self.open_report(dir);
         }
@@ -374,6 +567,7 @@ impl TriscopeApp {
                 self.explain.class_names = cfg.class_names.clone();
                 self.attack.class_names = cfg.class_names.clone();
                 self.attack.multi_label = cfg.multi_label;
+                self.sweep.multi_label = cfg.multi_label;
                 if self.attack.settings.target_class >= cfg.num_classes {
                     self.attack.settings.target_class = 0;
                 }
@@ -391,6 +585,12 @@ impl TriscopeApp {
                 self.status = format!("model loaded in {elapsed_secs:.2} s");
                 let previous = self.model_modality();
                 self.model = Some(info);
+                self.compare.model_a = self.model.clone();
+                self.compare.refusal = self
+                    .model
+                    .as_deref()
+                    .zip(self.compare.model_b.as_deref())
+                    .and_then(|(a, b)| ComparePanel::incompatible(a, b));
                 let modality = self.model_modality();
                 // Open the sample that waited for this model; else re-analyse what is on
                 // screen, or open a first sample. After a switch of modality, a bundled sample
@@ -442,6 +642,10 @@ impl TriscopeApp {
                     .set_analysis(Arc::clone(&a), self.explain.sources.clone());
                 self.concepts
                     .set_image(a.path.clone(), Some(a.target_class));
+                self.sweep.set_image(a.path.display().to_string());
+                self.compare.layer = self.explain.settings.layer;
+                self.compare.set_a(ctx, Arc::clone(&a));
+                self.analyze_b();
                 self.attack.set_clean(a);
                 // Keep the attack view live: rerun it on the new image.
                 if self.saved.tab == Tab::Attack {
@@ -477,7 +681,31 @@ impl TriscopeApp {
                     r.secs_per_step
                 );
                 self.predictions.adversarial = Some(r.adversarial_prediction.clone());
+                self.compare.set_attack_a(ctx, Arc::clone(&r));
                 self.attack.set_result(ctx, r);
+            }
+            WorkerEvent::SweepStep {
+                request,
+                point,
+                points,
+                step,
+                total_steps,
+            } if request == self.latest.sweep => {
+                self.sweep.progress = Some(SweepProgress {
+                    request,
+                    point,
+                    points,
+                    step,
+                    total_steps,
+                });
+            }
+            WorkerEvent::Sweep(r) if r.request == self.latest.sweep => {
+                self.status = format!(
+                    "ε sweep: {} budgets in {:.1} s",
+                    r.sweep.points.len(),
+                    r.sweep.elapsed_secs
+                );
+                self.sweep.set_result(ctx, Arc::from(r));
             }
             WorkerEvent::Failed {
                 request,
@@ -485,6 +713,9 @@ impl TriscopeApp {
                 message,
             } => {
                 self.errors.push(format!("{what}: {message}"));
+                if request == self.latest.sweep {
+                    self.sweep.running = false;
+                }
                 if request == self.latest.attack {
                     self.attack.running = false;
                 }
@@ -561,6 +792,51 @@ impl TriscopeApp {
             settings: self.explain.settings.clone(),
             model: self.model.clone(),
         })
+    }
+
+    /// The view on screen as a slide (explanation, attack, ε sweep, compare); `None` for
+    /// other views or before there is anything to show.
+    pub fn slide(&self) -> Option<triscope::plot::Slide> {
+        let data = self.export_data();
+        match self.saved.tab {
+            Tab::Explanation => data.map(|d| super::slide::explanation_slide(&d)),
+            Tab::Attack => {
+                let r = self.attack.result.clone()?;
+                data.map(|d| super::slide::attack_slide(&d, &r))
+            }
+            Tab::Sweep => self.sweep.slide(self.model.as_deref()),
+            Tab::Compare => self.compare.slide(),
+            _ => None,
+        }
+    }
+
+    fn export_slide(&mut self) {
+        let Some(slide) = self.slide() else {
+            self.errors
+                .push("nothing to put on a slide in this view yet".into());
+            return;
+        };
+        let tx = self.background_tx.clone();
+        let start = self.saved.last_folder.clone();
+        let spawned = std::thread::Builder::new()
+            .name("triscope-slide".into())
+            .spawn(move || {
+                let mut d = rfd::FileDialog::new().set_title("Write the slide into a folder");
+                if let Some(dir) = start {
+                    d = d.set_directory(dir);
+                }
+                if let Some(dir) = d.pick_folder() {
+                    let stem = format!("slide_{}", slide.view);
+                    let r = triscope::plot::write_slide(&dir, &stem, &slide)
+                        .map(|files| (dir, files.len()))
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = tx.send(Background::Exported(r));
+                }
+            });
+        if let Err(e) = spawned {
+            self.errors
+                .push(format!("cannot start the slide export: {e}"));
+        }
     }
 
     fn export(&mut self) {
@@ -732,6 +1008,21 @@ impl TriscopeApp {
                     ThemeChoice::Light => ThemeChoice::Dark,
                 };
             }
+            ui.separator();
+            let slides = matches!(
+                self.saved.tab,
+                Tab::Explanation | Tab::Attack | Tab::Sweep | Tab::Compare
+            );
+            if ui
+                .add_enabled(slides, egui::Button::new("Slide…"))
+                .on_hover_text(
+                    "This view (explanation, attack, ε sweep or compare) as a 1920x1080 PNG \
+                     for a projector, with its numbers as JSON",
+                )
+                .clicked()
+            {
+                self.export_slide();
+            }
         });
     }
 
@@ -831,6 +1122,25 @@ impl TriscopeApp {
                     .show(ui, |ui| self.attack.ui(ui))
                     .inner
             }
+            Tab::Sweep => {
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .show(ui, |ui| self.sweep.ui(ui))
+                    .inner
+            }
+            Tab::Compare => {
+                let r = self.attack.request();
+                let summary = format!(
+                    "{} at ε {}/255, {} steps",
+                    r.method.name(),
+                    triscope::plot::tick_label(f64::from(r.eps_linf) * 255.0),
+                    r.steps
+                );
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .show(ui, |ui| self.compare.ui(ui, &summary))
+                    .inner
+            }
             Tab::Concepts => {
                 self.concepts.start_if_idle();
                 egui::ScrollArea::vertical()
@@ -850,6 +1160,8 @@ impl TriscopeApp {
         actions.append(&mut self.explain.actions);
         actions.append(&mut self.layers.actions);
         actions.append(&mut self.attack.actions);
+        actions.append(&mut self.sweep.actions);
+        actions.append(&mut self.compare.actions);
         actions.append(&mut self.training.actions);
         for a in actions {
             self.handle_action(a);
@@ -993,6 +1305,7 @@ impl eframe::App for TriscopeApp {
         // Settings live in the panels while running; keep the saved copy current.
         self.saved.explain = self.explain.settings.clone();
         self.saved.attack = self.attack.settings.clone();
+        self.saved.sweep = self.sweep.settings.clone();
         self.saved.top_k = self.layers.top_k;
         self.saved.training = self.training.form.clone();
         self.saved.audit = self.audit.form.clone();

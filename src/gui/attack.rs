@@ -15,7 +15,7 @@ use super::predictions::{ADV_COLOR, CLEAN_COLOR};
 use super::state::{AttackSettings, UiAction};
 
 /// Methods offered in the panel.
-const METHODS: [(AttackMethod, &str); 5] = [
+pub(super) const METHODS: [(AttackMethod, &str); 5] = [
     (AttackMethod::Fgsm, "FGSM"),
     (AttackMethod::Pgd, "PGD (L∞, random start)"),
     (AttackMethod::ApgdCe, "APGD-CE"),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use triscope::explain::attribution::Method;
 use triscope::explain::gradcam::resize_bilinear;
 use triscope::explain::{heatmap_rgb8, overlay_rgb8};
 use triscope::workbench::{Analysis, AttackResult, ModelInfo, RgbImage};
@@ -34,8 +35,34 @@ fn write_png(dir: &Path, name: &str, img: &RgbImage, written: &mut Vec<PathBuf>)
     Ok(())
 }
 
+/// The map on screen: the chosen method's when the analysis has it, else Grad-CAM at the
+/// chosen layer; with its size and class.
+pub fn shown_map(data: &ExportData) -> (Method, &[f32], usize, usize, usize) {
+    let a = &data.analysis;
+    let s = &data.settings;
+    match a.attribution.as_ref().filter(|m| m.method == s.method) {
+        Some(m) => (m.method, &m.map, m.height, m.width, m.class_index),
+        None => {
+            let cam = &a.layers[s.layer.index()].gradcam;
+            (
+                Method::GradCam,
+                &cam.map,
+                cam.height,
+                cam.width,
+                cam.class_index,
+            )
+        }
+    }
+}
+
 /// Heatmap resized to `img` and blended (the CPU twin of the overlay shader).
-fn overlay_at(img: &RgbImage, map: &[f32], h: usize, w: usize, s: &ExplainSettings) -> RgbImage {
+pub fn overlay_at(
+    img: &RgbImage,
+    map: &[f32],
+    h: usize,
+    w: usize,
+    s: &ExplainSettings,
+) -> RgbImage {
     let heat = resize_bilinear(map, h, w, img.height, img.width);
     RgbImage {
         width: img.width,
@@ -49,19 +76,7 @@ pub fn export_view(dir: &Path, data: &ExportData) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let a = &data.analysis;
     let s = &data.settings;
-    // The map on screen: the other method's when the analysis has it, else Grad-CAM.
-    let cam = &a.layers[s.layer.index()].gradcam;
-    let (method, map, map_h, map_w, class_index) =
-        match a.attribution.as_ref().filter(|m| m.method == s.method) {
-            Some(m) => (m.method, &m.map, m.height, m.width, m.class_index),
-            None => (
-                triscope::explain::attribution::Method::GradCam,
-                &cam.map,
-                cam.height,
-                cam.width,
-                cam.class_index,
-            ),
-        };
+    let (method, map, map_h, map_w, class_index) = shown_map(data);
     let mut written = Vec::new();
     write_png(dir, "image.png", &a.display, &mut written)?;
     write_png(

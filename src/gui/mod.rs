@@ -6,6 +6,7 @@
 pub mod app;
 pub mod attack;
 pub mod audit;
+pub mod compare;
 pub mod concepts;
 pub mod explain;
 pub mod export;
@@ -14,7 +15,9 @@ pub mod layers;
 pub mod overlay;
 pub mod predictions;
 pub mod report;
+pub mod slide;
 pub mod state;
+pub mod sweep;
 pub mod training;
 
 #[cfg(test)]

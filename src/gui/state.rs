@@ -26,16 +26,20 @@ pub enum Tab {
     Explanation,
     Layers,
     Attack,
+    Sweep,
+    Compare,
     Concepts,
     Training,
     Audit,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 8] = [
         Self::Explanation,
         Self::Layers,
         Self::Attack,
+        Self::Sweep,
+        Self::Compare,
         Self::Concepts,
         Self::Training,
         Self::Audit,
@@ -45,6 +49,8 @@ impl Tab {
             Self::Explanation => "Explanation",
             Self::Layers => "Layers",
             Self::Attack => "Attack",
+            Self::Sweep => "ε sweep",
+            Self::Compare => "Compare",
             Self::Concepts => "Concepts",
             Self::Training => "Training",
             Self::Audit => "Audit",
@@ -106,6 +112,29 @@ impl Default for AttackSettings {
     }
 }
 
+/// ε sweep panel settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SweepSettings {
+    pub method: AttackMethod,
+    pub steps: usize,
+    /// Square's query budget at each ε.
+    pub queries: usize,
+    /// The budgets as typed (`0,0.5,1,2,4,8/255`).
+    pub eps_list: String,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self {
+            method: AttackMethod::Pgd,
+            steps: 10,
+            queries: 1000,
+            eps_list: "0,0.5,1,2,4,8/255".into(),
+        }
+    }
+}
+
 /// Everything persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -120,6 +149,7 @@ pub struct SavedState {
     pub model_path: Option<PathBuf>,
     pub explain: ExplainSettings,
     pub attack: AttackSettings,
+    pub sweep: SweepSettings,
     /// Feature maps shown per layer.
     pub top_k: usize,
     pub training: TrainForm,
@@ -137,6 +167,7 @@ impl Default for SavedState {
             model_path: None,
             explain: ExplainSettings::default(),
             attack: AttackSettings::default(),
+            sweep: SweepSettings::default(),
             top_k: 8,
             training: TrainForm::default(),
             audit: AuditForm::default(),
@@ -155,6 +186,15 @@ pub enum UiAction {
     SelectMethod(Method),
     /// Attack settings changed: rerun the attack.
     RunAttack,
+    /// Sweep the open image at these budgets (pixel units, ascending).
+    RunSweep(Vec<f32>),
+    CancelSweep,
+    /// Open this budget of the sweep in the Attack tab.
+    ShowSweepPoint(usize),
+    /// Compare the workbench's model with this checkpoint on the open image.
+    CompareWith(PathBuf),
+    /// Attack the compared models with the Attack tab's request.
+    AttackBoth,
     TopKChanged,
     /// Load this checkpoint as the workbench's model.
     LoadModel(PathBuf),

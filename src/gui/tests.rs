@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use eframe::egui;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, SnapshotOptions};
 use triscope::device::ComputeDevice;
 use triscope::model::LayerId;
@@ -17,7 +17,7 @@ use triscope::train::MetricsLine;
 
 use super::app::{AppInit, TriscopeApp};
 use super::export::export_view;
-use super::state::{Tab, ThemeChoice};
+use super::state::{Tab, ThemeChoice, UiAction};
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")
@@ -263,6 +263,157 @@ fn eps_slider_runs_a_live_attack_and_the_result_arrives() {
     let overlay = image::open(dir.join("overlay.png")).expect("png");
     assert_eq!(overlay.width() as usize, data.analysis.display.width);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The view's slide as the menu writes it: a 1920x1080 PNG and its JSON, with `number` among
+/// the numbers and `panels` pictures.
+fn check_slide(h: &Harness<'static, TriscopeApp>, view: &str, number: &str, panels: usize) {
+    let slide = h.state().slide().expect("a slide of this view");
+    assert_eq!(slide.view, view);
+    assert_eq!(slide.panels.len(), panels, "{:?}", slide.captions);
+    let dir = std::env::temp_dir().join(format!("triscope-slide-{}-{view}", std::process::id()));
+    let [png, json] = triscope::plot::write_slide(&dir, &format!("slide_{view}"), &slide).unwrap();
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (1920, 1080));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let names: Vec<&str> = v["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n[0].as_str().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.contains(number)), "{names:?}");
+    assert_eq!(v["captions"].as_array().unwrap().len(), panels);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ε sweep tab: the default list runs on the model thread, starts at the clean prediction
+/// with no drift, plots and shows each budget; a click on a budget opens it in the Attack tab
+/// and the attack there makes the same adversarial image; a bad list disables the button.
+#[test]
+fn eps_sweep_plots_every_budget_and_a_click_opens_it_in_the_attack_tab() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = explained_harness();
+    h.get_by_label("ε sweep").click();
+    h.run_steps(2);
+    assert_eq!(h.state().saved.tab, Tab::Sweep);
+    h.get_by_label("Run sweep").click();
+    h.run_steps(1);
+    assert!(h.state().sweep.running);
+    wait_until(&mut h, "the sweep", |a| a.sweep.result.is_some());
+    let r = h.state().sweep.result.clone().expect("a sweep");
+    let eps: Vec<f32> = r.sweep.points.iter().map(|p| p.eps_x255).collect();
+    assert_eq!(eps.len(), 6);
+    for (e, want) in eps.iter().zip([0.0, 0.5, 1.0, 2.0, 4.0, 8.0]) {
+        assert!((e - want).abs() < 1e-4, "{eps:?}");
+    }
+    let clean = h.state().predictions.clean.clone().expect("clean bars");
+    let first = &r.sweep.points[0];
+    assert_eq!(first.prediction.class_index, clean.class_index);
+    assert!((first.prediction.confidence - clean.confidence).abs() < 1e-4);
+    assert_eq!(first.drift, 0.0);
+    assert_eq!(r.adversarial[0], r.clean, "ε = 0 leaves the image as it is");
+    assert!(
+        h.query_by_label_contains("at any ε up to 8/255").is_some()
+            || h.query_by_label_contains("first fools the model").is_some()
+    );
+    snapshot(&mut h, "sweep_dark");
+    check_slide(&h, "sweep", "ε 8/255", 1);
+
+    // The 4/255 budget in the Attack tab: the same attack, step and seed.
+    h.state_mut()
+        .handle_action_for_test(UiAction::ShowSweepPoint(4));
+    h.run_steps(1);
+    assert_eq!(h.state().saved.tab, Tab::Attack);
+    wait_until(&mut h, "the attack at 4/255", |a| {
+        a.attack
+            .result
+            .as_ref()
+            .is_some_and(|r| (r.params.eps_linf - 4.0 / 255.0).abs() < 1e-6)
+    });
+    let attack = h.state().attack.result.clone().expect("an attack");
+    assert_eq!(
+        attack.adversarial, r.adversarial[4],
+        "the Attack tab reproduces the sweep's image"
+    );
+    check_slide(&h, "attack", "Grad-CAM SSIM", 5);
+
+    // A list with a value above 1: said, and nothing runs.
+    h.get_by_label("ε sweep").click();
+    h.run_steps(1);
+    h.state_mut().sweep.settings.eps_list = "0,2,4".into();
+    h.run_steps(2);
+    h.get_by_label_contains("end the list with /255");
+    assert!(h.get_by_label("Run sweep").accesskit_node().is_disabled());
+}
+
+/// The compare tab: the clean model beside the robust default on the same image, each on its
+/// own thread; B explains A's class, the agreement is the library's on the two maps; "Attack
+/// both" sends one request to both; a model of other classes is refused by name.
+#[test]
+fn compare_view_puts_two_models_side_by_side_and_attacks_both() {
+    if !wgpu_available() {
+        return;
+    }
+    let mut h = explained_harness();
+    check_slide(&h, "explanation", "explained class", 2);
+    h.get_by_label("Compare").click();
+    h.run_steps(2);
+    assert_eq!(h.state().saved.tab, Tab::Compare);
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    h.state_mut().handle_action_for_test(UiAction::CompareWith(
+        models.join("ham10000_w32_clean_ls.safetensors"),
+    ));
+    wait_until(&mut h, "model B's map", |a| {
+        a.compare.clean_agreement.is_some()
+    });
+    let (a, b) = {
+        let c = &h.state().compare;
+        (
+            c.analysis_a().cloned().unwrap(),
+            c.analysis_b().cloned().unwrap(),
+        )
+    };
+    assert_eq!(a.path, b.path);
+    assert_eq!(b.target_class, a.target_class, "B explains A's class");
+    let cam = |x: &triscope::workbench::Analysis| {
+        x.layers
+            .iter()
+            .find(|l| l.layer == LayerId::Layer4)
+            .unwrap()
+            .gradcam
+            .clone()
+    };
+    let (ma, mb) = (cam(&a), cam(&b));
+    let want = triscope::explain::quality::agreement(
+        &ma.map,
+        (ma.height, ma.width),
+        &mb.map,
+        (mb.height, mb.width),
+    );
+    assert_eq!(h.state().compare.clean_agreement, Some(want));
+    assert_ne!(ma.map, mb.map, "two models, two maps");
+    h.get_by_label_contains("Map agreement on the clean image");
+
+    h.get_by_label("Attack both").click();
+    h.run_steps(1);
+    wait_until(&mut h, "both attacks", |a| {
+        a.compare.adversarial_agreement.is_some()
+    });
+    let attack_a = h.state().attack.result.clone().unwrap();
+    let attack_b = h.state().compare.attack_b().cloned().unwrap();
+    assert_eq!(attack_a.params, attack_b.params, "one request for both");
+    snapshot(&mut h, "compare_dark");
+    check_slide(&h, "compare", "map agreement, adversarial", 4);
+
+    h.state_mut().handle_action_for_test(UiAction::CompareWith(
+        models.join("kermany_cxr_default.safetensors"),
+    ));
+    wait_until(&mut h, "the refusal", |a| a.compare.refusal.is_some());
+    h.get_by_label_contains("do not share their classes");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use eframe::egui;
 use egui_plot::{GridInput, GridMark, HoverPosition, Legend, Line, Plot, PlotPoints, Points};
 use triscope::device::ComputeDevice;
 use triscope::train::config::LossType;
+use triscope::train::explanation::ExplanationQuality;
 use triscope::train::{
     EpochMetrics, RunInfo, StepMetrics, TrainConfig, TrainEvent, TrainHandle, Trainer,
 };
@@ -372,6 +373,47 @@ impl TrainingPanel {
                     e.raw_val_balanced_acc
                 }));
             });
+        // `training.explanation_images`: the validated model's Grad-CAM per epoch.
+        if self.epochs.iter().any(|e| e.explanation.is_some()) {
+            ui.strong("Explanation quality (Grad-CAM of the label, fixed val images)");
+            let quality = |name: &str, f: &dyn Fn(&ExplanationQuality) -> Option<f64>| {
+                let pts: Vec<[f64; 2]> = self
+                    .epochs
+                    .iter()
+                    .filter_map(|e| {
+                        e.explanation
+                            .as_ref()
+                            .and_then(f)
+                            .map(|v| [e.step as f64, v])
+                    })
+                    .collect();
+                (
+                    Line::new(name.to_string(), PlotPoints::from(pts.clone())),
+                    Points::new(name.to_string(), PlotPoints::from(pts)).radius(4.0),
+                )
+            };
+            Plot::new("train-explanation")
+                .height(height)
+                .legend(Legend::default())
+                .include_y(0.0)
+                .include_y(1.0)
+                .include_x(x_max_step)
+                .x_axis_label("step")
+                .show(ui, |p| {
+                    let series: [(&str, QualityField); 5] = [
+                        ("deletion AUC (lower is better)", |q| Some(q.deletion_auc)),
+                        ("insertion AUC", |q| Some(q.insertion_auc)),
+                        ("energy inside mask", |q| q.energy_inside),
+                        ("mask share (uniform map)", |q| q.region_fraction),
+                        ("pointing game", |q| q.pointing_hit_rate),
+                    ];
+                    for (name, f) in series {
+                        let (line, points) = quality(name, &f);
+                        p.line(line);
+                        p.points(points);
+                    }
+                });
+        }
         ui.strong("Learning rate");
         Plot::new("train-lr")
             .height(100.0)
@@ -382,6 +424,9 @@ impl TrainingPanel {
             });
     }
 }
+
+/// One number of an epoch's explanation quality.
+type QualityField = fn(&ExplanationQuality) -> Option<f64>;
 
 /// The loss plot's y is log10 of the loss: one diverged validation loss (2e9 after three
 /// steps of a tiny run) would flatten every other curve onto zero on a linear axis, and a KL

@@ -934,7 +934,11 @@ fn open_folder(root: &Path, split: Option<&str>) -> Result<Dataset> {
         v.sort();
         Ok(v)
     };
-    let class_dirs: Vec<PathBuf> = list(&base)?.into_iter().filter(|p| p.is_dir()).collect();
+    // A `masks/` folder holds ground truth, not a class.
+    let class_dirs: Vec<PathBuf> = list(&base)?
+        .into_iter()
+        .filter(|p| p.is_dir() && p.file_name() != Some(std::ffi::OsStr::new(MASKS_DIR)))
+        .collect();
     let mut class_names = Vec::new();
     let mut samples = Vec::new();
     for dir in &class_dirs {

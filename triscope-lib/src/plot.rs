@@ -1,8 +1,11 @@
 //! Small PNG line charts (accuracy against eps, loss curves) without a plotting stack:
-//! lines, markers, grid, ticks and text (Ubuntu Light, the font egui ships).
+//! lines, markers, grid, ticks and text (Ubuntu Light, the font egui ships); image grids; and
+//! slides for a projector (`Slide`, `write_slide`).
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
 use image::{Rgb, RgbImage};
+
+use serde::Serialize;
 
 use crate::error::{Result, TriscopeError};
 
@@ -117,6 +120,22 @@ impl Canvas {
                 }
             }
         }
+    }
+
+    /// `text` broken at spaces into lines no wider than `max_width` (a longer word stays
+    /// whole on its line).
+    fn wrap(&self, text: &str, size: f32, max_width: f32) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        for word in text.split(' ') {
+            match lines.last_mut() {
+                Some(line) if self.text_width(&format!("{line} {word}"), size) <= max_width => {
+                    line.push(' ');
+                    line.push_str(word);
+                }
+                _ => lines.push(word.to_string()),
+            }
+        }
+        lines
     }
 
     /// Vertical text (rotated 90 degrees counter-clockwise) centred on (x, y).
@@ -521,9 +540,194 @@ pub fn render_image_grid(
     Ok(c.img)
 }
 
+/// A slide for a projector: what one view of the app shows, laid out large on white.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slide {
+    /// The view it came from (`explanation`, `attack`, `sweep`, `compare`).
+    pub view: String,
+    pub title: String,
+    /// The model and the image.
+    pub subtitle: String,
+    /// Side by side, each scaled to fit its share of the width.
+    #[serde(skip)]
+    pub panels: Vec<SlidePanel>,
+    /// The panels' captions, in order (the JSON's record of what the PNG shows).
+    pub captions: Vec<String>,
+    /// The numbers under the panels: name and value, in order.
+    pub numbers: Vec<(String, String)>,
+}
+
+/// One picture of a slide: interleaved RGB8 and its caption.
+#[derive(Debug, Clone)]
+pub struct SlidePanel {
+    pub caption: String,
+    pub rgb: Vec<u8>,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Slide {
+    pub fn new(view: &str, title: String, subtitle: String) -> Self {
+        Self {
+            view: view.into(),
+            title,
+            subtitle,
+            panels: Vec::new(),
+            captions: Vec::new(),
+            numbers: Vec::new(),
+        }
+    }
+
+    pub fn panel(&mut self, caption: impl Into<String>, rgb: Vec<u8>, width: usize, height: usize) {
+        let caption = caption.into();
+        self.captions.push(caption.clone());
+        self.panels.push(SlidePanel {
+            caption,
+            rgb,
+            width,
+            height,
+        });
+    }
+
+    pub fn number(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.numbers.push((name.into(), value.into()));
+    }
+}
+
+/// The slide at `width` x `height` (1920 x 1080 for a projector): title, subtitle, the panels
+/// in a row with their captions, then the numbers in two columns; type sized for the back row.
+pub fn render_slide(slide: &Slide, width: u32, height: u32) -> Result<RgbImage> {
+    let mut c = canvas(width, height)?;
+    let (w, h) = (width as f32, height as f32);
+    let ink = [20, 20, 20];
+    let grey = [90, 90, 90];
+    let margin = w * 0.04;
+    let title_size = h * 0.05;
+    c.text(
+        &slide.title,
+        margin,
+        margin + title_size,
+        title_size,
+        0.0,
+        ink,
+    );
+    let sub_size = h * 0.027;
+    let sub_y = margin + title_size + sub_size * 1.6;
+    c.text(&slide.subtitle, margin, sub_y, sub_size, 0.0, grey);
+    // The panels' band with up to three lines of caption each, then the numbers.
+    let caption_size = h * 0.024;
+    let caption_lines = 3.0;
+    let lines_per_column = slide.numbers.len().div_ceil(2).max(1) as f32;
+    let number_size = (h * 0.028).min(h * 0.3 / lines_per_column / 1.5);
+    let numbers_h = lines_per_column * number_size * 1.5;
+    let top = sub_y + sub_size * 1.5;
+    let band_h =
+        (h - top - margin - numbers_h - caption_size * 1.3 * caption_lines - h * 0.03).max(h * 0.2);
+    let n = slide.panels.len().max(1) as f32;
+    let gap = w * 0.02;
+    let cell_w = (w - 2.0 * margin - (n - 1.0) * gap) / n;
+    let mut bottom = top;
+    for (k, p) in slide.panels.iter().enumerate() {
+        let Some(src) = RgbImage::from_raw(p.width as u32, p.height as u32, p.rgb.clone()) else {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "slide panel '{}': {} bytes is not a {}x{} RGB image",
+                p.caption,
+                p.rgb.len(),
+                p.width,
+                p.height
+            )));
+        };
+        let scale = (cell_w / p.width as f32).min(band_h / p.height as f32);
+        let (pw, ph) = (
+            (p.width as f32 * scale).round().max(1.0) as u32,
+            (p.height as f32 * scale).round().max(1.0) as u32,
+        );
+        let big = image::imageops::resize(&src, pw, ph, image::imageops::FilterType::Triangle);
+        let cell_x = margin + k as f32 * (cell_w + gap);
+        let x = cell_x + (cell_w - pw as f32) / 2.0;
+        image::imageops::overlay(&mut c.img, &big, x.round() as i64, top.round() as i64);
+        let mut y = top + ph as f32 + caption_size * 1.4;
+        for line in c
+            .wrap(&p.caption, caption_size, cell_w)
+            .into_iter()
+            .take(caption_lines as usize)
+        {
+            c.text(&line, cell_x + cell_w / 2.0, y, caption_size, 0.5, ink);
+            y += caption_size * 1.3;
+        }
+        bottom = bottom.max(y);
+    }
+    let y0 = bottom + h * 0.03 + number_size * 0.5;
+    let col_w = (w - 2.0 * margin) / 2.0;
+    for (i, (name, value)) in slide.numbers.iter().enumerate() {
+        let (col, row) = (
+            (i as f32 / lines_per_column).floor(),
+            i as f32 % lines_per_column,
+        );
+        let x = margin + col * col_w;
+        let y = y0 + row * number_size * 1.5;
+        c.text(&format!("{name}:"), x, y, number_size, 0.0, grey);
+        let indent = c.text_width(&format!("{name}: "), number_size);
+        c.text(value, x + indent, y, number_size, 0.0, ink);
+    }
+    c.text(
+        "Triscope: a teaching and research workbench, not a diagnostic device",
+        w - margin,
+        h - margin * 0.5,
+        h * 0.018,
+        1.0,
+        grey,
+    );
+    Ok(c.img)
+}
+
+/// Write the slide as `<stem>.png` (1920 x 1080) and its numbers as `<stem>.json` into
+/// `dir` (created); the two paths.
+pub fn write_slide(
+    dir: &std::path::Path,
+    stem: &str,
+    slide: &Slide,
+) -> Result<[std::path::PathBuf; 2]> {
+    std::fs::create_dir_all(dir).map_err(|source| TriscopeError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let png = dir.join(format!("{stem}.png"));
+    write_png(&png, &render_slide(slide, 1920, 1080)?)?;
+    let json = dir.join(format!("{stem}.json"));
+    let text = serde_json::to_string_pretty(slide)
+        .map_err(|e| TriscopeError::Compute(format!("writing the slide as JSON: {e}")))?;
+    crate::weights::write_atomic(&json, text.as_bytes())?;
+    Ok([png, json])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slides_lay_out_panels_and_numbers_and_refuse_a_bad_panel() {
+        let mut slide = Slide::new("explanation", "A title".into(), "model · image".into());
+        slide.panel("a red square", vec![255, 0, 0].repeat(16 * 16), 16, 16);
+        slide.panel("a tall blue one", vec![0, 0, 255].repeat(8 * 32), 8, 32);
+        slide.number("accuracy", "0.75");
+        let img = render_slide(&slide, 960, 540).unwrap();
+        assert_eq!((img.width(), img.height()), (960, 540));
+        let count = |rgb: [u8; 3]| img.pixels().filter(|p| p.0 == rgb).count();
+        // Each panel scaled up to its band: many pixels of each colour.
+        assert!(count([255, 0, 0]) > 10_000 && count([0, 0, 255]) > 5_000);
+        let json = serde_json::to_value(&slide).unwrap();
+        assert_eq!(json["captions"][1], "a tall blue one");
+        assert_eq!(json["numbers"][0][1], "0.75");
+        assert!(json.get("panels").is_none(), "pixels stay out of the JSON");
+        slide.panel("broken", vec![0; 10], 4, 4);
+        let e = render_slide(&slide, 960, 540).unwrap_err().to_string();
+        assert!(e.contains("broken") && e.contains("4x4"), "{e}");
+        let c = canvas(10, 10).unwrap();
+        let lines = c.wrap("one two three four five six", 20.0, 120.0);
+        assert!(lines.len() > 1 && lines.iter().all(|l| c.text_width(l, 20.0) <= 120.0));
+        assert_eq!(lines.join(" "), "one two three four five six");
+    }
 
     #[test]
     fn renders_lines_in_their_colours() {

@@ -141,6 +141,18 @@ impl RegionSource {
                     Ok(None)
                 }
             }
+            // Class folders: `masks/` beside them, or beside the split folders.
+            DatasetKind::ImageFolder => Ok([
+                Some(dataset.root.as_path()),
+                (dataset.split != "all")
+                    .then(|| dataset.root.parent())
+                    .flatten(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|d| d.join(crate::data::MASKS_DIR))
+            .find(|d| d.is_dir())
+            .map(|dir| Self::Masks(dir, MaskKind::Lesion))),
             _ => Ok(None),
         }
     }

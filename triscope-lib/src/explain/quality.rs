@@ -133,6 +133,33 @@ pub fn top_k_intersection(a: &[f32], b: &[f32], fraction: f64) -> f64 {
     ta.iter().filter(|i| tb.contains(i)).count() as f64 / ta.len() as f64
 }
 
+/// How alike two maps of the same image are (two models, or clean and attacked).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MapAgreement {
+    pub ssim: f64,
+    pub spearman: f64,
+    /// [`top_k_intersection`] at 15%.
+    pub top15_intersection: f64,
+    /// The second map was resized (OpenCV bilinear) to the first's grid before comparing.
+    pub resized: bool,
+}
+
+/// [`MapAgreement`] of `a` (`[a_hw.0 * a_hw.1]`) and `b` (`[b_hw.0 * b_hw.1]`), on `a`'s grid.
+pub fn agreement(a: &[f32], a_hw: (usize, usize), b: &[f32], b_hw: (usize, usize)) -> MapAgreement {
+    let resized = a_hw != b_hw;
+    let b = if resized {
+        crate::explain::gradcam::resize_bilinear(b, b_hw.0, b_hw.1, a_hw.0, a_hw.1)
+    } else {
+        b.to_vec()
+    };
+    MapAgreement {
+        ssim: ssim(a, &b, a_hw.0, a_hw.1),
+        spearman: spearman(a, &b),
+        top15_intersection: top_k_intersection(a, &b, 0.15),
+        resized,
+    }
+}
+
 /// Otsu's threshold of values in [0, 1] (256 bins).
 pub fn otsu_threshold(map: &[f32]) -> f32 {
     let mut hist = [0usize; 256];
@@ -309,6 +336,31 @@ pub fn rise_curve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agreement_brings_the_second_map_to_the_first_grid() {
+        // A blob on a 16x16 grid and the same blob on 8x8: alike once resized.
+        let blob = |n: usize| -> Vec<f32> {
+            (0..n * n)
+                .map(|i| {
+                    let (y, x) = ((i / n) as f32 / n as f32, (i % n) as f32 / n as f32);
+                    (-((x - 0.3).powi(2) + (y - 0.6).powi(2)) * 20.0).exp()
+                })
+                .collect()
+        };
+        let (a, b) = (blob(16), blob(8));
+        let same = agreement(&a, (16, 16), &a, (16, 16));
+        assert!(!same.resized && (same.ssim - 1.0).abs() < 1e-9 && same.top15_intersection == 1.0);
+        let across = agreement(&a, (16, 16), &b, (8, 8));
+        assert!(across.resized);
+        assert!(across.spearman > 0.95 && across.ssim > 0.8, "{across:?}");
+        let flipped: Vec<f32> = a.iter().rev().copied().collect();
+        let apart = agreement(&a, (16, 16), &flipped, (16, 16));
+        assert!(
+            apart.spearman < across.spearman && apart.top15_intersection < 0.5,
+            "{apart:?}"
+        );
+    }
 
     #[test]
     fn region_energy_of_maps_with_known_answers() {

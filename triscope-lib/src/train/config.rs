@@ -359,6 +359,12 @@ pub struct TrainingSection {
     pub log_every_steps: usize,
     /// Devices for data parallel training (1 = one device; see `train::parallel`).
     pub devices: usize,
+    /// After each validation pass, score the layer4 Grad-CAM of the label on the first this
+    /// many validation images (deletion / insertion AUC; energy inside the mask and pointing
+    /// game where the data has masks) into the epoch's metrics; 0 = off.
+    pub explanation_images: usize,
+    /// Deletion and insertion steps of those curves.
+    pub explanation_steps: usize,
 }
 
 impl Default for TrainingSection {
@@ -388,6 +394,8 @@ impl Default for TrainingSection {
             checkpoint_every_steps: 0,
             log_every_steps: 1,
             devices: 1,
+            explanation_images: 32,
+            explanation_steps: 16,
         }
     }
 }
@@ -580,6 +588,12 @@ impl TrainConfig {
         }
         if t.batch_size == 0 {
             return bad("training.batch_size must be at least 1, got 0".into());
+        }
+        if t.explanation_images > 0 && !(2..=1024).contains(&t.explanation_steps) {
+            return bad(format!(
+                "training.explanation_steps must be in 2..=1024, got {}",
+                t.explanation_steps
+            ));
         }
         if let Some(problem) = t.augmentation.problem() {
             return bad(format!("training.augmentation: {problem}"));

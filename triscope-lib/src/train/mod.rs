@@ -8,6 +8,7 @@
 pub mod augment;
 pub mod config;
 pub mod ema;
+pub mod explanation;
 pub mod loader;
 pub mod loss;
 pub mod mix;

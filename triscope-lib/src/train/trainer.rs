@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{ClassWeights, LossType, TrainConfig};
 use super::ema::{self, Ema};
+use super::explanation::{ExplanationProbe, ExplanationQuality};
 use super::loader::{HostBatch, Loader, LoaderSpec, epoch_order};
 use super::loss::{self, InnerAttack, LossParts};
 use super::mix::Mix;
@@ -160,6 +161,11 @@ pub struct EpochMetrics {
     /// raw weights' (what the run would score without the average).
     pub raw_val_clean_acc: Option<f64>,
     pub raw_val_balanced_acc: Option<f64>,
+    /// The validated model's explanations (`training.explanation_images`), and their cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<ExplanationQuality>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation_time_s: Option<f64>,
     /// This epoch's model became `best`.
     pub best: bool,
     pub images_per_s: f64,
@@ -351,6 +357,8 @@ pub struct Trainer {
     /// The training images' lesion masks, for `training.augmentation.background_swap` and
     /// `training.cam_mask_weight`.
     lesion_masks: Option<RegionSource>,
+    /// The validation images whose explanations each epoch scores.
+    explanation_probe: Option<ExplanationProbe>,
     state: TrainState,
     resumed: bool,
     /// Held until the trainer is dropped (the end of `run`).
@@ -580,6 +588,13 @@ impl Trainer {
         };
         Ok(Self {
             lesion_masks: lesion_masks(&config, &train)?,
+            explanation_probe: ExplanationProbe::from_split(
+                &val,
+                &class_map,
+                &model_config,
+                config.training.explanation_images,
+                config.training.explanation_steps,
+            )?,
             config,
             run_dir: run_dir.to_path_buf(),
             device,
@@ -658,6 +673,13 @@ impl Trainer {
             .map_err(write_err(&metrics))?;
         Ok(Self {
             lesion_masks: lesion_masks(&config, &train)?,
+            explanation_probe: ExplanationProbe::from_split(
+                &val,
+                &class_map,
+                &model_config,
+                config.training.explanation_images,
+                config.training.explanation_steps,
+            )?,
             config,
             run_dir: run_dir.to_path_buf(),
             device,
@@ -988,6 +1010,16 @@ impl Trainer {
             None => (self.model.valid(), None),
         };
         let val = self.validate(&validated, true, control)?;
+        let started = Instant::now();
+        let explanation = match &self.explanation_probe {
+            Some(probe) => {
+                Some(probe.measure(&validated, &self.device.device, control.cancel_flag())?)
+            }
+            None => None,
+        };
+        let explanation_time_s = explanation
+            .is_some()
+            .then(|| started.elapsed().as_secs_f64());
         let adversarial = self.config.robustness.loss_type != LossType::Clean;
         // Robust *balanced* accuracy: on an imbalanced split (HAM10000 is two-thirds nv) plain
         // robust accuracy rewards a model that answers the majority class everywhere.
@@ -1017,6 +1049,8 @@ impl Trainer {
             val_robust_samples: val.robust_samples,
             raw_val_clean_acc: raw.as_ref().map(|r| r.acc),
             raw_val_balanced_acc: raw.as_ref().map(|r| r.balanced_acc),
+            explanation,
+            explanation_time_s,
             best: is_best,
             images_per_s: a.samples as f64 / a.train_time_s.max(1e-9),
             epoch_time_s: a.train_time_s,

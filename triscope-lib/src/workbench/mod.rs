@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::attack::{
     AttackConfig, AttackGoal, AttackMethod, StepReport, run_attack, run_attack_from,
 };
+use crate::attack_report::sweep::{Sweep, SweepRequest, SweepStep, run_sweep};
 use crate::device::ComputeDevice;
 use crate::dicom::{DicomInfo, Window};
 use crate::error::{Result, TriscopeError};
@@ -152,6 +153,34 @@ pub struct AttackRequest {
     pub seed: u64,
 }
 
+impl AttackRequest {
+    /// The attack's settings (PGD starts at a random point of the ball).
+    pub fn config(&self) -> AttackConfig {
+        AttackConfig {
+            method: self.method,
+            eps_linf: self.eps_linf,
+            alpha: self.alpha,
+            steps: self.steps,
+            random_start: self.method == AttackMethod::Pgd,
+            seed: self.seed,
+            ..AttackConfig::pgd(self.steps)
+        }
+    }
+}
+
+/// An ε sweep of the current image ([`crate::attack_report::sweep`]) with the images and maps
+/// the view shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepResult {
+    pub request: u64,
+    pub params: AttackRequest,
+    pub sweep: Sweep,
+    /// Each budget's adversarial image, in the order of `sweep.points`.
+    pub adversarial: Vec<RgbImage>,
+    /// The clean image (model input) the maps are drawn over.
+    pub clean: RgbImage,
+}
+
 /// The outcome of an attack on the current image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttackResult {
@@ -195,6 +224,12 @@ pub enum Job {
     },
     /// Attack the last analysed image.
     Attack(AttackRequest),
+    /// Attack the last analysed image at each budget (ascending, pixel units); the request's
+    /// `eps_linf` and `alpha` are not used (PGD's step is 2.5 ε / steps at each budget).
+    Sweep {
+        attack: AttackRequest,
+        eps_linf: Vec<f32>,
+    },
 }
 
 /// What a queued job is, for the queue's rules: a newer job replaces a queued one of its
@@ -205,6 +240,14 @@ enum JobKind {
     LoadModel,
     Analyze,
     Attack,
+    Sweep,
+}
+
+impl JobKind {
+    /// Attacks and sweeps: one at a time, and stale when the image or the request changes.
+    fn attacks(self) -> bool {
+        matches!(self, Self::Attack | Self::Sweep)
+    }
 }
 
 impl Job {
@@ -213,6 +256,7 @@ impl Job {
             Self::LoadModel { .. } => JobKind::LoadModel,
             Self::Analyze { .. } => JobKind::Analyze,
             Self::Attack(_) => JobKind::Attack,
+            Self::Sweep { .. } => JobKind::Sweep,
         }
     }
 }
@@ -235,6 +279,15 @@ pub enum WorkerEvent {
         adversarial: Option<RgbImage>,
     },
     Attack(Box<AttackResult>),
+    /// A sweep's progress: the budget (0-based) and the attack's step there.
+    SweepStep {
+        request: u64,
+        point: usize,
+        points: usize,
+        step: usize,
+        total_steps: usize,
+    },
+    Sweep(Box<SweepResult>),
     /// A job failed; `what` says which ("loading model", "analysing image.png", ...).
     Failed {
         request: u64,
@@ -248,9 +301,11 @@ impl WorkerEvent {
         match self {
             Self::ModelLoaded { request, .. }
             | Self::AttackStep { request, .. }
+            | Self::SweepStep { request, .. }
             | Self::Failed { request, .. } => *request,
             Self::Analysis(a) => a.request,
             Self::Attack(a) => a.request,
+            Self::Sweep(s) => s.request,
         }
     }
 }
@@ -264,7 +319,7 @@ struct Queued {
 #[derive(Default)]
 struct QueueState {
     jobs: VecDeque<Queued>,
-    /// Cancel flag of the attack now running, if any.
+    /// Cancel flag of the attack or sweep now running, if any.
     running_attack: Option<Arc<AtomicBool>>,
     /// Cancel flag of the analysis now running (slow methods stop between batches).
     running_analysis: Option<Arc<AtomicBool>>,
@@ -284,12 +339,12 @@ impl JobQueue {
             return;
         };
         let kind = queued.job.kind();
-        // A new attack or image makes the running and queued attacks stale.
+        // A new attack, sweep or image makes the running and queued attacks and sweeps stale.
         if kind != JobKind::LoadModel {
             if let Some(flag) = s.running_attack.take() {
                 flag.store(true, Ordering::Relaxed);
             }
-            s.jobs.retain(|q| q.job.kind() != JobKind::Attack);
+            s.jobs.retain(|q| !q.job.kind().attacks());
         }
         if kind == JobKind::Analyze
             && let Some(flag) = s.running_analysis.take()
@@ -310,12 +365,24 @@ impl JobQueue {
             if let Some(q) = s.jobs.pop_front() {
                 match q.job.kind() {
                     JobKind::Analyze => s.running_analysis = Some(q.cancel.clone()),
-                    JobKind::Attack => s.running_attack = Some(q.cancel.clone()),
+                    JobKind::Attack | JobKind::Sweep => {
+                        s.running_attack = Some(q.cancel.clone());
+                    }
                     JobKind::LoadModel => {}
                 }
                 return Some(q);
             }
             s = self.ready.wait(s).ok()?;
+        }
+    }
+
+    /// Cancel the running attack or sweep and drop queued ones.
+    fn cancel_attacks(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(flag) = s.running_attack.take() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            s.jobs.retain(|q| !q.job.kind().attacks());
         }
     }
 
@@ -351,11 +418,20 @@ impl WorkerHandle {
     /// Start the model thread on `device`. `wake` is called after each event is sent (the UI
     /// passes its repaint request). The model is loaded by a first [`Job::LoadModel`].
     pub fn spawn(device: ComputeDevice, wake: Box<dyn Fn() + Send>) -> Result<Self> {
+        Self::spawn_named("triscope-model", device, wake)
+    }
+
+    /// [`Self::spawn`] on a thread of another name (the compare view's second model).
+    pub fn spawn_named(
+        name: &str,
+        device: ComputeDevice,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Result<Self> {
         let queue = Arc::new(JobQueue::default());
         let (tx, rx) = sync_channel(EVENT_CAPACITY);
         let worker_queue = queue.clone();
         let thread = std::thread::Builder::new()
-            .name("triscope-model".into())
+            .name(name.into())
             .spawn(move || {
                 let mut worker = ModelWorker {
                     device,
@@ -401,6 +477,11 @@ impl WorkerHandle {
         self.events.recv_timeout(timeout).ok()
     }
 
+    /// Stop the running attack or sweep (it reports nothing more) and drop queued ones.
+    pub fn cancel_attacks(&self) {
+        self.queue.cancel_attacks();
+    }
+
     pub fn queued_jobs(&self) -> usize {
         self.queue.len()
     }
@@ -417,6 +498,8 @@ impl Drop for WorkerHandle {
 
 /// The image attacks run on: the model input and its clean analysis.
 struct CurrentImage {
+    /// The file's name, for reports.
+    name: String,
     pixels: PixelImage,
     clean: Prediction,
 }
@@ -458,6 +541,7 @@ impl ModelWorker {
             Job::LoadModel { path: None } => "loading the embedded model".to_string(),
             Job::Analyze { path, .. } => format!("analysing {}", path.display()),
             Job::Attack(r) => format!("running {}", r.method.name()),
+            Job::Sweep { attack, .. } => format!("sweeping eps with {}", attack.method.name()),
         };
         let outcome = match job {
             Job::LoadModel { path } => self.load_model(request, path.as_deref()),
@@ -481,6 +565,9 @@ impl ModelWorker {
             Job::Attack(params) => self
                 .attack(request, params, &cancel)
                 .map(|a| WorkerEvent::Attack(Box::new(a))),
+            Job::Sweep { attack, eps_linf } => self
+                .sweep(request, attack, eps_linf, &cancel)
+                .map(|s| WorkerEvent::Sweep(Box::new(s))),
         };
         match outcome {
             Ok(event) => self.send(event),
@@ -621,6 +708,7 @@ impl ModelWorker {
         let resize_mode = classifier.resize_mode;
         let out_of_distribution = classifier.ood_score(&layer_means)?;
         self.image = Some(CurrentImage {
+            name: path.display().to_string(),
             pixels: pixels.clone(),
             clean: prediction.clone(),
         });
@@ -681,15 +769,7 @@ impl ModelWorker {
             (None, false) => AttackGoal::Untargeted(vec![clean.class_index]),
             (None, true) => AttackGoal::MultiLabel(vec![clean.finding_decisions()]),
         };
-        let config = AttackConfig {
-            method: params.method,
-            eps_linf: params.eps_linf,
-            alpha: params.alpha,
-            steps: params.steps,
-            random_start: params.method == AttackMethod::Pgd,
-            seed: params.seed,
-            ..AttackConfig::pgd(params.steps)
-        };
+        let config = params.config();
         config.validate()?;
         let x = classifier.batch_tensor(&[&image.pixels])?; // [1, C, R, R]
         let [_, c, h, w] = x.dims();
@@ -811,6 +891,66 @@ impl ModelWorker {
             loss_per_step,
             elapsed_secs,
             secs_per_step: elapsed_secs / steps_done as f64,
+        })
+    }
+}
+
+impl ModelWorker {
+    fn sweep(
+        &mut self,
+        request: u64,
+        params: AttackRequest,
+        eps_linf: Vec<f32>,
+        cancel: &AtomicBool,
+    ) -> Result<SweepResult> {
+        let classifier = self.classifier()?;
+        let image = self
+            .image
+            .as_ref()
+            .ok_or_else(|| TriscopeError::InvalidArgument("no image to sweep yet".into()))?;
+        let sweep_request = SweepRequest {
+            attack: crate::attack_report::AttackRequest {
+                config: params.config(),
+                target: params.target,
+                label: None,
+            },
+            eps_linf,
+            scale_alpha: true,
+            layer: params.layer,
+        };
+        let mut on_step = |s: SweepStep| {
+            self.send_progress(WorkerEvent::SweepStep {
+                request,
+                point: s.point,
+                points: s.points,
+                step: s.step,
+                total_steps: s.total_steps,
+            });
+        };
+        let sweep = run_sweep(
+            classifier,
+            &image.pixels,
+            &image.name,
+            &sweep_request,
+            &mut on_step,
+            cancel,
+        )?;
+        let adversarial = sweep
+            .points
+            .iter()
+            .map(|p| {
+                RgbImage::from_pixels(&PixelImage {
+                    data: p.adversarial.clone(),
+                    ..image.pixels.clone()
+                })
+            })
+            .collect();
+        Ok(SweepResult {
+            request,
+            params,
+            adversarial,
+            clean: RgbImage::from_pixels(&image.pixels),
+            sweep,
         })
     }
 }
@@ -957,5 +1097,45 @@ mod tests {
         })
         .collect();
         assert_eq!(order, vec![4, 5]);
+
+        // A sweep is an attack for the queue: a new attack cancels it, and cancel_attacks
+        // stops whichever runs and drops what waits.
+        let sweeping = flag(0);
+        q.push(Queued {
+            request: 6,
+            job: Job::Sweep {
+                attack: AttackRequest {
+                    method: AttackMethod::Pgd,
+                    eps_linf: 0.0,
+                    alpha: 0.0,
+                    steps: 2,
+                    target: None,
+                    layer: LayerId::Layer4,
+                    seed: 0,
+                },
+                eps_linf: vec![0.0, 0.01],
+            },
+            cancel: sweeping.clone(),
+        });
+        assert_eq!(q.pop().map(|j| j.request), Some(6));
+        let attacking = flag(0);
+        q.push(Queued {
+            request: 7,
+            job: attack(0.01),
+            cancel: attacking.clone(),
+        });
+        assert!(
+            sweeping.load(Ordering::Relaxed),
+            "the running sweep is cancelled"
+        );
+        assert_eq!(q.pop().map(|j| j.request), Some(7));
+        q.push(Queued {
+            request: 8,
+            job: attack(0.02),
+            cancel: flag(0),
+        });
+        q.cancel_attacks();
+        assert!(attacking.load(Ordering::Relaxed));
+        assert!(q.is_empty(), "the queued attack is dropped");
     }
 }

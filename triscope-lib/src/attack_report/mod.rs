@@ -9,13 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Norm, StepReport, run_attack};
 use crate::error::{Result, TriscopeError};
-use crate::explain::{Colormap, TargetClass, overlay_rgb8, quality};
+use crate::explain::{Colormap, GradCamMap, TargetClass, overlay_rgb8, quality};
 use crate::folder::write_rgb8;
 use crate::host::{PerturbationNorms, values};
 use crate::imaging::PixelImage;
 use crate::inference::{Classifier, Prediction};
 use crate::model::LayerId;
 use crate::weights::write_atomic;
+
+pub mod sweep;
 
 /// What to attack: the attack, and whom it aims at.
 #[derive(Debug, Clone)]
@@ -54,6 +56,28 @@ impl AttackRequest {
         }
         Ok(())
     }
+
+    /// What the attack aims at, and the class it counts as true (`label`, else the clean
+    /// prediction's).
+    pub fn goal(&self, classifier: &Classifier, clean: &Prediction) -> (AttackGoal, usize) {
+        let label = self.label.unwrap_or(clean.class_index);
+        let goal = match (classifier.config().multi_label, self.target) {
+            (true, _) => AttackGoal::MultiLabel(vec![clean.finding_decisions()]),
+            (false, Some(t)) => AttackGoal::Targeted(vec![t]),
+            (false, None) => AttackGoal::Untargeted(vec![label]),
+        };
+        (goal, label)
+    }
+
+    /// Whether the attack reached its goal: the target class, another set of findings, or
+    /// away from the true class.
+    pub fn fooled(&self, clean: &Prediction, adversarial: &Prediction, label: usize) -> bool {
+        match (clean.multi_label, self.target) {
+            (true, _) => adversarial.positive_findings != clean.positive_findings,
+            (false, Some(t)) => adversarial.class_index == t,
+            (false, None) => adversarial.class_index != label,
+        }
+    }
 }
 
 /// `attack.json`: what was attacked, how, and what came of it.
@@ -87,13 +111,32 @@ pub struct AttackReport {
 }
 
 /// How far the Grad-CAM of the clean prediction's class moved.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CamDrift {
     pub layer: String,
     pub class: String,
     pub ssim: f64,
     pub spearman: f64,
     pub top15_intersection: f64,
+}
+
+impl CamDrift {
+    /// The agreement of two maps of `class` (same layer, same size).
+    pub fn between(clean: &GradCamMap, adversarial: &GradCamMap, class: &str) -> Self {
+        let a = quality::agreement(
+            &clean.map,
+            (clean.height, clean.width),
+            &adversarial.map,
+            (adversarial.height, adversarial.width),
+        );
+        Self {
+            layer: clean.layer.to_string(),
+            class: class.to_string(),
+            ssim: a.ssim,
+            spearman: a.spearman,
+            top15_intersection: a.top15_intersection,
+        }
+    }
 }
 
 /// Attack the image at `path` and write the files into `out` (created). `on_step` sees every
@@ -112,21 +155,11 @@ pub fn attack_image(
     let loaded = classifier.load_image(path)?;
     let p = &loaded.pixels;
     let clean = classifier.predict(&[p])?.remove(0);
-    let label = request.label.unwrap_or(clean.class_index);
-    let goal = match (cfg.multi_label, request.target) {
-        (true, _) => AttackGoal::MultiLabel(vec![clean.finding_decisions()]),
-        (false, Some(t)) => AttackGoal::Targeted(vec![t]),
-        (false, None) => AttackGoal::Untargeted(vec![label]),
-    };
-    let x = classifier.batch_tensor(&[p])?; // [1, C, H, W]
+    let (goal, label) = request.goal(classifier, &clean);
     let started = std::time::Instant::now();
-    let output = run_attack(classifier.model(), x, &goal, config, on_step, cancel)?;
+    let (adv_img, loss_per_step) = attack_pixels(classifier, p, &goal, config, on_step, cancel)?;
     let elapsed_secs = started.elapsed().as_secs_f64();
-    let adv = values(output.adversarial, "the adversarial image")?;
-    let adv_img = PixelImage {
-        data: adv.clone(),
-        ..p.clone()
-    };
+    let adv = adv_img.data.clone();
     let adversarial = classifier.predict(&[&adv_img])?.remove(0);
     let norms = PerturbationNorms::of(&adv, &p.data);
     let linf = norms.linf;
@@ -164,18 +197,7 @@ pub fn attack_image(
     let cam_adv = classifier
         .explain(&adv_img, LayerId::Layer4, explained)?
         .gradcam;
-    let drift = CamDrift {
-        layer: LayerId::Layer4.to_string(),
-        class: clean.class_name.clone(),
-        ssim: quality::ssim(
-            &cam_clean.map,
-            &cam_adv.map,
-            cam_clean.height,
-            cam_clean.width,
-        ),
-        spearman: quality::spearman(&cam_clean.map, &cam_adv.map),
-        top15_intersection: quality::top_k_intersection(&cam_clean.map, &cam_adv.map, 0.15),
-    };
+    let drift = CamDrift::between(&cam_clean, &cam_adv, &clean.class_name);
     for (name, cam, img) in [
         ("gradcam_clean.png", &cam_clean, p),
         ("gradcam_adversarial.png", &cam_adv, &adv_img),
@@ -189,11 +211,7 @@ pub fn attack_image(
     let json_path = out.join("attack.json");
     files.push(json_path.display().to_string());
 
-    let fooled = match (&goal, request.target) {
-        (AttackGoal::Targeted(_), Some(t)) => adversarial.class_index == t,
-        (AttackGoal::MultiLabel(_), _) => adversarial.positive_findings != clean.positive_findings,
-        _ => adversarial.class_index != label,
-    };
+    let fooled = request.fooled(&clean, &adversarial, label);
     let report = AttackReport {
         image: path.display().to_string(),
         model: classifier.source.to_string(),
@@ -219,7 +237,7 @@ pub fn attack_image(
         fooled,
         linf_norm: linf,
         linf_norm_x255: linf * 255.0,
-        loss_per_step: output.loss_per_step.iter().map(|l| l[0]).collect(),
+        loss_per_step,
         elapsed_secs,
         explanation_stability: drift,
         files,
@@ -228,6 +246,25 @@ pub fn attack_image(
         .map_err(|e| TriscopeError::Compute(format!("writing the attack as JSON: {e}")))?;
     write_atomic(&json_path, text.as_bytes())?;
     Ok(report)
+}
+
+/// One image attacked: the adversarial image and the loss at each step.
+pub fn attack_pixels(
+    classifier: &Classifier,
+    image: &PixelImage,
+    goal: &AttackGoal,
+    config: &AttackConfig,
+    on_step: &mut dyn FnMut(&StepReport),
+    cancel: &AtomicBool,
+) -> Result<(PixelImage, Vec<f32>)> {
+    let x = classifier.batch_tensor(&[image])?; // [1, C, H, W]
+    let output = run_attack(classifier.model(), x, goal, config, on_step, cancel)?;
+    let adversarial = PixelImage {
+        data: values(output.adversarial, "the adversarial image")?,
+        ..image.clone()
+    };
+    let losses = output.loss_per_step.iter().map(|l| l[0]).collect();
+    Ok((adversarial, losses))
 }
 
 /// 16-bit RGB PNG: lossless for 8-bit sources and within 1/65535 of the float values.
