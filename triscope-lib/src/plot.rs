@@ -708,8 +708,8 @@ mod tests {
     #[test]
     fn slides_lay_out_panels_and_numbers_and_refuse_a_bad_panel() {
         let mut slide = Slide::new("explanation", "A title".into(), "model · image".into());
-        slide.panel("a red square", vec![255, 0, 0].repeat(16 * 16), 16, 16);
-        slide.panel("a tall blue one", vec![0, 0, 255].repeat(8 * 32), 8, 32);
+        slide.panel("a red square", [255, 0, 0].repeat(16 * 16), 16, 16);
+        slide.panel("a tall blue one", [0, 0, 255].repeat(8 * 32), 8, 32);
         slide.number("accuracy", "0.75");
         let img = render_slide(&slide, 960, 540).unwrap();
         assert_eq!((img.width(), img.height()), (960, 540));
