@@ -335,7 +335,41 @@ impl TriscopeApp {
             layer: self.explain.settings.layer,
             seed: 0,
         };
-        self.latest.sweep = self.worker.submit(Job::Sweep { attack, eps_linf });
+        // The image's label, where its folder has one that the model knows.
+        let label = self
+            .model
+            .as_ref()
+            .filter(|m| !m.config.multi_label)
+            .zip(self.explain.analysis.as_ref())
+            .and_then(|(m, a)| {
+                let labels = &a.ground_truth.as_ref()?.labels;
+                let [label] = labels.as_slice() else {
+                    return None;
+                };
+                m.config
+                    .class_names
+                    .iter()
+                    .position(|c| c.eq_ignore_ascii_case(label.trim()))
+            });
+        // The compare tab's model B beside it, with the same request.
+        self.sweep.forget_b();
+        if self.sweep.settings.with_b
+            && self.sweep.b_name.is_some()
+            && let Some(s) = &mut self.second
+        {
+            s.latest.sweep = s.worker.submit(Job::Sweep {
+                attack: attack.clone(),
+                eps_linf: eps_linf.clone(),
+                label,
+            });
+            s.latest.attack = 0;
+            self.sweep.running_b = true;
+        }
+        self.latest.sweep = self.worker.submit(Job::Sweep {
+            attack,
+            eps_linf,
+            label,
+        });
         self.latest.attack = 0;
         self.attack.running = false;
         self.sweep.running = true;
@@ -439,15 +473,18 @@ impl TriscopeApp {
                     self.compare.set_b(ctx, Arc::from(a));
                 }
                 WorkerEvent::Attack(r) if r.request == latest.attack => {
-                    self.compare.set_attack_b(ctx, Arc::from(r));
+                    self.compare.set_attack(ctx, true, Arc::from(r));
+                }
+                WorkerEvent::Sweep(r) if r.request == latest.sweep => {
+                    self.sweep.set_result_b(ctx, Arc::from(r));
                 }
                 WorkerEvent::Failed {
                     request, message, ..
-                } if request == latest.model
-                    || request == latest.analysis
-                    || request == latest.attack =>
+                } if [latest.model, latest.analysis, latest.attack, latest.sweep]
+                    .contains(&request) =>
                 {
                     self.compare.waiting_b = false;
+                    self.sweep.running_b = false;
                     self.errors.push(format!("compare (model B): {message}"));
                 }
                 _ => {}
@@ -487,6 +524,11 @@ impl TriscopeApp {
             UiAction::RunSweep(eps_linf) => self.run_sweep(eps_linf),
             UiAction::CancelSweep => {
                 self.worker.cancel_attacks();
+                if let Some(s) = &mut self.second {
+                    s.worker.cancel_attacks();
+                    s.latest.sweep = 0;
+                }
+                self.sweep.running_b = false;
                 self.latest.sweep = 0;
                 self.sweep.running = false;
                 self.sweep.progress = None;
@@ -681,7 +723,7 @@ impl TriscopeApp {
                     r.secs_per_step
                 );
                 self.predictions.adversarial = Some(r.adversarial_prediction.clone());
-                self.compare.set_attack_a(ctx, Arc::clone(&r));
+                self.compare.set_attack(ctx, false, Arc::clone(&r));
                 self.attack.set_result(ctx, r);
             }
             WorkerEvent::SweepStep {
@@ -1123,6 +1165,13 @@ impl TriscopeApp {
                     .inner
             }
             Tab::Sweep => {
+                // Model B of the compare tab sweeps beside A when the two share classes.
+                self.sweep.b_name = self
+                    .compare
+                    .model_b
+                    .as_deref()
+                    .filter(|_| self.compare.refusal.is_none() && self.second.is_some())
+                    .map(|m| super::slide::model_name(Some(m)));
                 egui::ScrollArea::vertical()
                     .auto_shrink([false, false])
                     .show(ui, |ui| self.sweep.ui(ui))

@@ -15,7 +15,7 @@ use super::predictions::{ADV_COLOR, CLEAN_COLOR};
 use super::state::{AttackSettings, UiAction};
 
 /// Methods offered in the panel.
-pub(super) const METHODS: [(AttackMethod, &str); 5] = [
+const METHODS: [(AttackMethod, &str); 5] = [
     (AttackMethod::Fgsm, "FGSM"),
     (AttackMethod::Pgd, "PGD (L∞, random start)"),
     (AttackMethod::ApgdCe, "APGD-CE"),
@@ -246,23 +246,7 @@ impl AttackPanel {
         let mut changed = false;
         let s = &mut self.settings;
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::from_label("attack")
-                .selected_text(
-                    METHODS
-                        .iter()
-                        .find(|(m, _)| *m == s.method)
-                        .map(|(_, n)| *n)
-                        .unwrap_or("?"),
-                )
-                .show_ui(ui, |ui| {
-                    for (m, name) in METHODS {
-                        // FAB-T's targets are the runner-up classes of one softmax.
-                        let fits = !(self.multi_label && m == AttackMethod::FabT);
-                        ui.add_enabled_ui(fits, |ui| {
-                            changed |= ui.selectable_value(&mut s.method, m, name).changed();
-                        });
-                    }
-                });
+            changed |= method_menu(ui, &mut s.method, self.multi_label);
             if ui.button("Run again").clicked() {
                 changed = true;
             }
@@ -396,6 +380,29 @@ impl AttackPanel {
             });
         let _ = CLEAN_COLOR;
     }
+}
+
+/// The attack menu (the Attack and ε sweep tabs); true when the choice changed.
+pub(super) fn method_menu(ui: &mut egui::Ui, method: &mut AttackMethod, multi_label: bool) -> bool {
+    let mut changed = false;
+    egui::ComboBox::from_label("attack")
+        .selected_text(
+            METHODS
+                .iter()
+                .find(|(m, _)| m == method)
+                .map(|(_, n)| *n)
+                .unwrap_or("?"),
+        )
+        .show_ui(ui, |ui| {
+            for (m, name) in METHODS {
+                // FAB-T's targets are the runner-up classes of one softmax.
+                let fits = !(multi_label && m == AttackMethod::FabT);
+                ui.add_enabled_ui(fits, |ui| {
+                    changed |= ui.selectable_value(method, m, name).changed();
+                });
+            }
+        });
+    changed
 }
 
 fn captioned(ui: &mut egui::Ui, caption: &str, add: impl FnOnce(&mut egui::Ui)) {

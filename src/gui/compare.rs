@@ -112,25 +112,20 @@ impl ComparePanel {
         self.update_agreement();
     }
 
-    pub fn set_attack_a(&mut self, ctx: &egui::Context, result: Arc<AttackResult>) {
-        self.a.adversarial = cam_texture(
+    /// An attack's result for model A (`b` false) or B.
+    pub fn set_attack(&mut self, ctx: &egui::Context, b: bool, result: Arc<AttackResult>) {
+        let (side, name) = if b {
+            (&mut self.b, "compare-b-adv")
+        } else {
+            (&mut self.a, "compare-a-adv")
+        };
+        side.adversarial = cam_texture(
             ctx,
-            "compare-a-adv",
+            name,
             &result.adversarial,
             Some(&result.adversarial_cam),
         );
-        self.a.attack = Some(result);
-        self.update_agreement();
-    }
-
-    pub fn set_attack_b(&mut self, ctx: &egui::Context, result: Arc<AttackResult>) {
-        self.b.adversarial = cam_texture(
-            ctx,
-            "compare-b-adv",
-            &result.adversarial,
-            Some(&result.adversarial_cam),
-        );
-        self.b.attack = Some(result);
+        side.attack = Some(result);
         self.update_agreement();
     }
 
@@ -199,11 +194,15 @@ impl ComparePanel {
         let size = egui::vec2(side, side);
         ui.columns(2, |cols| {
             let sides = [
-                (&model_a.source, &self.a, false),
-                (&model_b.source, &self.b, self.waiting_b),
+                (super::slide::model_name(Some(&model_a)), &self.a, false),
+                (
+                    super::slide::model_name(Some(&model_b)),
+                    &self.b,
+                    self.waiting_b,
+                ),
             ];
             for (col, (name, s, waiting)) in cols.iter_mut().zip(sides) {
-                column(col, name, s, size, waiting);
+                column(col, &name, s, size, waiting);
             }
         });
         ui.separator();
@@ -358,7 +357,7 @@ impl ComparePanel {
 }
 
 fn column(ui: &mut egui::Ui, name: &str, s: &Side, size: egui::Vec2, waiting: bool) {
-    ui.strong(super::gallery::file_name(std::path::Path::new(name)));
+    ui.strong(name);
     let Some(a) = &s.analysis else {
         if waiting {
             ui.spinner();

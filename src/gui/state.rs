@@ -122,6 +122,8 @@ pub struct SweepSettings {
     pub queries: usize,
     /// The budgets as typed (`0,0.5,1,2,4,8/255`).
     pub eps_list: String,
+    /// Sweep the compare tab's model B beside the workbench's.
+    pub with_b: bool,
 }
 
 impl Default for SweepSettings {
@@ -131,6 +133,7 @@ impl Default for SweepSettings {
             steps: 10,
             queries: 1000,
             eps_list: "0,0.5,1,2,4,8/255".into(),
+            with_b: true,
         }
     }
 }

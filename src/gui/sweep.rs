@@ -13,7 +13,7 @@ use triscope::explain::{Colormap, overlay_rgb8};
 use triscope::plot::Slide;
 use triscope::workbench::{RgbImage, SweepResult};
 
-use super::attack::{METHODS, color_image};
+use super::attack::{color_image, method_menu};
 use super::predictions::{ADV_COLOR, CLEAN_COLOR};
 
 /// The map's curve: orange (Okabe-Ito), apart from the red of the fooled marks.
@@ -49,10 +49,56 @@ pub struct SweepPanel {
     pub progress: Option<SweepProgress>,
     pub result: Option<Arc<SweepResult>>,
     pub running: bool,
+    /// The compare tab's model B, when it can be swept beside the workbench's model (same
+    /// classes): its name.
+    pub b_name: Option<String>,
+    pub result_b: Option<Arc<SweepResult>>,
+    pub running_b: bool,
     list_error: Option<String>,
-    /// Per budget: the adversarial image and its Grad-CAM overlay.
+    /// Per budget: the adversarial image and its Grad-CAM overlay (A, then B).
     thumbnails: Vec<(egui::TextureHandle, egui::TextureHandle)>,
+    thumbnails_b: Vec<(egui::TextureHandle, egui::TextureHandle)>,
     pub actions: Vec<UiAction>,
+}
+
+/// A model as a sweep names it ("embedded default (PATH)" or a file path), shortened to what
+/// the Model window calls it.
+fn short_model(source: &str) -> String {
+    if source.starts_with("embedded default") {
+        "embedded default".into()
+    } else {
+        std::path::Path::new(source)
+            .file_stem()
+            .map_or(source.to_string(), |s| s.to_string_lossy().into_owned())
+    }
+}
+
+/// Each budget's adversarial image and its map over it, as textures.
+fn thumbnails(
+    ctx: &egui::Context,
+    tag: &str,
+    result: &SweepResult,
+) -> Vec<(egui::TextureHandle, egui::TextureHandle)> {
+    result
+        .sweep
+        .points
+        .iter()
+        .zip(&result.adversarial)
+        .enumerate()
+        .map(|(i, (p, adv))| {
+            let overlay = RgbImage {
+                rgb: overlay_rgb8(&adv.rgb, &p.cam_map, Colormap::Jet, 0.45),
+                ..adv.clone()
+            };
+            let load = |name: String, img: &RgbImage| {
+                ctx.load_texture(name, color_image(img), egui::TextureOptions::LINEAR)
+            };
+            (
+                load(format!("sweep-{tag}-adv-{i}"), adv),
+                load(format!("sweep-{tag}-cam-{i}"), &overlay),
+            )
+        })
+        .collect()
 }
 
 impl SweepPanel {
@@ -64,8 +110,12 @@ impl SweepPanel {
             progress: None,
             result: None,
             running: false,
+            b_name: None,
+            result_b: None,
+            running_b: false,
             list_error: None,
             thumbnails: Vec::new(),
+            thumbnails_b: Vec::new(),
             actions: Vec::new(),
         }
     }
@@ -77,31 +127,26 @@ impl SweepPanel {
         self.progress = None;
         self.running = false;
         self.thumbnails.clear();
+        self.forget_b();
+    }
+
+    /// B's sweep no longer applies (another image, model or run).
+    pub fn forget_b(&mut self) {
+        self.result_b = None;
+        self.running_b = false;
+        self.thumbnails_b.clear();
     }
 
     pub fn set_result(&mut self, ctx: &egui::Context, result: Arc<SweepResult>) {
-        self.thumbnails = result
-            .sweep
-            .points
-            .iter()
-            .zip(&result.adversarial)
-            .enumerate()
-            .map(|(i, (p, adv))| {
-                let overlay = RgbImage {
-                    rgb: overlay_rgb8(&adv.rgb, &p.cam_map, Colormap::Jet, 0.45),
-                    ..adv.clone()
-                };
-                let load = |name: String, img: &RgbImage| {
-                    ctx.load_texture(name, color_image(img), egui::TextureOptions::LINEAR)
-                };
-                (
-                    load(format!("sweep-adv-{i}"), adv),
-                    load(format!("sweep-cam-{i}"), &overlay),
-                )
-            })
-            .collect();
+        self.thumbnails = thumbnails(ctx, "a", &result);
         self.result = Some(result);
         self.running = false;
+    }
+
+    pub fn set_result_b(&mut self, ctx: &egui::Context, result: Arc<SweepResult>) {
+        self.thumbnails_b = thumbnails(ctx, "b", &result);
+        self.result_b = Some(result);
+        self.running_b = false;
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui) {
@@ -143,12 +188,34 @@ impl SweepPanel {
             }
             return;
         };
-        self.summary(ui, &result);
-        if let Some(i) = self.plot(ui, &result) {
+        let b = self.result_b.clone();
+        Self::summary(ui, &result, b.as_ref().map(|_| "A"));
+        if let Some(b) = &b {
+            Self::summary(ui, b, Some("B"));
+        }
+        if let Some(i) = Self::plot(ui, &result, b.as_deref()) {
             self.actions.push(UiAction::ShowSweepPoint(i));
         }
-        if let Some(i) = self.strip(ui, &result) {
+        if b.is_some() || self.running_b {
+            ui.strong(format!("A: {}", short_model(&result.sweep.model)));
+        }
+        if let Some(i) = Self::strip(ui, &result, &self.thumbnails) {
             self.actions.push(UiAction::ShowSweepPoint(i));
+        }
+        match &b {
+            Some(b) => {
+                ui.strong(format!("B: {}", short_model(&b.sweep.model)));
+                if let Some(i) = Self::strip(ui, b, &self.thumbnails_b) {
+                    self.actions.push(UiAction::ShowSweepPoint(i));
+                }
+            }
+            None if self.running_b => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.weak("model B's sweep…");
+                });
+            }
+            None => {}
         }
     }
 
@@ -181,6 +248,17 @@ impl SweepPanel {
             w,
             h,
         );
+        if let Some(b) = &self.result_b
+            && let Ok(figure) = triscope::attack_report::sweep::figure(&b.sweep)
+        {
+            let (w, h) = (figure.width() as usize, figure.height() as usize);
+            slide.panel(
+                format!("the same for model B, {}", short_model(&b.sweep.model)),
+                figure.into_raw(),
+                w,
+                h,
+            );
+        }
         for p in &sweep.points {
             slide.number(
                 format!("ε {}", eps_label(p.eps_x255)),
@@ -205,22 +283,7 @@ impl SweepPanel {
     fn controls(&mut self, ui: &mut egui::Ui) {
         let s = &mut self.settings;
         ui.horizontal_wrapped(|ui| {
-            egui::ComboBox::from_label("attack")
-                .selected_text(
-                    METHODS
-                        .iter()
-                        .find(|(m, _)| *m == s.method)
-                        .map(|(_, n)| *n)
-                        .unwrap_or("?"),
-                )
-                .show_ui(ui, |ui| {
-                    for (m, name) in METHODS {
-                        let fits = !(self.multi_label && m == AttackMethod::FabT);
-                        ui.add_enabled_ui(fits, |ui| {
-                            ui.selectable_value(&mut s.method, m, name);
-                        });
-                    }
-                });
+            method_menu(ui, &mut s.method, self.multi_label);
             if s.method == AttackMethod::Square {
                 ui.add(egui::DragValue::new(&mut s.queries).range(10..=5000))
                     .on_hover_text("Square's queries at each ε");
@@ -243,6 +306,12 @@ impl SweepPanel {
         self.list_error = self.parsed_list().err().map(|e| e.to_string());
         ui.horizontal_wrapped(|ui| {
             let can_run = self.image.is_some() && self.list_error.is_none();
+            if let Some(b) = &self.b_name {
+                ui.checkbox(
+                    &mut self.settings.with_b,
+                    format!("also model B ({b}, the Compare tab's)"),
+                );
+            }
             if ui
                 .add_enabled(can_run, egui::Button::new("Run sweep"))
                 .clicked()
@@ -266,13 +335,18 @@ impl SweepPanel {
         });
     }
 
-    fn summary(&self, ui: &mut egui::Ui, result: &SweepResult) {
+    /// What the sweep found, in a sentence (`tag`: "A" or "B" beside another model's).
+    fn summary(ui: &mut egui::Ui, result: &SweepResult, tag: Option<&str>) {
         let sweep = &result.sweep;
         let first_flip = sweep.points.iter().find(|p| p.fooled);
         let text = match first_flip {
+            Some(p) if p.eps_linf == 0.0 => format!(
+                "The model already misses this image without an attack: {} for {}.",
+                p.prediction.class_name, sweep.true_class
+            ),
             Some(p) => format!(
                 "{} first fools the model at ε = {}: {} became {} ({:.0}%).",
-                sweep.method,
+                sweep.method.to_uppercase(),
                 eps_label(p.eps_x255),
                 sweep.clean.class_name,
                 p.prediction.class_name,
@@ -280,7 +354,7 @@ impl SweepPanel {
             ),
             None => format!(
                 "{} does not change the prediction ({}) at any ε up to {}.",
-                sweep.method,
+                sweep.method.to_uppercase(),
                 sweep.clean.class_name,
                 sweep
                     .points
@@ -288,39 +362,58 @@ impl SweepPanel {
                     .map_or(String::new(), |p| eps_label(p.eps_x255))
             ),
         };
+        let text = match tag {
+            Some(t) => format!("{t} ({}): {text}", short_model(&result.sweep.model)),
+            None => text,
+        };
         ui.label(egui::RichText::new(text).strong());
+        if tag == Some("B") {
+            return;
+        }
         ui.small(format!(
-            "{} · {} step(s), step {}",
+            "{} · true class {} ({}) · {} step(s), step {}",
             Some(sweep.image.as_str())
                 .map(|p| std::path::Path::new(p)
                     .file_name()
                     .map_or(p.to_string(), |n| n.to_string_lossy().into_owned()))
                 .unwrap_or_default(),
+            sweep.true_class,
+            if sweep.true_class_source == "label" {
+                "the image's label"
+            } else {
+                "the model's clean prediction; the image has no label"
+            },
             sweep.steps,
             sweep.alpha_rule,
         ));
     }
 
     /// The curves; the index of a clicked budget.
-    fn plot(&self, ui: &mut egui::Ui, result: &SweepResult) -> Option<usize> {
+    /// `b`: model B's sweep of the same budgets, drawn dashed.
+    fn plot(ui: &mut egui::Ui, result: &SweepResult, b: Option<&SweepResult>) -> Option<usize> {
         let sweep = &result.sweep;
         let n = sweep.points.len();
-        let series = |f: &dyn Fn(&triscope::attack_report::sweep::SweepPoint) -> f64| {
-            sweep
-                .points
+        let curves = |r: &SweepResult| {
+            let series = |f: &dyn Fn(&triscope::attack_report::sweep::SweepPoint) -> f64| {
+                r.sweep
+                    .points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| [i as f64, f(p)])
+                    .collect::<Vec<_>>()
+            };
+            let prob = series(&|p| p.true_class_probability as f64);
+            let ssim = series(&|p| p.cam.ssim);
+            let fooled: Vec<[f64; 2]> = prob
                 .iter()
-                .enumerate()
-                .map(|(i, p)| [i as f64, f(p)])
-                .collect::<Vec<_>>()
+                .zip(&r.sweep.points)
+                .filter(|(_, p)| p.fooled)
+                .map(|(xy, _)| *xy)
+                .collect();
+            (prob, ssim, fooled)
         };
-        let prob = series(&|p| p.true_class_probability as f64);
-        let ssim = series(&|p| p.cam.ssim);
-        let fooled: Vec<[f64; 2]> = prob
-            .iter()
-            .zip(&sweep.points)
-            .filter(|(_, p)| p.fooled)
-            .map(|(xy, _)| *xy)
-            .collect();
+        let (prob, ssim, fooled) = curves(result);
+        let b_curves = b.filter(|b| b.sweep.points.len() == n).map(curves);
         let labels: Vec<String> = sweep.points.iter().map(|p| eps_label(p.eps_x255)).collect();
         let true_name = format!("p({})", sweep.true_class);
         let response = Plot::new("sweep-curves")
@@ -359,7 +452,7 @@ impl SweepPanel {
                         .width(2.0),
                 );
                 plot.points(
-                    Points::new(true_name, PlotPoints::from(prob))
+                    Points::new(true_name.clone(), PlotPoints::from(prob))
                         .color(CLEAN_COLOR)
                         .radius(4.0),
                 );
@@ -379,6 +472,26 @@ impl SweepPanel {
                         .color(ADV_COLOR)
                         .radius(8.0),
                 );
+                if let Some((prob_b, ssim_b, fooled_b)) = b_curves {
+                    let dashed = egui_plot::LineStyle::dashed_dense();
+                    for (name, pts, color) in [
+                        (format!("{true_name}, B"), prob_b, CLEAN_COLOR),
+                        ("Grad-CAM SSIM, B".to_string(), ssim_b, SSIM_COLOR),
+                    ] {
+                        plot.line(
+                            Line::new(name, PlotPoints::from(pts))
+                                .color(color)
+                                .style(dashed)
+                                .width(2.0),
+                        );
+                    }
+                    plot.points(
+                        Points::new("fooled", PlotPoints::from(fooled_b))
+                            .shape(MarkerShape::Cross)
+                            .color(ADV_COLOR)
+                            .radius(8.0),
+                    );
+                }
                 plot.pointer_coordinate()
             });
         let clicked = response.response.clicked();
@@ -389,16 +502,18 @@ impl SweepPanel {
     }
 
     /// Each budget's image and map with its prediction; the index of a clicked one.
-    fn strip(&self, ui: &mut egui::Ui, result: &SweepResult) -> Option<usize> {
+    fn strip(
+        ui: &mut egui::Ui,
+        result: &SweepResult,
+        thumbnails: &[(egui::TextureHandle, egui::TextureHandle)],
+    ) -> Option<usize> {
         let mut clicked = None;
-        let side = ((ui.available_width() - 16.0) / self.thumbnails.len().max(1) as f32 - 8.0)
+        let side = ((ui.available_width() - 16.0) / thumbnails.len().max(1) as f32 - 8.0)
             .clamp(72.0, 150.0);
         let size = egui::vec2(side, side);
         egui::ScrollArea::horizontal().show(ui, |ui| {
             ui.horizontal(|ui| {
-                for (i, (p, (adv, cam))) in
-                    result.sweep.points.iter().zip(&self.thumbnails).enumerate()
-                {
+                for (i, (p, (adv, cam))) in result.sweep.points.iter().zip(thumbnails).enumerate() {
                     ui.vertical(|ui| {
                         ui.set_width(side);
                         ui.label(format!("ε {}", eps_label(p.eps_x255)));

@@ -316,6 +316,14 @@ fn eps_sweep_plots_every_budget_and_a_click_opens_it_in_the_attack_tab() {
     assert!((first.prediction.confidence - clean.confidence).abs() < 1e-4);
     assert_eq!(first.drift, 0.0);
     assert_eq!(r.adversarial[0], r.clean, "ε = 0 leaves the image as it is");
+    // The bundled sample's folder labels it: the sweep tracks that class.
+    assert_eq!(
+        (
+            r.sweep.true_class.as_str(),
+            r.sweep.true_class_source.as_str()
+        ),
+        ("akiec", "label")
+    );
     assert!(
         h.query_by_label_contains("at any ε up to 8/255").is_some()
             || h.query_by_label_contains("first fools the model").is_some()
@@ -408,6 +416,40 @@ fn compare_view_puts_two_models_side_by_side_and_attacks_both() {
     assert_eq!(attack_a.params, attack_b.params, "one request for both");
     snapshot(&mut h, "compare_dark");
     check_slide(&h, "compare", "map agreement, adversarial", 4);
+
+    // The ε sweep tab sweeps model B beside A with the same request, B's curves dashed.
+    h.get_by_label("ε sweep").click();
+    h.run_steps(2);
+    h.state_mut().sweep.settings.eps_list = "0,2,8/255".into();
+    h.run_steps(1);
+    assert_eq!(
+        h.state().sweep.b_name.as_deref(),
+        Some("ham10000_w32_clean_ls")
+    );
+    h.get_by_label("Run sweep").click();
+    h.run_steps(1);
+    wait_until(&mut h, "both sweeps", |a| {
+        a.sweep.result.is_some() && a.sweep.result_b.is_some()
+    });
+    let (sa, sb) = {
+        let s = &h.state().sweep;
+        (s.result.clone().unwrap(), s.result_b.clone().unwrap())
+    };
+    let eps = |r: &triscope::workbench::SweepResult| -> Vec<f32> {
+        r.sweep.points.iter().map(|p| p.eps_x255).collect()
+    };
+    assert_eq!(eps(&sa), eps(&sb));
+    assert_eq!(sa.sweep.true_class, sb.sweep.true_class);
+    assert!(
+        sb.sweep.model.contains("ham10000_w32_clean_ls"),
+        "{}",
+        sb.sweep.model
+    );
+    assert_ne!(sa.sweep.points[2].cam.ssim, sb.sweep.points[2].cam.ssim);
+    snapshot(&mut h, "sweep_compare_dark");
+    check_slide(&h, "sweep", "ε 8/255", 2);
+    h.get_by_label("Compare").click();
+    h.run_steps(1);
 
     h.state_mut().handle_action_for_test(UiAction::CompareWith(
         models.join("kermany_cxr_default.safetensors"),

@@ -179,9 +179,11 @@ pub struct Sweep {
     pub seed: u64,
     pub alpha_rule: String,
     pub target_class: Option<String>,
-    /// The class whose probability is tracked: `--label`, else the clean prediction.
+    /// The class whose probability is tracked: the image's label when given, else the clean
+    /// prediction; `true_class_source` says which (`label` or `prediction`).
     pub true_class: String,
     pub true_class_index: usize,
+    pub true_class_source: String,
     pub clean: Prediction,
     pub points: Vec<SweepPoint>,
     pub elapsed_secs: f64,
@@ -273,6 +275,11 @@ pub fn run_sweep(
         target_class: request.attack.target.map(|t| cfg.class_names[t].clone()),
         true_class: cfg.class_names[label].clone(),
         true_class_index: label,
+        true_class_source: if request.attack.label.is_some() {
+            "label".into()
+        } else {
+            "prediction".into()
+        },
         clean,
         points: out,
         elapsed_secs: started.elapsed().as_secs_f64(),

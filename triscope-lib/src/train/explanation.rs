@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
 use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
 use crate::explain::faithfulness::{FaithfulnessOptions, faithfulness};
@@ -49,6 +50,23 @@ pub struct ExplanationProbe {
 }
 
 impl ExplanationProbe {
+    /// The probe `config.training` asks for on the run's validation split.
+    pub fn for_run(
+        config: &TrainConfig,
+        val: &Dataset,
+        class_map: &[usize],
+        model: &ModelConfig,
+    ) -> Result<Option<Self>> {
+        let t = &config.training;
+        Self::from_split(
+            val,
+            class_map,
+            model,
+            t.explanation_images,
+            t.explanation_steps,
+        )
+    }
+
     /// `count` validation images with a class to explain (multi-label: at least one finding),
     /// the classes in turn in the split's order, their masks where `val` has them, and curves
     /// of `steps` deletion steps.

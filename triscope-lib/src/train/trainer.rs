@@ -588,13 +588,7 @@ impl Trainer {
         };
         Ok(Self {
             lesion_masks: lesion_masks(&config, &train)?,
-            explanation_probe: ExplanationProbe::from_split(
-                &val,
-                &class_map,
-                &model_config,
-                config.training.explanation_images,
-                config.training.explanation_steps,
-            )?,
+            explanation_probe: ExplanationProbe::for_run(&config, &val, &class_map, &model_config)?,
             config,
             run_dir: run_dir.to_path_buf(),
             device,
@@ -673,13 +667,7 @@ impl Trainer {
             .map_err(write_err(&metrics))?;
         Ok(Self {
             lesion_masks: lesion_masks(&config, &train)?,
-            explanation_probe: ExplanationProbe::from_split(
-                &val,
-                &class_map,
-                &model_config,
-                config.training.explanation_images,
-                config.training.explanation_steps,
-            )?,
+            explanation_probe: ExplanationProbe::for_run(&config, &val, &class_map, &model_config)?,
             config,
             run_dir: run_dir.to_path_buf(),
             device,

@@ -226,9 +226,11 @@ pub enum Job {
     Attack(AttackRequest),
     /// Attack the last analysed image at each budget (ascending, pixel units); the request's
     /// `eps_linf` and `alpha` are not used (PGD's step is 2.5 ε / steps at each budget).
+    /// `label`: the image's true class when known (else the clean prediction stands for it).
     Sweep {
         attack: AttackRequest,
         eps_linf: Vec<f32>,
+        label: Option<usize>,
     },
 }
 
@@ -565,8 +567,12 @@ impl ModelWorker {
             Job::Attack(params) => self
                 .attack(request, params, &cancel)
                 .map(|a| WorkerEvent::Attack(Box::new(a))),
-            Job::Sweep { attack, eps_linf } => self
-                .sweep(request, attack, eps_linf, &cancel)
+            Job::Sweep {
+                attack,
+                eps_linf,
+                label,
+            } => self
+                .sweep(request, attack, (eps_linf, label), &cancel)
                 .map(|s| WorkerEvent::Sweep(Box::new(s))),
         };
         match outcome {
@@ -900,7 +906,7 @@ impl ModelWorker {
         &mut self,
         request: u64,
         params: AttackRequest,
-        eps_linf: Vec<f32>,
+        (eps_linf, label): (Vec<f32>, Option<usize>),
         cancel: &AtomicBool,
     ) -> Result<SweepResult> {
         let classifier = self.classifier()?;
@@ -912,7 +918,7 @@ impl ModelWorker {
             attack: crate::attack_report::AttackRequest {
                 config: params.config(),
                 target: params.target,
-                label: None,
+                label,
             },
             eps_linf,
             scale_alpha: true,
@@ -1114,6 +1120,7 @@ mod tests {
                     seed: 0,
                 },
                 eps_linf: vec![0.0, 0.01],
+                label: None,
             },
             cancel: sweeping.clone(),
         });
