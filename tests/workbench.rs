@@ -36,15 +36,9 @@ fn collect_until(w: &WorkerHandle, stop: impl Fn(&WorkerEvent) -> bool) -> Vec<W
 }
 
 fn pgd(steps: usize, eps_255: f32) -> AttackRequest {
-    AttackRequest {
-        method: AttackMethod::Pgd,
-        eps_linf: eps_255 / 255.0,
-        alpha: 1.0 / 255.0,
-        steps,
-        target: None,
-        layer: LayerId::Layer4,
-        seed: 0,
-    }
+    let mut r = AttackRequest::new(AttackMethod::Pgd, eps_255 / 255.0, steps);
+    r.config.alpha = 1.0 / 255.0;
+    r
 }
 
 fn ready_worker() -> WorkerHandle {
@@ -343,11 +337,7 @@ fn colour_constancy_travels_with_the_model_to_every_path() {
 #[test]
 fn fab_t_runs_on_the_worker_within_its_radius() {
     let w = ready_worker();
-    let request = AttackRequest {
-        method: AttackMethod::FabT,
-        steps: 4,
-        ..pgd(4, 4.0)
-    };
+    let request = AttackRequest::new(AttackMethod::FabT, 4.0 / 255.0, 4);
     let id = w.submit(Job::Attack(request));
     let events = collect_until(
         &w,
@@ -362,4 +352,68 @@ fn fab_t_runs_on_the_worker_within_its_radius() {
         panic!("no result");
     };
     assert!(r.linf_255 <= 4.0 + 1e-3, "{}", r.linf_255);
+}
+
+/// One attack pipeline: `triscope attack` and the app's worker, given the same request, make
+/// the same adversarial image (the worker steps through PGD to show each step; the CLI runs it
+/// in one go); and one rule for targets, the same for every method on both faces.
+#[test]
+fn the_cli_and_the_app_make_the_same_adversarial_image_and_follow_one_target_rule() {
+    let dir = std::env::temp_dir().join(format!("triscope-one-pipeline-{}", std::process::id()));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_triscope"))
+        .arg("attack")
+        .arg(sample("ISIC_0024410.jpg"))
+        .args([
+            "--method", "pgd", "--eps", "4/255", "--alpha", "1/255", "--steps", "3", "--seed", "5",
+            "--device", "cpu", "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (shape, cli) =
+        triscope::npy::decode_f32(&std::fs::read(dir.join("adversarial.npy")).unwrap()).unwrap();
+
+    let w = ready_worker();
+    let mut request = pgd(3, 4.0);
+    request.config.seed = 5;
+    let id = w.submit(Job::Attack(request.clone()));
+    let events = collect_until(
+        &w,
+        |e| matches!(e, WorkerEvent::Attack(r) if r.request == id),
+    );
+    let Some(WorkerEvent::Attack(r)) = events.last() else {
+        panic!("no result");
+    };
+    assert_eq!(r.params, request);
+    let cli_rgb = triscope::workbench::RgbImage::from_pixels(&triscope::imaging::PixelImage {
+        channels: shape[0],
+        height: shape[1],
+        width: shape[2],
+        data: cli,
+    });
+    assert_eq!(r.adversarial, cli_rgb, "the same request, the same image");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("attack.json")).unwrap()).unwrap();
+    assert!((report["explanation_stability"]["ssim"].as_f64().unwrap() - r.cam_ssim).abs() < 1e-9);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Targets: every method but APGD-T and FAB-T takes one, and the library says so for both.
+    let classifier = triscope::inference::Classifier::load(None, ComputeDevice::cpu()).unwrap();
+    for m in [
+        AttackMethod::Fgsm,
+        AttackMethod::Pgd,
+        AttackMethod::ApgdCe,
+        AttackMethod::ApgdT,
+        AttackMethod::Square,
+        AttackMethod::FabT,
+    ] {
+        let mut r = AttackRequest::new(m, 2.0 / 255.0, 2);
+        r.target = Some(1);
+        let checked = r.validate(&classifier);
+        assert_eq!(checked.is_ok(), m.takes_target(), "{m:?}");
+        if let Err(e) = checked {
+            assert!(e.to_string().contains("chooses its own targets"), "{e}");
+        }
+    }
 }

@@ -670,15 +670,10 @@ fn bench_live_attack(
     let mut done = Vec::new();
     for run in 0..=runs {
         let t = Instant::now();
-        worker.submit(Job::Attack(AttackRequest {
-            method: AttackMethod::Pgd,
-            eps_linf: 2.0 / 255.0,
-            alpha: 0.5 / 255.0,
-            steps: 10,
-            target: None,
-            layer: LayerId::Layer4,
-            seed: run as u64,
-        }));
+        let mut request = AttackRequest::new(AttackMethod::Pgd, 2.0 / 255.0, 10);
+        request.config.alpha = 0.5 / 255.0;
+        request.config.seed = run as u64;
+        worker.submit(Job::Attack(request));
         wait(&|e| matches!(e, WorkerEvent::AttackStep { .. }))?;
         let t_first = t.elapsed().as_secs_f64();
         wait(&|e| matches!(e, WorkerEvent::Attack(_)))?;

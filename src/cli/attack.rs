@@ -77,13 +77,7 @@ pub fn attack(
     json: bool,
 ) -> Result<ExitCode> {
     let method = args.method;
-    let mut config = match method {
-        AttackMethod::Fgsm => AttackConfig::fgsm(),
-        AttackMethod::Pgd => AttackConfig::pgd(10),
-        AttackMethod::Square => AttackConfig::square(),
-        AttackMethod::FabT => AttackConfig::fab_t(),
-        m @ (AttackMethod::ApgdCe | AttackMethod::ApgdT) => AttackConfig::apgd(m),
-    };
+    let mut config = AttackConfig::of_method(method);
     config.eps_linf = args.eps;
     config.alpha = args.alpha.unwrap_or(2.0 / 255.0);
     if let Some(s) = args.steps {
@@ -101,13 +95,13 @@ pub fn attack(
         config,
         target: class(&args.target)?,
         label: class(&args.label)?,
+        layer: LayerId::Layer4,
     };
     if let Some(EpsList(eps_linf)) = &args.sweep {
         let request = SweepRequest {
             attack: request,
             eps_linf: eps_linf.clone(),
             scale_alpha: args.alpha.is_none(),
-            layer: LayerId::Layer4,
         };
         return run_sweep(image, &request, out, classifier, json);
     }

@@ -304,7 +304,7 @@ impl TriscopeApp {
             return;
         }
         self.attack.layer = self.explain.settings.layer;
-        self.latest.attack = self.worker.submit(Job::Attack(self.attack.request()));
+        self.latest.attack = self.worker.submit(Job::Attack(self.attack_request()));
         // The worker cancels a running sweep for it.
         self.latest.sweep = 0;
         self.sweep.running = false;
@@ -322,35 +322,14 @@ impl TriscopeApp {
             return;
         }
         let s = &self.sweep.settings;
-        let attack = triscope::workbench::AttackRequest {
-            method: s.method,
-            eps_linf: 0.0,
-            alpha: 0.0,
-            steps: if s.method == AttackMethod::Square {
-                s.queries.max(1)
-            } else {
-                s.steps.max(1)
-            },
-            target: None,
-            layer: self.explain.settings.layer,
-            seed: 0,
+        let steps = if s.method == AttackMethod::Square {
+            s.queries.max(1)
+        } else {
+            s.steps.max(1)
         };
-        // The image's label, where its folder has one that the model knows.
-        let label = self
-            .model
-            .as_ref()
-            .filter(|m| !m.config.multi_label)
-            .zip(self.explain.analysis.as_ref())
-            .and_then(|(m, a)| {
-                let labels = &a.ground_truth.as_ref()?.labels;
-                let [label] = labels.as_slice() else {
-                    return None;
-                };
-                m.config
-                    .class_names
-                    .iter()
-                    .position(|c| c.eq_ignore_ascii_case(label.trim()))
-            });
+        let mut attack = triscope::workbench::AttackRequest::new(s.method, 0.0, steps);
+        attack.layer = self.explain.settings.layer;
+        attack.label = self.image_label();
         // The compare tab's model B beside it, with the same request.
         self.sweep.forget_b();
         if self.sweep.settings.with_b
@@ -360,16 +339,11 @@ impl TriscopeApp {
             s.latest.sweep = s.worker.submit(Job::Sweep {
                 attack: attack.clone(),
                 eps_linf: eps_linf.clone(),
-                label,
             });
             s.latest.attack = 0;
             self.sweep.running_b = true;
         }
-        self.latest.sweep = self.worker.submit(Job::Sweep {
-            attack,
-            eps_linf,
-            label,
-        });
+        self.latest.sweep = self.worker.submit(Job::Sweep { attack, eps_linf });
         self.latest.attack = 0;
         self.attack.running = false;
         self.sweep.running = true;
@@ -378,6 +352,33 @@ impl TriscopeApp {
             request: self.latest.sweep,
             ..Default::default()
         });
+    }
+
+    /// The Attack tab's request, with the open image's label as the true class.
+    fn attack_request(&self) -> triscope::workbench::AttackRequest {
+        let mut r = self.attack.request();
+        r.label = self.image_label();
+        r
+    }
+
+    /// The open image's label in the model's classes, where its folder has one the model knows
+    /// (single-label models): what attacks and sweeps count as the true class.
+    fn image_label(&self) -> Option<usize> {
+        let m = self.model.as_ref().filter(|m| !m.config.multi_label)?;
+        let labels = &self
+            .explain
+            .analysis
+            .as_ref()?
+            .ground_truth
+            .as_ref()?
+            .labels;
+        let [label] = labels.as_slice() else {
+            return None;
+        };
+        m.config
+            .class_names
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(label.trim()))
     }
 
     /// One budget of the sweep in the Attack tab: the same attack, step and seed, so the
@@ -390,13 +391,14 @@ impl TriscopeApp {
             return;
         };
         let a = &mut self.attack.settings;
-        a.method = r.params.method;
+        let c = &r.params.config;
+        a.method = c.method;
         a.eps_255 = p.eps_x255;
         a.step_255 = p.alpha * 255.0;
-        if r.params.method == AttackMethod::Square {
-            a.queries = r.params.steps;
+        if c.method == AttackMethod::Square {
+            a.queries = c.steps;
         } else {
-            a.steps = r.params.steps;
+            a.steps = c.steps;
         }
         a.targeted = false;
         self.saved.tab = Tab::Attack;
@@ -537,11 +539,12 @@ impl TriscopeApp {
             UiAction::CompareWith(p) => self.compare_with(p),
             UiAction::AttackBoth => {
                 self.run_attack();
+                let request = self.attack_request();
                 if let Some(s) = &mut self.second
                     && self.compare.refusal.is_none()
                     && self.attack.clean.is_some()
                 {
-                    s.latest.attack = s.worker.submit(Job::Attack(self.attack.request()));
+                    s.latest.attack = s.worker.submit(Job::Attack(request));
                 }
             }
             UiAction::TopKChanged => self.analyze(),
@@ -717,7 +720,7 @@ impl TriscopeApp {
                 let r: Arc<triscope::workbench::AttackResult> = Arc::from(r);
                 self.status = format!(
                     "{} {} steps: {:.2} s ({:.3} s/step)",
-                    r.params.method.name(),
+                    r.params.config.method.name(),
                     r.loss_per_step.len(),
                     r.elapsed_secs,
                     r.secs_per_step
@@ -1178,13 +1181,7 @@ impl TriscopeApp {
                     .inner
             }
             Tab::Compare => {
-                let r = self.attack.request();
-                let summary = format!(
-                    "{} at ε {}/255, {} steps",
-                    r.method.name(),
-                    triscope::plot::tick_label(f64::from(r.eps_linf) * 255.0),
-                    r.steps
-                );
+                let summary = self.attack.request().describe();
                 egui::ScrollArea::vertical()
                     .auto_shrink([false, false])
                     .show(ui, |ui| self.compare.ui(ui, &summary))

@@ -23,11 +23,6 @@ const METHODS: [(AttackMethod, &str); 5] = [
     (AttackMethod::FabT, "FAB-T (smallest perturbation)"),
 ];
 
-/// Methods that choose their own target (no "targeted" choice).
-fn picks_its_targets(m: AttackMethod) -> bool {
-    matches!(m, AttackMethod::ApgdCe | AttackMethod::FabT)
-}
-
 /// Progress of the attack in flight.
 #[derive(Debug, Default, Clone)]
 pub struct AttackProgress {
@@ -80,19 +75,17 @@ impl AttackPanel {
     /// The request the current settings describe.
     pub fn request(&self) -> AttackRequest {
         let s = &self.settings;
-        AttackRequest {
-            method: s.method,
-            eps_linf: s.eps_255 / 255.0,
-            alpha: s.step_255 / 255.0,
-            steps: if s.method == AttackMethod::Square {
-                s.queries.max(1)
-            } else {
-                s.steps.max(1)
-            },
-            target: (s.targeted && !self.multi_label).then_some(s.target_class),
-            layer: self.layer,
-            seed: 0,
-        }
+        let steps = if s.method == AttackMethod::Square {
+            s.queries.max(1)
+        } else {
+            s.steps.max(1)
+        };
+        let mut r = AttackRequest::new(s.method, s.eps_255 / 255.0, steps);
+        r.config.alpha = s.step_255 / 255.0;
+        r.target =
+            (s.targeted && !self.multi_label && s.method.takes_target()).then_some(s.target_class);
+        r.layer = self.layer;
+        r
     }
 
     pub fn set_clean(&mut self, analysis: Arc<Analysis>) {
@@ -296,10 +289,10 @@ impl AttackPanel {
             }
         }
         ui.horizontal_wrapped(|ui| {
-            ui.add_enabled_ui(!self.multi_label && !picks_its_targets(s.method), |ui| {
+            ui.add_enabled_ui(!self.multi_label && s.method.takes_target(), |ui| {
                 changed |= ui.checkbox(&mut s.targeted, "targeted").changed();
             });
-            if s.targeted && !self.multi_label && !picks_its_targets(s.method) {
+            if s.targeted && !self.multi_label && s.method.takes_target() {
                 let name = self
                     .class_names
                     .get(s.target_class)
@@ -314,7 +307,7 @@ impl AttackPanel {
                     });
             }
         });
-        if picks_its_targets(s.method) {
+        if !s.method.takes_target() {
             s.targeted = false;
         }
         if changed {

@@ -289,15 +289,7 @@ impl ComparePanel {
             }
         }
         if let Some(r) = &self.a.attack {
-            slide.number(
-                "attack",
-                format!(
-                    "{} at ε {}/255, {} steps",
-                    r.params.method.name(),
-                    triscope::plot::tick_label(f64::from(r.params.eps_linf) * 255.0),
-                    r.params.steps
-                ),
-            );
+            slide.number("attack", r.params.describe());
         }
         Some(slide)
     }

@@ -71,13 +71,16 @@ pub fn explanation_slide(data: &ExportData) -> Slide {
 /// The attack view: clean and adversarial images, the perturbation and both Grad-CAMs.
 pub fn attack_slide(data: &ExportData, r: &AttackResult) -> Slide {
     let a = &data.analysis;
-    let eps = format!("{}/255", tick_label(f64::from(r.params.eps_linf) * 255.0));
+    let eps = format!(
+        "{}/255",
+        tick_label(f64::from(r.params.config.eps_linf) * 255.0)
+    );
     let fooled = r.adversarial_prediction.class_index != r.clean.class_index;
     let mut slide = Slide::new(
         "attack",
         format!(
             "{} at ε = {eps}: {} {} {}",
-            r.params.method.name().to_uppercase(),
+            r.params.config.method.name().to_uppercase(),
             r.clean.class_name,
             if fooled { "became" } else { "stayed" },
             r.adversarial_prediction.class_name

@@ -212,7 +212,7 @@ fn eps_slider_runs_a_live_attack_and_the_result_arrives() {
         a.attack
             .result
             .as_ref()
-            .is_some_and(|r| (r.params.eps_linf - 6.0 / 255.0).abs() < 1e-6)
+            .is_some_and(|r| (r.params.config.eps_linf - 6.0 / 255.0).abs() < 1e-6)
     });
     let r = h.state().attack.result.clone().expect("a result");
     assert_eq!(r.loss_per_step.len(), 10, "one loss per PGD step");
@@ -259,7 +259,7 @@ fn eps_slider_runs_a_live_attack_and_the_result_arrives() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("json"))
             .expect("valid json");
-    assert_eq!(summary["attack"]["params"]["method"], "pgd");
+    assert_eq!(summary["attack"]["params"]["config"]["method"], "pgd");
     let overlay = image::open(dir.join("overlay.png")).expect("png");
     assert_eq!(overlay.width() as usize, data.analysis.display.width);
     let _ = std::fs::remove_dir_all(&dir);
@@ -340,7 +340,7 @@ fn eps_sweep_plots_every_budget_and_a_click_opens_it_in_the_attack_tab() {
         a.attack
             .result
             .as_ref()
-            .is_some_and(|r| (r.params.eps_linf - 4.0 / 255.0).abs() < 1e-6)
+            .is_some_and(|r| (r.params.config.eps_linf - 4.0 / 255.0).abs() < 1e-6)
     });
     let attack = h.state().attack.result.clone().expect("an attack");
     assert_eq!(

@@ -88,6 +88,12 @@ impl AttackMethod {
             Self::FabT => "fab-t",
         }
     }
+
+    /// Whether a request may name a target class: APGD-T and FAB-T choose their own (the
+    /// runner-up classes). The one rule the CLI, the library and the app's menu follow.
+    pub fn takes_target(self) -> bool {
+        !matches!(self, Self::ApgdT | Self::FabT)
+    }
 }
 
 impl crate::choice::Choice for AttackMethod {
@@ -227,6 +233,17 @@ impl AttackConfig {
             steps: 100,
             random_start: false,
             ..Self::pgd(100)
+        }
+    }
+
+    /// The standard settings of `method` (the CLI's and the app's starting point).
+    pub fn of_method(method: AttackMethod) -> Self {
+        match method {
+            AttackMethod::Fgsm => Self::fgsm(),
+            AttackMethod::Pgd => Self::pgd(10),
+            AttackMethod::Square => Self::square(),
+            AttackMethod::FabT => Self::fab_t(),
+            AttackMethod::ApgdCe | AttackMethod::ApgdT => Self::apgd(method),
         }
     }
 

@@ -1,13 +1,18 @@
-//! One image attacked into files: the adversarial image (16-bit PNG and NPY), the clean image,
-//! the perturbation amplified, both Grad-CAMs of the clean prediction's class and how far the
-//! map drifted, and `attack.json` with the predictions and the settings.
+//! One image attacked: [`attack_one`] is the pipeline both faces run (the CLI's `attack`, which
+//! writes it into files with [`attack_image`], and the app's Attack tab, through the
+//! workbench): the request ([`AttackRequest`], one type for both), the attack with progress
+//! and cancel, the predictions, both Grad-CAMs of the clean prediction's class and how far the
+//! map drifted ([`AttackOutcome`]). The files: the adversarial image (16-bit PNG and NPY), the
+//! clean image, the perturbation amplified, both Grad-CAMs and `attack.json`.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Norm, StepReport, run_attack};
+use crate::attack::{
+    AttackConfig, AttackGoal, AttackMethod, Norm, StepReport, run_attack, run_attack_from,
+};
 use crate::error::{Result, TriscopeError};
 use crate::explain::{Colormap, GradCamMap, TargetClass, overlay_rgb8, quality};
 use crate::folder::write_rgb8;
@@ -19,32 +24,73 @@ use crate::weights::write_atomic;
 
 pub mod sweep;
 
-/// What to attack: the attack, and whom it aims at.
-#[derive(Debug, Clone)]
+/// What to attack: the attack, whom it aims at, and the layer whose Grad-CAM drift is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttackRequest {
     pub config: AttackConfig,
-    /// Targeted at this class (single-label models, not APGD-T).
+    /// Targeted at this class (single-label models; methods whose
+    /// [`AttackMethod::takes_target`]).
     pub target: Option<usize>,
     /// The true class (single-label); `None`: the model's own prediction.
     pub label: Option<usize>,
+    /// The layer of the clean vs adversarial Grad-CAM.
+    #[serde(default = "layer4")]
+    pub layer: LayerId,
+}
+
+fn layer4() -> LayerId {
+    LayerId::Layer4
 }
 
 impl AttackRequest {
+    /// `method` at `eps_linf` with `steps` (Square: queries), its other settings standard
+    /// ([`AttackConfig::of_method`]); untargeted, the drift at layer4.
+    pub fn new(method: AttackMethod, eps_linf: f32, steps: usize) -> Self {
+        Self {
+            config: AttackConfig {
+                eps_linf,
+                steps,
+                ..AttackConfig::of_method(method)
+            },
+            target: None,
+            label: None,
+            layer: LayerId::Layer4,
+        }
+    }
+
+    /// The attack in a few words: "pgd at ε 2/255, 10 steps".
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "{} at ε {}/255, {} {}",
+            c.method.name(),
+            crate::plot::tick_label(f64::from(c.eps_linf) * 255.0),
+            c.steps,
+            if c.method == AttackMethod::Square {
+                "queries"
+            } else {
+                "steps"
+            }
+        )
+    }
+
     /// Check the request against the model before any compute.
     pub fn validate(&self, classifier: &Classifier) -> Result<()> {
         self.config.validate()?;
         let cfg = classifier.config();
         let bad = |m: String| Err(TriscopeError::InvalidArgument(m));
-        if cfg.multi_label && (self.target.is_some() || self.config.method == AttackMethod::ApgdT) {
+        let method = self.config.method;
+        if cfg.multi_label && (self.target.is_some() || !method.takes_target()) {
             return bad(format!(
-                "targeted attacks and apgd-t need a single-label model; this one has {} findings",
+                "targeted attacks, apgd-t and fab-t need a single-label model; this one has {} findings",
                 cfg.num_classes
             ));
         }
-        if self.target.is_some() && self.config.method == AttackMethod::ApgdT {
-            return bad(
-                "apgd-t chooses its own targets; use pgd or apgd-ce with a target class".into(),
-            );
+        if self.target.is_some() && !method.takes_target() {
+            return bad(format!(
+                "{} chooses its own targets; use fgsm, pgd, apgd-ce or square with a target class",
+                method.name()
+            ));
         }
         for c in [self.target, self.label].into_iter().flatten() {
             if c >= cfg.num_classes {
@@ -149,20 +195,20 @@ pub fn attack_image(
     on_step: &mut dyn FnMut(&StepReport),
     cancel: &AtomicBool,
 ) -> Result<AttackReport> {
-    request.validate(classifier)?;
     let (config, cfg) = (&request.config, classifier.config());
     let method = config.method;
     let loaded = classifier.load_image(path)?;
     let p = &loaded.pixels;
-    let clean = classifier.predict(&[p])?.remove(0);
-    let (goal, label) = request.goal(classifier, &clean);
-    let started = std::time::Instant::now();
-    let (adv_img, loss_per_step) = attack_pixels(classifier, p, &goal, config, on_step, cancel)?;
-    let elapsed_secs = started.elapsed().as_secs_f64();
-    let adv = adv_img.data.clone();
-    let adversarial = classifier.predict(&[&adv_img])?.remove(0);
-    let norms = PerturbationNorms::of(&adv, &p.data);
-    let linf = norms.linf;
+    let mut step = |s: AttackStep| {
+        on_step(&StepReport {
+            step: s.step,
+            total_steps: s.total_steps,
+            loss: vec![s.loss],
+        })
+    };
+    let outcome = attack_one(classifier, p, request, false, &mut step, cancel)?;
+    let adv_img = &outcome.adversarial_image;
+    let adv = &adv_img.data;
 
     std::fs::create_dir_all(out).map_err(|source| TriscopeError::Io {
         path: out.to_path_buf(),
@@ -171,47 +217,40 @@ pub fn attack_image(
     let (w, h) = (p.width, p.height);
     let mut files = Vec::new();
     let adv_path = out.join("adversarial.png");
-    write_rgb16(&adv_path, &adv_img)?;
+    write_rgb16(&adv_path, adv_img)?;
     files.push(adv_path.display().to_string());
     files.push(write_rgb8(&out.join("clean.png"), p.to_rgb8(), w, h)?);
-    // Perturbation amplified to the full range: grey is zero, white is the largest positive
-    // change, black the largest negative one (L-inf and L2 attacks alike).
-    let scale = if linf > 0.0 { 0.5 / linf } else { 0.0 };
-    let amplified = PixelImage {
-        data: adv
-            .iter()
-            .zip(&p.data)
-            .map(|(a, b)| 0.5 + (a - b) * scale)
-            .collect(),
-        ..p.clone()
-    };
     files.push(write_rgb8(
         &out.join("perturbation.png"),
-        amplified.to_rgb8(),
+        outcome.amplified_perturbation(p).to_rgb8(),
         w,
         h,
     )?);
-    // How far the explanation drifts: the same class's Grad-CAM on both images.
-    let explained = TargetClass::Index(clean.class_index);
-    let cam_clean = classifier.explain(p, LayerId::Layer4, explained)?.gradcam;
-    let cam_adv = classifier
-        .explain(&adv_img, LayerId::Layer4, explained)?
-        .gradcam;
-    let drift = CamDrift::between(&cam_clean, &cam_adv, &clean.class_name);
     for (name, cam, img) in [
-        ("gradcam_clean.png", &cam_clean, p),
-        ("gradcam_adversarial.png", &cam_adv, &adv_img),
+        ("gradcam_clean.png", &outcome.clean_cam, p),
+        ("gradcam_adversarial.png", &outcome.adversarial_cam, adv_img),
     ] {
         let overlay = overlay_rgb8(&img.to_rgb8(), &cam.map, Colormap::Jet, 0.4);
         files.push(write_rgb8(&out.join(name), overlay, w, h)?);
     }
     let npy_path = out.join("adversarial.npy");
-    crate::npy::write_f32(&npy_path, &adv, &[p.channels, p.height, p.width])?;
+    crate::npy::write_f32(&npy_path, adv, &[p.channels, p.height, p.width])?;
     files.push(npy_path.display().to_string());
     let json_path = out.join("attack.json");
     files.push(json_path.display().to_string());
 
-    let fooled = request.fooled(&clean, &adversarial, label);
+    let AttackOutcome {
+        clean,
+        adversarial,
+        label,
+        fooled,
+        norms,
+        loss_per_step,
+        attack_secs: elapsed_secs,
+        drift,
+        ..
+    } = outcome;
+    let linf = norms.linf;
     let report = AttackReport {
         image: path.display().to_string(),
         model: classifier.source.to_string(),
@@ -246,6 +285,174 @@ pub fn attack_image(
         .map_err(|e| TriscopeError::Compute(format!("writing the attack as JSON: {e}")))?;
     write_atomic(&json_path, text.as_bytes())?;
     Ok(report)
+}
+
+/// A step of [`attack_one`]: where it is, the loss there and, when previews are asked for
+/// (FGSM and PGD), the image after the step.
+#[derive(Debug, Clone)]
+pub struct AttackStep {
+    pub step: usize,
+    pub total_steps: usize,
+    pub loss: f32,
+    pub preview: Option<PixelImage>,
+}
+
+/// One image attacked, in memory: what the CLI writes and the app shows.
+#[derive(Debug, Clone)]
+pub struct AttackOutcome {
+    pub clean: Prediction,
+    pub adversarial: Prediction,
+    pub adversarial_image: PixelImage,
+    /// The class counted as true (the request's label, else the clean prediction).
+    pub label: usize,
+    pub fooled: bool,
+    pub norms: PerturbationNorms,
+    pub loss_per_step: Vec<f32>,
+    /// The attack's time, without the predictions and the maps.
+    pub attack_secs: f64,
+    /// Grad-CAM of the clean prediction's class at the request's layer, on both images.
+    pub clean_cam: GradCamMap,
+    pub adversarial_cam: GradCamMap,
+    pub drift: CamDrift,
+}
+
+impl AttackOutcome {
+    /// The perturbation amplified to the full range: grey is zero, white the largest positive
+    /// change, black the largest negative one (L-inf and L2 attacks alike).
+    pub fn amplified_perturbation(&self, clean: &PixelImage) -> PixelImage {
+        let linf = self.norms.linf;
+        let scale = if linf > 0.0 { 0.5 / linf } else { 0.0 };
+        PixelImage {
+            data: self
+                .adversarial_image
+                .data
+                .iter()
+                .zip(&clean.data)
+                .map(|(a, b)| 0.5 + (a - b) * scale)
+                .collect(),
+            ..clean.clone()
+        }
+    }
+}
+
+/// Attack `image` (the model's input) as `request` says: checked first, then the attack with
+/// `on_step` after every step (with `previews`, FGSM and PGD without restarts or early stop
+/// run step by step and report the image after each; the result is the same), then the
+/// predictions and both Grad-CAMs. A set `cancel` stops it with [`TriscopeError::Cancelled`].
+pub fn attack_one(
+    classifier: &Classifier,
+    image: &PixelImage,
+    request: &AttackRequest,
+    previews: bool,
+    on_step: &mut dyn FnMut(AttackStep),
+    cancel: &AtomicBool,
+) -> Result<AttackOutcome> {
+    request.validate(classifier)?;
+    let config = &request.config;
+    let clean = classifier.predict(&[image])?.remove(0);
+    let (goal, label) = request.goal(classifier, &clean);
+    let started = std::time::Instant::now();
+    let stepwise = previews
+        && matches!(config.method, AttackMethod::Pgd | AttackMethod::Fgsm)
+        && config.restarts == 1
+        && !config.early_stop;
+    let (adversarial_image, loss_per_step) = if stepwise {
+        attack_step_by_step(classifier, image, &goal, config, on_step, cancel)?
+    } else {
+        let mut step = |r: &StepReport| {
+            on_step(AttackStep {
+                step: r.step,
+                total_steps: r.total_steps,
+                loss: r.loss.first().copied().unwrap_or(f32::NAN),
+                preview: None,
+            })
+        };
+        attack_pixels(classifier, image, &goal, config, &mut step, cancel)?
+    };
+    let attack_secs = started.elapsed().as_secs_f64();
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(TriscopeError::Cancelled);
+    }
+    let adversarial = classifier.predict(&[&adversarial_image])?.remove(0);
+    let norms = PerturbationNorms::of(&adversarial_image.data, &image.data);
+    // How far the explanation drifts: the same class's Grad-CAM on both images.
+    let explained = TargetClass::Index(clean.class_index);
+    let clean_cam = classifier.explain(image, request.layer, explained)?.gradcam;
+    let adversarial_cam = classifier
+        .explain(&adversarial_image, request.layer, explained)?
+        .gradcam;
+    let drift = CamDrift::between(&clean_cam, &adversarial_cam, &clean.class_name);
+    Ok(AttackOutcome {
+        fooled: request.fooled(&clean, &adversarial, label),
+        clean,
+        adversarial,
+        adversarial_image,
+        label,
+        norms,
+        loss_per_step,
+        attack_secs,
+        clean_cam,
+        adversarial_cam,
+        drift,
+    })
+}
+
+/// FGSM or PGD one step at a time from the same random start, so that each step's image can
+/// be shown (the app's live view); the same result as [`run_attack`] in one go.
+fn attack_step_by_step(
+    classifier: &Classifier,
+    image: &PixelImage,
+    goal: &AttackGoal,
+    config: &AttackConfig,
+    on_step: &mut dyn FnMut(AttackStep),
+    cancel: &AtomicBool,
+) -> Result<(PixelImage, Vec<f32>)> {
+    let x = classifier.batch_tensor(&[image])?; // [1, C, H, W]
+    let total = if config.method == AttackMethod::Fgsm {
+        1
+    } else {
+        config.steps
+    };
+    let single = AttackConfig {
+        steps: 1,
+        ..config.clone()
+    };
+    let mut adv = crate::attack::random_start(&x, config);
+    let mut losses = Vec::with_capacity(total);
+    for step in 1..=total {
+        let out = run_attack_from(
+            classifier.model(),
+            x.clone(),
+            adv,
+            goal,
+            &single,
+            &mut |_| {},
+            cancel,
+        )?;
+        adv = out.adversarial;
+        let loss = out
+            .loss_per_step
+            .first()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or(f32::NAN);
+        losses.push(loss);
+        let preview = PixelImage {
+            data: values(adv.clone(), "the adversarial image")?,
+            ..image.clone()
+        };
+        on_step(AttackStep {
+            step,
+            total_steps: total,
+            loss,
+            preview: Some(preview),
+        });
+    }
+    let adversarial = PixelImage {
+        data: values(adv, "the adversarial image")?,
+        ..image.clone()
+    };
+    Ok((adversarial, losses))
 }
 
 /// One image attacked: the adversarial image and the loss at each step.

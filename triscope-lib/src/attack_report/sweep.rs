@@ -16,7 +16,6 @@ use crate::explain::{Colormap, TargetClass, overlay_rgb8};
 use crate::host::PerturbationNorms;
 use crate::imaging::PixelImage;
 use crate::inference::{Classifier, Prediction};
-use crate::model::LayerId;
 use crate::plot::{LineChart, PALETTE, Series, Tile, tick_label};
 use crate::weights::write_atomic;
 
@@ -85,8 +84,8 @@ fn number(s: &str, text: &str) -> Result<f32> {
         })
 }
 
-/// What to sweep: the attack (its `config.eps_linf` is replaced at each point), the budgets
-/// and the layer whose Grad-CAM drift is measured.
+/// What to sweep: the attack (its `config.eps_linf` is replaced at each point; its layer is
+/// where the Grad-CAM drift is measured) and the budgets.
 #[derive(Debug, Clone)]
 pub struct SweepRequest {
     pub attack: AttackRequest,
@@ -95,7 +94,6 @@ pub struct SweepRequest {
     /// PGD's step as `2.5 ε / steps` at each point (Madry et al. 2018), so every budget gets
     /// the same relative schedule; `false` keeps `attack.config.alpha` everywhere.
     pub scale_alpha: bool,
-    pub layer: LayerId,
 }
 
 impl SweepRequest {
@@ -206,7 +204,7 @@ pub fn run_sweep(
 ) -> Result<Sweep> {
     request.validate(classifier)?;
     let started = Instant::now();
-    let clean_expl = classifier.explain(image, request.layer, TargetClass::Predicted)?;
+    let clean_expl = classifier.explain(image, request.attack.layer, TargetClass::Predicted)?;
     let clean = clean_expl.prediction;
     let clean_cam = clean_expl.gradcam;
     let (goal, label) = request.attack.goal(classifier, &clean);
@@ -231,7 +229,7 @@ pub fn run_sweep(
         } else {
             attack_pixels(classifier, image, &goal, &config, &mut step, cancel)?
         };
-        let adv_expl = classifier.explain(&adv, request.layer, explained)?;
+        let adv_expl = classifier.explain(&adv, request.attack.layer, explained)?;
         let prediction = adv_expl.prediction;
         let linf = PerturbationNorms::of(&adv.data, &image.data).linf;
         let cam = CamDrift::between(&clean_cam, &adv_expl.gradcam, &clean.class_name);

@@ -19,18 +19,16 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::attack::{
-    AttackConfig, AttackGoal, AttackMethod, StepReport, run_attack, run_attack_from,
-};
+pub use crate::attack_report::AttackRequest;
 use crate::attack_report::sweep::{Sweep, SweepRequest, SweepStep, run_sweep};
+use crate::attack_report::{AttackStep, attack_one};
 use crate::device::ComputeDevice;
 use crate::dicom::{DicomInfo, Window};
 use crate::error::{Result, TriscopeError};
 use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
-use crate::explain::quality::{spearman, ssim};
 use crate::ground_truth::{GroundTruth, GroundTruthIndex};
-use crate::host::{self, PerturbationNorms};
+use crate::host;
 use crate::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
 use crate::inference::{Classifier, ModelSource, Prediction, model_card};
 use crate::model::{LayerId, ModelConfig};
@@ -137,37 +135,6 @@ pub struct Analysis {
     pub elapsed_secs: f64,
 }
 
-/// An attack as the Attack panel asks for it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttackRequest {
-    pub method: AttackMethod,
-    /// L-inf radius in [0, 1] pixel units.
-    pub eps_linf: f32,
-    /// PGD step size in pixel units.
-    pub alpha: f32,
-    pub steps: usize,
-    /// `Some(class)` for a targeted attack.
-    pub target: Option<usize>,
-    /// Layer of the clean-vs-adversarial Grad-CAM comparison.
-    pub layer: LayerId,
-    pub seed: u64,
-}
-
-impl AttackRequest {
-    /// The attack's settings (PGD starts at a random point of the ball).
-    pub fn config(&self) -> AttackConfig {
-        AttackConfig {
-            method: self.method,
-            eps_linf: self.eps_linf,
-            alpha: self.alpha,
-            steps: self.steps,
-            random_start: self.method == AttackMethod::Pgd,
-            seed: self.seed,
-            ..AttackConfig::pgd(self.steps)
-        }
-    }
-}
-
 /// An ε sweep of the current image ([`crate::attack_report::sweep`]) with the images and maps
 /// the view shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,11 +193,11 @@ pub enum Job {
     Attack(AttackRequest),
     /// Attack the last analysed image at each budget (ascending, pixel units); the request's
     /// `eps_linf` and `alpha` are not used (PGD's step is 2.5 ε / steps at each budget).
-    /// `label`: the image's true class when known (else the clean prediction stands for it).
+    /// The request's `label` is the image's true class when known (else the clean prediction
+    /// stands for it).
     Sweep {
         attack: AttackRequest,
         eps_linf: Vec<f32>,
-        label: Option<usize>,
     },
 }
 
@@ -503,7 +470,6 @@ struct CurrentImage {
     /// The file's name, for reports.
     name: String,
     pixels: PixelImage,
-    clean: Prediction,
 }
 
 struct ModelWorker {
@@ -542,8 +508,10 @@ impl ModelWorker {
             Job::LoadModel { path: Some(p) } => format!("loading model {}", p.display()),
             Job::LoadModel { path: None } => "loading the embedded model".to_string(),
             Job::Analyze { path, .. } => format!("analysing {}", path.display()),
-            Job::Attack(r) => format!("running {}", r.method.name()),
-            Job::Sweep { attack, .. } => format!("sweeping eps with {}", attack.method.name()),
+            Job::Attack(r) => format!("running {}", r.config.method.name()),
+            Job::Sweep { attack, .. } => {
+                format!("sweeping eps with {}", attack.config.method.name())
+            }
         };
         let outcome = match job {
             Job::LoadModel { path } => self.load_model(request, path.as_deref()),
@@ -567,12 +535,8 @@ impl ModelWorker {
             Job::Attack(params) => self
                 .attack(request, params, &cancel)
                 .map(|a| WorkerEvent::Attack(Box::new(a))),
-            Job::Sweep {
-                attack,
-                eps_linf,
-                label,
-            } => self
-                .sweep(request, attack, (eps_linf, label), &cancel)
+            Job::Sweep { attack, eps_linf } => self
+                .sweep(request, attack, eps_linf, &cancel)
                 .map(|s| WorkerEvent::Sweep(Box::new(s))),
         };
         match outcome {
@@ -716,7 +680,6 @@ impl ModelWorker {
         self.image = Some(CurrentImage {
             name: path.display().to_string(),
             pixels: pixels.clone(),
-            clean: prediction.clone(),
         });
         let ground_truth = self.ground_truth.find(
             path,
@@ -756,145 +719,41 @@ impl ModelWorker {
             .image
             .as_ref()
             .ok_or_else(|| TriscopeError::InvalidArgument("no image to attack yet".into()))?;
-        let cfg = classifier.config();
-        let model = classifier.model();
-        let clean = image.clean.clone();
-        let goal = match (params.target, cfg.multi_label) {
-            (Some(t), false) if t < cfg.num_classes => AttackGoal::Targeted(vec![t]),
-            (Some(t), false) => {
-                return Err(TriscopeError::InvalidArgument(format!(
-                    "target class {t} does not exist"
-                )));
-            }
-            (Some(_), true) => {
-                return Err(TriscopeError::InvalidArgument(
-                    "targeted attacks need a single-label model".into(),
-                ));
-            }
-            // Without ground truth in the app, the clean decision is what the attack flips.
-            (None, false) => AttackGoal::Untargeted(vec![clean.class_index]),
-            (None, true) => AttackGoal::MultiLabel(vec![clean.finding_decisions()]),
+        let mut on_step = |s: AttackStep| {
+            self.send_progress(WorkerEvent::AttackStep {
+                request,
+                step: s.step,
+                total_steps: s.total_steps,
+                loss: s.loss,
+                adversarial: s.preview.as_ref().map(RgbImage::from_pixels),
+            });
         };
-        let config = params.config();
-        config.validate()?;
-        let x = classifier.batch_tensor(&[&image.pixels])?; // [1, C, R, R]
-        let [_, c, h, w] = x.dims();
-        let mut loss_per_step = Vec::new();
-        let adversarial = match params.method {
-            // Step by step so the UI can show the image after each one.
-            AttackMethod::Pgd | AttackMethod::Fgsm => {
-                let total = if params.method == AttackMethod::Fgsm {
-                    1
-                } else {
-                    params.steps
-                };
-                let single = AttackConfig {
-                    steps: 1,
-                    ..config.clone()
-                };
-                let mut adv = crate::attack::random_start(&x, &config);
-                let mut ignore = |_: &StepReport| {};
-                for step in 1..=total {
-                    let out = run_attack_from(
-                        model,
-                        x.clone(),
-                        adv,
-                        &goal,
-                        &single,
-                        &mut ignore,
-                        cancel,
-                    )?;
-                    adv = out.adversarial;
-                    let loss = out.loss_per_step.first().and_then(|l| l.first()).copied();
-                    let loss = loss.unwrap_or(f32::NAN);
-                    loss_per_step.push(loss);
-                    let preview = PixelImage {
-                        channels: c,
-                        height: h,
-                        width: w,
-                        data: host::values(adv.clone(), "the adversarial image")?,
-                    };
-                    self.send_progress(WorkerEvent::AttackStep {
-                        request,
-                        step,
-                        total_steps: total,
-                        loss,
-                        adversarial: Some(RgbImage::from_pixels(&preview)),
-                    });
-                }
-                adv
-            }
-            // Whole runs; the UI shows the loss (Square's: the margin) per step or query.
-            AttackMethod::ApgdCe
-            | AttackMethod::ApgdT
-            | AttackMethod::Square
-            | AttackMethod::FabT => {
-                let mut on_step = |r: &StepReport| {
-                    let loss = r.loss.first().copied().unwrap_or(f32::NAN);
-                    loss_per_step.push(loss);
-                    self.send_progress(WorkerEvent::AttackStep {
-                        request,
-                        step: r.step,
-                        total_steps: r.total_steps,
-                        loss,
-                        adversarial: None,
-                    });
-                };
-                run_attack(model, x.clone(), &goal, &config, &mut on_step, cancel)?.adversarial
-            }
-        };
-        if cancel.load(Ordering::Relaxed) {
-            return Err(TriscopeError::Cancelled);
-        }
-        let adv_values = host::values(adversarial.clone(), "the adversarial image")?;
-        let adv_pixels = PixelImage {
-            channels: c,
-            height: h,
-            width: w,
-            data: adv_values,
-        };
-        let delta: Vec<f32> = adv_pixels
-            .data
-            .iter()
-            .zip(&image.pixels.data)
-            .map(|(a, b)| a - b)
-            .collect();
-        let PerturbationNorms { linf, l2 } =
-            PerturbationNorms::of(&adv_pixels.data, &image.pixels.data);
-        let scale = if linf > 0.0 { 0.5 / linf } else { 0.0 };
-        let perturbation = PixelImage {
-            channels: c,
-            height: h,
-            width: w,
-            data: delta.iter().map(|d| 0.5 + d * scale).collect(),
-        };
-        let adv_logits = host::values(model.forward(adversarial.clone()), "adversarial logits")?;
-        let adversarial_prediction = classifier.prediction_from_logits(&adv_logits);
-        let clean_cam = single_cam(classifier, x, params.layer, clean.class_index)?;
-        let adversarial_cam = single_cam(classifier, adversarial, params.layer, clean.class_index)?;
-        let cam_ssim = ssim(
-            &clean_cam.map,
-            &adversarial_cam.map,
-            clean_cam.height,
-            clean_cam.width,
-        );
-        let cam_spearman = spearman(&clean_cam.map, &adversarial_cam.map);
+        // The request's label is the true class; without one the attack flips the clean
+        // decision.
+        let outcome = attack_one(
+            classifier,
+            &image.pixels,
+            &params,
+            true,
+            &mut on_step,
+            cancel,
+        )?;
         let elapsed_secs = started.elapsed().as_secs_f64();
-        let steps_done = loss_per_step.len().max(1);
+        let steps_done = outcome.loss_per_step.len().max(1);
         Ok(AttackResult {
             request,
+            adversarial: RgbImage::from_pixels(&outcome.adversarial_image),
+            perturbation: RgbImage::from_pixels(&outcome.amplified_perturbation(&image.pixels)),
+            linf_255: outcome.norms.linf * 255.0,
+            l2: outcome.norms.l2,
+            cam_ssim: outcome.drift.ssim,
+            cam_spearman: outcome.drift.spearman,
+            clean: outcome.clean,
+            adversarial_prediction: outcome.adversarial,
+            clean_cam: outcome.clean_cam,
+            adversarial_cam: outcome.adversarial_cam,
+            loss_per_step: outcome.loss_per_step,
             params,
-            adversarial: RgbImage::from_pixels(&adv_pixels),
-            perturbation: RgbImage::from_pixels(&perturbation),
-            linf_255: linf * 255.0,
-            l2,
-            clean,
-            adversarial_prediction,
-            clean_cam,
-            adversarial_cam,
-            cam_ssim,
-            cam_spearman,
-            loss_per_step,
             elapsed_secs,
             secs_per_step: elapsed_secs / steps_done as f64,
         })
@@ -906,7 +765,7 @@ impl ModelWorker {
         &mut self,
         request: u64,
         params: AttackRequest,
-        (eps_linf, label): (Vec<f32>, Option<usize>),
+        eps_linf: Vec<f32>,
         cancel: &AtomicBool,
     ) -> Result<SweepResult> {
         let classifier = self.classifier()?;
@@ -915,14 +774,9 @@ impl ModelWorker {
             .as_ref()
             .ok_or_else(|| TriscopeError::InvalidArgument("no image to sweep yet".into()))?;
         let sweep_request = SweepRequest {
-            attack: crate::attack_report::AttackRequest {
-                config: params.config(),
-                target: params.target,
-                label,
-            },
+            attack: params.clone(),
             eps_linf,
             scale_alpha: true,
-            layer: params.layer,
         };
         let mut on_step = |s: SweepStep| {
             self.send_progress(WorkerEvent::SweepStep {
@@ -1044,17 +898,8 @@ mod tests {
     #[test]
     fn queue_keeps_one_job_per_kind_and_cancels_running_attack() {
         let q = JobQueue::default();
-        let attack = |eps: f32| {
-            Job::Attack(AttackRequest {
-                method: AttackMethod::Pgd,
-                eps_linf: eps,
-                alpha: 0.01,
-                steps: 2,
-                target: None,
-                layer: LayerId::Layer4,
-                seed: 0,
-            })
-        };
+        let attack =
+            |eps: f32| Job::Attack(AttackRequest::new(crate::attack::AttackMethod::Pgd, eps, 2));
         let flag = |_| Arc::new(AtomicBool::new(false));
         let running = flag(0);
         q.push(Queued {
@@ -1110,17 +955,8 @@ mod tests {
         q.push(Queued {
             request: 6,
             job: Job::Sweep {
-                attack: AttackRequest {
-                    method: AttackMethod::Pgd,
-                    eps_linf: 0.0,
-                    alpha: 0.0,
-                    steps: 2,
-                    target: None,
-                    layer: LayerId::Layer4,
-                    seed: 0,
-                },
+                attack: AttackRequest::new(crate::attack::AttackMethod::Pgd, 0.0, 2),
                 eps_linf: vec![0.0, 0.01],
-                label: None,
             },
             cancel: sweeping.clone(),
         });
