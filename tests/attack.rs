@@ -13,8 +13,8 @@ use common::*;
 use triscope::attack::{
     AttackConfig, AttackGoal, AttackMethod, Classify, run_attack, run_attack_from,
 };
-use triscope::explain::gradcam::argmax;
 use triscope::model::{ModelConfig, ResNet50};
+use triscope::numeric::argmax;
 use triscope::weights::import_state_dict;
 
 fn fixture_model(device: &Device) -> ResNet50 {

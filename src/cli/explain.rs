@@ -16,10 +16,10 @@ use triscope::explain::faithfulness::Faithfulness;
 use triscope::explain::quality::RegionEnergy;
 use triscope::explain::{AttributionMap, AttributionOptions, Colormap, Method, TargetClass};
 use triscope::folder::{ExplainPlan, write_rgb8};
+use triscope::fsio::write_atomic;
 use triscope::inference::{Classifier, Prediction};
 use triscope::model::LayerId;
 use triscope::regions::energy_beside;
-use triscope::weights::write_atomic;
 
 /// What to explain and how to draw it.
 #[derive(Args, Debug, Clone)]

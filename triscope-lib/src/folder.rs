@@ -15,10 +15,10 @@ use crate::explain::quality::RegionEnergy;
 use crate::explain::{
     AttributionMap, AttributionOptions, Colormap, Method, TargetClass, heatmap_rgb8, overlay_rgb8,
 };
+use crate::fsio::write_atomic;
 use crate::imaging::PixelImage;
 use crate::inference::{AttributionResult, Classifier};
 use crate::regions::energy_beside;
-use crate::weights::write_atomic;
 
 /// What to explain and how to draw it.
 #[derive(Debug, Clone)]

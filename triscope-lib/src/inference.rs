@@ -13,9 +13,10 @@ use crate::attack::Classify;
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
-use crate::explain::gradcam::{GradCamMap, TargetClass, argmax, grad_cam};
+use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
 use crate::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
 use crate::model::{LayerId, ModelConfig, ResNet50};
+use crate::numeric::argmax;
 use crate::ood::{OodScore, OodStats};
 use crate::weights::{CheckpointMetadata, LoadedModel, load_checkpoint, load_checkpoint_bytes};
 
@@ -552,12 +553,10 @@ impl Classifier {
 /// Softmax over classes, or an independent sigmoid per finding.
 pub fn probabilities(logits: &[f32], multi_label: bool) -> Vec<f32> {
     if multi_label {
-        return logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+        crate::numeric::sigmoid(logits)
+    } else {
+        crate::numeric::softmax(logits)
     }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
 }
 
 #[cfg(test)]

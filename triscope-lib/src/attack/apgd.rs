@@ -329,7 +329,7 @@ pub fn apgd_targeted(
             .iter()
             .zip(labels)
             .zip(&fooled)
-            .map(|((row, &y), &done)| !done && crate::explain::gradcam::argmax(row) != y)
+            .map(|((row, &y), &done)| !done && crate::numeric::argmax(row) != y)
             .collect();
         // Unfooled samples keep the latest run's point (highest loss of that run).
         let take: Vec<bool> = newly.iter().zip(&fooled).map(|(n, f)| *n || !*f).collect();

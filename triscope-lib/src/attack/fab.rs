@@ -18,8 +18,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::{AttackOutput, Classify, StepReport, class_at_rank};
 use crate::error::{Result, TriscopeError};
-use crate::explain::gradcam::argmax;
 use crate::host::PerturbationNorms;
+use crate::numeric::argmax;
 
 /// FAB-T settings (AutoAttack's standard version).
 #[derive(Debug, Clone, PartialEq)]

@@ -483,7 +483,7 @@ fn succeeded(model: &dyn Classify, adv: &Tensor<4>, goal: &AttackGoal) -> Result
 /// Per sample: does this row of logits meet the attack's goal (untargeted: not the true
 /// class; targeted: the target; multi-label: some finding's decision at 0.5 flipped)?
 pub(crate) fn goal_reached(rows: &[Vec<f32>], goal: &AttackGoal) -> Vec<bool> {
-    let argmax = crate::explain::gradcam::argmax;
+    let argmax = crate::numeric::argmax;
     match goal {
         AttackGoal::Untargeted(y) => rows.iter().zip(y).map(|(r, &y)| argmax(r) != y).collect(),
         AttackGoal::Targeted(t) => rows.iter().zip(t).map(|(r, &t)| argmax(r) == t).collect(),

@@ -16,11 +16,11 @@ use crate::attack::{
 use crate::error::{Result, TriscopeError};
 use crate::explain::{Colormap, GradCamMap, TargetClass, overlay_rgb8, quality};
 use crate::folder::write_rgb8;
+use crate::fsio::write_atomic;
 use crate::host::{PerturbationNorms, values};
 use crate::imaging::PixelImage;
 use crate::inference::{Classifier, Prediction};
 use crate::model::LayerId;
-use crate::weights::write_atomic;
 
 pub mod sweep;
 

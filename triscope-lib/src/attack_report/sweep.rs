@@ -13,11 +13,11 @@ use super::{AttackRequest, CamDrift, attack_pixels};
 use crate::attack::{AttackConfig, AttackMethod, Norm, StepReport};
 use crate::error::{Result, TriscopeError};
 use crate::explain::{Colormap, TargetClass, overlay_rgb8};
+use crate::fsio::write_atomic;
 use crate::host::PerturbationNorms;
 use crate::imaging::PixelImage;
 use crate::inference::{Classifier, Prediction};
 use crate::plot::{LineChart, PALETTE, Series, Tile, tick_label};
-use crate::weights::write_atomic;
 
 /// The default budgets, in 1/255 units.
 pub const DEFAULT_EPS_X255: [f32; 6] = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0];

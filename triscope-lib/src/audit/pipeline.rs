@@ -26,11 +26,11 @@ use crate::explain::faithfulness::FaithfulnessOptions;
 use crate::explain::sanity::cascading_randomisation;
 use crate::explain::tcav::{MIN_CAV_ACCURACY, TcavResult};
 use crate::explain::{AttributionOptions, Method, TargetClass, attribute};
+use crate::fsio::write_atomic;
 use crate::imaging::PixelImage;
 use crate::inference::Classifier;
 use crate::model::LayerId;
 use crate::regions::{Region, RegionSource};
-use crate::weights::write_atomic;
 
 /// The radii of the audit's accuracy-against-eps sweep by default, in /255.
 pub const AUDIT_SWEEP_X255: [f32; 5] = [0.0, 1.0, 2.0, 4.0, 8.0];

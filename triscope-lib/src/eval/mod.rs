@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Classify, run_attack};
 use crate::data::Label;
 use crate::error::{Result, TriscopeError};
-use crate::explain::gradcam::argmax;
 use crate::host::logit_rows;
 use crate::imaging::PixelImage;
 use crate::inference::probabilities;
+use crate::numeric::argmax;
 use crate::rng::SplitMix64;
 use metrics::{
     ClassMetrics, MelanomaMetrics, MultiLabelMetrics, class_metrics, multi_label_metrics,

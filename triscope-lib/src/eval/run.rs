@@ -11,10 +11,10 @@ use super::metrics::melanoma_metrics;
 use super::{EvalOptions, EvalReport, evaluate};
 use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
+use crate::fsio::write_atomic;
 use crate::inference::Classifier;
 use crate::model::ModelConfig;
 use crate::plot::{LineChart, PALETTE, Series, render_line_chart, write_png};
-use crate::weights::write_atomic;
 
 /// The dataset's labels in the model's class order; an error when they cannot fit.
 pub fn model_labels(dataset: &Dataset, cfg: &ModelConfig) -> Result<Vec<Label>> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::model::{LayerId, ResNet50};
+use crate::numeric::argmax;
 
 /// Which class a Grad-CAM explains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -110,17 +111,6 @@ pub fn grad_cam(
     Ok(GradCamBatch { maps, logits })
 }
 
-/// Index of the largest value (first on ties; NaN never wins).
-pub fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] || values[best].is_nan() {
-            best = i;
-        }
-    }
-    best
-}
-
 /// pytorch-grad-cam's `scale_cam_image` normalisation: `(x - min) / (max(x - min) + 1e-7)`.
 pub fn min_max(values: &[f32]) -> Vec<f32> {
     let min = values.iter().copied().fold(f32::INFINITY, f32::min);
@@ -203,11 +193,5 @@ mod tests {
         for (o, w) in out.iter().zip(want) {
             assert!((o - w).abs() < 1e-6, "{out:?}");
         }
-    }
-
-    #[test]
-    fn argmax_first_max() {
-        assert_eq!(argmax(&[0.1, 0.9, 0.9, 0.2]), 1);
-        assert_eq!(argmax(&[f32::NAN, 0.5]), 1);
     }
 }

@@ -27,11 +27,11 @@ use crate::data::{Dataset, Label};
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::eval::metrics::{class_metrics, multi_label_metrics};
-use crate::explain::gradcam::argmax;
 use crate::host::logit_rows;
 use crate::inference::probabilities;
 use crate::model::source::{ParamBuilder, SeededInit};
 use crate::model::{ModelConfig, ResNet50};
+use crate::numeric::argmax;
 use crate::regions::RegionSource;
 use crate::rng::{keyed_rng, stream};
 use crate::weights::{self, CheckpointMetadata};
@@ -561,7 +561,7 @@ impl Trainer {
             (config.training.ema_decay > 0.0).then(|| Ema::new(config.training.ema_decay as f32));
         // The run folder, checked for writing before any compute.
         std::fs::create_dir_all(run_dir).map_err(write_err(run_dir))?;
-        weights::write_atomic(&run_dir.join(CONFIG_FILE), config.to_yaml()?.as_bytes())?;
+        crate::fsio::write_atomic(&run_dir.join(CONFIG_FILE), config.to_yaml()?.as_bytes())?;
         let metrics = run_dir.join(METRICS_FILE);
         std::fs::write(&metrics, b"").map_err(write_err(&metrics))?;
         let state = TrainState {
@@ -617,7 +617,7 @@ impl Trainer {
         // Before anything in the folder is touched (temporaries, the log's tail).
         let lock = RunLock::acquire(run_dir)?;
         // A run killed while writing a checkpoint leaves its temporary file beside it.
-        for path in weights::remove_stale_temporaries(run_dir)? {
+        for path in crate::fsio::remove_stale_temporaries(run_dir)? {
             tracing::info!("removed {} left by an interrupted write", path.display());
         }
         let (header, blobs) = weights::read_extras(&last)?;

@@ -3,6 +3,7 @@
 //! from the activations' first principal component, and pytorch-grad-cam's post-processing.
 
 use super::*;
+use crate::numeric::softmax;
 
 /// pytorch-grad-cam's post-processing: min-max, OpenCV bilinear upsample, min-max.
 pub(super) fn finish_cam(cam: &[f32], h: usize, w: usize, dims: Dims) -> Vec<f32> {
@@ -257,13 +258,6 @@ pub(super) fn score_cam(
         ));
     }
     Ok(out)
-}
-
-pub(super) fn softmax(v: &[f32]) -> Vec<f32> {
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = v.iter().map(|x| (x - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
 }
 
 /// Eigen-CAM's projection of one image's activations `[K, hw]` on their first principal

@@ -37,9 +37,10 @@ use burn::tensor::{Tensor, TensorData};
 use crate::host;
 use serde::{Deserialize, Serialize};
 
-use super::gradcam::{TargetClass, argmax, grad_cam, min_max, resize_bilinear};
+use super::gradcam::{TargetClass, grad_cam, min_max, resize_bilinear};
 use crate::error::{Result, TriscopeError};
 use crate::model::{LayerId, ResNet50};
+use crate::numeric::argmax;
 
 mod cam;
 mod input;
