@@ -861,26 +861,42 @@ impl TriscopeApp {
                 .push("nothing to put on a slide in this view yet".into());
             return;
         };
+        self.write_into_picked_folder(
+            "triscope-slide",
+            "Write the slide into a folder",
+            move |dir| {
+                let stem = format!("slide_{}", slide.view);
+                triscope::plot::write_slide(dir, &stem, &slide)
+                    .map(|files| files.len())
+                    .map_err(|e| format!("{e:#}"))
+            },
+        );
+    }
+
+    /// Ask for a folder on the thread `name` (the dialog waits there, not in a frame), write
+    /// into it there, and report the count of files written as [`Background::Exported`].
+    fn write_into_picked_folder(
+        &mut self,
+        name: &str,
+        title: &'static str,
+        write: impl FnOnce(&Path) -> std::result::Result<usize, String> + Send + 'static,
+    ) {
         let tx = self.background_tx.clone();
         let start = self.saved.last_folder.clone();
         let spawned = std::thread::Builder::new()
-            .name("triscope-slide".into())
+            .name(name.into())
             .spawn(move || {
-                let mut d = rfd::FileDialog::new().set_title("Write the slide into a folder");
+                let mut d = rfd::FileDialog::new().set_title(title);
                 if let Some(dir) = start {
                     d = d.set_directory(dir);
                 }
                 if let Some(dir) = d.pick_folder() {
-                    let stem = format!("slide_{}", slide.view);
-                    let r = triscope::plot::write_slide(&dir, &stem, &slide)
-                        .map(|files| (dir, files.len()))
-                        .map_err(|e| format!("{e:#}"));
+                    let r = write(&dir).map(|n| (dir, n));
                     let _ = tx.send(Background::Exported(r));
                 }
             });
         if let Err(e) = spawned {
-            self.errors
-                .push(format!("cannot start the slide export: {e}"));
+            self.errors.push(format!("cannot start {name}: {e}"));
         }
     }
 
@@ -889,25 +905,15 @@ impl TriscopeApp {
             self.errors.push("nothing to export yet".into());
             return;
         };
-        let tx = self.background_tx.clone();
-        let start = self.saved.last_folder.clone();
-        let spawned = std::thread::Builder::new()
-            .name("triscope-export".into())
-            .spawn(move || {
-                let mut d = rfd::FileDialog::new().set_title("Export the current view to a folder");
-                if let Some(dir) = start {
-                    d = d.set_directory(dir);
-                }
-                if let Some(dir) = d.pick_folder() {
-                    let r = export_view(&dir, &data)
-                        .map(|files| (dir, files.len()))
-                        .map_err(|e| format!("{e:#}"));
-                    let _ = tx.send(Background::Exported(r));
-                }
-            });
-        if let Err(e) = spawned {
-            self.errors.push(format!("cannot start the export: {e}"));
-        }
+        self.write_into_picked_folder(
+            "triscope-export",
+            "Export the current view to a folder",
+            move |dir| {
+                export_view(dir, &data)
+                    .map(|files| files.len())
+                    .map_err(|e| format!("{e:#}"))
+            },
+        );
     }
 
     /// Read an audit report (folder, audit.json or audit.html) on a named thread.

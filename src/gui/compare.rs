@@ -178,12 +178,7 @@ impl ComparePanel {
             ui.weak("Choose a second model above: it runs on its own thread beside the first.");
             return;
         };
-        let class = model_a
-            .config
-            .class_names
-            .get(a.target_class)
-            .cloned()
-            .unwrap_or_default();
+        let class = explained_class(&model_a, &a);
         ui.label(format!(
             "Both maps: Grad-CAM of “{class}” at {}, each min-max normalised to [0, 1] as \
              Grad-CAM defines it, drawn on one colour scale.",
@@ -239,12 +234,7 @@ impl ComparePanel {
         );
         self.b.analysis.as_ref()?;
         let name = |m: &ModelInfo| super::slide::model_name(Some(m));
-        let class = model_a
-            .config
-            .class_names
-            .get(a.target_class)
-            .cloned()
-            .unwrap_or_default();
+        let class = explained_class(model_a, a);
         let mut slide = Slide::new(
             "compare",
             format!(
@@ -379,6 +369,16 @@ fn column(ui: &mut egui::Ui, name: &str, s: &Side, size: egui::Vec2, waiting: bo
             });
         }
     });
+}
+
+/// The class both maps explain: the one A's analysis explains.
+fn explained_class(model_a: &ModelInfo, a: &Analysis) -> String {
+    model_a
+        .config
+        .class_names
+        .get(a.target_class)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn top_classes(p: &Prediction) -> String {

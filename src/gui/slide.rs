@@ -8,12 +8,18 @@ use super::export::{ExportData, overlay_at, shown_map};
 
 /// The model's name for a subtitle: the file name, or "embedded default".
 pub fn model_name(model: Option<&ModelInfo>) -> String {
-    match model {
-        Some(m) => match m.file.as_ref().and_then(|f| f.file_stem()) {
-            Some(stem) => stem.to_string_lossy().into_owned(),
-            None => "embedded default".into(),
-        },
-        None => "no model".into(),
+    model.map_or("no model".into(), |m| short_model(&m.source))
+}
+
+/// A model's source as the library names it ("embedded default (PATH)" or a file path),
+/// shortened: "embedded default" or the file's stem.
+pub fn short_model(source: &str) -> String {
+    if source.starts_with("embedded default") {
+        "embedded default".into()
+    } else {
+        std::path::Path::new(source)
+            .file_stem()
+            .map_or(source.to_string(), |s| s.to_string_lossy().into_owned())
     }
 }
 

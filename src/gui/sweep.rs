@@ -61,18 +61,6 @@ pub struct SweepPanel {
     pub actions: Vec<UiAction>,
 }
 
-/// A model as a sweep names it ("embedded default (PATH)" or a file path), shortened to what
-/// the Model window calls it.
-fn short_model(source: &str) -> String {
-    if source.starts_with("embedded default") {
-        "embedded default".into()
-    } else {
-        std::path::Path::new(source)
-            .file_stem()
-            .map_or(source.to_string(), |s| s.to_string_lossy().into_owned())
-    }
-}
-
 /// Each budget's adversarial image and its map over it, as textures.
 fn thumbnails(
     ctx: &egui::Context,
@@ -197,14 +185,17 @@ impl SweepPanel {
             self.actions.push(UiAction::ShowSweepPoint(i));
         }
         if b.is_some() || self.running_b {
-            ui.strong(format!("A: {}", short_model(&result.sweep.model)));
+            ui.strong(format!(
+                "A: {}",
+                super::slide::short_model(&result.sweep.model)
+            ));
         }
         if let Some(i) = Self::strip(ui, &result, &self.thumbnails) {
             self.actions.push(UiAction::ShowSweepPoint(i));
         }
         match &b {
             Some(b) => {
-                ui.strong(format!("B: {}", short_model(&b.sweep.model)));
+                ui.strong(format!("B: {}", super::slide::short_model(&b.sweep.model)));
                 if let Some(i) = Self::strip(ui, b, &self.thumbnails_b) {
                     self.actions.push(UiAction::ShowSweepPoint(i));
                 }
@@ -223,7 +214,6 @@ impl SweepPanel {
     pub fn slide(&self, model: Option<&triscope::workbench::ModelInfo>) -> Option<Slide> {
         let r = self.result.as_ref()?;
         let sweep = &r.sweep;
-        let figure = triscope::attack_report::sweep::figure(sweep).ok()?;
         let mut slide = Slide::new(
             "sweep",
             format!(
@@ -241,22 +231,23 @@ impl SweepPanel {
                 super::gallery::file_name(std::path::Path::new(&sweep.image))
             ),
         );
-        let (w, h) = (figure.width() as usize, figure.height() as usize);
+        let f = &r.figure;
         slide.panel(
             "the true class's probability and the map's SSIM to the clean map",
-            figure.into_raw(),
-            w,
-            h,
+            f.rgb.clone(),
+            f.width,
+            f.height,
         );
-        if let Some(b) = &self.result_b
-            && let Ok(figure) = triscope::attack_report::sweep::figure(&b.sweep)
-        {
-            let (w, h) = (figure.width() as usize, figure.height() as usize);
+        if let Some(b) = &self.result_b {
+            let f = &b.figure;
             slide.panel(
-                format!("the same for model B, {}", short_model(&b.sweep.model)),
-                figure.into_raw(),
-                w,
-                h,
+                format!(
+                    "the same for model B, {}",
+                    super::slide::short_model(&b.sweep.model)
+                ),
+                f.rgb.clone(),
+                f.width,
+                f.height,
             );
         }
         for p in &sweep.points {
@@ -363,7 +354,10 @@ impl SweepPanel {
             ),
         };
         let text = match tag {
-            Some(t) => format!("{t} ({}): {text}", short_model(&result.sweep.model)),
+            Some(t) => format!(
+                "{t} ({}): {text}",
+                super::slide::short_model(&result.sweep.model)
+            ),
             None => text,
         };
         ui.label(egui::RichText::new(text).strong());

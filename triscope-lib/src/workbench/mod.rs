@@ -146,6 +146,9 @@ pub struct SweepResult {
     pub adversarial: Vec<RgbImage>,
     /// The clean image (model input) the maps are drawn over.
     pub clean: RgbImage,
+    /// The sweep's figure (`sweep.png`), drawn here so that a slide of it costs the UI
+    /// thread nothing.
+    pub figure: RgbImage,
 }
 
 /// The outcome of an attack on the current image.
@@ -805,11 +808,17 @@ impl ModelWorker {
                 })
             })
             .collect();
+        let figure = crate::attack_report::sweep::figure(&sweep)?;
         Ok(SweepResult {
             request,
             params,
             adversarial,
             clean: RgbImage::from_pixels(&image.pixels),
+            figure: RgbImage {
+                width: figure.width() as usize,
+                height: figure.height() as usize,
+                rgb: figure.into_raw(),
+            },
             sweep,
         })
     }
