@@ -102,15 +102,31 @@ fn a_model_is_warned_about_images_of_another_modality() {
 #[test]
 fn predict_scores_every_image_against_the_training_distribution() {
     // The embedded default carries its statistics (triscope ood): a lesion like HAM10000's
-    // passes, a chest X-ray is flagged. A model without them says so and gives null.
+    // passes, a chest X-ray and every everyday photograph the project carries (a fundus photo
+    // among them) are flagged. A model without them says so and gives null.
     let skin = s(&sample("ham10000/ISIC_0024410.jpg"));
     let chest = s(&sample("nih-cxr14/00000072_000.png"));
-    let o = triscope(&["predict", &skin, &chest, "--json", "--device", "cpu"]);
+    let photos_dir = root().join("tests/fixtures/photos");
+    let mut photos: Vec<String> = std::fs::read_dir(&photos_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .map(|p| s(&p))
+        .collect();
+    photos.sort();
+    assert_eq!(photos.len(), 10, "{photos:?}");
+    let mut args = vec!["predict", &skin, &chest];
+    args.extend(photos.iter().map(String::as_str));
+    args.extend(["--json", "--device", "cpu"]);
+    let o = triscope(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let ood = |i: usize| &v[i]["out_of_distribution"];
     assert_eq!(ood(0)["flag"], false, "{v}");
     assert_eq!(ood(1)["flag"], true, "{v}");
+    for (i, photo) in photos.iter().enumerate() {
+        assert_eq!(ood(2 + i)["flag"], true, "{photo} not flagged: {v}");
+    }
     let (score, threshold) = (
         ood(1)["score"].as_f64().unwrap(),
         ood(1)["threshold"].as_f64().unwrap(),

@@ -328,32 +328,26 @@ impl TrainForm {
         self.val_limit = c.data.val_limit;
     }
 
-    /// The form's fields as `--set` overrides on top of the config file.
-    pub fn overrides(&self) -> Vec<String> {
-        let loss = match self.loss_type {
-            LossType::Clean => "clean",
-            LossType::PgdAt => "pgd_at",
-            LossType::Trades => "trades",
-        };
+    /// Write the form's fields into `c` (the config file's values, in the struct the YAML
+    /// deserialises into); [`TrainConfig::validate`] checks the result.
+    pub fn apply_to(&self, c: &mut TrainConfig) {
         let eps = self.eps_255 / 255.0;
-        vec![
-            format!("robustness.loss_type={loss}"),
-            format!("training.epochs={}", self.epochs),
-            format!("training.batch_size={}", self.batch_size),
-            format!("training.lr={}", self.lr),
-            format!("robustness.attack.epsilon={eps}"),
-            format!("robustness.attack.steps={}", self.attack_steps),
-            // The usual PGD step: 2.5 * eps / steps (Madry et al.).
-            format!(
-                "robustness.attack.step_size={}",
-                2.5 * eps / self.attack_steps.max(1) as f32
-            ),
-            format!("architecture.base_width={}", self.base_width),
-            format!("input.resolution={}", self.resolution),
-            format!("data.root={}", self.data_root),
-            format!("data.train_limit={}", self.train_limit),
-            format!("data.val_limit={}", self.val_limit),
-        ]
+        c.robustness.loss_type = self.loss_type;
+        c.training.epochs = self.epochs;
+        c.training.batch_size = self.batch_size;
+        c.training.lr = self.lr;
+        c.robustness.attack.epsilon = eps;
+        c.robustness.attack.steps = self.attack_steps;
+        // The usual PGD step: 2.5 * eps / steps (Madry et al.).
+        c.robustness.attack.step_size = 2.5 * eps / self.attack_steps.max(1) as f32;
+        c.architecture.base_width = self.base_width;
+        c.input.resolution = self.resolution;
+        // Typed in the app, so relative to the working directory; absolute in the run's
+        // config.yaml, as a `--set data.root=...` on the command line becomes.
+        let root = PathBuf::from(self.data_root.trim());
+        c.data.root = std::path::absolute(&root).unwrap_or(root);
+        c.data.train_limit = self.train_limit;
+        c.data.val_limit = self.val_limit;
     }
 }
 

@@ -74,14 +74,16 @@ impl TrainingPanel {
     /// opened there, so the UI never waits on them.
     pub fn start(&mut self) {
         let config_path = PathBuf::from(self.form.config_path.trim());
-        let overrides = self.form.overrides();
+        let form = self.form.clone();
         let run_dir = Path::new(self.form.runs_dir.trim()).join(format!(
             "gui-{}",
             triscope::weights::utc_now_rfc3339().replace(':', "")
         ));
         self.launch(move || {
-            TrainConfig::load(&config_path, &overrides)
-                .and_then(|c| Trainer::new(c, &run_dir, ComputeDevice::cpu()))
+            let mut config = TrainConfig::load(&config_path, &[])?;
+            form.apply_to(&mut config);
+            config.validate(&config_path)?;
+            Trainer::new(config, &run_dir, ComputeDevice::cpu())
         });
     }
 
@@ -594,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn form_overrides_apply_to_a_config() {
+    fn the_form_writes_a_typed_config() {
         let form = TrainForm {
             loss_type: LossType::PgdAt,
             epochs: 3,
@@ -605,8 +607,10 @@ mod tests {
             train_limit: 100,
             ..TrainForm::default()
         };
-        let c = TrainConfig::from_yaml("", Path::new("form.yaml"), &form.overrides())
-            .expect("the form's overrides are valid config keys");
+        let origin = Path::new("form.yaml");
+        let mut c = TrainConfig::from_yaml("", origin, &[]).expect("the defaults");
+        form.apply_to(&mut c);
+        c.validate(origin).expect("the form's values are valid");
         assert_eq!(c.robustness.loss_type, LossType::PgdAt);
         assert_eq!(c.training.epochs, 3);
         assert!((c.robustness.attack.epsilon - 4.0 / 255.0).abs() < 1e-6);
@@ -614,9 +618,18 @@ mod tests {
         assert_eq!(c.architecture.base_width, 8);
         assert_eq!(c.input.resolution, 48);
         assert_eq!(c.data.train_limit, 100);
+        assert!(c.data.root.is_absolute(), "{}", c.data.root.display());
         let mut back = TrainForm::default();
         back.take_from(&c);
         assert_eq!(back.epochs, 3);
         assert_eq!(back.eps_255, 4.0);
+        // A value the config refuses is refused from the form too, naming the key.
+        let zero = TrainForm {
+            batch_size: 0,
+            ..TrainForm::default()
+        };
+        zero.apply_to(&mut c);
+        let e = c.validate(origin).expect_err("batch size 0").to_string();
+        assert!(e.contains("batch_size"), "{e}");
     }
 }

@@ -18,6 +18,66 @@ use crate::error::{Result, TriscopeError};
 use crate::imaging::{DecodeOptions, PixelImage, ResizeMode, decode_with, load_pixels, prepare};
 use crate::model::config::{CHESTXRAY14_FINDINGS, HAM10000_CLASSES};
 
+/// A dataset folder's label table.
+pub const LABELS_FILE: &str = "labels.csv";
+
+/// The `labels.csv` layouts, told apart by their columns: one reader for the datasets
+/// ([`Dataset::open`]) and the ground truth shown beside a single image
+/// ([`crate::ground_truth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LabelsLayout {
+    /// `image_id` (the file stem) and `dx`.
+    Ham10000,
+    /// `image` (a path under `images/`) and `dx`, beside the seven-point criteria.
+    Derm7pt,
+    /// `Image Index` and `Finding Labels` (`|`-separated findings).
+    NihCxr14,
+    /// `image` and `label` (`|`-separated when multi-label).
+    LabelsCsv,
+}
+
+impl LabelsLayout {
+    pub(crate) fn detect(table: &Table) -> Result<Self> {
+        let has = |c: &str| table.column(c).is_some();
+        Ok(if has("dx") && !has("image_id") && has("image") {
+            Self::Derm7pt
+        } else if has("dx") && has("image_id") {
+            Self::Ham10000
+        } else if has("Finding Labels") && has("Image Index") {
+            Self::NihCxr14
+        } else if has("image") && has("label") {
+            Self::LabelsCsv
+        } else {
+            return Err(TriscopeError::InvalidArgument(format!(
+                "{} has none of the label layouts Triscope reads: 'image_id' and 'dx' \
+                 (HAM10000), 'image' and 'dx' (derm7pt), 'Image Index' and 'Finding Labels' \
+                 (ChestX-ray14), 'image' and 'label'",
+                table.path.display()
+            )));
+        })
+    }
+
+    /// The columns naming each image and its label.
+    pub(crate) fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Ham10000 => ("image_id", "dx"),
+            Self::Derm7pt => ("image", "dx"),
+            Self::NihCxr14 => ("Image Index", "Finding Labels"),
+            Self::LabelsCsv => ("image", "label"),
+        }
+    }
+
+    /// A label cell may list several labels separated by `|`.
+    pub(crate) fn multi_label(self) -> bool {
+        matches!(self, Self::NihCxr14 | Self::LabelsCsv)
+    }
+
+    /// The folder below the table's that the image column's paths start in.
+    pub(crate) fn image_prefix(self) -> Option<&'static str> {
+        matches!(self, Self::Derm7pt).then_some("images")
+    }
+}
+
 /// The layouts Triscope reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,31 +169,20 @@ impl Dataset {
                 root.display()
             )));
         }
-        let labels = root.join("labels.csv");
+        let labels = root.join(LABELS_FILE);
         if labels.is_file() {
             let table = read_csv(&labels)?;
-            if table.column("dx").is_some() && table.column("image_id").is_none() {
-                return open_derm7pt(root, &table, split.unwrap_or("test"));
-            }
-            if table.column("dx").is_some() {
-                return open_ham(root, &table, split.unwrap_or("test"));
-            }
             // The natural evaluation split: `test` where the table has a split column.
             let default = match table.column("split") {
                 Some(_) => "test",
                 None => "all",
             };
-            if table.column("Finding Labels").is_some() {
-                return open_nih(root, &table, split.unwrap_or(default));
-            }
-            if table.column("image").is_some() && table.column("label").is_some() {
-                return open_labels_csv(root, &table, split.unwrap_or(default));
-            }
-            return Err(TriscopeError::InvalidArgument(format!(
-                "{} has neither a 'dx' column (HAM10000), a 'Finding Labels' column \
-                 (ChestX-ray14) nor 'image' and 'label' columns",
-                labels.display()
-            )));
+            return match LabelsLayout::detect(&table)? {
+                LabelsLayout::Derm7pt => open_derm7pt(root, &table, split.unwrap_or("test")),
+                LabelsLayout::Ham10000 => open_ham(root, &table, split.unwrap_or("test")),
+                LabelsLayout::NihCxr14 => open_nih(root, &table, split.unwrap_or(default)),
+                LabelsLayout::LabelsCsv => open_labels_csv(root, &table, split.unwrap_or(default)),
+            };
         }
         open_folder(root, split)
     }
@@ -856,7 +905,7 @@ impl MaskKind {
 /// What the masks of the dataset at `root` outline: lungs where its `labels.csv` records each
 /// image's `lung_fraction` (shenzhen-montgomery-cxr), lesions otherwise.
 pub fn mask_kind(root: &Path) -> MaskKind {
-    let header = std::fs::File::open(root.join("labels.csv"))
+    let header = std::fs::File::open(root.join(LABELS_FILE))
         .ok()
         .and_then(|f| {
             let mut line = String::new();

@@ -8,12 +8,9 @@ use crate::error::{Result, TriscopeError};
 /// Write `bytes` to `path` through a temporary file in the same folder and a rename, so a
 /// killed process never leaves a torn file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |source| TriscopeError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = write_error(path);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(err)?;
+        std::fs::create_dir_all(parent).map_err(&err)?;
     }
     let file_name = path
         .file_name()
@@ -31,6 +28,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+/// The error of a failed write to `path`, for `map_err`.
+pub fn write_error(path: &Path) -> impl Fn(std::io::Error) -> TriscopeError + '_ {
+    move |source| TriscopeError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Remove the temporary files [`write_atomic`] left in `dir` when a process was killed

@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::read_csv;
+use crate::data::{LABELS_FILE, LabelsLayout, read_csv};
 use crate::error::Result;
 use crate::imaging::{ResizeMode, crop_geometry, decode, prepare};
 use crate::regions::{BoundingBox, NIH_ORIGINAL_SIDE, image_folders, read_nih_boxes};
@@ -216,8 +216,9 @@ impl GroundTruthIndex {
         image: &Path,
         warnings: &mut Vec<String>,
     ) -> Option<(PathBuf, Vec<String>)> {
-        for root in image_folders(image) {
-            let file = root.join("labels.csv");
+        // derm7pt's table sits two folders above its images (`images/A1l/Aal002.jpg`).
+        for root in image.ancestors().skip(1).take(3) {
+            let file = root.join(LABELS_FILE);
             if !file.is_file() {
                 continue;
             }
@@ -299,25 +300,14 @@ fn image_keys(image: &Path, root: &Path) -> Vec<String> {
     keys
 }
 
-/// A labels.csv as image key → labels, for the layouts [`crate::data`] reads.
+/// A labels.csv as image key → labels, for the layouts [`crate::data`] reads
+/// ([`LabelsLayout`]); keys are paths below the table's folder, file names or stems.
 fn read_label_table(file: &Path) -> Result<LabelTable> {
     let table = read_csv(file)?;
-    let (key, label, multi) = if let (Some(k), Some(l)) =
-        (table.column("image_id"), table.column("dx"))
-    {
-        (k, l, false)
-    } else if let (Some(k), Some(l)) = (table.column("Image Index"), table.column("Finding Labels"))
-    {
-        (k, l, true)
-    } else if let (Some(k), Some(l)) = (table.column("image"), table.column("label")) {
-        (k, l, true)
-    } else {
-        return Err(crate::TriscopeError::InvalidArgument(format!(
-            "{}: no image and label columns (image_id,dx / Image Index,Finding Labels / \
-             image,label)",
-            file.display()
-        )));
-    };
+    let layout = LabelsLayout::detect(&table)?;
+    let (key_column, label_column) = layout.columns();
+    let (key, label) = (table.require(key_column)?, table.require(label_column)?);
+    let multi = layout.multi_label();
     let mut out = LabelTable::new();
     for row in &table.rows {
         let (Some(k), Some(l)) = (row.get(key), row.get(label)) else {
@@ -328,10 +318,18 @@ fn read_label_table(file: &Path) -> Result<LabelTable> {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect()
+        } else if l.trim().is_empty() {
+            // No label (derm7pt's melanosis and miscellaneous have no HAM10000 class).
+            continue;
         } else {
             vec![l.trim().to_string()]
         };
-        out.insert(k.trim().to_string(), labels);
+        let k = k.trim();
+        let k = match layout.image_prefix() {
+            Some(dir) => format!("{dir}/{k}"),
+            None => k.to_string(),
+        };
+        out.insert(k, labels);
     }
     Ok(out)
 }
@@ -729,5 +727,19 @@ mod tests {
         for d in [ham, nih, root, plain, broken] {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+
+    #[test]
+    fn derm7pt_images_find_their_diagnosis_two_folders_up() {
+        // derm7pt: labels.csv names `A1l/Aal002.jpg` under images/ (the same reader as
+        // `Dataset::open`); an image without a HAM10000 class has no label, not an empty one.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/derm7pt_tiny");
+        let mut index = GroundTruthIndex::new();
+        let (file, labels) = index
+            .labels(&root.join("images/Ael/Ael496.jpg"))
+            .expect("a label");
+        assert_eq!(file, root.join("labels.csv"));
+        assert_eq!(labels, ["mel"]);
+        assert!(index.labels(&root.join("images/FDL/FDL068.JPG")).is_none());
     }
 }

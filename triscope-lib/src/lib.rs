@@ -22,6 +22,7 @@ pub mod ground_truth;
 pub mod host;
 pub mod imaging;
 pub mod inference;
+pub mod jobs;
 pub mod jpeg;
 pub mod jpeg2000;
 pub mod jpeg_lossless;

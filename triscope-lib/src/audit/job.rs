@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use super::{AuditOptions, AuditProgress, run_audit};
@@ -12,6 +12,7 @@ use crate::data::Dataset;
 use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::inference::Classifier;
+use crate::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 
 /// Events in flight at most; progress beyond that is dropped (the next one says more).
 const EVENT_CAPACITY: usize = 64;
@@ -61,13 +62,10 @@ pub struct AuditHandle {
 impl AuditHandle {
     /// Start `request` on the `triscope-audit` thread (CPU); `wake` is called after each event.
     pub fn spawn(request: AuditRequest, wake: Box<dyn Fn() + Send>) -> Result<Self> {
-        let (tx, rx) = sync_channel(EVENT_CAPACITY);
+        let (tx, rx) = event_channel(EVENT_CAPACITY, wake);
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
-        std::thread::Builder::new()
-            .name("triscope-audit".into())
-            .spawn(move || run(request, &tx, &*wake, &flag))
-            .map_err(|e| TriscopeError::Compute(format!("cannot start the audit thread: {e}")))?;
+        spawn_named("triscope-audit", move || run(request, &tx, &flag))?;
         Ok(Self { events: rx, cancel })
     }
 
@@ -83,14 +81,15 @@ impl Drop for AuditHandle {
     }
 }
 
-fn run(request: AuditRequest, tx: &SyncSender<AuditEvent>, wake: &dyn Fn(), cancel: &AtomicBool) {
+impl JobEvent for AuditEvent {
+    fn is_progress(&self) -> bool {
+        matches!(self, Self::Progress(_))
+    }
+}
+
+fn run(request: AuditRequest, tx: &EventSender<AuditEvent>, cancel: &AtomicBool) {
     let send = |e: AuditEvent| {
-        // A full channel only loses this progress event; a closed one means nobody listens.
-        let _ = match e {
-            AuditEvent::Progress(_) => tx.try_send(e).map_err(|_| ()),
-            _ => tx.send(e).map_err(|_| ()),
-        };
-        wake();
+        tx.send(e);
     };
     let started = Instant::now();
     let result = (|| -> Result<()> {

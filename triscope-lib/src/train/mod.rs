@@ -8,6 +8,7 @@
 pub mod augment;
 pub mod config;
 pub mod ema;
+pub mod events;
 pub mod explanation;
 pub mod loader;
 pub mod loss;
@@ -16,8 +17,8 @@ pub mod optim;
 mod trainer;
 
 pub use config::{CamMap, LossType, TrainConfig};
-pub use trainer::{
-    CheckpointKind, EMA_KEY, EpochMetrics, LOCK_FILE, MetricsLine, OPTIMIZER_KEY, RunInfo,
-    StepMetrics, TRAIN_STATE_KEY, TrainControl, TrainEvent, TrainHandle, TrainState, TrainSummary,
-    Trainer,
+pub use events::{
+    CheckpointKind, EpochMetrics, MetricsLine, RunInfo, StepMetrics, TrainControl, TrainEvent,
+    TrainHandle, TrainSummary,
 };
+pub use trainer::{EMA_KEY, LOCK_FILE, OPTIMIZER_KEY, TRAIN_STATE_KEY, TrainState, Trainer};

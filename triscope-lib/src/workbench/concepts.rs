@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use crate::explain::concept_cache::{BankOrigin, load_or_build};
 use crate::explain::tcav::TcavResult;
 use crate::imaging::{ResizeMode, load_pixels};
 use crate::inference::Classifier;
+use crate::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 use crate::model::LayerId;
 
 /// Events in flight at most; progress beyond that is dropped (the next one says more).
@@ -140,6 +141,12 @@ pub enum ConceptEvent {
     Failed(String),
 }
 
+impl JobEvent for ConceptEvent {
+    fn is_progress(&self) -> bool {
+        matches!(self, Self::Progress(_))
+    }
+}
+
 /// A read-out request.
 #[derive(Debug, Clone)]
 struct ReadRequest {
@@ -176,27 +183,21 @@ impl ConceptsHandle {
         cache: Option<PathBuf>,
         wake: Box<dyn Fn() + Send>,
     ) -> Result<Self> {
-        let (tx, rx) = sync_channel(EVENT_CAPACITY);
+        let (tx, rx) = event_channel(EVENT_CAPACITY, wake);
         let cancel = Arc::new(AtomicBool::new(false));
         let mailbox = Arc::new(Mailbox::default());
         let (flag, mb) = (Arc::clone(&cancel), Arc::clone(&mailbox));
-        std::thread::Builder::new()
-            .name("triscope-concepts".into())
-            .spawn(move || {
-                run(
-                    model.as_deref(),
-                    &data,
-                    &options,
-                    cache.as_deref(),
-                    &tx,
-                    &*wake,
-                    &flag,
-                    &mb,
-                )
-            })
-            .map_err(|e| {
-                TriscopeError::Compute(format!("cannot start the concepts thread: {e}"))
-            })?;
+        spawn_named("triscope-concepts", move || {
+            run(
+                model.as_deref(),
+                &data,
+                &options,
+                cache.as_deref(),
+                &tx,
+                &flag,
+                &mb,
+            )
+        })?;
         Ok(Self {
             events: rx,
             cancel,
@@ -242,18 +243,12 @@ fn run(
     data: &Path,
     options: &BankOptions,
     cache: Option<&Path>,
-    tx: &SyncSender<ConceptEvent>,
-    wake: &dyn Fn(),
+    tx: &EventSender<ConceptEvent>,
     cancel: &AtomicBool,
     mailbox: &Mailbox,
 ) {
     let send = |e: ConceptEvent| {
-        // A full channel only loses this progress event; a closed one means nobody listens.
-        let _ = match e {
-            ConceptEvent::Progress(_) => tx.try_send(e).map_err(|_| ()),
-            _ => tx.send(e).map_err(|_| ()),
-        };
-        wake();
+        tx.send(e);
     };
     let built = (|| -> Result<(Classifier, ConceptBank)> {
         let classifier = Classifier::load(model, ComputeDevice::cpu())?;

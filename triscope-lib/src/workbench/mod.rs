@@ -11,7 +11,7 @@ pub mod concepts;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -31,6 +31,7 @@ use crate::ground_truth::{GroundTruth, GroundTruthIndex};
 use crate::host;
 use crate::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
 use crate::inference::{Classifier, ModelSource, Prediction, model_card};
+use crate::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 use crate::model::{LayerId, ModelConfig};
 use crate::weights::CheckpointMetadata;
 
@@ -268,6 +269,12 @@ pub enum WorkerEvent {
     },
 }
 
+impl JobEvent for WorkerEvent {
+    fn is_progress(&self) -> bool {
+        matches!(self, Self::AttackStep { .. } | Self::SweepStep { .. })
+    }
+}
+
 impl WorkerEvent {
     pub fn request(&self) -> u64 {
         match self {
@@ -400,26 +407,22 @@ impl WorkerHandle {
         wake: Box<dyn Fn() + Send>,
     ) -> Result<Self> {
         let queue = Arc::new(JobQueue::default());
-        let (tx, rx) = sync_channel(EVENT_CAPACITY);
+        let (events, rx) = event_channel(EVENT_CAPACITY, wake);
         let worker_queue = queue.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let mut worker = ModelWorker {
-                    device,
-                    classifier: None,
-                    image: None,
-                    ground_truth: GroundTruthIndex::new(),
-                    events: tx,
-                    wake,
-                };
-                while let Some(q) = worker_queue.pop() {
-                    if !worker.run(q) {
-                        break;
-                    }
+        let thread = spawn_named(name, move || {
+            let mut worker = ModelWorker {
+                device,
+                classifier: None,
+                image: None,
+                ground_truth: GroundTruthIndex::new(),
+                events,
+            };
+            while let Some(q) = worker_queue.pop() {
+                if !worker.run(q) {
+                    break;
                 }
-            })
-            .map_err(|e| TriscopeError::Compute(format!("cannot start the model thread: {e}")))?;
+            }
+        })?;
         Ok(Self {
             queue,
             events: rx,
@@ -481,24 +484,14 @@ struct ModelWorker {
     image: Option<CurrentImage>,
     /// Labels and regions of the folders seen so far (each table parsed once).
     ground_truth: GroundTruthIndex,
-    events: SyncSender<WorkerEvent>,
-    wake: Box<dyn Fn() + Send>,
+    events: EventSender<WorkerEvent>,
 }
 
 impl ModelWorker {
-    /// Send an event; false when the UI has gone (the thread then ends).
+    /// Send an event (progress is dropped while the UI is behind, [`crate::jobs`]); false when
+    /// the UI has gone (the thread then ends).
     fn send(&self, event: WorkerEvent) -> bool {
-        let ok = self.events.send(event).is_ok();
-        (self.wake)();
-        ok
-    }
-
-    /// Like [`Self::send`] but drops progress events when the UI is behind.
-    fn send_progress(&self, event: WorkerEvent) {
-        match self.events.try_send(event) {
-            Ok(()) | Err(TrySendError::Full(_)) => (self.wake)(),
-            Err(TrySendError::Disconnected(_)) => {}
-        }
+        self.events.send(event)
     }
 
     fn run(&mut self, q: Queued) -> bool {
@@ -723,7 +716,7 @@ impl ModelWorker {
             .as_ref()
             .ok_or_else(|| TriscopeError::InvalidArgument("no image to attack yet".into()))?;
         let mut on_step = |s: AttackStep| {
-            self.send_progress(WorkerEvent::AttackStep {
+            self.send(WorkerEvent::AttackStep {
                 request,
                 step: s.step,
                 total_steps: s.total_steps,
@@ -782,7 +775,7 @@ impl ModelWorker {
             scale_alpha: true,
         };
         let mut on_step = |s: SweepStep| {
-            self.send_progress(WorkerEvent::SweepStep {
+            self.send(WorkerEvent::SweepStep {
                 request,
                 point: s.point,
                 points: s.points,
