@@ -13,9 +13,9 @@ use common::*;
 use triscope::attack::{
     AttackConfig, AttackGoal, AttackMethod, Classify, run_attack, run_attack_from,
 };
+use triscope::io::weights::import_state_dict;
 use triscope::model::{ModelConfig, ResNet50};
-use triscope::numeric::argmax;
-use triscope::weights::import_state_dict;
+use triscope::util::numeric::argmax;
 
 fn fixture_model(device: &Device) -> ResNet50 {
     let mut c = ModelConfig::generic(7, 3);
@@ -626,7 +626,7 @@ fn fab_t_matches_torchattacks() {
         (0..y.len())
             .map(|i| {
                 let rows = i * per..(i + 1) * per;
-                triscope::host::PerturbationNorms::of(&adv[rows.clone()], &clean[rows]).linf
+                triscope::model::host::PerturbationNorms::of(&adv[rows.clone()], &clean[rows]).linf
             })
             .collect()
     };
@@ -784,7 +784,7 @@ fn fab_t_finds_the_analytic_minimal_perturbation_of_a_linear_model() {
     // overshoots by eta = 1.05, then pulls back by beta while the point stays adversarial.
     let device = Device::flex();
     let d = 3 * 4 * 4;
-    let mut rng = triscope::rng::SplitMix64::new(3);
+    let mut rng = triscope::util::rng::SplitMix64::new(3);
     let w0: Vec<f32> = (0..d).map(|_| rng.next_f32() - 0.5).collect();
     let w1: Vec<f32> = (0..d).map(|_| rng.next_f32() - 0.5).collect();
     let model = Linear {

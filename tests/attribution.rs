@@ -10,15 +10,15 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use triscope::device::ComputeDevice;
 use triscope::explain::attribution::eigen_projection;
 use triscope::explain::{
     AttributionMap, AttributionOptions, IgQuadrature, Method, TargetClass, attribute,
     attribute_with,
 };
 use triscope::inference::Classifier;
+use triscope::io::weights::import_state_dict;
+use triscope::model::device::ComputeDevice;
 use triscope::model::{LayerId, ModelConfig, ResNet50};
-use triscope::weights::import_state_dict;
 
 const RES: usize = 128;
 

@@ -11,14 +11,14 @@ use std::process::Command;
 use burn::tensor::{Tensor, TensorData};
 use common::{TempDir, sample};
 use triscope::audit::AuditReport;
-use triscope::data::Dataset;
-use triscope::device::ComputeDevice;
 use triscope::explain::faithfulness::{FaithfulnessOptions, blur, faithfulness};
 use triscope::explain::sanity::cascading_randomisation;
 use triscope::explain::{AttributionOptions, Method, TargetClass, attribute};
-use triscope::imaging::PixelImage;
 use triscope::inference::Classifier;
-use triscope::regions::{LesionSizeSpec, RegionSource, lesion_size_concepts};
+use triscope::io::data::Dataset;
+use triscope::io::imaging::PixelImage;
+use triscope::io::regions::{LesionSizeSpec, RegionSource, lesion_size_concepts};
+use triscope::model::device::ComputeDevice;
 
 /// A HAM10000-layout folder of the seven bundled samples and their masks.
 fn mini_ham(dir: &Path, split: &'static str) {
@@ -427,12 +427,12 @@ fn audit_on_chest_boxes_with_a_model_of_other_labels_skips_evaluation_but_locali
     );
     // Only the Pneumonia box names one of the model's classes: that image comes first.
     assert_eq!(report.samples[0].id, "00000193_019.png");
-    // The chest model carries no statistics of its training data: no score, and the report says so.
+    // The chest model carries the statistics of its training data: every image is scored.
     assert!(
         report
             .samples
             .iter()
-            .all(|s| s.out_of_distribution.is_none())
+            .all(|s| s.out_of_distribution.is_some())
     );
     assert_eq!(report.samples[0].localisation.len(), 1);
     assert_eq!(report.samples[0].localisation[0].finding, "Pneumonia");

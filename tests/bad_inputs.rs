@@ -15,10 +15,10 @@ use std::process::Command;
 
 use burn::tensor::Device;
 use common::*;
-use triscope::data::Dataset;
-use triscope::imaging::{ResizeMode, load_image};
+use triscope::io::data::Dataset;
+use triscope::io::imaging::{ResizeMode, load_image};
+use triscope::io::weights::{load_checkpoint, read_header};
 use triscope::train::TrainConfig;
-use triscope::weights::{load_checkpoint, read_header};
 
 /// Largest single allocation any loader may make on a corpus file.
 const ALLOCATION_CAP: usize = 64 << 20;

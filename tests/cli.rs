@@ -138,12 +138,36 @@ fn predict_scores_every_image_against_the_training_distribution() {
         stderr(&o)
     );
 
-    let chest_model = s(&root().join("models/kermany_cxr_default.safetensors"));
+    // Every bundled model carries its own: the pediatric chest model flags a skin lesion.
+    let chest_model = root().join("models/kermany_cxr_default.safetensors");
+    let o = triscope(&[
+        "predict",
+        &chest,
+        &skin,
+        "--model",
+        &s(&chest_model),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[1]["out_of_distribution"]["flag"], true, "{v}");
+
+    // A weights file written before the statistics existed (the same model saved without its
+    // extras) still loads: null, and a note says so.
+    let tmp = TempDir::new("ood-older");
+    let older = tmp.path().join("older.safetensors");
+    let loaded =
+        triscope::io::weights::load_checkpoint(&chest_model, &burn::tensor::Device::flex())
+            .expect("the bundled chest model");
+    triscope::io::weights::save_checkpoint(&loaded.model, &loaded.metadata, &older)
+        .expect("saved without extras");
     let o = triscope(&[
         "predict",
         &chest,
         "--model",
-        &chest_model,
+        &s(&older),
         "--json",
         "--device",
         "cpu",
@@ -198,7 +222,7 @@ fn explain_writes_heatmap_overlay_npy_and_json() {
         assert_eq!((png.width(), png.height()), (res, res), "{name}");
     }
     let (shape, values) =
-        triscope::npy::decode_f32(&std::fs::read(out.join("heatmap.npy")).unwrap()).unwrap();
+        triscope::io::npy::decode_f32(&std::fs::read(out.join("heatmap.npy")).unwrap()).unwrap();
     assert_eq!(shape, vec![res as usize, res as usize]);
     assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
     let max = values.iter().copied().fold(0.0f32, f32::max);
@@ -355,6 +379,7 @@ fn export_import_info_round_trip() {
     let info = triscope(&["info", "--json"]);
     assert!(info.status.success(), "{}", stderr(&info));
     let v: serde_json::Value = serde_json::from_str(&stdout(&info)).unwrap();
+    assert_eq!(v["out_of_distribution"]["train_images"], 7015, "{v}");
     let cfg = &v["config"];
     let reimported = dir.path().join("back.safetensors");
     let o = triscope(&[
@@ -508,11 +533,12 @@ fn explain_with_other_methods_writes_the_same_files() {
             assert!(out.join(name).is_file(), "{method}: {name}");
         }
         let (shape, values) =
-            triscope::npy::decode_f32(&std::fs::read(out.join("heatmap.npy")).unwrap()).unwrap();
+            triscope::io::npy::decode_f32(&std::fs::read(out.join("heatmap.npy")).unwrap())
+                .unwrap();
         assert_eq!(shape.len(), 2);
         assert!(values.iter().all(|v| (0.0..=1.0).contains(v)), "{method}");
         let (raw_shape, _) =
-            triscope::npy::decode_f32(&std::fs::read(out.join("attribution.npy")).unwrap())
+            triscope::io::npy::decode_f32(&std::fs::read(out.join("attribution.npy")).unwrap())
                 .unwrap();
         assert_eq!(raw_shape.len(), raw_dims, "{method}");
         assert!(stdout(&o).contains(&json["method_label"].as_str().unwrap().to_string()));
@@ -666,6 +692,11 @@ fn bundled_model_cards_show_in_info_and_quote_their_eval_reports() {
             stdout(&o).contains(card.trim_end()),
             "{stem}: info shows its card"
         );
+        // Every bundled model carries the description of its training data (triscope ood).
+        assert!(
+            stdout(&o).contains("unlike:      fitted on "),
+            "{stem}: no out-of-distribution statistics"
+        );
 
         // "Test split, all N images: accuracy A, balanced accuracy B." (a multi-label model:
         // "mean AUROC A").
@@ -792,7 +823,7 @@ fn attack_sweep_writes_a_row_per_eps_starting_at_the_clean_prediction() {
     let points = v["points"].as_array().unwrap();
     let eps: Vec<f64> = points
         .iter()
-        .map(|p| p["eps_x255"].as_f64().unwrap())
+        .map(|p| p["eps_linf_x255"].as_f64().unwrap())
         .collect();
     assert_eq!(eps.len(), 4);
     for (e, want) in eps.iter().zip([0.0, 1.0, 2.0, 4.0]) {

@@ -13,8 +13,6 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use common::{TempDir, fixture};
-use triscope::data::{Dataset, DatasetKind};
-use triscope::device::ComputeDevice;
 use triscope::explain::checklist::{
     ChecklistTable, SEVEN_POINT_CHECKLIST, write_synthetic_derm7pt,
 };
@@ -22,6 +20,8 @@ use triscope::explain::concept_bank::{BankOptions, read_concepts};
 use triscope::explain::concept_cache::{BankOrigin, load_or_build, model_key};
 use triscope::explain::tcav::layer_gradients;
 use triscope::inference::{Classifier, ModelSource};
+use triscope::io::data::{Dataset, DatasetKind};
+use triscope::model::device::ComputeDevice;
 use triscope::model::{LayerId, ResNet50};
 
 fn embedded() -> Classifier {

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use common::*;
 use image::DynamicImage;
-use triscope::dicom::{VoiFunction, Window, WindowSource, decode_dicom};
-use triscope::imaging::{DecodeOptions, ResizeMode, decode_with, load_image, load_image_with};
+use triscope::io::dicom::{VoiFunction, Window, WindowSource, decode_dicom};
+use triscope::io::imaging::{DecodeOptions, ResizeMode, decode_with, load_image, load_image_with};
 
 fn dicom(name: &str) -> PathBuf {
     fixture("dicom").join(name)
@@ -22,7 +22,7 @@ fn dicom(name: &str) -> PathBuf {
 fn expected(name: &str) -> (Vec<usize>, Vec<i64>) {
     let path = dicom(&format!("{name}.expected.npy"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let a = triscope::npy::decode(&bytes).unwrap();
+    let a = triscope::io::npy::decode(&bytes).unwrap();
     let v = a.to_i64().unwrap();
     (a.shape, v)
 }
@@ -523,7 +523,7 @@ fn pydicoms_test_files_decode_as_pydicom_decodes_them() {
         }
         let d = ours.unwrap_or_else(|e| panic!("{name}: pydicom decodes it, Triscope: {e}"));
         let npy = std::fs::read(out.path().join(f["expected"].as_str().unwrap())).unwrap();
-        let want = triscope::npy::decode(&npy).unwrap().to_i64().unwrap();
+        let want = triscope::io::npy::decode(&npy).unwrap().to_i64().unwrap();
         let got = codes(&d.image);
         assert_eq!(got.len(), want.len(), "{name}: {:?}", d.info);
         let diffs: Vec<i64> = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).collect();

@@ -12,12 +12,12 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::*;
 use triscope::attack::Classify;
-use triscope::data::{Dataset, DatasetKind, Label};
-use triscope::device::ComputeDevice;
 use triscope::eval::{EvalAttack, EvalOptions, evaluate};
-use triscope::imaging::ResizeMode;
 use triscope::inference::Classifier;
+use triscope::io::data::{Dataset, DatasetKind, Label};
+use triscope::io::imaging::ResizeMode;
 use triscope::model::ResNet50;
+use triscope::model::device::ComputeDevice;
 
 /// A HAM10000-layout folder built from the bundled samples: 5 test images, 2 train.
 fn ham_fixture(dir: &std::path::Path) -> std::path::PathBuf {
@@ -27,7 +27,7 @@ fn ham_fixture(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    triscope::npy::encode("|u1", shape, data)
+    triscope::io::npy::encode("|u1", shape, data)
 }
 
 #[test]
@@ -166,7 +166,11 @@ impl Classify for Quantized {
     }
 }
 
-fn samples_dataset() -> (Classifier, Vec<Label>, Vec<triscope::imaging::PixelImage>) {
+fn samples_dataset() -> (
+    Classifier,
+    Vec<Label>,
+    Vec<triscope::io::imaging::PixelImage>,
+) {
     let classifier = Classifier::load(None, ComputeDevice::cpu()).unwrap();
     let images: Vec<_> = common::HAM_SAMPLES
         .iter()
@@ -185,7 +189,7 @@ fn samples_dataset() -> (Classifier, Vec<Label>, Vec<triscope::imaging::PixelIma
 fn evaluate_images(
     model: &dyn Classify,
     labels: &[Label],
-    images: &[triscope::imaging::PixelImage],
+    images: &[triscope::io::imaging::PixelImage],
     options: &EvalOptions,
 ) -> triscope::eval::EvalReport {
     let mut load = |i: usize| Ok(images[i].clone());
@@ -414,11 +418,13 @@ fn eval_and_attack_commands_end_to_end() {
     assert!(v["linf_norm"].as_f64().unwrap() <= 8.0 / 255.0 + 1e-6);
     assert_eq!(v["loss_per_step"].as_array().unwrap().len(), 5);
     let (shape, adv) =
-        triscope::npy::decode_f32(&std::fs::read(aout.join("adversarial.npy")).unwrap()).unwrap();
-    let res = triscope::inference::Classifier::load(None, triscope::device::ComputeDevice::cpu())
-        .unwrap()
-        .config()
-        .resolution;
+        triscope::io::npy::decode_f32(&std::fs::read(aout.join("adversarial.npy")).unwrap())
+            .unwrap();
+    let res =
+        triscope::inference::Classifier::load(None, triscope::model::device::ComputeDevice::cpu())
+            .unwrap()
+            .config()
+            .resolution;
     assert_eq!(shape, vec![3, res, res], "the embedded model's input");
     assert!(adv.iter().all(|p| (0.0..=1.0).contains(p)));
     for f in [
@@ -588,7 +594,7 @@ fn calibrate_writes_the_fitted_bias_shift_into_a_new_checkpoint() {
             .unwrap()
             .model,
     );
-    let after = triscope::weights::load_checkpoint(&out, &device).unwrap();
+    let after = triscope::io::weights::load_checkpoint(&out, &device).unwrap();
     for (k, (a, b)) in bias(&after.model).iter().zip(&before).enumerate() {
         let want = -tau * prior[k].ln();
         assert!(

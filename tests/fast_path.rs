@@ -13,9 +13,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
+use triscope::io::weights::import_state_dict;
 use triscope::model::fast::{Epilogue, conv_bn, fused_calls, with_plain_path};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
-use triscope::weights::import_state_dict;
 
 /// Deterministic values in [lo, hi).
 fn uniform(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {

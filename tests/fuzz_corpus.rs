@@ -16,7 +16,8 @@ const ALLOCATION_CAP: usize = 256 << 20;
 
 /// The names `targets.rs` reaches the parsers through.
 mod surface {
-    pub use triscope::{checkpoint, dicom, imaging, npy, train};
+    pub use triscope::io::{checkpoint, dicom, imaging, npy};
+    pub use triscope::train;
 }
 
 #[path = "../fuzz/src/targets.rs"]

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use image::{ImageBuffer, Luma, Rgb, Rgba};
 use triscope::TriscopeError;
-use triscope::imaging::{ResizeMode, load_image};
+use triscope::io::imaging::{ResizeMode, load_image};
 
 fn check_ok(path: &std::path::Path, channels: usize, res: usize) -> Vec<f32> {
     let img = load_image(path, channels, res, ResizeMode::ShorterSideCrop)

@@ -9,9 +9,9 @@ mod common;
 use std::process::Command;
 
 use common::{TempDir, fixture, sample};
-use triscope::data::{Dataset, MaskKind, mask_kind};
-use triscope::imaging::ResizeMode;
-use triscope::regions::{RegionSource, masks_beside, region_beside};
+use triscope::io::data::{Dataset, MaskKind, mask_kind};
+use triscope::io::imaging::ResizeMode;
+use triscope::io::regions::{RegionSource, masks_beside, region_beside};
 
 const CHEST: &str = "models/kermany_cxr_default.safetensors";
 

@@ -11,9 +11,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use triscope::explain::{TargetClass, grad_cam};
-use triscope::imaging::{ResizeMode, load_image};
+use triscope::io::imaging::{ResizeMode, load_image};
+use triscope::io::weights::{StemAdaptation, import_state_dict};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
-use triscope::weights::{StemAdaptation, import_state_dict};
 
 const RES: usize = 128;
 

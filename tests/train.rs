@@ -13,14 +13,14 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{fixture, load_arrays};
 use triscope::attack::Classify;
-use triscope::device::ComputeDevice;
+use triscope::io::weights;
 use triscope::model::ModelConfig;
-use triscope::rng::SplitMix64;
+use triscope::model::device::ComputeDevice;
 use triscope::train::ema::{self, Ema};
 use triscope::train::loader;
 use triscope::train::loss::{self, InnerAttack};
 use triscope::train::{CamMap, MetricsLine, TrainConfig, TrainControl, TrainEvent, Trainer};
-use triscope::weights;
+use triscope::util::rng::SplitMix64;
 
 fn fixture_model(device: &Device) -> triscope::model::ResNet50 {
     let mut config = ModelConfig::generic(7, 3);
@@ -239,9 +239,9 @@ fn trades_inner_loop_stays_in_the_ball_and_raises_the_kl() {
     let model = fixture_model(&plain).valid();
     let x = tensor4(&f["x"], &plain);
     let attack = InnerAttack {
-        epsilon: 8.0 / 255.0,
+        eps_linf: 8.0 / 255.0,
         steps: 5,
-        step_size: 2.0 / 255.0,
+        alpha: 2.0 / 255.0,
     };
     let adv = loss::trades_adversarial(&model, &x, &attack, &mut SplitMix64::new(1)).unwrap();
     let xs: Vec<f32> = x.clone().into_data().try_into_vec_as::<f32>().unwrap();
@@ -576,7 +576,8 @@ fn the_weight_average_is_validated_kept_as_best_and_resumed_bit_exactly() {
     let config = tiny_config("clean", 1, &sets);
     let t = &config.training;
     let train_split = std::sync::Arc::new(
-        triscope::data::Dataset::open(&config.data.root, Some(&config.data.train_split)).unwrap(),
+        triscope::io::data::Dataset::open(&config.data.root, Some(&config.data.train_split))
+            .unwrap(),
     );
     let batches: Vec<Vec<usize>> = loader::epoch_order(train_split.len(), t.seed, 0)
         .chunks(t.batch_size)
@@ -1279,12 +1280,12 @@ fn ham_with_masks(name: &str) -> PathBuf {
 
 #[test]
 fn background_swap_keeps_each_lesion_and_puts_another_images_skin_around_it() {
-    use triscope::imaging::ResizeMode;
-    use triscope::regions::RegionSource;
+    use triscope::io::imaging::ResizeMode;
+    use triscope::io::regions::RegionSource;
     use triscope::train::augment::{AugmentParams, LESION_MARGIN_PX};
 
     let root = ham_with_masks("bg-swap-loader");
-    let ds = std::sync::Arc::new(triscope::data::Dataset::open(&root, Some("train")).unwrap());
+    let ds = std::sync::Arc::new(triscope::io::data::Dataset::open(&root, Some("train")).unwrap());
     let masks = RegionSource::for_dataset(&ds).unwrap().expect("masks");
     let (n, side) = (ds.len(), 48);
     let plane = side * side;

@@ -7,11 +7,11 @@ mod common;
 use burn::tensor::Device;
 use common::*;
 use safetensors::tensor::SafeTensors;
-use triscope::model::{ModelConfig, ResNet50};
-use triscope::weights::{
+use triscope::io::weights::{
     CheckpointMetadata, export_torchvision, import_state_dict, load_checkpoint, read_header,
     save_checkpoint,
 };
+use triscope::model::{ModelConfig, ResNet50};
 
 fn narrow(num_classes: usize, in_channels: usize) -> ModelConfig {
     let mut c = ModelConfig::generic(num_classes, in_channels);
@@ -265,7 +265,7 @@ fn nan_weights_are_rejected() {
 #[test]
 fn a_header_is_peeked_from_the_first_bytes_and_bundled_models_list_their_modality() {
     use triscope::inference::{Modality, list_models, models_for};
-    use triscope::weights::peek_header;
+    use triscope::io::weights::peek_header;
     let device = Device::flex();
     let mut config = narrow(7, 3);
     config.color_constancy = triscope::model::config::ColorConstancy::ShadesOfGray;

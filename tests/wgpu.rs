@@ -10,10 +10,10 @@ mod common;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use triscope::device::ComputeDevice;
 use triscope::explain::{TargetClass, grad_cam};
+use triscope::io::weights::import_state_dict;
+use triscope::model::device::ComputeDevice;
 use triscope::model::{LayerId, ModelConfig};
-use triscope::weights::import_state_dict;
 
 #[test]
 fn wgpu_forward_and_gradcam_match_pytorch() {

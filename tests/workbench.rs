@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use triscope::attack::AttackMethod;
-use triscope::device::ComputeDevice;
 use triscope::explain::TargetClass;
 use triscope::explain::attribution::Method;
 use triscope::model::LayerId;
+use triscope::model::device::ComputeDevice;
 use triscope::workbench::{AttackRequest, Job, WorkerEvent, WorkerHandle};
 
 fn sample(name: &str) -> PathBuf {
@@ -35,8 +35,8 @@ fn collect_until(w: &WorkerHandle, stop: impl Fn(&WorkerEvent) -> bool) -> Vec<W
     panic!("timed out; events so far: {}", seen.len());
 }
 
-fn pgd(steps: usize, eps_255: f32) -> AttackRequest {
-    let mut r = AttackRequest::new(AttackMethod::Pgd, eps_255 / 255.0, steps);
+fn pgd(steps: usize, eps_linf_x255: f32) -> AttackRequest {
+    let mut r = AttackRequest::new(AttackMethod::Pgd, eps_linf_x255 / 255.0, steps);
     r.config.alpha = 1.0 / 255.0;
     r
 }
@@ -264,10 +264,11 @@ fn colour_constancy_travels_with_the_model_to_every_path() {
     for cc in [ColorConstancy::ShadesOfGray, ColorConstancy::None] {
         config.color_constancy = cc;
         let model =
-            triscope::weights::import_state_dict(&fixture, &config, None, &device.device).unwrap();
+            triscope::io::weights::import_state_dict(&fixture, &config, None, &device.device)
+                .unwrap();
         let path = dir.join(format!("{cc:?}.safetensors"));
-        let meta = triscope::checkpoint::CheckpointMetadata::now("colour constancy test", true);
-        triscope::weights::save_checkpoint(&model, &meta, &path).unwrap();
+        let meta = triscope::io::checkpoint::CheckpointMetadata::now("colour constancy test", true);
+        triscope::io::weights::save_checkpoint(&model, &meta, &path).unwrap();
 
         let library = triscope::inference::Classifier::load(Some(&path), device.clone()).unwrap();
         assert_eq!(library.config().color_constancy, cc, "the file keeps it");
@@ -372,7 +373,8 @@ fn the_cli_and_the_app_make_the_same_adversarial_image_and_follow_one_target_rul
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (shape, cli) =
-        triscope::npy::decode_f32(&std::fs::read(dir.join("adversarial.npy")).unwrap()).unwrap();
+        triscope::io::npy::decode_f32(&std::fs::read(dir.join("adversarial.npy")).unwrap())
+            .unwrap();
 
     let w = ready_worker();
     let mut request = pgd(3, 4.0);
@@ -386,7 +388,7 @@ fn the_cli_and_the_app_make_the_same_adversarial_image_and_follow_one_target_rul
         panic!("no result");
     };
     assert_eq!(r.params, request);
-    let cli_rgb = triscope::workbench::RgbImage::from_pixels(&triscope::imaging::PixelImage {
+    let cli_rgb = triscope::workbench::RgbImage::from_pixels(&triscope::io::imaging::PixelImage {
         channels: shape[0],
         height: shape[1],
         width: shape[2],

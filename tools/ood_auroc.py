@@ -32,7 +32,7 @@ def images_of(spec):
     for row in csv.DictReader(open(os.path.join(root, "labels.csv"))):
         if row.get("split") != split:
             continue
-        name = row.get("image") or row.get("image_id")
+        name = row.get("image") or row.get("image_id") or row.get("Image Index")
         for cand in (os.path.join(root, name), os.path.join(root, "images", name),
                      os.path.join(root, "images", name + ".jpg"), os.path.join(root, "images", name + ".png")):
             if os.path.isfile(cand):

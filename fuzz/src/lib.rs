@@ -4,41 +4,67 @@
 //! committed corpus in `cargo test --release`.
 #![allow(dead_code, unused_imports)]
 
-#[path = "../../triscope-lib/src/checkpoint.rs"]
-pub mod checkpoint;
-#[path = "../../triscope-lib/src/choice.rs"]
-pub mod choice;
-#[path = "../../triscope-lib/src/dicom/mod.rs"]
-pub mod dicom;
 #[path = "../../triscope-lib/src/error.rs"]
 pub mod error;
-#[path = "../../triscope-lib/src/imaging.rs"]
-pub mod imaging;
-#[path = "../../triscope-lib/src/jpeg.rs"]
-pub mod jpeg;
-#[path = "../../triscope-lib/src/jpeg2000.rs"]
-pub mod jpeg2000;
-#[path = "../../triscope-lib/src/jpeg_lossless.rs"]
-pub mod jpeg_lossless;
-#[path = "../../triscope-lib/src/limits.rs"]
-pub mod limits;
-#[path = "../../triscope-lib/src/npy.rs"]
-pub mod npy;
-
+#[path = "../../triscope-lib/src/io/checkpoint.rs"]
+#[doc(hidden)]
+pub mod io_checkpoint;
+#[path = "../../triscope-lib/src/io/dicom/mod.rs"]
+#[doc(hidden)]
+pub mod io_dicom;
+#[path = "../../triscope-lib/src/io/imaging.rs"]
+#[doc(hidden)]
+pub mod io_imaging;
+#[path = "../../triscope-lib/src/io/jpeg.rs"]
+#[doc(hidden)]
+pub mod io_jpeg;
+#[path = "../../triscope-lib/src/io/jpeg2000.rs"]
+#[doc(hidden)]
+pub mod io_jpeg2000;
+#[path = "../../triscope-lib/src/io/jpeg_lossless.rs"]
+#[doc(hidden)]
+pub mod io_jpeg_lossless;
+#[path = "../../triscope-lib/src/io/limits.rs"]
+#[doc(hidden)]
+pub mod io_limits;
+#[path = "../../triscope-lib/src/io/npy.rs"]
+#[doc(hidden)]
+pub mod io_npy;
 #[path = "../../triscope-lib/src/model/config.rs"]
+#[doc(hidden)]
 pub mod model_config;
-#[path = "../../triscope-lib/src/train/config.rs"]
+#[path = "../../triscope-lib/src/train/config/mod.rs"]
+#[doc(hidden)]
 pub mod train_config;
+#[path = "../../triscope-lib/src/util/choice.rs"]
+#[doc(hidden)]
+pub mod util_choice;
 
-/// `crate::model` and `crate::train` as the library names them.
+/// The library's tree, as far as the parsers need it (the files above, under the names the
+/// library gives them).
+pub mod io {
+    pub use crate::io_checkpoint as checkpoint;
+    pub use crate::io_dicom as dicom;
+    pub use crate::io_imaging as imaging;
+    pub use crate::io_jpeg as jpeg;
+    pub use crate::io_jpeg_lossless as jpeg_lossless;
+    pub use crate::io_jpeg2000 as jpeg2000;
+    pub use crate::io_limits as limits;
+    pub use crate::io_npy as npy;
+}
+
+pub mod util {
+    pub use crate::util_choice as choice;
+}
+
 pub mod model {
     pub use crate::model_config as config;
-    pub use crate::model_config::ModelConfig;
+    pub use config::ModelConfig;
 }
 
 pub mod train {
     pub use crate::train_config as config;
-    pub use crate::train_config::TrainConfig;
+    pub use config::TrainConfig;
 }
 
 pub use error::{Result, TriscopeError};
@@ -46,7 +72,8 @@ pub use error::{Result, TriscopeError};
 /// What `targets.rs` reaches the parsers through (the main package's test maps it to
 /// `triscope`).
 mod surface {
-    pub use crate::{checkpoint, dicom, imaging, npy, train};
+    pub use crate::io::{checkpoint, dicom, imaging, npy};
+    pub use crate::train;
 }
 
 pub mod targets;

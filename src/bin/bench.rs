@@ -33,16 +33,16 @@ use burn::tensor::{Device, Tensor, TensorData};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use triscope::attack::{AttackConfig, AttackGoal, run_attack};
-use triscope::data::Dataset;
-use triscope::device::ComputeDevice;
 use triscope::explain::{TargetClass, grad_cam};
+use triscope::io::data::Dataset;
+use triscope::model::device::ComputeDevice;
 use triscope::model::{LayerId, ModelConfig, ResNet50};
-use triscope::rng::SplitMix64;
 use triscope::train::augment::AugmentParams;
 use triscope::train::config::TrainingSection;
 use triscope::train::loader::{Loader, LoaderSpec, epoch_order};
 use triscope::train::loss::{InnerAttack, cross_entropy, trades_adversarial, trades_outer};
 use triscope::train::optim::build_optimizer;
+use triscope::util::rng::SplitMix64;
 
 /// Timings of Triscope's core operations, side by side with PyTorch's (tools/bench_torch.py).
 #[derive(Parser, Debug)]
@@ -475,9 +475,9 @@ fn bench_train(
         ..TrainingSection::default()
     };
     let inner = InnerAttack {
-        epsilon: 2.0 / 255.0,
+        eps_linf: 2.0 / 255.0,
         steps: 3,
-        step_size: 1.0 / 255.0,
+        alpha: 1.0 / 255.0,
     };
     let labels: Vec<usize> = (0..batch).map(|i| i % config.num_classes).collect();
     let class_weights: Vec<f32> = (0..config.num_classes)

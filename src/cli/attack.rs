@@ -1,4 +1,4 @@
-//! `triscope attack`: one image attacked ([`triscope::attack_report`]), and what came of it.
+//! `triscope attack`: one image attacked ([`triscope::attack::report`]), and what came of it.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Result;
 
 use super::common::{choice, parse_fraction, print_prediction, progress_bar, resolve_class};
+use triscope::attack::report::sweep::{self, SweepRequest, eps_label, write_sweep};
+use triscope::attack::report::{AttackRequest, attack_image};
 use triscope::attack::{AttackConfig, AttackMethod, Norm};
-use triscope::attack_report::sweep::{self, SweepRequest, eps_label, write_sweep};
-use triscope::attack_report::{AttackRequest, attack_image};
 use triscope::inference::Classifier;
 use triscope::model::LayerId;
 
@@ -179,7 +179,7 @@ fn run_sweep(
     for p in &sweep.points {
         println!(
             "{:>9}  {:<16} {:>7.3}  {:>11.3}  {:>6.3}  {:>6.3}{}",
-            eps_label(p.eps_x255),
+            eps_label(p.eps_linf_x255),
             p.prediction.class_name,
             p.prediction.confidence,
             p.true_class_probability,

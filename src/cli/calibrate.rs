@@ -1,5 +1,5 @@
 //! `triscope calibrate`: the post-hoc logit adjustment of a single-label model
-//! ([`triscope::calibrate`]), fitted on the validation split with the training split's class
+//! ([`triscope::inference::calibrate`]), fitted on the validation split with the training split's class
 //! frequencies, written as a new checkpoint.
 
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use clap::Args;
-use triscope::calibrate::{default_taus, fit_on_datasets, shift_bias};
-use triscope::weights::{CheckpointMetadata, save_checkpoint, save_checkpoint_with_extras};
+use triscope::inference::calibrate::{default_taus, fit_on_datasets, shift_bias};
+use triscope::io::weights::{CheckpointMetadata, save_checkpoint, save_checkpoint_with_extras};
 
 use super::common::{FitSplitsArgs, ModelArgs, open_classifier};
 

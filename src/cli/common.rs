@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use clap::builder::{PossibleValue, TypedValueParser};
-use triscope::choice::Choice;
-use triscope::device::{ComputeDevice, DeviceChoice};
-use triscope::imaging::ResizeMode;
 use triscope::inference::{Classifier, Prediction};
+use triscope::io::imaging::ResizeMode;
 use triscope::model::ModelConfig;
+use triscope::model::device::{ComputeDevice, DeviceChoice};
+use triscope::util::choice::Choice;
 
 /// A dataset's training and validation splits, for what is fitted on a trained model
 /// (`calibrate`, `ood`).
@@ -31,8 +31,8 @@ pub struct FitSplitsArgs {
 
 impl FitSplitsArgs {
     /// Both splits, opened.
-    pub fn open(&self) -> Result<(triscope::data::Dataset, triscope::data::Dataset)> {
-        let open = |split: &str| triscope::data::Dataset::open(&self.data, Some(split));
+    pub fn open(&self) -> Result<(triscope::io::data::Dataset, triscope::io::data::Dataset)> {
+        let open = |split: &str| triscope::io::data::Dataset::open(&self.data, Some(split));
         Ok((open(&self.train_split)?, open(&self.val_split)?))
     }
 }
@@ -112,7 +112,7 @@ impl<T: Choice + Send + Sync> TypedValueParser for ChoiceParser<T> {
         value: &OsStr,
     ) -> std::result::Result<T, clap::Error> {
         let text = value.to_string_lossy();
-        triscope::choice::parse::<T>(&text).map_err(|e| {
+        triscope::util::choice::parse::<T>(&text).map_err(|e| {
             let flag = arg.map(|a| a.to_string()).unwrap_or_default();
             let e = match e {
                 triscope::TriscopeError::InvalidArgument(m) => m,

@@ -15,9 +15,9 @@ use triscope::explain::concept_bank::{
     BankOptions, BankStage, ConceptBank, ConceptReadout, read_concepts,
 };
 use triscope::explain::concept_cache::{BankOrigin, load_or_build};
-use triscope::fsio::write_atomic;
 use triscope::inference::Classifier;
 use triscope::model::LayerId;
+use triscope::util::fsio::write_atomic;
 
 use super::common::{StageBars, choice, resolve_class, tcav_mark};
 

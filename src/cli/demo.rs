@@ -10,7 +10,7 @@ use triscope::model::LayerId;
 
 use super::common::{ModelArgs, open_classifier};
 use super::gui::samples_dir;
-use triscope::folder::write_rgb8;
+use triscope::explain::folder::write_rgb8;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {

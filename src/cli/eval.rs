@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
-use triscope::data::{Dataset, Label};
 use triscope::eval::run::{EvalRecord, evaluate_classifier, model_labels};
 use triscope::eval::{EvalAttack, EvalOptions, EvalReport};
 use triscope::inference::Classifier;
+use triscope::io::data::{Dataset, Label};
 
 use super::common::{Sweep, choice, parse_fraction, progress_bar, sweep};
 

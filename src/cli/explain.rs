@@ -11,15 +11,15 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{choice, print_prediction, progress_bar, resolve_class};
-use triscope::data::MaskKind;
 use triscope::explain::faithfulness::Faithfulness;
+use triscope::explain::folder::{ExplainPlan, write_rgb8};
 use triscope::explain::quality::RegionEnergy;
 use triscope::explain::{AttributionMap, AttributionOptions, Colormap, Method, TargetClass};
-use triscope::folder::{ExplainPlan, write_rgb8};
-use triscope::fsio::write_atomic;
 use triscope::inference::{Classifier, Prediction};
+use triscope::io::data::MaskKind;
+use triscope::io::regions::energy_beside;
 use triscope::model::LayerId;
-use triscope::regions::energy_beside;
+use triscope::util::fsio::write_atomic;
 
 /// What to explain and how to draw it.
 #[derive(Args, Debug, Clone)]
@@ -154,10 +154,10 @@ pub fn explain(
     let input_path = out.join("input.png");
     written.insert(0, write_rgb8(&input_path, input_rgb, a.width, a.height)?);
     let npy = out.join("heatmap.npy");
-    triscope::npy::write_f32(&npy, &a.map, &[a.height, a.width])?;
+    triscope::io::npy::write_f32(&npy, &a.map, &[a.height, a.width])?;
     written.push(npy.display().to_string());
     let raw = out.join("attribution.npy");
-    triscope::npy::write_f32(&raw, &a.raw, &a.raw_shape)?;
+    triscope::io::npy::write_f32(&raw, &a.raw, &a.raw_shape)?;
     written.push(raw.display().to_string());
     let summary_path = out.join("prediction.json");
     written.push(summary_path.display().to_string());
@@ -250,7 +250,7 @@ fn explain_folder(
     json: bool,
 ) -> Result<ExitCode> {
     let bar = progress_bar(0, "images");
-    let report = triscope::folder::explain_folder(
+    let report = triscope::explain::folder::explain_folder(
         classifier,
         dir,
         plan,

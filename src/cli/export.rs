@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use triscope::device::ComputeDevice;
 use triscope::inference::{ModelSource, load_embedded_model};
-use triscope::weights::export_torchvision;
+use triscope::io::weights::export_torchvision;
+use triscope::model::device::ComputeDevice;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -24,7 +24,7 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
     let device = ComputeDevice::cpu();
     let (loaded, source) = match &model {
         Some(path) => (
-            triscope::weights::load_checkpoint(path, &device.device)?,
+            triscope::io::weights::load_checkpoint(path, &device.device)?,
             ModelSource::File(path.clone()),
         ),
         None => (load_embedded_model(&device.device)?, ModelSource::Embedded),

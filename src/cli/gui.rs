@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use triscope::device::DeviceChoice;
+use triscope::model::device::DeviceChoice;
 
 use super::common::choice;
 

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use triscope::device::ComputeDevice;
-use triscope::weights::{CheckpointMetadata, StemAdaptation, import_state_dict, save_checkpoint};
+use triscope::io::weights::{
+    CheckpointMetadata, StemAdaptation, import_state_dict, save_checkpoint,
+};
+use triscope::model::device::ComputeDevice;
 
 use super::common::{ArchArgs, choice};
 

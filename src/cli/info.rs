@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use triscope::device::ComputeDevice;
+use triscope::inference::ood::OodInfo;
 use triscope::inference::{Classifier, ModelSource, model_card};
-use triscope::weights::read_header;
+use triscope::io::weights::read_header;
+use triscope::model::device::ComputeDevice;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -21,9 +22,10 @@ pub struct InfoArgs {
 pub fn info(args: &InfoArgs) -> Result<ExitCode> {
     let (model, json) = (args.model.as_deref(), args.json);
     let classifier;
-    let (config, metadata, source, card) = match model {
+    let (config, metadata, source, card, ood) = match model {
         Some(p) => {
             let header = read_header(p)?;
+            let ood = OodInfo::from_header(&header.raw)?;
             let config = header.config.with_context(|| {
                 format!(
                     "{} has no Triscope config (a plain state dict?)",
@@ -35,6 +37,7 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
                 header.metadata.unwrap_or_default(),
                 p.display().to_string(),
                 model_card(&ModelSource::File(p.to_path_buf())),
+                ood,
             )
         }
         None => {
@@ -44,11 +47,12 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
                 classifier.metadata.clone(),
                 classifier.source.to_string(),
                 model_card(&classifier.source),
+                classifier.ood.as_ref().map(|o| o.info.clone()),
             )
         }
     };
     if json {
-        let v = serde_json::json!({"source": source, "config": config, "metadata": metadata, "card": card});
+        let v = serde_json::json!({"source": source, "config": config, "metadata": metadata, "card": card, "out_of_distribution": ood});
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -91,6 +95,12 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
         );
     }
     println!("normalise:   mean {:?} std {:?}", config.mean, config.std);
+    match &ood {
+        Some(o) => println!("unlike:      {}", o.describe()),
+        None => println!(
+            "unlike:      no out-of-distribution statistics (`triscope ood` fits them); images are not scored"
+        ),
+    }
     for (k, v) in &metadata.metrics {
         println!("metric:      {k} = {v:.4}");
     }

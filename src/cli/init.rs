@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use triscope::device::ComputeDevice;
+use triscope::io::weights::{CheckpointMetadata, save_checkpoint};
 use triscope::model::ResNet50;
-use triscope::weights::{CheckpointMetadata, save_checkpoint};
+use triscope::model::device::ComputeDevice;
 
 use super::common::ArchArgs;
 

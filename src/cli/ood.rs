@@ -1,4 +1,4 @@
-//! `triscope ood`: fit a model's out-of-distribution statistics ([`triscope::ood`]) on a
+//! `triscope ood`: fit a model's out-of-distribution statistics ([`triscope::inference::ood`]) on a
 //! dataset's training split, the threshold on its validation split, and write the model with
 //! them inside.
 
@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use clap::Args;
-use triscope::ood::{fit_on_datasets, save_with_stats};
+use triscope::inference::ood::{fit_on_datasets, save_with_stats};
 
 use super::common::{FitSplitsArgs, ModelArgs, open_classifier};
 

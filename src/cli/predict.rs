@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use triscope::inference::Prediction;
-use triscope::ood::OodScore;
+use triscope::inference::ood::OodScore;
 
 use super::common::{ModelArgs, open_classifier, print_prediction};
 

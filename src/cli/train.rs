@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use triscope::device::{ComputeDevice, DeviceChoice};
+use triscope::model::device::{ComputeDevice, DeviceChoice};
 use triscope::train::{TrainConfig, TrainEvent, Trainer};
 
 use super::common::choice;
@@ -50,7 +50,7 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
                     "{}-{:?}-{}",
                     config.data.dataset,
                     config.robustness.loss_type,
-                    triscope::weights::utc_now_rfc3339().replace(':', "")
+                    triscope::io::weights::utc_now_rfc3339().replace(':', "")
                 )),
             };
             Trainer::new(config, &out, device)?

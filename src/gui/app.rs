@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use eframe::egui;
 use triscope::attack::AttackMethod;
-use triscope::device::ComputeDevice;
 use triscope::explain::TargetClass;
 use triscope::explain::attribution::Method;
 use triscope::inference::{Modality, ModelEntry};
+use triscope::model::device::ComputeDevice;
 use triscope::workbench::{Job, ModelInfo, WorkerEvent, WorkerHandle};
 
 use super::attack::{AttackPanel, AttackProgress};
@@ -98,7 +98,7 @@ pub struct TriscopeApp {
     /// Class the explanation targets (`None`: predicted).
     explain_class: Option<usize>,
     /// The DICOM window asked for by the sliders (`None`: the file's, else min-max).
-    pub dicom_window: Option<triscope::dicom::Window>,
+    pub dicom_window: Option<triscope::io::dicom::Window>,
     latest: Latest,
     /// Last finished operation and its time, for the status bar.
     pub status: String,
@@ -393,7 +393,7 @@ impl TriscopeApp {
         let a = &mut self.attack.settings;
         let c = &r.params.config;
         a.method = c.method;
-        a.eps_255 = p.eps_x255;
+        a.eps_linf_x255 = p.eps_linf_x255;
         a.step_255 = p.alpha * 255.0;
         if c.method == AttackMethod::Square {
             a.queries = c.steps;
@@ -841,7 +841,7 @@ impl TriscopeApp {
 
     /// The view on screen as a slide (explanation, attack, ε sweep, compare); `None` for
     /// other views or before there is anything to show.
-    pub fn slide(&self) -> Option<triscope::plot::Slide> {
+    pub fn slide(&self) -> Option<triscope::io::plot::Slide> {
         let data = self.export_data();
         match self.saved.tab {
             Tab::Explanation => data.map(|d| super::slide::explanation_slide(&d)),
@@ -866,7 +866,7 @@ impl TriscopeApp {
             "Write the slide into a folder",
             move |dir| {
                 let stem = format!("slide_{}", slide.view);
-                triscope::plot::write_slide(dir, &stem, &slide)
+                triscope::io::plot::write_slide(dir, &stem, &slide)
                     .map(|files| files.len())
                     .map_err(|e| format!("{e:#}"))
             },

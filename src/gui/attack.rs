@@ -80,7 +80,7 @@ impl AttackPanel {
         } else {
             s.steps.max(1)
         };
-        let mut r = AttackRequest::new(s.method, s.eps_255 / 255.0, steps);
+        let mut r = AttackRequest::new(s.method, s.eps_linf_x255 / 255.0, steps);
         r.config.alpha = s.step_255 / 255.0;
         r.target =
             (s.targeted && !self.multi_label && s.method.takes_target()).then_some(s.target_class);
@@ -246,7 +246,7 @@ impl AttackPanel {
         });
         changed |= ui
             .add(
-                egui::Slider::new(&mut s.eps_255, 0.0..=16.0)
+                egui::Slider::new(&mut s.eps_linf_x255, 0.0..=16.0)
                     .step_by(0.25)
                     .text("ε (L∞)")
                     .custom_formatter(|v, _| format!("{v}/255")),

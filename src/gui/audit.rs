@@ -67,7 +67,7 @@ impl AuditPanel {
         }
         let out = PathBuf::from(self.form.reports_dir.trim()).join(format!(
             "audit-{}",
-            triscope::weights::utc_now_rfc3339().replace(':', "")
+            triscope::io::weights::utc_now_rfc3339().replace(':', "")
         ));
         let request = self.form.request(self.model.clone(), out);
         let wake_fn = super::wake_hook(self.wake.clone());
@@ -194,7 +194,7 @@ impl AuditPanel {
                     ui.end_row();
                     ui.label("attack ε (/255)");
                     ui.add(
-                        egui::DragValue::new(&mut f.eps_255)
+                        egui::DragValue::new(&mut f.eps_linf_x255)
                             .range(0.0..=16.0)
                             .speed(0.25),
                     );

@@ -9,8 +9,8 @@ use eframe::egui;
 use triscope::explain::quality::{MapAgreement, agreement};
 use triscope::explain::{Colormap, GradCamMap, heatmap_rgb8, overlay_rgb8};
 use triscope::inference::Prediction;
+use triscope::io::plot::Slide;
 use triscope::model::LayerId;
-use triscope::plot::Slide;
 use triscope::workbench::{Analysis, AttackResult, ModelInfo, RgbImage};
 
 use super::attack::color_image;

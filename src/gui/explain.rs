@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use triscope::dicom::{DicomInfo, Window};
 use triscope::explain::Colormap;
 use triscope::explain::attribution::Method;
-use triscope::ground_truth::{GroundTruthRegion, RegionShape};
+use triscope::io::dicom::{DicomInfo, Window};
+use triscope::io::ground_truth::{GroundTruthRegion, RegionShape};
 use triscope::model::LayerId;
 use triscope::workbench::Analysis;
 
@@ -467,7 +467,7 @@ fn draw_region(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use triscope::ground_truth::{GroundTruthRegion, RegionShape};
+    use triscope::io::ground_truth::{GroundTruthRegion, RegionShape};
     use triscope::workbench::RgbImage;
 
     fn source(heat: Vec<f32>) -> OverlaySource {

@@ -134,7 +134,7 @@ pub fn export_view(dir: &Path, data: &ExportData) -> Result<Vec<PathBuf>> {
         });
     }
     let path = dir.join("summary.json");
-    triscope::fsio::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    triscope::util::fsio::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     written.push(path);
     Ok(written)
 }

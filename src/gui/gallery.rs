@@ -3,13 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use eframe::egui;
-use triscope::ground_truth::GroundTruthIndex;
 use triscope::inference::Modality;
+use triscope::io::ground_truth::GroundTruthIndex;
 
 use super::state::UiAction;
 
 /// Extensions the decoder reads (DICOM included).
-pub use triscope::imaging::IMAGE_EXTENSIONS;
+pub use triscope::io::imaging::IMAGE_EXTENSIONS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GalleryEntry {
@@ -138,7 +138,7 @@ pub fn list_folder(dir: &Path) -> std::io::Result<Vec<GalleryEntry>> {
 }
 
 pub fn is_image(p: &Path) -> bool {
-    triscope::imaging::has_image_extension(p)
+    triscope::io::imaging::has_image_extension(p)
 }
 
 /// The bundled samples listed in `labels.csv` (`image,label`), in file order.

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use eframe::egui;
 use eframe::egui_wgpu::{WgpuSetup, WgpuSetupExisting};
-use triscope::device::{ComputeDevice, DeviceChoice};
+use triscope::model::device::{ComputeDevice, DeviceChoice};
 
 pub use app::{AppInit, TriscopeApp};
 

@@ -2,7 +2,7 @@
 
 use eframe::egui;
 use triscope::inference::Prediction;
-use triscope::ood::OodScore;
+use triscope::inference::ood::OodScore;
 
 use super::state::UiAction;
 

@@ -19,7 +19,7 @@ pub fn load_report(path: &Path) -> Result<LoadedReport, String> {
     let mut figures = Vec::new();
     for f in &report.figures {
         let file = dir.join(&f.file);
-        let img = triscope::imaging::decode(&file)
+        let img = triscope::io::imaging::decode(&file)
             .map_err(|e| format!("figure {}: {e}", f.title))?
             .to_rgba8();
         let size = [img.width() as usize, img.height() as usize];

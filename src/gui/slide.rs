@@ -1,7 +1,7 @@
 //! "Slide…": the view on screen as a 1920x1080 PNG for a projector (light, large type) and its
-//! numbers as JSON, through [`triscope::plot::Slide`]; one builder per view.
+//! numbers as JSON, through [`triscope::io::plot::Slide`]; one builder per view.
 
-use triscope::plot::{Slide, tick_label};
+use triscope::io::plot::{Slide, tick_label};
 use triscope::workbench::{AttackResult, ModelInfo, RgbImage};
 
 use super::export::{ExportData, overlay_at, shown_map};

@@ -89,7 +89,8 @@ impl Default for ExplainSettings {
 #[serde(default)]
 pub struct AttackSettings {
     pub method: AttackMethod,
-    pub eps_255: f32,
+    #[serde(alias = "eps_255")]
+    pub eps_linf_x255: f32,
     pub step_255: f32,
     pub steps: usize,
     /// Square's query budget (its steps).
@@ -102,7 +103,7 @@ impl Default for AttackSettings {
     fn default() -> Self {
         Self {
             method: AttackMethod::Pgd,
-            eps_255: 2.0,
+            eps_linf_x255: 2.0,
             step_255: 0.5,
             steps: 10,
             queries: 1000,
@@ -202,7 +203,7 @@ pub enum UiAction {
     /// Load this checkpoint as the workbench's model.
     LoadModel(PathBuf),
     /// Re-analyse the DICOM image with this window (`None`: the file's own).
-    DicomWindow(Option<triscope::dicom::Window>),
+    DicomWindow(Option<triscope::io::dicom::Window>),
 }
 
 #[cfg(test)]
@@ -243,7 +244,7 @@ mod tests {
         s.explain.colormap = Colormap::Viridis;
         s.explain.layer = LayerId::Layer2;
         s.explain.show_ground_truth = false;
-        s.attack.eps_255 = 4.0;
+        s.attack.eps_linf_x255 = 4.0;
         s.attack.method = AttackMethod::ApgdCe;
         s.attack.targeted = true;
         s.attack.target_class = 3;
@@ -261,6 +262,14 @@ mod tests {
             partial.explain.show_ground_truth,
             "ground truth is shown by default"
         );
+        // The budget's name before it became `eps_linf_x255` still reads.
+        eframe::Storage::set_string(
+            &mut storage,
+            eframe::APP_KEY,
+            "(attack: (eps_255: 5.0))".into(),
+        );
+        let older: SavedState = eframe::get_value(&storage, eframe::APP_KEY).expect("older");
+        assert_eq!(older.attack.eps_linf_x255, 5.0);
     }
 }
 
@@ -273,7 +282,8 @@ pub struct TrainForm {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
-    pub eps_255: f32,
+    #[serde(alias = "eps_255")]
+    pub eps_linf_x255: f32,
     pub attack_steps: usize,
     pub base_width: usize,
     pub resolution: usize,
@@ -295,7 +305,7 @@ impl Default for TrainForm {
             epochs: 2,
             batch_size: 32,
             lr: 0.05,
-            eps_255: 2.0,
+            eps_linf_x255: 2.0,
             attack_steps: 2,
             base_width: 8,
             resolution: 64,
@@ -315,7 +325,7 @@ impl TrainForm {
         self.epochs = c.training.epochs;
         self.batch_size = c.training.batch_size;
         self.lr = c.training.lr;
-        self.eps_255 = (c.robustness.attack.epsilon * 255.0 * 100.0).round() / 100.0;
+        self.eps_linf_x255 = (c.robustness.attack.eps_linf * 255.0 * 100.0).round() / 100.0;
         self.attack_steps = c.robustness.attack.steps;
         self.base_width = c.architecture.base_width;
         self.resolution = c.input.resolution;
@@ -331,15 +341,15 @@ impl TrainForm {
     /// Write the form's fields into `c` (the config file's values, in the struct the YAML
     /// deserialises into); [`TrainConfig::validate`] checks the result.
     pub fn apply_to(&self, c: &mut TrainConfig) {
-        let eps = self.eps_255 / 255.0;
+        let eps = self.eps_linf_x255 / 255.0;
         c.robustness.loss_type = self.loss_type;
         c.training.epochs = self.epochs;
         c.training.batch_size = self.batch_size;
         c.training.lr = self.lr;
-        c.robustness.attack.epsilon = eps;
+        c.robustness.attack.eps_linf = eps;
         c.robustness.attack.steps = self.attack_steps;
         // The usual PGD step: 2.5 * eps / steps (Madry et al.).
-        c.robustness.attack.step_size = 2.5 * eps / self.attack_steps.max(1) as f32;
+        c.robustness.attack.alpha = 2.5 * eps / self.attack_steps.max(1) as f32;
         c.architecture.base_width = self.base_width;
         c.input.resolution = self.resolution;
         // Typed in the app, so relative to the working directory; absolute in the run's
@@ -364,7 +374,8 @@ pub struct AuditForm {
     /// Images the explanation metrics run on.
     pub explain_samples: usize,
     /// L-inf radius of the attacks, /255.
-    pub eps_255: f32,
+    #[serde(alias = "eps_255")]
+    pub eps_linf_x255: f32,
     /// FGSM and PGD-10 columns and the fooled-evaluation checks.
     pub robust: bool,
     /// The model-randomisation sanity check on two images.
@@ -381,7 +392,7 @@ impl Default for AuditForm {
             split: "test".into(),
             images: 200,
             explain_samples: 21,
-            eps_255: 2.0,
+            eps_linf_x255: 2.0,
             robust: true,
             sanity: true,
             tcav: false,
@@ -409,7 +420,7 @@ impl AuditForm {
             options: AuditOptions {
                 eval: EvalOptions {
                     attacks,
-                    eps_linf: self.eps_255 / 255.0,
+                    eps_linf: self.eps_linf_x255 / 255.0,
                     // The accuracy-against-eps sweep and the checks attack too.
                     eps_sweep: if self.robust {
                         defaults.eval.eps_sweep.clone()

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use eframe::egui;
 use egui_plot::{GridMark, Legend, Line, MarkerShape, Plot, PlotPoints, Points};
 use triscope::attack::AttackMethod;
-use triscope::attack_report::sweep::{eps_label, parse_eps_list};
+use triscope::attack::report::sweep::{eps_label, parse_eps_list};
 use triscope::explain::{Colormap, overlay_rgb8};
-use triscope::plot::Slide;
+use triscope::io::plot::Slide;
 use triscope::workbench::{RgbImage, SweepResult};
 
 use super::attack::{color_image, method_menu};
@@ -222,7 +222,7 @@ impl SweepPanel {
                 sweep
                     .points
                     .last()
-                    .map_or(String::new(), |p| eps_label(p.eps_x255)),
+                    .map_or(String::new(), |p| eps_label(p.eps_linf_x255)),
                 sweep.true_class
             ),
             format!(
@@ -252,7 +252,7 @@ impl SweepPanel {
         }
         for p in &sweep.points {
             slide.number(
-                format!("ε {}", eps_label(p.eps_x255)),
+                format!("ε {}", eps_label(p.eps_linf_x255)),
                 format!(
                     "{} {:.0}%, p({}) {:.2}, drift {:.3}{}",
                     p.prediction.class_name,
@@ -338,7 +338,7 @@ impl SweepPanel {
             Some(p) => format!(
                 "{} first fools the model at ε = {}: {} became {} ({:.0}%).",
                 sweep.method.to_uppercase(),
-                eps_label(p.eps_x255),
+                eps_label(p.eps_linf_x255),
                 sweep.clean.class_name,
                 p.prediction.class_name,
                 p.prediction.confidence * 100.0
@@ -350,7 +350,7 @@ impl SweepPanel {
                 sweep
                     .points
                     .last()
-                    .map_or(String::new(), |p| eps_label(p.eps_x255))
+                    .map_or(String::new(), |p| eps_label(p.eps_linf_x255))
             ),
         };
         let text = match tag {
@@ -388,7 +388,7 @@ impl SweepPanel {
         let sweep = &result.sweep;
         let n = sweep.points.len();
         let curves = |r: &SweepResult| {
-            let series = |f: &dyn Fn(&triscope::attack_report::sweep::SweepPoint) -> f64| {
+            let series = |f: &dyn Fn(&triscope::attack::report::sweep::SweepPoint) -> f64| {
                 r.sweep
                     .points
                     .iter()
@@ -408,7 +408,11 @@ impl SweepPanel {
         };
         let (prob, ssim, fooled) = curves(result);
         let b_curves = b.filter(|b| b.sweep.points.len() == n).map(curves);
-        let labels: Vec<String> = sweep.points.iter().map(|p| eps_label(p.eps_x255)).collect();
+        let labels: Vec<String> = sweep
+            .points
+            .iter()
+            .map(|p| eps_label(p.eps_linf_x255))
+            .collect();
         let true_name = format!("p({})", sweep.true_class);
         let response = Plot::new("sweep-curves")
             .height(230.0)
@@ -510,10 +514,10 @@ impl SweepPanel {
                 for (i, (p, (adv, cam))) in result.sweep.points.iter().zip(thumbnails).enumerate() {
                     ui.vertical(|ui| {
                         ui.set_width(side);
-                        ui.label(format!("ε {}", eps_label(p.eps_x255)));
+                        ui.label(format!("ε {}", eps_label(p.eps_linf_x255)));
                         for tex in [adv, cam] {
                             let hint =
-                                format!("open ε {} in the Attack tab", eps_label(p.eps_x255));
+                                format!("open ε {} in the Attack tab", eps_label(p.eps_linf_x255));
                             if ui
                                 .add(
                                     egui::Image::new(tex)

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, SnapshotOptions};
-use triscope::device::ComputeDevice;
 use triscope::model::LayerId;
+use triscope::model::device::ComputeDevice;
 use triscope::train::MetricsLine;
 
 use super::app::{AppInit, TriscopeApp};
@@ -207,7 +207,7 @@ fn eps_slider_runs_a_live_attack_and_the_result_arrives() {
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "ε (L∞)")
         .set_value_accesskit(6.0);
     h.run_steps(2);
-    assert_eq!(h.state().attack.settings.eps_255, 6.0);
+    assert_eq!(h.state().attack.settings.eps_linf_x255, 6.0);
     wait_until(&mut h, "the attack at 6/255", |a| {
         a.attack
             .result
@@ -272,7 +272,8 @@ fn check_slide(h: &Harness<'static, TriscopeApp>, view: &str, number: &str, pane
     assert_eq!(slide.view, view);
     assert_eq!(slide.panels.len(), panels, "{:?}", slide.captions);
     let dir = std::env::temp_dir().join(format!("triscope-slide-{}-{view}", std::process::id()));
-    let [png, json] = triscope::plot::write_slide(&dir, &format!("slide_{view}"), &slide).unwrap();
+    let [png, json] =
+        triscope::io::plot::write_slide(&dir, &format!("slide_{view}"), &slide).unwrap();
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (1920, 1080));
     let v: serde_json::Value =
@@ -305,7 +306,7 @@ fn eps_sweep_plots_every_budget_and_a_click_opens_it_in_the_attack_tab() {
     assert!(h.state().sweep.running);
     wait_until(&mut h, "the sweep", |a| a.sweep.result.is_some());
     let r = h.state().sweep.result.clone().expect("a sweep");
-    let eps: Vec<f32> = r.sweep.points.iter().map(|p| p.eps_x255).collect();
+    let eps: Vec<f32> = r.sweep.points.iter().map(|p| p.eps_linf_x255).collect();
     assert_eq!(eps.len(), 6);
     for (e, want) in eps.iter().zip([0.0, 0.5, 1.0, 2.0, 4.0, 8.0]) {
         assert!((e - want).abs() < 1e-4, "{eps:?}");
@@ -436,7 +437,7 @@ fn compare_view_puts_two_models_side_by_side_and_attacks_both() {
         (s.result.clone().unwrap(), s.result_b.clone().unwrap())
     };
     let eps = |r: &triscope::workbench::SweepResult| -> Vec<f32> {
-        r.sweep.points.iter().map(|p| p.eps_x255).collect()
+        r.sweep.points.iter().map(|p| p.eps_linf_x255).collect()
     };
     assert_eq!(eps(&sa), eps(&sb));
     assert_eq!(sa.sweep.true_class, sb.sweep.true_class);
@@ -609,11 +610,11 @@ fn dicom_window_sliders_reanalyse_and_the_export_holds_no_patient_identity() {
     let info = before.dicom.clone().expect("dicom info");
     assert_eq!(
         info.window_source,
-        Some(triscope::dicom::WindowSource::MinMax)
+        Some(triscope::io::dicom::WindowSource::MinMax)
     );
     assert_eq!(h.state().explain.window, info.window);
     // A narrow window re-runs the analysis through the worker with that window.
-    let narrow = triscope::dicom::Window {
+    let narrow = triscope::io::dicom::Window {
         center: 100.0,
         width: 40.0,
     };
@@ -629,7 +630,7 @@ fn dicom_window_sliders_reanalyse_and_the_export_holds_no_patient_identity() {
     let after = h.state().explain.analysis.clone().expect("analysis");
     assert_eq!(
         after.dicom.as_ref().and_then(|d| d.window_source),
-        Some(triscope::dicom::WindowSource::User)
+        Some(triscope::io::dicom::WindowSource::User)
     );
     assert_ne!(
         after.display.rgb, before.display.rgb,
@@ -832,7 +833,7 @@ fn write_report(dir: &Path) {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let chart = triscope::plot::render_bar_chart(
+    let chart = triscope::io::plot::render_bar_chart(
         "Recall per class",
         "recall",
         &names,

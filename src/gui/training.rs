@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 use egui_plot::{GridInput, GridMark, HoverPosition, Legend, Line, Plot, PlotPoints, Points};
-use triscope::device::ComputeDevice;
+use triscope::model::device::ComputeDevice;
 use triscope::train::config::LossType;
 use triscope::train::explanation::ExplanationQuality;
 use triscope::train::{
@@ -77,7 +77,7 @@ impl TrainingPanel {
         let form = self.form.clone();
         let run_dir = Path::new(self.form.runs_dir.trim()).join(format!(
             "gui-{}",
-            triscope::weights::utc_now_rfc3339().replace(':', "")
+            triscope::io::weights::utc_now_rfc3339().replace(':', "")
         ));
         self.launch(move || {
             let mut config = TrainConfig::load(&config_path, &[])?;
@@ -225,7 +225,7 @@ impl TrainingPanel {
                 ui.add(egui::DragValue::new(&mut f.epochs).range(1..=1000));
                 ui.end_row();
                 ui.label("ε (/255)");
-                ui.add(egui::DragValue::new(&mut f.eps_255).range(0.0..=16.0).speed(0.25));
+                ui.add(egui::DragValue::new(&mut f.eps_linf_x255).range(0.0..=16.0).speed(0.25));
                 ui.label("attack steps");
                 ui.add(egui::DragValue::new(&mut f.attack_steps).range(1..=20));
                 ui.end_row();
@@ -483,7 +483,7 @@ fn log_loss_marks(input: GridInput) -> Vec<GridMark> {
 /// `2e9`.
 fn format_loss(loss: f64) -> String {
     if (1e-3..1e4).contains(&loss) {
-        triscope::plot::tick_label(loss)
+        triscope::io::plot::tick_label(loss)
     } else {
         format!("{loss:.0e}")
     }
@@ -600,7 +600,7 @@ mod tests {
         let form = TrainForm {
             loss_type: LossType::PgdAt,
             epochs: 3,
-            eps_255: 4.0,
+            eps_linf_x255: 4.0,
             attack_steps: 5,
             base_width: 8,
             resolution: 48,
@@ -613,8 +613,8 @@ mod tests {
         c.validate(origin).expect("the form's values are valid");
         assert_eq!(c.robustness.loss_type, LossType::PgdAt);
         assert_eq!(c.training.epochs, 3);
-        assert!((c.robustness.attack.epsilon - 4.0 / 255.0).abs() < 1e-6);
-        assert!((c.robustness.attack.step_size - 2.5 * (4.0 / 255.0) / 5.0).abs() < 1e-6);
+        assert!((c.robustness.attack.eps_linf - 4.0 / 255.0).abs() < 1e-6);
+        assert!((c.robustness.attack.alpha - 2.5 * (4.0 / 255.0) / 5.0).abs() < 1e-6);
         assert_eq!(c.architecture.base_width, 8);
         assert_eq!(c.input.resolution, 48);
         assert_eq!(c.data.train_limit, 100);
@@ -622,7 +622,7 @@ mod tests {
         let mut back = TrainForm::default();
         back.take_from(&c);
         assert_eq!(back.epochs, 3);
-        assert_eq!(back.eps_255, 4.0);
+        assert_eq!(back.eps_linf_x255, 4.0);
         // A value the config refuses is refused from the form too, naming the key.
         let zero = TrainForm {
             batch_size: 0,

@@ -14,7 +14,7 @@ use super::{
     goal_reached, objective,
 };
 use crate::error::{Result, TriscopeError};
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// The loss APGD ascends.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +65,7 @@ fn evaluate(
     let device = x_adv.device();
     let leaf = x_adv.clone().autodiff().require_grad();
     let logits = model.logits(leaf.clone()); // [b, classes]
-    let logit_values = crate::host::logit_rows(logits.clone())?;
+    let logit_values = crate::model::host::logit_rows(logits.clone())?;
     let per_sample = match (loss, goal) {
         (ApgdLoss::CrossEntropy, _) => objective(logits, goal, &device)?,
         (ApgdLoss::TargetedDlr { targets }, AttackGoal::Untargeted(labels)) => {
@@ -77,7 +77,7 @@ fn evaluate(
             ));
         }
     };
-    let loss_values = crate::host::values(per_sample.clone().inner(), "the loss")?;
+    let loss_values = crate::model::host::values(per_sample.clone().inner(), "the loss")?;
     let grads = per_sample.sum().backward();
     let grad = leaf
         .grad(&grads)
@@ -295,7 +295,7 @@ pub fn apgd_targeted(
     let classes = model.num_classes();
     let b = labels.len();
     let n_targets = 9.min(classes.saturating_sub(1));
-    let clean = crate::host::logit_rows(model.logits(x.clone()))?;
+    let clean = crate::model::host::logit_rows(model.logits(x.clone()))?;
     let device = x.device();
     let goal = AttackGoal::Untargeted(labels.to_vec());
     let mut best = x.clone();
@@ -324,12 +324,12 @@ pub fn apgd_targeted(
                 cancel,
             )?
         };
-        let now = crate::host::logit_rows(model.logits(out.adversarial.clone()))?;
+        let now = crate::model::host::logit_rows(model.logits(out.adversarial.clone()))?;
         let newly: Vec<bool> = now
             .iter()
             .zip(labels)
             .zip(&fooled)
-            .map(|((row, &y), &done)| !done && crate::numeric::argmax(row) != y)
+            .map(|((row, &y), &done)| !done && crate::util::numeric::argmax(row) != y)
             .collect();
         // Unfooled samples keep the latest run's point (highest loss of that run).
         let take: Vec<bool> = newly.iter().zip(&fooled).map(|(n, f)| *n || !*f).collect();

@@ -18,8 +18,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::{AttackOutput, Classify, StepReport, class_at_rank};
 use crate::error::{Result, TriscopeError};
-use crate::host::PerturbationNorms;
-use crate::numeric::argmax;
+use crate::model::host::PerturbationNorms;
+use crate::util::numeric::argmax;
 
 /// FAB-T settings (AutoAttack's standard version).
 #[derive(Debug, Clone, PartialEq)]
@@ -142,12 +142,12 @@ fn margin_and_gradient(
     }
     let pick = Tensor::<2>::from_data(TensorData::new(pick, [n, k]), device);
     let margin = (model.logits(leaf.clone()) * pick).sum_dim(1).reshape([n]); // [n]
-    let values = crate::host::values(margin.clone().inner(), "the margin")?;
+    let values = crate::model::host::values(margin.clone().inner(), "the margin")?;
     let grads = margin.sum().backward();
     let grad = leaf
         .grad(&grads)
         .ok_or_else(|| TriscopeError::Compute("no gradient reached the input".into()))?;
-    Ok((values, crate::host::values(grad, "the gradient")?))
+    Ok((values, crate::model::host::values(grad, "the gradient")?))
 }
 
 fn predicted(
@@ -157,7 +157,7 @@ fn predicted(
     device: &burn::tensor::Device,
 ) -> Result<Vec<usize>> {
     let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), dims), device);
-    Ok(crate::host::logit_rows(model.logits(t))?
+    Ok(crate::model::host::logit_rows(model.logits(t))?
         .iter()
         .map(|r| argmax(r))
         .collect())
@@ -191,8 +191,8 @@ pub fn fab_targeted(
     }
     let device = x.device();
     let per = c * h * w;
-    let clean = crate::host::values(x.clone(), "the images")?; // [b*C*H*W]
-    let clean_logits = crate::host::logit_rows(model.logits(x))?;
+    let clean = crate::model::host::values(x.clone(), "the images")?; // [b*C*H*W]
+    let clean_logits = crate::model::host::logit_rows(model.logits(x))?;
     let n_targets = config.target_classes.min(classes.saturating_sub(1));
     let mut adv = clean.clone();
     // Still to fool: correctly classified and not fooled within eps by an earlier target.

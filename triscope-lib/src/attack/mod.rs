@@ -8,6 +8,7 @@
 
 pub mod apgd;
 pub mod fab;
+pub mod report;
 pub mod square;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::host;
+use crate::model::host;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::model::ResNet50;
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// A differentiable classifier of [0, 1] pixels: what attacks and evaluations run against.
 /// [`ResNet50`] is one; tests wrap it (e.g. with an input quantisation that masks gradients).
@@ -96,7 +97,7 @@ impl AttackMethod {
     }
 }
 
-impl crate::choice::Choice for AttackMethod {
+impl crate::util::choice::Choice for AttackMethod {
     const KIND: &'static str = "attack";
     const ALL: &'static [Self] = &[
         Self::Fgsm,
@@ -121,7 +122,7 @@ impl crate::choice::Choice for AttackMethod {
 impl std::str::FromStr for AttackMethod {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 
@@ -166,7 +167,7 @@ pub enum Norm {
     L2,
 }
 
-impl crate::choice::Choice for Norm {
+impl crate::util::choice::Choice for Norm {
     const KIND: &'static str = "norm";
     const ALL: &'static [Self] = &[Self::Linf, Self::L2];
     fn name(self) -> &'static str {
@@ -186,7 +187,7 @@ impl crate::choice::Choice for Norm {
 impl std::str::FromStr for Norm {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 
@@ -483,7 +484,7 @@ fn succeeded(model: &dyn Classify, adv: &Tensor<4>, goal: &AttackGoal) -> Result
 /// Per sample: does this row of logits meet the attack's goal (untargeted: not the true
 /// class; targeted: the target; multi-label: some finding's decision at 0.5 flipped)?
 pub(crate) fn goal_reached(rows: &[Vec<f32>], goal: &AttackGoal) -> Vec<bool> {
-    let argmax = crate::numeric::argmax;
+    let argmax = crate::util::numeric::argmax;
     match goal {
         AttackGoal::Untargeted(y) => rows.iter().zip(y).map(|(r, &y)| argmax(r) != y).collect(),
         AttackGoal::Targeted(t) => rows.iter().zip(t).map(|(r, &t)| argmax(r) == t).collect(),

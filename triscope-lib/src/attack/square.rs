@@ -14,7 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::{AttackGoal, AttackOutput, Classify, StepReport, check_goal, goal_reached};
 use crate::error::{Result, TriscopeError};
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// Square settings (AutoAttack's standard version: 5,000 queries, `p_init` 0.8, 1 restart).
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +114,7 @@ pub fn square(
         )));
     }
     let device = x.device();
-    let clean = crate::host::values(x, "the images")?; // [b*C*H*W]
+    let clean = crate::model::host::values(x, "the images")?; // [b*C*H*W]
     let per = channels * h * w;
     let eps = config.eps_linf;
     let mut adv = clean.clone();
@@ -124,7 +124,7 @@ pub fn square(
             TensorData::new(pixels, [ids.len(), channels, h, w]),
             &device,
         );
-        let rows = crate::host::logit_rows(model.logits(t))?;
+        let rows = crate::model::host::logit_rows(model.logits(t))?;
         Ok((
             margins(&rows, goal, ids),
             goal_reached(&rows, &sub_goal(goal, ids)),

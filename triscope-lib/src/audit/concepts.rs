@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use super::TcavOptions;
-use crate::data::{Dataset, DatasetKind, Label, list_images};
 use crate::error::{Result, TriscopeError, check_cancel};
 use crate::explain::concept_bank::{TCAV_ALPHA, TCAV_IMAGES_PER_CLASS, class_order};
 use crate::explain::tcav::{
     TcavResult, adjust_for_multiple_tests, layer_activations, layer_gradients, tcav_test,
 };
-use crate::imaging::PixelImage;
 use crate::inference::Classifier;
-use crate::regions::{LesionSizeSpec, lesion_size_concepts};
+use crate::io::data::{Dataset, DatasetKind, Label, list_images};
+use crate::io::imaging::PixelImage;
+use crate::io::regions::{LesionSizeSpec, lesion_size_concepts};
 
 /// A TCAV concept: its name and the folder of its example images.
 #[derive(Debug, Clone, PartialEq, Eq)]

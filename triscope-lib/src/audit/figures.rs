@@ -9,11 +9,11 @@ use crate::eval::run::write_sweep_chart;
 use crate::explain::sanity::CASCADE;
 use crate::explain::tcav::TcavResult;
 use crate::explain::{Colormap, Method, overlay_rgb8};
-use crate::model::LayerId;
-use crate::plot::{
+use crate::io::plot::{
     LineChart, PALETTE, Series, Tile, render_bar_chart, render_confusion_matrix, render_image_grid,
     render_line_chart, write_png,
 };
+use crate::model::LayerId;
 
 /// Write `img` as `out/file` and describe it for the report.
 fn save_figure(

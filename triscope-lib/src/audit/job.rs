@@ -8,11 +8,11 @@ use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use super::{AuditOptions, AuditProgress, run_audit};
-use crate::data::Dataset;
-use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::inference::Classifier;
-use crate::jobs::{EventSender, JobEvent, event_channel, spawn_named};
+use crate::io::data::Dataset;
+use crate::model::device::ComputeDevice;
+use crate::util::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 
 /// Events in flight at most; progress beyond that is dropped (the next one says more).
 const EVENT_CAPACITY: usize = 64;

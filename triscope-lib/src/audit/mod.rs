@@ -24,11 +24,11 @@ use crate::explain::quality::{
 use crate::explain::sanity::SanityCheck;
 use crate::explain::tcav::TcavResult;
 use crate::explain::{AttributionOptions, Method, TargetClass};
-use crate::imaging::PixelImage;
 use crate::inference::Classifier;
+use crate::io::imaging::PixelImage;
+use crate::io::regions::Region;
 use crate::model::LayerId;
-use crate::regions::Region;
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 pub use concepts::ConceptFolder;
 pub use html::{base64, render_html};
 pub use job::{AuditEvent, AuditHandle, AuditRequest};
@@ -54,22 +54,22 @@ pub struct ExplainAuditOptions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Localisation {
     pub finding: String,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub region_area_fraction: f64,
     /// IoU of the top-15% pixels of the map with the region.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub iou_top15: f64,
     /// IoU of the Otsu-thresholded map with the region.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub iou_otsu: f64,
     /// Share of the map's mass inside the region.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub energy_pointing_game: f64,
     /// The map's maximum lies inside the region.
     pub pointing_hit: bool,
     /// ... or within the tolerance of it.
     pub pointing_hit_tolerant: bool,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub tolerance_px: f64,
 }
 
@@ -109,12 +109,12 @@ pub struct Stability {
     pub adversarial_class: String,
     /// The attack changed the predicted class (single-label) or a finding (multi-label).
     pub flipped: bool,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub ssim: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub spearman: f64,
     /// Share of the top-15% pixels the two maps have in common.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub top15_intersection: f64,
 }
 
@@ -135,9 +135,9 @@ pub struct SampleAudit {
     pub centre_prior_localisation: Vec<Localisation>,
     pub stability: Vec<Stability>,
     /// The image against the model's training distribution, where the model carries the
-    /// statistics ([`crate::ood`]; absent in reports written before them).
+    /// statistics ([`crate::inference::ood`]; absent in reports written before them).
     #[serde(default)]
-    pub out_of_distribution: Option<crate::ood::OodScore>,
+    pub out_of_distribution: Option<crate::inference::ood::OodScore>,
     /// Clean map and the PGD-10 image with its map, for the report's grid.
     #[serde(skip)]
     pub figures: Option<SampleFigures>,
@@ -207,7 +207,7 @@ pub fn audit_sample(
         class,
         &options.faithfulness,
     )?;
-    let mut rng = SplitMix64::new(options.seed ^ crate::rng::offset::AUDIT);
+    let mut rng = SplitMix64::new(options.seed ^ crate::util::rng::offset::AUDIT);
     let random_map: Vec<f32> = (0..h * w).map(|_| rng.next_f32()).collect();
     let random_faith = faithfulness(
         classifier.model(),
@@ -261,7 +261,7 @@ pub fn audit_sample(
         let x = classifier.batch_tensor(&[image])?; // [1, C, H, W]
         let output = run_attack(classifier.model(), x, &goal, &config, &mut |_| {}, cancel)?;
         let adv = PixelImage {
-            data: crate::host::values(output.adversarial, "the adversarial image")?,
+            data: crate::model::host::values(output.adversarial, "the adversarial image")?,
             ..image.clone()
         };
         let adv_prediction = classifier.predict(&[&adv])?.remove(0);
@@ -311,7 +311,7 @@ pub fn audit_sample(
 /// Mean, and how many values it is over (NaNs left out).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Mean {
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub mean: f64,
     pub n: usize,
 }
@@ -337,8 +337,8 @@ pub struct LocalisationSummary {
     /// Standard deviation of the energy pointing game over the regions (its spread: a few
     /// images whose map sits outside the region show here, not in the mean).
     #[serde(
-        default = "crate::stats::nan",
-        deserialize_with = "crate::stats::f64_or_nan"
+        default = "crate::util::stats::nan",
+        deserialize_with = "crate::util::stats::f64_or_nan"
     )]
     pub energy_pointing_game_std: f64,
     pub pointing_game: Mean,
@@ -368,7 +368,7 @@ fn summarise_localisation<'a>(
         iou_top15: mean_of(items.clone().map(|l| l.iou_top15)),
         iou_otsu: mean_of(items.clone().map(|l| l.iou_otsu)),
         energy_pointing_game: mean_of(energies.iter().copied()),
-        energy_pointing_game_std: crate::stats::mean_std(&energies).1,
+        energy_pointing_game_std: crate::util::stats::mean_std(&energies).1,
         pointing_game: mean_of(items.clone().map(|l| bit(l.pointing_hit))),
         pointing_game_tolerant: mean_of(items.clone().map(|l| bit(l.pointing_hit_tolerant))),
         region_area_fraction: mean_of(items.map(|l| l.region_area_fraction)),
@@ -486,7 +486,7 @@ pub struct AuditReport {
     /// Fooled-evaluation warnings and anything the audit could not do.
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub elapsed_secs: f64,
 }
 

@@ -16,7 +16,6 @@ use super::{
     AuditReport, AuditedImage, ExplainAuditOptions, SampleAudit, SanityEntry, audit_sample,
     render_html, summarise,
 };
-use crate::data::{Dataset, DatasetKind, Label};
 use crate::error::{Result, TriscopeError, check_cancel};
 use crate::eval::run::{evaluate_classifier, model_labels};
 use crate::eval::{EvalAttack, EvalOptions};
@@ -26,11 +25,12 @@ use crate::explain::faithfulness::FaithfulnessOptions;
 use crate::explain::sanity::cascading_randomisation;
 use crate::explain::tcav::{MIN_CAV_ACCURACY, TcavResult};
 use crate::explain::{AttributionOptions, Method, TargetClass, attribute};
-use crate::fsio::write_atomic;
-use crate::imaging::PixelImage;
 use crate::inference::Classifier;
+use crate::io::data::{Dataset, DatasetKind, Label};
+use crate::io::imaging::PixelImage;
+use crate::io::regions::{Region, RegionSource};
 use crate::model::LayerId;
-use crate::regions::{Region, RegionSource};
+use crate::util::fsio::write_atomic;
 
 /// The radii of the audit's accuracy-against-eps sweep by default, in /255.
 pub const AUDIT_SWEEP_X255: [f32; 5] = [0.0, 1.0, 2.0, 4.0, 8.0];

@@ -7,36 +7,36 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub n: usize,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub accuracy: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub top2_accuracy: f64,
     /// Mean per-class recall over classes present in the labels.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub balanced_accuracy: f64,
     /// Mean per-class F1 over classes present in the labels or predictions.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub macro_f1: f64,
     /// Recall per class (NaN where the class has no sample).
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub per_class_accuracy: Vec<f64>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<usize>>,
     /// One-vs-rest AUROC per class from its probability (NaN where a class has no sample or
     /// every sample). With two classes both equal sklearn's `roc_auc_score(y, p[:, 1])`.
-    #[serde(default, deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(default, deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub per_class_auroc: Vec<f64>,
     /// Mean of the finite per-class AUROCs: sklearn's `roc_auc_score(multi_class="ovr")`.
     /// Reports written before it existed read as NaN.
     #[serde(
-        default = "crate::stats::nan",
-        deserialize_with = "crate::stats::f64_or_nan"
+        default = "crate::util::stats::nan",
+        deserialize_with = "crate::util::stats::f64_or_nan"
     )]
     pub macro_auroc: f64,
     /// One-vs-rest sensitivity at 80% specificity per class: the highest recall of a
     /// threshold on the class's probability that keeps at least 80% of the other classes'
     /// samples below it (sklearn: `max(tpr[fpr <= 0.2])` of `roc_curve`). NaN as the AUROC.
-    #[serde(default, deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(default, deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub per_class_sensitivity_at_80_specificity: Vec<f64>,
 }
 
@@ -47,13 +47,13 @@ pub struct MelanomaMetrics {
     /// Melanomas among the evaluated images.
     pub melanomas: usize,
     /// AUROC of p(mel) separating melanomas from every other image.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub mel_vs_rest_auroc: f64,
     /// Sensitivity for melanoma at 80% specificity, thresholding p(mel).
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub mel_sensitivity_at_80_specificity: f64,
     /// Recall of melanoma at the model's own decision (argmax).
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub mel_recall: f64,
 }
 
@@ -155,16 +155,16 @@ pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize], num_classes: usize) -
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MultiLabelMetrics {
     pub n: usize,
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub auroc: Vec<f64>,
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub auprc: Vec<f64>,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub mean_auroc: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub mean_auprc: f64,
     /// Share of (sample, finding) decisions right at threshold 0.5.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub label_accuracy: f64,
 }
 
@@ -201,7 +201,7 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> f64 {
     if pos == 0 || neg == 0 {
         return f64::NAN;
     }
-    let rank_sum_pos: f64 = crate::stats::average_ranks(scores)
+    let rank_sum_pos: f64 = crate::util::stats::average_ranks(scores)
         .iter()
         .zip(positive)
         .filter(|(_, p)| **p)

@@ -17,13 +17,13 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{AttackConfig, AttackGoal, AttackMethod, Classify, run_attack};
-use crate::data::Label;
 use crate::error::{Result, TriscopeError};
-use crate::host::logit_rows;
-use crate::imaging::PixelImage;
 use crate::inference::probabilities;
-use crate::numeric::argmax;
-use crate::rng::SplitMix64;
+use crate::io::data::Label;
+use crate::io::imaging::PixelImage;
+use crate::model::host::logit_rows;
+use crate::util::numeric::argmax;
+use crate::util::rng::SplitMix64;
 use metrics::{
     ClassMetrics, MelanomaMetrics, MultiLabelMetrics, class_metrics, multi_label_metrics,
 };
@@ -69,7 +69,7 @@ impl EvalAttack {
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(crate::choice::parse)
+            .map(crate::util::choice::parse)
             .collect::<Result<Vec<Self>>>()?;
         Ok(Self::columns(&parsed))
     }
@@ -87,7 +87,7 @@ impl EvalAttack {
     }
 }
 
-impl crate::choice::Choice for EvalAttack {
+impl crate::util::choice::Choice for EvalAttack {
     const KIND: &'static str = "attack";
     const ALL: &'static [Self] = &[
         Self::Clean,
@@ -114,7 +114,7 @@ impl crate::choice::Choice for EvalAttack {
 impl std::str::FromStr for EvalAttack {
     type Err = TriscopeError;
     fn from_str(s: &str) -> Result<Self> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 
@@ -191,7 +191,7 @@ pub struct AttackEval {
     pub attack: String,
     pub eps_linf: f32,
     /// Accuracy (single-label) or mean AUROC (multi-label): the number the checks compare.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub score: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<ClassMetrics>,
@@ -204,7 +204,7 @@ pub struct AttackEval {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub melanoma: Option<MelanomaMetrics>,
     /// Mean over samples of the attack loss at each step.
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub mean_loss_per_step: Vec<f64>,
 }
 
@@ -212,7 +212,7 @@ pub struct AttackEval {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub eps_linf: f32,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub score: f64,
 }
 
@@ -239,7 +239,7 @@ pub struct EvalReport {
     pub checks: Vec<Check>,
     /// The failed checks' messages.
     pub warnings: Vec<String>,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub elapsed_secs: f64,
 }
 
@@ -432,7 +432,7 @@ pub fn evaluate(
         .iter()
         .position(|c| c.name == "apgd-t" && c.eps == eps);
 
-    let mut noise_rng = SplitMix64::new(options.seed ^ crate::rng::offset::EVAL_NOISE);
+    let mut noise_rng = SplitMix64::new(options.seed ^ crate::util::rng::offset::EVAL_NOISE);
     let mut done = 0usize;
     for start in (0..n).step_by(options.batch_size) {
         let end = (start + options.batch_size).min(n);

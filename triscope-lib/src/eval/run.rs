@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::melanoma_metrics;
 use super::{EvalOptions, EvalReport, evaluate};
-use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
-use crate::fsio::write_atomic;
 use crate::inference::Classifier;
+use crate::io::data::{Dataset, Label};
+use crate::io::plot::{LineChart, PALETTE, Series, render_line_chart, write_png};
 use crate::model::ModelConfig;
-use crate::plot::{LineChart, PALETTE, Series, render_line_chart, write_png};
+use crate::util::fsio::write_atomic;
 
 /// The dataset's labels in the model's class order; an error when they cannot fit.
 pub fn model_labels(dataset: &Dataset, cfg: &ModelConfig) -> Result<Vec<Label>> {
@@ -86,7 +86,7 @@ pub struct EvalRecord {
     /// What opening the dataset left out and why ([`Dataset::notes`]).
     #[serde(default)]
     pub dataset_notes: Vec<String>,
-    /// Every column is the mean over the eight dihedral views ([`crate::tta`]).
+    /// Every column is the mean over the eight dihedral views ([`crate::inference::tta`]).
     #[serde(default)]
     pub test_time_augmentation: bool,
     #[serde(flatten)]

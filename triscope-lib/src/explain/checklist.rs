@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Table, derm7pt_image_path, read_csv};
 use crate::error::{Result, TriscopeError};
+use crate::io::data::{Table, derm7pt_image_path, read_csv};
 
 /// Where the command line and the app look for derm7pt unless told: the shared data folder
 /// beside the project.
@@ -274,7 +274,7 @@ pub fn write_synthetic_derm7pt(root: &Path, per_split: &[(&str, usize)]) -> Resu
         let path = path.to_path_buf();
         move |source| TriscopeError::Io { path, source }
     };
-    let mut rng = crate::rng::SplitMix64::new(7);
+    let mut rng = crate::util::rng::SplitMix64::new(7);
     let mut csv = String::from(
         "image,diagnosis,dx,pigment_network,streaks,pigmentation,regression_structures,\
          dots_and_globules,blue_whitish_veil,vascular_structures,split\n",

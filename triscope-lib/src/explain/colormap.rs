@@ -41,7 +41,7 @@ impl Colormap {
     }
 }
 
-impl crate::choice::Choice for Colormap {
+impl crate::util::choice::Choice for Colormap {
     const KIND: &'static str = "colormap";
     const ALL: &'static [Self] = &Colormap::ALL;
     fn name(self) -> &'static str {
@@ -52,7 +52,7 @@ impl crate::choice::Choice for Colormap {
 impl std::str::FromStr for Colormap {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 

@@ -28,10 +28,10 @@ use super::tcav::{
 };
 use crate::error::{Result, TriscopeError, check_cancel};
 use crate::eval::metrics::roc_auc;
-use crate::imaging::PixelImage;
 use crate::inference::Classifier;
+use crate::io::imaging::PixelImage;
 use crate::model::LayerId;
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// Significance level of the TCAV tests (Holm-adjusted over the whole family).
 pub const TCAV_ALPHA: f64 = 0.05;
@@ -115,10 +115,10 @@ pub struct Probe {
     /// Platt scaling fitted on val: presence = sigmoid(a * logit + b).
     pub platt_a: f64,
     pub platt_b: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub val_auroc: f64,
     /// AUROC on derm7pt test: how well the layer encodes the criterion.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub test_auroc: f64,
 }
 
@@ -157,7 +157,7 @@ pub struct CriterionLayer {
 
 impl CriterionLayer {
     pub fn cav_accuracy(&self) -> f64 {
-        crate::stats::mean_std(&self.cav_accuracies).0
+        crate::util::stats::mean_std(&self.cav_accuracies).0
     }
 }
 
@@ -291,8 +291,8 @@ fn features(
         for (li, layer) in layers.iter().enumerate() {
             let t = taps.layers[layer.index()].clone(); // [b, K, h, w]
             let [_, channels, h, w] = t.dims();
-            for row in crate::host::rows(t, "activations")? {
-                pooled[li].push(crate::host::channel_means(&row, channels, h * w));
+            for row in crate::model::host::rows(t, "activations")? {
+                pooled[li].push(crate::model::host::channel_means(&row, channels, h * w));
                 if keep_full {
                     full[li].push(row);
                 }
@@ -856,7 +856,7 @@ pub fn read_concepts(
             }
         };
         let channels = layer.channels(base_width);
-        let pooled = crate::host::channel_means(&acts, channels, acts.len() / channels);
+        let pooled = crate::model::host::channel_means(&acts, channels, acts.len() / channels);
         let mut readings: Vec<CriterionReading> = bank
             .criteria
             .iter()

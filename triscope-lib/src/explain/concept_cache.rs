@@ -17,9 +17,9 @@ use super::checklist::ChecklistTable;
 use super::concept_bank::{BankOptions, BankProgress, ConceptBank, build_bank};
 use super::tcav::Cav;
 use crate::error::{Result, TriscopeError};
-use crate::fsio::write_atomic;
 use crate::inference::Classifier;
 use crate::model::ResNet50;
+use crate::util::fsio::write_atomic;
 
 /// Changes whenever the bank's contents or their meaning change.
 const BANK_FORMAT: &str = "triscope-concept-bank-1";

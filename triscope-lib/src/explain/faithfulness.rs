@@ -16,8 +16,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
-use crate::imaging::PixelImage;
 use crate::inference::probabilities;
+use crate::io::imaging::PixelImage;
 use crate::model::ResNet50;
 
 use super::quality::{auc_uniform, gaussian_filter, gaussian_kernel, rise_curve};
@@ -42,7 +42,7 @@ pub struct FaithfulnessOptions {
     pub pixels_per_step: Option<usize>,
     pub deletion_baseline: DeletionBaseline,
     /// Gaussian blur of the insertion start (RISE: sigma 5, 11 taps), reflect border.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub blur_sigma: f64,
     pub blur_taps: usize,
     /// Images per forward pass.
@@ -66,23 +66,23 @@ impl Default for FaithfulnessOptions {
 pub struct Faithfulness {
     pub class_index: usize,
     /// Probability of the class on the unmodified image.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub probability: f64,
     /// Probability after each deletion step (first point: the image).
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub deletion_curve: Vec<f64>,
     /// Probability after each insertion step (first point: the blurred image).
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub insertion_curve: Vec<f64>,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub deletion_auc: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub insertion_auc: f64,
     /// Probability on the image multiplied by the map (normalised space).
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub masked_probability: f64,
     /// `max(0, Y - O) / Y`, percent.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub drop_percent: f64,
     /// `O > Y`.
     pub increase: bool,
@@ -128,7 +128,7 @@ pub fn faithfulness(
             }
             let x = Tensor::<4>::from_data(TensorData::new(data, [chunk.len(), c, h, w]), device);
             let logits = model.forward(x); // [chunk, classes]
-            let flat = crate::host::values(logits, "logits")?;
+            let flat = crate::model::host::values(logits, "logits")?;
             for row in flat.chunks(cfg.num_classes) {
                 out.push(probabilities(row, cfg.multi_label)[class] as f64);
             }

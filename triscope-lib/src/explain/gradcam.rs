@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::model::{LayerId, ResNet50};
-use crate::numeric::argmax;
+use crate::util::numeric::argmax;
 
 /// Which class a Grad-CAM explains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -59,7 +59,7 @@ pub fn grad_cam(
     let num_classes = model.config.num_classes;
     let device = pixels.device();
     let taps = model.forward_taps(pixels, Some(layer));
-    let logits = crate::host::logit_rows(taps.logits.clone())?;
+    let logits = crate::model::host::logit_rows(taps.logits.clone())?;
 
     let classes: Vec<usize> = match target {
         TargetClass::Predicted => logits.iter().map(|row| argmax(row)).collect(),
@@ -88,7 +88,7 @@ pub fn grad_cam(
     let [_, _, h, w] = activation.dims();
     let weights = grad.mean_dims(&[2, 3]); // [b, K, 1, 1]
     let cam = relu((activation * weights).sum_dim(1)); // [b, 1, h, w]
-    let cam = crate::host::values(cam, "Grad-CAM")?;
+    let cam = crate::model::host::values(cam, "Grad-CAM")?;
 
     let maps = classes
         .iter()

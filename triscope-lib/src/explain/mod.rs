@@ -7,6 +7,7 @@ pub mod colormap;
 pub mod concept_bank;
 pub mod concept_cache;
 pub mod faithfulness;
+pub mod folder;
 pub mod gradcam;
 pub mod quality;
 pub mod sanity;

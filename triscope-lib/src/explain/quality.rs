@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
-use crate::stats::average_ranks;
+use crate::util::stats::average_ranks;
 
 /// SSIM as scikit-image's `structural_similarity(a, b, data_range=1, gaussian_weights=True,
 /// sigma=1.5, use_sample_covariance=False)`: Gaussian window (11 taps, reflect padding),
@@ -246,7 +246,7 @@ pub fn energy_pointing_game(map: &[f32], mask: &[bool]) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RegionEnergy {
     /// Share of the map's positive energy inside the region ([`energy_pointing_game`]).
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub energy_inside: f64,
     /// Share of the image the region covers: what a uniform map scores.
     pub region_fraction: f64,
@@ -412,7 +412,7 @@ mod tests {
         let mask = square_mask(w, h, 8, 16, 8, 16);
         let perfect: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
         let inverted: Vec<f32> = perfect.iter().map(|v| 1.0 - v).collect();
-        let mut rng = crate::rng::SplitMix64::new(3);
+        let mut rng = crate::util::rng::SplitMix64::new(3);
         let random: Vec<f32> = (0..w * h).map(|_| rng.next_f32()).collect();
         // The mask covers 64 / 1024 = 6.25% of the image: with a top-6.25% threshold IoU is 1.
         assert_eq!(
@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(top_k_intersection(&a, &a, 0.1), 1.0);
         assert_eq!(top_k_intersection(&a, &flipped, 0.1), 0.0);
         // A random map has no rank relation with the pattern.
-        let mut rng = crate::rng::SplitMix64::new(11);
+        let mut rng = crate::util::rng::SplitMix64::new(11);
         let random: Vec<f32> = (0..w * h).map(|_| rng.next_f32()).collect();
         assert!(spearman(&a, &random).abs() < 0.15);
         assert!(ssim(&a, &random, h, w).abs() < 0.3);
@@ -518,7 +518,7 @@ mod tests {
         };
         let perfect: Vec<f32> = object.iter().map(|&o| if o { 1.0 } else { 0.0 }).collect();
         let inverted: Vec<f32> = perfect.iter().map(|v| 1.0 - v).collect();
-        let mut rng = crate::rng::SplitMix64::new(5);
+        let mut rng = crate::util::rng::SplitMix64::new(5);
         let random: Vec<f32> = (0..w * h).map(|_| rng.next_f32()).collect();
         let auc = |map: &[f32], score: &mut dyn FnMut(&[Vec<f32>]) -> Vec<f64>| {
             auc_uniform(&rise_curve(map, &image, &baseline, 1, 16, score))

@@ -27,9 +27,9 @@ pub const CASCADE: [&str; 6] = ["fc", "layer4", "layer3", "layer2", "layer1", "s
 pub struct SanityStep {
     /// The stage randomised at this step (all before it stay randomised).
     pub randomised: String,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub ssim: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub spearman: f64,
     /// The normalised map, `[height * width]`.
     #[serde(skip)]
@@ -40,7 +40,7 @@ pub struct SanityStep {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SanityCheck {
     pub steps: Vec<SanityStep>,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub ssim_threshold: f64,
     /// SSIM after the whole network is randomised is below the threshold.
     pub passed: bool,

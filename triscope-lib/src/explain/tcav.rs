@@ -17,20 +17,20 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
-use crate::imaging::PixelImage;
+use crate::io::imaging::PixelImage;
 use crate::model::{LayerId, ResNet50};
-use crate::rng::SplitMix64;
-use crate::stats::{mean_std, ttest_ind};
+use crate::util::rng::SplitMix64;
+use crate::util::stats::{mean_std, ttest_ind};
 
 /// A concept activation vector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cav {
     /// Unit vector in activation space pointing towards the concept.
     #[serde(skip)]
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub direction: Vec<f64>,
     /// Accuracy of the linear classifier on the held-out third.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub accuracy: f64,
 }
 
@@ -229,33 +229,33 @@ pub struct TcavResult {
     /// Images of the class the scores are over.
     pub class_images: usize,
     /// TCAV score against each random set.
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub scores: Vec<f64>,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub mean: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub std: f64,
     /// Scores of random-vs-random CAVs (the null distribution).
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub random_scores: Vec<f64>,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub random_mean: f64,
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub t: f64,
     /// The t-test's two-sided p-value, for this test alone.
-    #[serde(deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::f64_or_nan")]
     pub p_value: f64,
     /// Holm-Bonferroni adjusted p-value over the family the result was reported in (every
     /// concept, layer and class of one audit; see [`adjust_for_multiple_tests`]).
-    #[serde(default = "nan", deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(default = "nan", deserialize_with = "crate::util::stats::f64_or_nan")]
     pub p_holm: f64,
     /// `p_holm < alpha`: significant with the family-wise error held at `alpha`.
     pub significant: bool,
     /// Held-out accuracy of each concept CAV.
-    #[serde(deserialize_with = "crate::stats::vec_f64_or_nan")]
+    #[serde(deserialize_with = "crate::util::stats::vec_f64_or_nan")]
     pub cav_accuracies: Vec<f64>,
     /// Mean held-out accuracy of the random-vs-random CAVs (chance: 0.5).
-    #[serde(default = "nan", deserialize_with = "crate::stats::f64_or_nan")]
+    #[serde(default = "nan", deserialize_with = "crate::util::stats::f64_or_nan")]
     pub random_cav_accuracy: f64,
     /// The concept CAVs separate the concept from its counter-set on held-out images (mean
     /// accuracy at least [`MIN_CAV_ACCURACY`]); when not, the CAV is noise and its score says
@@ -368,7 +368,7 @@ pub fn score_cavs(
 /// class at every layer: at 28 tests and alpha 0.05 about one and a half would pass by chance.
 pub fn adjust_for_multiple_tests(results: &mut [TcavResult], alpha: f64) {
     let p: Vec<f64> = results.iter().map(|r| r.p_value).collect();
-    for (r, adjusted) in results.iter_mut().zip(crate::stats::holm_adjust(&p)) {
+    for (r, adjusted) in results.iter_mut().zip(crate::util::stats::holm_adjust(&p)) {
         r.p_holm = adjusted;
         r.significant = adjusted < alpha;
     }
@@ -390,7 +390,7 @@ pub fn layer_activations(
     for chunk in images.chunks(batch_size.max(1)) {
         let x = stack(chunk, device)?;
         let taps = model.forward_taps(x, None);
-        out.extend(crate::host::rows(
+        out.extend(crate::model::host::rows(
             taps.layers[layer.index()].clone(),
             "activations",
         )?);
@@ -470,9 +470,9 @@ fn gradients_at(
         let grad = tapped
             .grad(&grads)
             .ok_or_else(|| TriscopeError::Compute(format!("no gradient reached {layer}")))?; // [b, K, h, w]
-        out.extend(crate::host::rows(grad, "gradients")?);
+        out.extend(crate::model::host::rows(grad, "gradients")?);
         if let Some(acts) = activations.as_deref_mut() {
-            acts.extend(crate::host::rows(tapped.detach(), "activations")?);
+            acts.extend(crate::model::host::rows(tapped.detach(), "activations")?);
         }
     }
     Ok(out)

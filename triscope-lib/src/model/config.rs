@@ -164,7 +164,7 @@ impl ModelConfig {
     }
 
     /// Change the channel count, adapting the normalisation statistics (mean of the RGB ones
-    /// for greyscale, matching [`crate::weights::adapt_stem_to_gray`]).
+    /// for greyscale, matching [`crate::io::weights::adapt_stem_to_gray`]).
     pub fn set_in_channels(&mut self, in_channels: usize) {
         if in_channels == self.in_channels {
             return;

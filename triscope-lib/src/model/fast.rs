@@ -3,7 +3,7 @@
 //! - inference (BatchNorm on running statistics, constant weights): conv -> BatchNorm
 //!   [-> + residual] [-> ReLU] as one kernel, with the gradients of the input and residual
 //!   (attacks, Grad-CAM, attribution);
-//! - training (BatchNorm on batch statistics, [`train`]): the same chain as one autodiff
+//! - training (BatchNorm on batch statistics, `fast::train`): the same chain as one autodiff
 //!   operation with the gradients of the input, weight, gamma, beta and residual; the batch
 //!   statistics are summed while the GEMM's output is in cache, and the backward is the
 //!   two-reduction form of BatchNorm's gradient feeding the convolution's gradients directly;
@@ -18,7 +18,7 @@
 //! convolutions), one GEMM per image with the torchvision weight as it is
 //! (`[c_out, c_in * k * k]`), then one pass applying the BatchNorm scale and shift, the
 //! residual and the ReLU. The gradients: `dW = sum over the batch of gy . im2col(x)^T` and
-//! `dx = col2im(W^T . gy)`. A batch is split into at most [`MAX_CHUNKS`] fixed chunks of images
+//! `dx = col2im(W^T . gy)`. A batch is split into at most `MAX_CHUNKS` fixed chunks of images
 //! run in parallel (single-threaded GEMMs inside); a chunk's weight gradient is its own partial
 //! sum and the partials are added in chunk order, so every result is independent of thread
 //! count and scheduling. BatchNorm is folded into the convolution at no cost per call and

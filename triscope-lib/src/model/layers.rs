@@ -46,7 +46,7 @@ impl fmt::Display for LayerId {
     }
 }
 
-impl crate::choice::Choice for LayerId {
+impl crate::util::choice::Choice for LayerId {
     const KIND: &'static str = "layer";
     const ALL: &'static [Self] = &LayerId::ALL;
     fn name(self) -> &'static str {
@@ -65,7 +65,7 @@ impl crate::choice::Choice for LayerId {
 impl std::str::FromStr for LayerId {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 

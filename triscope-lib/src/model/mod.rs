@@ -1,7 +1,10 @@
-//! The ResNet-50 classifier: configuration, layer names, parameter sources and the network.
+//! The ResNet-50 classifier: configuration, layer names, parameter sources and the network;
+//! the compute devices it runs on and its tensors' way back to the host.
 
 pub mod config;
+pub mod device;
 pub mod fast;
+pub mod host;
 pub mod layers;
 pub mod resnet;
 pub mod source;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Result, TriscopeError};
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// How a parameter is initialised when it is not loaded (torchvision's scheme).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@
 //! Before those, optionally, `swap_background`: the skin around a HAM10000 lesion replaced by
 //! another training image's skin, so that what surrounds a lesion says nothing of its class.
 
-use crate::imaging::PixelImage;
-use crate::rng::SplitMix64;
+use crate::io::imaging::PixelImage;
+use crate::util::rng::SplitMix64;
 
 /// Ranges of the augmentation: the config's `training.augmentation`.
 pub use super::config::AugmentationSection as AugmentParams;

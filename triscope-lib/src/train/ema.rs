@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_model_round_trips_through_the_average() {
-        let device = crate::device::ComputeDevice::cpu().device;
+        let device = crate::model::device::ComputeDevice::cpu().device;
         let mut config = ModelConfig::generic(3, 3);
         config.base_width = 4;
         config.resolution = 32;
@@ -256,12 +256,12 @@ mod tests {
     /// computed here with burn's plain convolution; the weights stay as they were.
     #[test]
     fn recalibration_averages_the_batch_statistics() {
-        let device = crate::device::ComputeDevice::cpu().device;
+        let device = crate::model::device::ComputeDevice::cpu().device;
         let mut config = ModelConfig::generic(3, 3);
         config.base_width = 4;
         config.resolution = 32;
         let model = ResNet50::init(&config, 5, &device).expect("model");
-        let mut rng = crate::rng::SplitMix64::new(9);
+        let mut rng = crate::util::rng::SplitMix64::new(9);
         let shape = [4, 3, 32, 32];
         let batches: Vec<HostBatch> = (0..3)
             .map(|index| HostBatch {

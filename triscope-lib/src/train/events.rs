@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 use super::config::LossType;
 use super::explanation::ExplanationQuality;
 use crate::error::{Result, TriscopeError};
-use crate::fsio::write_error;
-use crate::jobs::JobEvent;
+use crate::util::fsio::write_error;
+use crate::util::jobs::JobEvent;
 
 /// Events a spawned trainer may have waiting for its receiver.
 pub const EVENT_CAPACITY: usize = 256;
 
-/// Pause, resume and stop a running [`Trainer`] from another thread.
+/// Pause, resume and stop a running [`Trainer`](crate::train::Trainer) from another thread.
 #[derive(Debug, Default)]
 pub struct TrainControl {
     paused: AtomicBool,
@@ -207,7 +207,7 @@ pub struct TrainSummary {
     pub stopped: bool,
 }
 
-/// Everything a [`Trainer`] reports, as plain data.
+/// Everything a [`Trainer`](crate::train::Trainer) reports, as plain data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
     Started(RunInfo),

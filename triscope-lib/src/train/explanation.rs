@@ -11,14 +11,14 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
 use crate::explain::faithfulness::{FaithfulnessOptions, faithfulness};
 use crate::explain::gradcam::{TargetClass, grad_cam};
 use crate::explain::quality::region_energy;
-use crate::imaging::{PixelImage, ResizeMode};
+use crate::io::data::{Dataset, Label};
+use crate::io::imaging::{PixelImage, ResizeMode};
+use crate::io::regions::RegionSource;
 use crate::model::{LayerId, ModelConfig, ResNet50};
-use crate::regions::RegionSource;
 
 /// One epoch's explanation quality (means over the subset).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

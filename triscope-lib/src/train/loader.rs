@@ -17,11 +17,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::augment::{AugmentParams, augment_with_mask, swap_background};
-use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
-use crate::imaging::{PixelImage, ResizeMode};
-use crate::regions::RegionSource;
-use crate::rng::{keyed_rng, stream};
+use crate::io::data::{Dataset, Label};
+use crate::io::imaging::{PixelImage, ResizeMode};
+use crate::io::regions::RegionSource;
+use crate::util::rng::{keyed_rng, stream};
 
 /// One batch on the host: `[n, C, H, W]` pixels in [0, 1] and the labels.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::attack::{AttackConfig, AttackGoal, Classify, run_attack};
 use crate::error::{Result, TriscopeError};
-use crate::rng::SplitMix64;
 use crate::train::config::CamMap;
+use crate::util::rng::SplitMix64;
 
 /// `[b, classes]` one-hot rows of `labels`.
 fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
@@ -109,13 +109,13 @@ pub fn kl_batchmean(logits_natural: Tensor<2>, logits_adv: Tensor<2>) -> Tensor<
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InnerAttack {
     /// Radius in [0, 1] pixel units.
-    pub epsilon: f32,
+    pub eps_linf: f32,
     pub steps: usize,
-    pub step_size: f32,
+    pub alpha: f32,
 }
 
 /// TRADES' inner maximisation, as the reference: start at `x + 0.001 * N(0, 1)`, then `steps`
-/// times: gradient of `KL(p(x) || p(x'))` (summed) w.r.t. x', `x' += step_size * sign(grad)`,
+/// times: gradient of `KL(p(x) || p(x'))` (summed) w.r.t. x', `x' += alpha * sign(grad)`,
 /// project to the eps-ball around x, clamp to [0, 1]. `model` must be in inference mode (the
 /// reference calls `model.eval()`); `x` is `[b, C, H, W]` on a plain device. The normal noise
 /// comes from `rng` (host-side, identical on every backend).
@@ -133,8 +133,8 @@ pub fn trades_adversarial(
     let noise = Tensor::<4>::from_data(TensorData::new(noise, [b, c, h, w]), &device);
     let log_p = log_softmax(model.logits(x.clone()), 1).detach(); // [b, classes]
     let p = log_p.clone().exp();
-    let lower = x.clone() - attack.epsilon; // [b, C, H, W]
-    let upper = x.clone() + attack.epsilon;
+    let lower = x.clone() - attack.eps_linf; // [b, C, H, W]
+    let upper = x.clone() + attack.eps_linf;
     let mut adv = x.clone() + noise;
     for _ in 0..attack.steps {
         let leaf = adv.clone().autodiff().require_grad();
@@ -144,7 +144,7 @@ pub fn trades_adversarial(
         let grad = leaf
             .grad(&grads)
             .ok_or_else(|| TriscopeError::Compute("no gradient reached the input".into()))?;
-        adv = (adv + grad.sign() * attack.step_size)
+        adv = (adv + grad.sign() * attack.alpha)
             .max_pair(lower.clone())
             .min_pair(upper.clone())
             .clamp(0.0, 1.0);
@@ -164,8 +164,8 @@ pub fn pgd_adversarial(
     cancel: &AtomicBool,
 ) -> Result<Tensor<4>> {
     let config = AttackConfig {
-        eps_linf: attack.epsilon,
-        alpha: attack.step_size,
+        eps_linf: attack.eps_linf,
+        alpha: attack.alpha,
         seed,
         ..AttackConfig::pgd(attack.steps)
     };

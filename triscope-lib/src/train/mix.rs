@@ -5,7 +5,7 @@
 //! `RandomChoice`, timm's `switch_prob`). The loss is `lam * CE(z, y) + (1 - lam) *
 //! CE(z, roll(y))` ([`super::loss::mixed_cross_entropy`]).
 
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 use super::config::AugmentationSection;
 

@@ -32,13 +32,13 @@ use super::events::{
 use super::explanation::ExplanationProbe;
 use super::loader::{Loader, LoaderSpec, epoch_order};
 use super::optim::{build_optimizer, learning_rate};
-use crate::data::Dataset;
-use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
-use crate::fsio::write_error;
-use crate::jobs::{event_channel, spawn_named};
+use crate::io::data::Dataset;
+use crate::io::regions::RegionSource;
+use crate::model::device::ComputeDevice;
 use crate::model::{ModelConfig, ResNet50};
-use crate::regions::RegionSource;
+use crate::util::fsio::write_error;
+use crate::util::jobs::{event_channel, spawn_named};
 
 /// A prepared run: datasets opened and checked, model and optimizer built.
 pub struct Trainer {
@@ -111,7 +111,7 @@ impl Trainer {
             (config.training.ema_decay > 0.0).then(|| Ema::new(config.training.ema_decay as f32));
         // The run folder, checked for writing before any compute.
         std::fs::create_dir_all(run_dir).map_err(write_error(run_dir))?;
-        crate::fsio::write_atomic(&run_dir.join(CONFIG_FILE), config.to_yaml()?.as_bytes())?;
+        crate::util::fsio::write_atomic(&run_dir.join(CONFIG_FILE), config.to_yaml()?.as_bytes())?;
         let metrics = run_dir.join(METRICS_FILE);
         std::fs::write(&metrics, b"").map_err(write_error(&metrics))?;
         let state = TrainState {

@@ -12,17 +12,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::RgbImage;
-use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::explain::concept_bank::{
     BankOptions, BankProgress, ConceptBank, ConceptReadout, read_concepts,
 };
 use crate::explain::concept_cache::{BankOrigin, load_or_build};
 use crate::explain::tcav::TcavResult;
-use crate::imaging::{ResizeMode, load_pixels};
 use crate::inference::Classifier;
-use crate::jobs::{EventSender, JobEvent, event_channel, spawn_named};
+use crate::io::imaging::{ResizeMode, load_pixels};
 use crate::model::LayerId;
+use crate::model::device::ComputeDevice;
+use crate::util::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 
 /// Events in flight at most; progress beyond that is dropped (the next one says more).
 const EVENT_CAPACITY: usize = 32;

@@ -19,21 +19,21 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-pub use crate::attack_report::AttackRequest;
-use crate::attack_report::sweep::{Sweep, SweepRequest, SweepStep, run_sweep};
-use crate::attack_report::{AttackStep, attack_one};
-use crate::device::ComputeDevice;
-use crate::dicom::{DicomInfo, Window};
+pub use crate::attack::report::AttackRequest;
+use crate::attack::report::sweep::{Sweep, SweepRequest, SweepStep, run_sweep};
+use crate::attack::report::{AttackStep, attack_one};
 use crate::error::{Result, TriscopeError};
 use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
-use crate::ground_truth::{GroundTruth, GroundTruthIndex};
-use crate::host;
-use crate::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
 use crate::inference::{Classifier, ModelSource, Prediction, model_card};
-use crate::jobs::{EventSender, JobEvent, event_channel, spawn_named};
+use crate::io::dicom::{DicomInfo, Window};
+use crate::io::ground_truth::{GroundTruth, GroundTruthIndex};
+use crate::io::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
+use crate::io::weights::CheckpointMetadata;
+use crate::model::device::ComputeDevice;
+use crate::model::host;
 use crate::model::{LayerId, ModelConfig};
-use crate::weights::CheckpointMetadata;
+use crate::util::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 
 /// Events waiting for the UI at most; the worker blocks (back-pressure) beyond this.
 pub const EVENT_CAPACITY: usize = 64;
@@ -122,21 +122,21 @@ pub struct Analysis {
     /// For a DICOM file: geometry, grey-level transforms, the window applied (no identifying
     /// attribute is ever read).
     pub dicom: Option<DicomInfo>,
-    /// The file is greyscale ([`crate::imaging::looks_grey`]): what a model for it must take.
+    /// The file is greyscale ([`crate::io::imaging::looks_grey`]): what a model for it must take.
     pub image_is_grey: bool,
     /// The image does not fit what the model was trained on
     /// ([`crate::inference::modality_warning`]).
     pub input_warning: Option<String>,
-    /// The image against the model's training distribution ([`crate::ood`]), where the
+    /// The image against the model's training distribution ([`crate::inference::ood`]), where the
     /// model carries the statistics.
-    pub out_of_distribution: Option<crate::ood::OodScore>,
+    pub out_of_distribution: Option<crate::inference::ood::OodScore>,
     /// Labels, lesion outline, expert boxes, when the image sits in a folder that has them
-    /// ([`crate::ground_truth`]), in `model_input` pixels.
+    /// ([`crate::io::ground_truth`]), in `model_input` pixels.
     pub ground_truth: Option<GroundTruth>,
     pub elapsed_secs: f64,
 }
 
-/// An ε sweep of the current image ([`crate::attack_report::sweep`]) with the images and maps
+/// An ε sweep of the current image ([`crate::attack::report::sweep`]) with the images and maps
 /// the view shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepResult {
@@ -488,7 +488,7 @@ struct ModelWorker {
 }
 
 impl ModelWorker {
-    /// Send an event (progress is dropped while the UI is behind, [`crate::jobs`]); false when
+    /// Send an event (progress is dropped while the UI is behind, [`crate::util::jobs`]); false when
     /// the UI has gone (the thread then ends).
     fn send(&self, event: WorkerEvent) -> bool {
         self.events.send(event)
@@ -594,12 +594,12 @@ impl ModelWorker {
         let options = DecodeOptions {
             dicom_window: window,
         };
-        let crate::imaging::Decoded {
+        let crate::io::imaging::Decoded {
             image: decoded,
             dicom,
         } = decode_with(path, &options)?;
         let (source_width, source_height) = (decoded.width(), decoded.height());
-        let image_is_grey = crate::imaging::looks_grey(&decoded);
+        let image_is_grey = crate::io::imaging::looks_grey(&decoded);
         let input_warning = classifier.input_warning(image_is_grey);
         let bad = |reason| TriscopeError::BadImage {
             path: path.to_path_buf(),
@@ -801,7 +801,7 @@ impl ModelWorker {
                 })
             })
             .collect();
-        let figure = crate::attack_report::sweep::figure(&sweep)?;
+        let figure = crate::attack::report::sweep::figure(&sweep)?;
         Ok(SweepResult {
             request,
             params,

@@ -3,7 +3,7 @@
 //! from the activations' first principal component, and pytorch-grad-cam's post-processing.
 
 use super::*;
-use crate::numeric::softmax;
+use crate::util::numeric::softmax;
 
 /// pytorch-grad-cam's post-processing: min-max, OpenCV bilinear upsample, min-max.
 pub(super) fn finish_cam(cam: &[f32], h: usize, w: usize, dims: Dims) -> Vec<f32> {

@@ -104,7 +104,8 @@ pub(super) fn smooth_grad(
         let min = x_b.iter().copied().fold(f32::INFINITY, f32::min);
         let max = x_b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sigma = (options.smoothgrad_sigma * (max - min)) as f64; // absolute noise std
-        let mut rng = crate::rng::NormalPairs::new(options.smoothgrad_seed.wrapping_add(b as u64));
+        let mut rng =
+            crate::util::rng::NormalPairs::new(options.smoothgrad_seed.wrapping_add(b as u64));
         let mut sum_abs = vec![0.0f64; n];
         let mut remaining = options.smoothgrad_samples;
         while remaining > 0 {

@@ -34,13 +34,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::host;
+use crate::model::host;
 use serde::{Deserialize, Serialize};
 
 use super::gradcam::{TargetClass, grad_cam, min_max, resize_bilinear};
 use crate::error::{Result, TriscopeError};
 use crate::model::{LayerId, ResNet50};
-use crate::numeric::argmax;
+use crate::util::numeric::argmax;
 
 mod cam;
 mod input;
@@ -84,7 +84,7 @@ impl Method {
         Self::Occlusion,
     ];
 
-    /// The command-line name (`gradcam++`, `ig`, ...); [`FromStr`] parses it back.
+    /// The command-line name (`gradcam++`, `ig`, ...); [`FromStr`](std::str::FromStr) parses it back.
     pub fn name(self) -> &'static str {
         match self {
             Self::GradCam => "gradcam",
@@ -138,7 +138,7 @@ impl fmt::Display for Method {
     }
 }
 
-impl crate::choice::Choice for Method {
+impl crate::util::choice::Choice for Method {
     const KIND: &'static str = "attribution method";
     const ALL: &'static [Self] = &Method::ALL;
     fn name(self) -> &'static str {
@@ -157,7 +157,7 @@ impl crate::choice::Choice for Method {
 impl std::str::FromStr for Method {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 
@@ -573,8 +573,8 @@ mod tests {
 
     #[test]
     fn normal_rng_is_seeded_and_standard() {
-        let mut a = crate::rng::NormalPairs::new(7);
-        let mut b = crate::rng::NormalPairs::new(7);
+        let mut a = crate::util::rng::NormalPairs::new(7);
+        let mut b = crate::util::rng::NormalPairs::new(7);
         let xs: Vec<f64> = (0..20000).map(|_| a.normal()).collect();
         assert!(
             xs.iter()

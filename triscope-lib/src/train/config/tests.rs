@@ -31,6 +31,14 @@ robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, s
     assert_eq!(c.robustness.loss_type, LossType::Trades);
     assert_eq!(c.training.weight_decay, 1e-4);
     assert_eq!(c.robustness.attack.steps, 10);
+    // The seed's `epsilon` / `step_size` are read as `eps_linf` / `alpha`, which are written.
+    assert_eq!(c.robustness.attack.eps_linf, 0.031);
+    assert_eq!(c.robustness.attack.alpha, 0.008);
+    let written = c.to_yaml().unwrap();
+    assert!(
+        written.contains("eps_linf: 0.031") && !written.contains("epsilon"),
+        "{written}"
+    );
     // Round trip through YAML.
     let again =
         TrainConfig::from_yaml(&c.to_yaml().unwrap(), Path::new("again.yaml"), &[]).unwrap();

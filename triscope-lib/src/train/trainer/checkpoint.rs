@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Trainer;
 use super::setup::{check_classes, lesion_masks, open_split};
-use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
-use crate::fsio::write_error;
+use crate::io::weights::{self, CheckpointMetadata};
+use crate::model::device::ComputeDevice;
 use crate::model::source::{ParamBuilder, SeededInit};
 use crate::model::{ModelConfig, ResNet50};
 use crate::train::config::TrainConfig;
@@ -23,7 +23,7 @@ use crate::train::ema::{self, Ema};
 use crate::train::events::{CheckpointKind, MetricsLog};
 use crate::train::explanation::ExplanationProbe;
 use crate::train::optim::build_optimizer;
-use crate::weights::{self, CheckpointMetadata};
+use crate::util::fsio::write_error;
 
 /// Header key of the [`TrainState`] JSON in a checkpoint.
 pub const TRAIN_STATE_KEY: &str = "triscope.train_state";
@@ -32,7 +32,7 @@ pub const OPTIMIZER_KEY: &str = "triscope.optimizer";
 /// Tensor (u8) holding the weight average ([`Ema`], little-endian f32) in `last`.
 pub const EMA_KEY: &str = "triscope.ema";
 pub(super) const CONFIG_FILE: &str = "config.yaml";
-/// The run folder's writer lock ([`RunLock`]).
+/// The run folder's writer lock (held by the trainer for its lifetime).
 pub const LOCK_FILE: &str = ".triscope-run.lock";
 pub(super) const METRICS_FILE: &str = "metrics.jsonl";
 pub(super) const LAST_FILE: &str = "last.safetensors";
@@ -215,7 +215,7 @@ impl Trainer {
         // Before anything in the folder is touched (temporaries, the log's tail).
         let lock = RunLock::acquire(run_dir)?;
         // A run killed while writing a checkpoint leaves its temporary file beside it.
-        for path in crate::fsio::remove_stale_temporaries(run_dir)? {
+        for path in crate::util::fsio::remove_stale_temporaries(run_dir)? {
             tracing::info!("removed {} left by an interrupted write", path.display());
         }
         let (header, blobs) = weights::read_extras(&last)?;

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use crate::data::Dataset;
 use crate::error::{Result, TriscopeError};
+use crate::io::data::Dataset;
+use crate::io::regions::RegionSource;
 use crate::model::ModelConfig;
-use crate::regions::RegionSource;
 use crate::train::config::TrainConfig;
 
 pub(super) fn open_split(config: &TrainConfig, split: &str, limit: usize) -> Result<Dataset> {
@@ -40,14 +40,14 @@ pub(super) fn lesion_masks(config: &TrainConfig, train: &Dataset) -> Result<Opti
         return Err(TriscopeError::BadConfig(format!(
             "{option} works on each image's lesion mask; {} has no lesion masks (HAM10000's {}/): set it to 0",
             train.root.display(),
-            crate::data::MASKS_DIR
+            crate::io::data::MASKS_DIR
         )));
     };
     let missing: Vec<PathBuf> = train
         .samples
         .iter()
         .filter_map(|s| s.path())
-        .map(|p| crate::data::mask_file(&dir, p))
+        .map(|p| crate::io::data::mask_file(&dir, p))
         .filter(|m| !m.is_file())
         .collect();
     if let Some(first) = missing.first() {

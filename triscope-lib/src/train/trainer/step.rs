@@ -9,19 +9,19 @@ use burn::module::Module;
 use super::Trainer;
 use super::checkpoint::LAST_FILE;
 use crate::attack::{AttackGoal, Classify};
-use crate::data::Label;
 use crate::error::{Result, TriscopeError};
 use crate::eval::metrics::{class_metrics, multi_label_metrics};
-use crate::host::logit_rows;
 use crate::inference::probabilities;
+use crate::io::data::Label;
 use crate::model::ResNet50;
-use crate::numeric::argmax;
-use crate::rng::{keyed_rng, stream};
+use crate::model::host::logit_rows;
 use crate::train::config::LossType;
 use crate::train::events::TrainControl;
 use crate::train::loader::HostBatch;
 use crate::train::loss::{self, InnerAttack, LossParts};
 use crate::train::mix::Mix;
+use crate::util::numeric::argmax;
+use crate::util::rng::{keyed_rng, stream};
 
 impl Trainer {
     pub(super) fn labels(&self, batch: &HostBatch) -> Targets {
@@ -70,9 +70,9 @@ impl Trainer {
         let smoothing = self.config.training.label_smoothing as f32;
         let r = &self.config.robustness;
         let inner = InnerAttack {
-            epsilon: r.attack.epsilon,
+            eps_linf: r.attack.eps_linf,
             steps: r.attack.steps,
-            step_size: r.attack.step_size,
+            alpha: r.attack.alpha,
         };
         let step_key = self.state.global_step as u64;
         if self.model_config.dropout > 0.0 {
@@ -354,6 +354,6 @@ impl Targets {
 }
 
 pub(super) fn scalar(t: Tensor<1>) -> Result<f64> {
-    let v = crate::host::values(t.inner(), "the loss")?;
+    let v = crate::model::host::values(t.inner(), "the loss")?;
     Ok(v.first().copied().unwrap_or(f32::NAN) as f64)
 }

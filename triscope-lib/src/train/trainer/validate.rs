@@ -6,13 +6,13 @@ use burn::tensor::{Tensor, TensorData};
 use super::Trainer;
 use super::step::{Targets, scalar};
 use crate::error::Result;
-use crate::host::logit_rows;
 use crate::model::ResNet50;
-use crate::rng::{keyed_rng, stream};
+use crate::model::host::logit_rows;
 use crate::train::config::LossType;
 use crate::train::ema::{self, Ema};
 use crate::train::events::TrainControl;
 use crate::train::loss::{self, InnerAttack};
+use crate::util::rng::{keyed_rng, stream};
 
 /// Training batches (augmented as in training) on which the weight average's BatchNorm
 /// statistics are recomputed before each validation: 2,048 images at batch 64.
@@ -52,9 +52,9 @@ impl Trainer {
             r.val_robust_samples.min(self.val.len())
         };
         let inner = InnerAttack {
-            epsilon: r.attack.epsilon,
+            eps_linf: r.attack.eps_linf,
             steps: r.attack.steps,
-            step_size: r.attack.step_size,
+            alpha: r.attack.alpha,
         };
         let mut rows = Vec::new();
         let mut adv_rows = Vec::new();

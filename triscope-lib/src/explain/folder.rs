@@ -15,10 +15,10 @@ use crate::explain::quality::RegionEnergy;
 use crate::explain::{
     AttributionMap, AttributionOptions, Colormap, Method, TargetClass, heatmap_rgb8, overlay_rgb8,
 };
-use crate::fsio::write_atomic;
-use crate::imaging::PixelImage;
 use crate::inference::{AttributionResult, Classifier};
-use crate::regions::energy_beside;
+use crate::io::imaging::PixelImage;
+use crate::io::regions::energy_beside;
+use crate::util::fsio::write_atomic;
 
 /// What to explain and how to draw it.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ pub fn write_rgb8(path: &Path, rgb: Vec<u8>, width: usize, height: usize) -> Res
             path.display()
         ))
     })?;
-    crate::plot::write_png(path, &img)?;
+    crate::io::plot::write_png(path, &img)?;
     Ok(path.display().to_string())
 }
 
@@ -171,12 +171,12 @@ pub fn explain_folder(
     progress: &mut dyn FnMut(usize, usize, &FolderRecord),
     cancel: &AtomicBool,
 ) -> Result<FolderReport> {
-    let images = crate::data::list_images(dir)?;
+    let images = crate::io::data::list_images(dir)?;
     if images.is_empty() {
         return Err(TriscopeError::InvalidArgument(format!(
             "{} holds no images ({})",
             dir.display(),
-            crate::imaging::IMAGE_EXTENSIONS.join(", ")
+            crate::io::imaging::IMAGE_EXTENSIONS.join(", ")
         )));
     }
     let mkdir = |d: &Path| {

@@ -48,7 +48,7 @@ pub enum DeviceChoice {
     Gpu,
 }
 
-impl crate::choice::Choice for DeviceChoice {
+impl crate::util::choice::Choice for DeviceChoice {
     const KIND: &'static str = "device";
     const ALL: &'static [Self] = &[Self::Auto, Self::Cpu, Self::Gpu];
     fn name(self) -> &'static str {
@@ -69,7 +69,7 @@ impl crate::choice::Choice for DeviceChoice {
 impl std::str::FromStr for DeviceChoice {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 

@@ -16,11 +16,11 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
 use crate::error::{Result, TriscopeError};
 use crate::eval::classes_of;
 use crate::eval::run::model_labels;
 use crate::inference::Classifier;
+use crate::io::data::Dataset;
 
 /// The header entry (JSON of [`OodInfo`]); the blobs (little-endian f32) are
 /// `triscope.ood.means.L` and `triscope.ood.precision.L` per layer `L` (0-based).
@@ -55,6 +55,33 @@ pub struct OodInfo {
     pub dataset: String,
     pub train_images: usize,
     pub val_images: usize,
+}
+
+impl OodInfo {
+    /// What a checkpoint's header says about its statistics (`None`: it carries none), read
+    /// without the blobs (`triscope info`).
+    pub fn from_header(header: &HashMap<String, String>) -> Result<Option<Self>> {
+        header
+            .get(INFO_KEY)
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| {
+                    TriscopeError::InvalidArgument(format!("{INFO_KEY}: unreadable ({e})"))
+                })
+            })
+            .transpose()
+    }
+
+    /// One line for a person: what the statistics describe and where the flag starts.
+    pub fn describe(&self) -> String {
+        format!(
+            "fitted on {} {} training images (layer1..layer4); an image scoring above {:.2} is flagged (the {:.0}th percentile of {} validation images)",
+            self.train_images,
+            self.dataset,
+            self.threshold,
+            self.quantile * 100.0,
+            self.val_images
+        )
+    }
 }
 
 /// One layer's class means and shared precision.
@@ -291,12 +318,10 @@ impl OodStats {
         header: &HashMap<String, String>,
         blobs: &HashMap<String, Vec<u8>>,
     ) -> Result<Option<Self>> {
-        let Some(json) = header.get(INFO_KEY) else {
+        let Some(info) = OodInfo::from_header(header)? else {
             return Ok(None);
         };
         let bad = |m: String| TriscopeError::InvalidArgument(format!("{INFO_KEY}: {m}"));
-        let info: OodInfo =
-            serde_json::from_str(json).map_err(|e| bad(format!("unreadable ({e})")))?;
         if info.scales.len() != info.dims.len() {
             return Err(bad("one scale per layer expected".into()));
         }
@@ -340,7 +365,8 @@ pub fn fit_on_datasets(
     let cfg = classifier.config();
     let classes = classes_of(&model_labels(train, cfg)?);
     let groups = if cfg.multi_label { 1 } else { cfg.num_classes };
-    let features = |c: &Classifier, refs: &[&crate::imaging::PixelImage]| c.layer_features(refs);
+    let features =
+        |c: &Classifier, refs: &[&crate::io::imaging::PixelImage]| c.layer_features(refs);
     let train_features = classifier.dataset_rows(train, 32, cancel, features)?;
     let val_features = classifier.dataset_rows(val, 32, cancel, features)?;
     let dataset = classifier
@@ -354,7 +380,7 @@ pub fn fit_on_datasets(
 /// Write `classifier`'s model and metadata to `path` with `stats` inside (atomically).
 pub fn save_with_stats(classifier: &Classifier, stats: &OodStats, path: &Path) -> Result<()> {
     let (header, blobs) = stats.to_extras()?;
-    crate::weights::save_checkpoint_with_extras(
+    crate::io::weights::save_checkpoint_with_extras(
         classifier.model(),
         &classifier.metadata,
         &header,

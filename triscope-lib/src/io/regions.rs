@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, GrayImage, Luma};
 use serde::Serialize;
 
-use crate::data::{Dataset, DatasetKind, MaskKind, mask_kind, read_csv};
 use crate::error::{Result, TriscopeError};
 use crate::explain::quality::{RegionEnergy, region_energy};
-use crate::imaging::{ResizeMode, decode, prepare};
-use crate::rng::SplitMix64;
+use crate::io::data::{Dataset, DatasetKind, MaskKind, mask_kind, read_csv};
+use crate::io::imaging::{ResizeMode, decode, prepare};
+use crate::util::rng::SplitMix64;
 
 /// Side of the original ChestX-ray14 images the box coordinates refer to.
 pub const NIH_ORIGINAL_SIDE: f64 = 1024.0;
@@ -62,8 +62,8 @@ pub enum RegionSource {
 /// folder or the one above (a dataset's `images/` beside `masks/`) holding `masks/STEM.png`.
 pub fn masks_beside(image: &Path) -> Option<(PathBuf, MaskKind)> {
     image_folders(image)
-        .map(|d| d.join(crate::data::MASKS_DIR))
-        .find(|m| crate::data::mask_file(m, image).is_file())
+        .map(|d| d.join(crate::io::data::MASKS_DIR))
+        .find(|m| crate::io::data::mask_file(m, image).is_file())
         .map(|m| {
             let root = m.parent().map(Path::to_path_buf).unwrap_or_default();
             let kind = mask_kind(&root);
@@ -114,7 +114,7 @@ pub fn energy_beside(
     let Some((dir, kind)) = masks_beside(image) else {
         return Ok(None);
     };
-    let file = crate::data::mask_file(&dir, image);
+    let file = crate::io::data::mask_file(&dir, image);
     let Some(region) = mask_region(dir, kind, image, width, mode)? else {
         return Ok(None);
     };
@@ -129,7 +129,7 @@ impl RegionSource {
     pub fn for_dataset(dataset: &Dataset) -> Result<Option<Self>> {
         match dataset.kind {
             DatasetKind::Ham10000 | DatasetKind::LabelsCsv => {
-                let dir = dataset.root.join(crate::data::MASKS_DIR);
+                let dir = dataset.root.join(crate::io::data::MASKS_DIR);
                 let kind = mask_kind(&dataset.root);
                 Ok(dir.is_dir().then_some(Self::Masks(dir, kind)))
             }
@@ -150,7 +150,7 @@ impl RegionSource {
             ]
             .into_iter()
             .flatten()
-            .map(|d| d.join(crate::data::MASKS_DIR))
+            .map(|d| d.join(crate::io::data::MASKS_DIR))
             .find(|d| d.is_dir())
             .map(|dir| Self::Masks(dir, MaskKind::Lesion))),
             _ => Ok(None),
@@ -171,7 +171,7 @@ impl RegionSource {
             .unwrap_or_default();
         match self {
             Self::Masks(dir, kind) => {
-                let path = crate::data::mask_file(dir, image);
+                let path = crate::io::data::mask_file(dir, image);
                 if !path.is_file() {
                     return Ok(Vec::new());
                 }
@@ -360,11 +360,11 @@ pub fn lesion_size_concepts(root: &Path, spec: &LesionSizeSpec) -> Result<Lesion
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         paths.swap(i, j);
     }
-    let masks = root.join(crate::data::MASKS_DIR);
+    let masks = root.join(crate::io::data::MASKS_DIR);
     let (mut large, mut small, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     let mut scanned = 0;
     for p in paths.iter().take(scan) {
-        let mask_path = crate::data::mask_file(&masks, p);
+        let mask_path = crate::io::data::mask_file(&masks, p);
         let mask = decode(&mask_path)?.to_luma8();
         scanned += 1;
         let on = mask.pixels().filter(|p| p.0[0] >= 128).count();

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::limits::MAX_IMAGE_SIDE;
+use crate::io::limits::MAX_IMAGE_SIDE;
 
 /// Refuse a JPEG stream that stops before its end-of-image marker. The decoder fills the
 /// blocks of a cut file with grey and says nothing (PIL refuses the same file as truncated), so

@@ -1,5 +1,5 @@
 //! Input pipeline: decode an image file (PNG, JPEG, BMP, TIFF, or DICOM through
-//! [`crate::dicom`]), convert it to the model's channel count and resize it to the model's
+//! [`crate::io::dicom`]), convert it to the model's channel count and resize it to the model's
 //! resolution, with pixel values in [0, 1].
 //!
 //! The resize reproduces torchvision's `Resize(R, antialias=True)` + `CenterCrop(R)` (PIL's
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
 
-use crate::dicom::{DicomInfo, Window, decode_dicom, has_dicom_extension, has_dicom_magic};
 use crate::error::{Result, TriscopeError};
+use crate::io::dicom::{DicomInfo, Window, decode_dicom, has_dicom_extension, has_dicom_magic};
 
 /// File extensions the loaders list in folders (lower case; DICOM included).
 pub const IMAGE_EXTENSIONS: [&str; 8] =
@@ -24,7 +24,9 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-pub use crate::limits::{MAX_DECODE_BYTES, MAX_EXPANSION, MAX_IMAGE_SIDE, PLAUSIBLE_DECODE_BYTES};
+pub use crate::io::limits::{
+    MAX_DECODE_BYTES, MAX_EXPANSION, MAX_IMAGE_SIDE, PLAUSIBLE_DECODE_BYTES,
+};
 
 /// How the image is brought to the square model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -37,7 +39,7 @@ pub enum ResizeMode {
     Stretch,
 }
 
-impl crate::choice::Choice for ResizeMode {
+impl crate::util::choice::Choice for ResizeMode {
     const KIND: &'static str = "resize mode";
     const ALL: &'static [Self] = &[Self::ShorterSideCrop, Self::Stretch];
     fn name(self) -> &'static str {
@@ -57,7 +59,7 @@ impl crate::choice::Choice for ResizeMode {
 impl std::str::FromStr for ResizeMode {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 
@@ -225,7 +227,7 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
 }
 
 /// [`decode`] with options; DICOM files (by extension or by their `DICM` marker) go through
-/// [`crate::dicom`], everything else through the `image` crate.
+/// [`crate::io::dicom`], everything else through the `image` crate.
 pub fn decode_with(path: &Path, options: &DecodeOptions) -> Result<Decoded> {
     let meta = std::fs::metadata(path).map_err(|source| TriscopeError::Io {
         path: path.to_path_buf(),
@@ -264,7 +266,7 @@ pub fn decode_bytes(bytes: &[u8], options: &DecodeOptions) -> std::result::Resul
         return Err("the file is empty (0 bytes)".into());
     }
     if has_dicom_magic(bytes) {
-        let d = crate::dicom::decode_dicom_bytes(bytes, options.dicom_window)?;
+        let d = crate::io::dicom::decode_dicom_bytes(bytes, options.dicom_window)?;
         return Ok(Decoded {
             image: d.image,
             dicom: Some(d.info),
@@ -329,7 +331,7 @@ fn decode_checked<R: std::io::BufRead + std::io::Seek>(
     };
     let reader = limited(false)?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
-        crate::jpeg::check_jpeg_complete(open()?.into_inner()).map_err(Refusal::Bad)?;
+        crate::io::jpeg::check_jpeg_complete(open()?.into_inner()).map_err(Refusal::Bad)?;
     }
     let decoder = reader
         .into_decoder()

@@ -12,14 +12,14 @@ use burn::tensor::Device;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
-pub use crate::checkpoint::{
+use crate::error::{Result, TriscopeError};
+pub use crate::io::checkpoint::{
     CONFIG_KEY, CheckpointHeader, CheckpointMetadata, EXTRA_PREFIX, FORMAT_CHECKPOINT, FORMAT_KEY,
     METADATA_KEY, utc_now_rfc3339,
 };
-use crate::error::{Result, TriscopeError};
-use crate::fsio::write_atomic;
 use crate::model::source::{Fetch, Init, ParamBuilder, ParamSource};
 use crate::model::{ModelConfig, ResNet50};
+use crate::util::fsio::write_atomic;
 
 /// Largest checkpoint file accepted (a full-width ResNet-50 in f32 is ~100 MB).
 pub const MAX_CHECKPOINT_BYTES: u64 = 2 << 30;
@@ -35,7 +35,7 @@ pub enum StemAdaptation {
     Red,
 }
 
-impl crate::choice::Choice for StemAdaptation {
+impl crate::util::choice::Choice for StemAdaptation {
     const KIND: &'static str = "stem adaptation";
     const ALL: &'static [Self] = &[Self::Mean, Self::Red];
     fn name(self) -> &'static str {
@@ -49,7 +49,7 @@ impl crate::choice::Choice for StemAdaptation {
 impl std::str::FromStr for StemAdaptation {
     type Err = TriscopeError;
     fn from_str(s: &str) -> std::result::Result<Self, TriscopeError> {
-        crate::choice::parse(s)
+        crate::util::choice::parse(s)
     }
 }
 
@@ -90,7 +90,7 @@ impl SafetensorsSource {
 
     /// Parse safetensors `bytes`; `path` only names the origin in errors.
     fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Self, CheckpointHeader)> {
-        let (st, header) = crate::checkpoint::parse(bytes, path)?;
+        let (st, header) = crate::io::checkpoint::parse(bytes, path)?;
         let extras = extra_blobs(&st);
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
@@ -350,7 +350,7 @@ pub fn peek_header(path: &Path) -> Result<CheckpointHeader> {
                 .collect()
         })
         .unwrap_or_default();
-    crate::checkpoint::header_from_raw(raw, path)
+    crate::io::checkpoint::header_from_raw(raw, path)
 }
 
 /// Serialise the model as safetensors bytes in torchvision's layout, with `header` entries.

@@ -30,7 +30,7 @@ use image::{DynamicImage, ImageBuffer, Luma, Rgb};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
-use crate::limits::{MAX_DECODE_BYTES, MAX_IMAGE_SIDE};
+use crate::io::limits::{MAX_DECODE_BYTES, MAX_IMAGE_SIDE};
 
 mod frames;
 mod prescan;
@@ -533,9 +533,9 @@ enum PixelEncoding {
     EncapsulatedUncompressed,
     /// 8-bit JPEG, decoded by the `image` crate with the image caps.
     Jpeg,
-    /// Lossless JPEG, decoded by [`crate::jpeg_lossless`].
+    /// Lossless JPEG, decoded by [`crate::io::jpeg_lossless`].
     JpegLossless,
-    /// JPEG 2000, decoded by [`crate::jpeg2000`].
+    /// JPEG 2000, decoded by [`crate::io::jpeg2000`].
     Jpeg2000,
 }
 

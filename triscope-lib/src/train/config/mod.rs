@@ -7,7 +7,7 @@
 //! classifier: {num_classes: 7, dropout: 0.0, global_pool: avg}
 //! training: {optimizer: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true, scheduler: cosine,
 //!            warmup_epochs: 5, eta_min: 1e-5, epochs: 100, batch_size: 64, seed: 42, class_weights: inverse_frequency}
-//! robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, epsilon: 0.031, steps: 10, step_size: 0.008}}
+//! robustness: {loss_type: trades, beta: 6.0, attack: {type: pgd, eps_linf: 0.031, steps: 10, alpha: 0.008}}
 //! data: {dataset: ham10000, root: ../shared/data/ham10000, train_split: train, val_split: val}
 //! ```
 
@@ -444,20 +444,23 @@ pub struct AttackSection {
     /// Only `pgd` (L-inf).
     #[serde(rename = "type")]
     pub kind: String,
-    /// L-inf radius in [0, 1] pixel units (8/255 = 0.031).
-    pub epsilon: f32,
+    /// L-inf radius in [0, 1] pixel units (8/255 = 0.031); `epsilon` is the seed config's
+    /// older name, still read.
+    #[serde(alias = "epsilon")]
+    pub eps_linf: f32,
     pub steps: usize,
-    /// Step size in pixel units.
-    pub step_size: f32,
+    /// Step size in pixel units; `step_size` is the older name, still read.
+    #[serde(alias = "step_size")]
+    pub alpha: f32,
 }
 
 impl Default for AttackSection {
     fn default() -> Self {
         Self {
             kind: "pgd".into(),
-            epsilon: 0.031,
+            eps_linf: 0.031,
             steps: 10,
-            step_size: 0.008,
+            alpha: 0.008,
         }
     }
 }
@@ -642,19 +645,19 @@ impl TrainConfig {
             ));
         }
         if r.loss_type != LossType::Clean {
-            if !(r.attack.epsilon.is_finite() && (0.0..=1.0).contains(&r.attack.epsilon)) {
+            if !(r.attack.eps_linf.is_finite() && (0.0..=1.0).contains(&r.attack.eps_linf)) {
                 return bad(format!(
-                    "robustness.attack.epsilon must be in [0, 1] (pixel scale, 8/255 = 0.031), got {}",
-                    r.attack.epsilon
+                    "robustness.attack.eps_linf must be in [0, 1] (pixel scale, 8/255 = 0.031), got {}",
+                    r.attack.eps_linf
                 ));
             }
             if r.attack.steps == 0 {
                 return bad("robustness.attack.steps must be at least 1".into());
             }
-            if !(r.attack.step_size.is_finite() && r.attack.step_size > 0.0) {
+            if !(r.attack.alpha.is_finite() && r.attack.alpha > 0.0) {
                 return bad(format!(
-                    "robustness.attack.step_size must be > 0, got {}",
-                    r.attack.step_size
+                    "robustness.attack.alpha must be > 0, got {}",
+                    r.attack.alpha
                 ));
             }
         }

@@ -25,14 +25,14 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{LABELS_FILE, LabelsLayout, read_csv};
 use crate::error::Result;
-use crate::imaging::{ResizeMode, crop_geometry, decode, prepare};
-use crate::regions::{BoundingBox, NIH_ORIGINAL_SIDE, image_folders, read_nih_boxes};
+use crate::io::data::{LABELS_FILE, LabelsLayout, read_csv};
+use crate::io::imaging::{ResizeMode, crop_geometry, decode, prepare};
+use crate::io::regions::{BoundingBox, NIH_ORIGINAL_SIDE, image_folders, read_nih_boxes};
 
 /// The name of the NIH box list.
 pub const BOX_LIST: &str = "BBox_List_2017.csv";
-pub use crate::data::MASKS_DIR;
+pub use crate::io::data::MASKS_DIR;
 
 /// What is known about one image, at model-input resolution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -81,7 +81,7 @@ pub struct GroundTruthRegion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RegionShape {
     /// The boundary of a mask (where the resized mask crosses 0.5, the threshold of
-    /// [`crate::regions`]) as closed polylines; holes are loops of their own.
+    /// [`crate::io::regions`]) as closed polylines; holes are loops of their own.
     Outline {
         loops: Vec<Vec<[f32; 2]>>,
         /// The mask itself at model-input resolution (`[resolution * resolution]`, row-major,
@@ -136,8 +136,8 @@ impl GroundTruthIndex {
         let mut warnings = Vec::new();
         let labels = self.find_labels(image, &mut warnings);
         let mut regions = Vec::new();
-        if let Some((dir, kind)) = crate::regions::masks_beside(image) {
-            let mask = crate::data::mask_file(&dir, image);
+        if let Some((dir, kind)) = crate::io::regions::masks_beside(image) {
+            let mask = crate::io::data::mask_file(&dir, image);
             match mask_outline_file(&mask, resolution, mode) {
                 Ok((loops, inside)) => regions.push(GroundTruthRegion {
                     finding: kind.finding().into(),
@@ -300,7 +300,7 @@ fn image_keys(image: &Path, root: &Path) -> Vec<String> {
     keys
 }
 
-/// A labels.csv as image key → labels, for the layouts [`crate::data`] reads
+/// A labels.csv as image key → labels, for the layouts [`crate::io::data`] reads
 /// ([`LabelsLayout`]); keys are paths below the table's folder, file names or stems.
 fn read_label_table(file: &Path) -> Result<LabelTable> {
     let table = read_csv(file)?;

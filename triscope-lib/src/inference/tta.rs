@@ -89,7 +89,7 @@ mod tests {
     }
 
     fn image(seed: u64) -> Tensor<4> {
-        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut rng = crate::util::rng::SplitMix64::new(seed);
         let v: Vec<f32> = (0..2 * 3 * 32 * 32).map(|_| rng.next_f32()).collect();
         Tensor::from_data(TensorData::new(v, [2, 3, 32, 32]), &Device::flex())
     }

@@ -27,7 +27,7 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
 
 /// Write `img` as a PNG file, whole or not at all.
 pub fn write_png(path: &std::path::Path, img: &RgbImage) -> Result<()> {
-    crate::fsio::write_atomic(path, &png_bytes(img)?)
+    crate::util::fsio::write_atomic(path, &png_bytes(img)?)
 }
 
 /// A line chart description.
@@ -697,7 +697,7 @@ pub fn write_slide(
     let json = dir.join(format!("{stem}.json"));
     let text = serde_json::to_string_pretty(slide)
         .map_err(|e| TriscopeError::Compute(format!("writing the slide as JSON: {e}")))?;
-    crate::fsio::write_atomic(&json, text.as_bytes())?;
+    crate::util::fsio::write_atomic(&json, text.as_bytes())?;
     Ok([png, json])
 }
 

@@ -3,6 +3,10 @@
 //! This is the boundary later front ends (CLI, GUI workers) use: images go in as
 //! [`PixelImage`]s, results come out as [`Prediction`]s and [`GradCamMap`]s; no tensor leaves.
 
+pub mod calibrate;
+pub mod ood;
+pub mod tta;
+
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -10,22 +14,22 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::Classify;
-use crate::device::ComputeDevice;
 use crate::error::{Result, TriscopeError};
 use crate::explain::attribution::{AttributionMap, AttributionOptions, Method, attribute_with};
 use crate::explain::gradcam::{GradCamMap, TargetClass, grad_cam};
-use crate::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
+use crate::inference::ood::{OodScore, OodStats};
+use crate::io::imaging::{LoadedImage, PixelImage, ResizeMode, load_image};
+use crate::io::weights::{CheckpointMetadata, LoadedModel, load_checkpoint, load_checkpoint_bytes};
+use crate::model::device::ComputeDevice;
 use crate::model::{LayerId, ModelConfig, ResNet50};
-use crate::numeric::argmax;
-use crate::ood::{OodScore, OodStats};
-use crate::weights::{CheckpointMetadata, LoadedModel, load_checkpoint, load_checkpoint_bytes};
+use crate::util::numeric::argmax;
 
 /// The default model shipped in `models/` and compiled into the binary.
 pub const DEFAULT_MODEL_NAME: &str = "models/ham10000_default.safetensors";
-static DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../../models/ham10000_default.safetensors");
+static DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../../../models/ham10000_default.safetensors");
 
 /// The embedded model's card (see [`model_card`]), compiled in beside it.
-static DEFAULT_MODEL_CARD: &str = include_str!("../../models/ham10000_default.report/card.txt");
+static DEFAULT_MODEL_CARD: &str = include_str!("../../../models/ham10000_default.report/card.txt");
 
 /// A bundled model's card: plain text on how it was trained and for how long, its test scores
 /// (balanced accuracy beside accuracy) and the `triscope eval` commands that measure them. The
@@ -177,7 +181,7 @@ pub struct ModelEntry {
 }
 
 /// The `.safetensors` files of `dir`, sorted by name, each with the dataset and modality its
-/// header names (read from the file's first bytes only, [`crate::weights::peek_header`]). A
+/// header names (read from the file's first bytes only, [`crate::io::weights::peek_header`]). A
 /// file whose header cannot be read is listed without them: loading it says why.
 pub fn list_models(dir: &Path) -> Vec<ModelEntry> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -193,7 +197,7 @@ pub fn list_models(dir: &Path) -> Vec<ModelEntry> {
     paths
         .into_iter()
         .map(|path| {
-            let header = crate::weights::peek_header(&path).ok();
+            let header = crate::io::weights::peek_header(&path).ok();
             let dataset = header
                 .as_ref()
                 .and_then(|h| h.metadata.as_ref()?.dataset.clone());
@@ -260,7 +264,7 @@ pub struct Classifier {
     /// The training distribution in the embedding (`triscope ood`), if the weights file
     /// carries it.
     pub ood: Option<OodStats>,
-    /// Predictions and evaluations average the eight dihedral views ([`crate::tta`]);
+    /// Predictions and evaluations average the eight dihedral views ([`crate::inference::tta`]);
     /// explanations and the out-of-distribution score stay on the image as it is.
     pub tta: bool,
 }
@@ -322,14 +326,14 @@ impl Classifier {
     /// What predictions and evaluations run: the model, or its dihedral average with `tta`.
     pub fn classify(&self) -> Box<dyn Classify + '_> {
         if self.tta {
-            Box::new(crate::tta::Dihedral { model: &self.model })
+            Box::new(crate::inference::tta::Dihedral { model: &self.model })
         } else {
             Box::new(&self.model)
         }
     }
 
     /// [`modality_warning`] for this model and an image that is greyscale or not
-    /// ([`LoadedImage::grey`], [`crate::imaging::looks_grey`]).
+    /// ([`LoadedImage::grey`], [`crate::io::imaging::looks_grey`]).
     pub fn input_warning(&self, image_is_grey: bool) -> Option<String> {
         modality_warning(self.metadata.dataset.as_deref(), image_is_grey)
     }
@@ -373,14 +377,14 @@ impl Classifier {
         let x = self.batch_tensor(images)?; // [batch, C, R, R]
         let taps = self.model.forward_taps(x.clone(), None);
         let logits = if self.tta {
-            crate::host::logit_rows(self.classify().logits(x))? // [batch][classes]
+            crate::model::host::logit_rows(self.classify().logits(x))? // [batch][classes]
         } else {
-            crate::host::logit_rows(taps.logits)?
+            crate::model::host::logit_rows(taps.logits)?
         };
         let mut features = vec![Vec::with_capacity(4); images.len()];
         for layer in taps.layers {
             let [b, c, _, _] = layer.dims();
-            let means = crate::host::logit_rows(layer.mean_dims(&[2, 3]).reshape([b, c]))?; // [b][c]
+            let means = crate::model::host::logit_rows(layer.mean_dims(&[2, 3]).reshape([b, c]))?; // [b][c]
             for (f, m) in features.iter_mut().zip(means) {
                 f.push(m);
             }
@@ -397,7 +401,7 @@ impl Classifier {
     /// model wants them; `cancel` is checked before each batch.
     pub fn dataset_rows<T>(
         &self,
-        dataset: &crate::data::Dataset,
+        dataset: &crate::io::data::Dataset,
         batch_size: usize,
         cancel: &std::sync::atomic::AtomicBool,
         rows: impl Fn(&Self, &[&PixelImage]) -> Result<Vec<T>>,
@@ -447,7 +451,7 @@ impl Classifier {
         let x = self.batch_tensor(images)?; // [batch, C, R, R]
         let logits = self.classify().logits(x); // [batch, classes]
         let n = self.config().num_classes;
-        let flat = crate::host::values(logits, "logits")?;
+        let flat = crate::model::host::values(logits, "logits")?;
         Ok(flat
             .chunks(n)
             .map(|row| self.prediction_from_logits(row))
@@ -553,9 +557,9 @@ impl Classifier {
 /// Softmax over classes, or an independent sigmoid per finding.
 pub fn probabilities(logits: &[f32], multi_label: bool) -> Vec<f32> {
     if multi_label {
-        crate::numeric::sigmoid(logits)
+        crate::util::numeric::sigmoid(logits)
     } else {
-        crate::numeric::softmax(logits)
+        crate::util::numeric::softmax(logits)
     }
 }
 

@@ -13,11 +13,11 @@ use super::{AttackRequest, CamDrift, attack_pixels};
 use crate::attack::{AttackConfig, AttackMethod, Norm, StepReport};
 use crate::error::{Result, TriscopeError};
 use crate::explain::{Colormap, TargetClass, overlay_rgb8};
-use crate::fsio::write_atomic;
-use crate::host::PerturbationNorms;
-use crate::imaging::PixelImage;
 use crate::inference::{Classifier, Prediction};
-use crate::plot::{LineChart, PALETTE, Series, Tile, tick_label};
+use crate::io::imaging::PixelImage;
+use crate::io::plot::{LineChart, PALETTE, Series, Tile, tick_label};
+use crate::model::host::PerturbationNorms;
+use crate::util::fsio::write_atomic;
 
 /// The default budgets, in 1/255 units.
 pub const DEFAULT_EPS_X255: [f32; 6] = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0];
@@ -146,7 +146,7 @@ pub struct SweepStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub eps_linf: f32,
-    pub eps_x255: f32,
+    pub eps_linf_x255: f32,
     /// PGD's step at this budget (pixel units).
     pub alpha: f32,
     pub prediction: Prediction,
@@ -235,7 +235,7 @@ pub fn run_sweep(
         let cam = CamDrift::between(&clean_cam, &adv_expl.gradcam, &clean.class_name);
         out.push(SweepPoint {
             eps_linf: eps,
-            eps_x255: eps * 255.0,
+            eps_linf_x255: eps * 255.0,
             alpha: config.alpha,
             true_class_probability: prediction.scores.get(label).map_or(0.0, |s| s.probability),
             fooled: request.attack.fooled(&clean, &prediction, label),
@@ -287,20 +287,20 @@ pub fn run_sweep(
 }
 
 /// A budget as people write it: `2/255`, `0.5/255`.
-pub fn eps_label(eps_x255: f32) -> String {
-    format!("{}/255", tick_label(eps_x255 as f64))
+pub fn eps_label(eps_linf_x255: f32) -> String {
+    format!("{}/255", tick_label(eps_linf_x255 as f64))
 }
 
 /// `sweep.csv`: one row per budget.
 pub fn csv(sweep: &Sweep) -> String {
     let mut text = String::from(
-        "eps_x255,eps_linf,attack,predicted_class,predicted_probability,true_class,\
+        "eps_linf_x255,eps_linf,attack,predicted_class,predicted_probability,true_class,\
          true_class_probability,fooled,cam_ssim,drift,cam_spearman,linf_norm_x255\n",
     );
     for p in &sweep.points {
         text.push_str(&format!(
             "{},{},{},{},{:.6},{},{:.6},{},{:.6},{:.6},{:.6},{:.4}\n",
-            tick_label(p.eps_x255 as f64),
+            tick_label(p.eps_linf_x255 as f64),
             p.eps_linf,
             sweep.method,
             p.prediction.class_name,
@@ -356,11 +356,11 @@ pub fn figure(sweep: &Sweep) -> Result<image::RgbImage> {
             .points
             .iter()
             .enumerate()
-            .map(|(i, p)| (i as f64, tick_label(p.eps_x255 as f64)))
+            .map(|(i, p)| (i as f64, tick_label(p.eps_linf_x255 as f64)))
             .collect(),
     };
     let width = (sweep.points.len() as u32 * 128 + 200).max(900);
-    let chart = crate::plot::render_line_chart(&chart, width, 420)?;
+    let chart = crate::io::plot::render_line_chart(&chart, width, 420)?;
     let Some(clean) = &sweep.clean_image else {
         return Ok(chart);
     };
@@ -379,7 +379,7 @@ pub fn figure(sweep: &Sweep) -> Result<image::RgbImage> {
         .map(|p| {
             format!(
                 "{}: {} {:.2}",
-                tick_label(p.eps_x255 as f64),
+                tick_label(p.eps_linf_x255 as f64),
                 p.prediction.class_name,
                 p.prediction.confidence
             )
@@ -398,7 +398,7 @@ pub fn figure(sweep: &Sweep) -> Result<image::RgbImage> {
             (overlay_rgb8(&rgb, &p.cam_map, Colormap::Jet, 0.4), w.min(h))
         })
         .collect();
-    let grid = crate::plot::render_image_grid(
+    let grid = crate::io::plot::render_image_grid(
         "adversarial image and Grad-CAM at each ε (predicted class, probability)",
         &columns,
         &[
@@ -432,7 +432,7 @@ pub fn write_sweep(sweep: &Sweep, out: &Path) -> Result<Vec<String>> {
     let json = serde_json::to_string_pretty(sweep)
         .map_err(|e| TriscopeError::Compute(format!("writing the sweep as JSON: {e}")))?;
     write_atomic(&json_path, json.as_bytes())?;
-    crate::plot::write_png(&png_path, &figure(sweep)?)?;
+    crate::io::plot::write_png(&png_path, &figure(sweep)?)?;
     Ok([csv_path, json_path, png_path]
         .iter()
         .map(|p| p.display().to_string())

@@ -12,7 +12,7 @@ pub(super) fn decode_jpeg_lossless_frame(
     header: &PixelHeader,
 ) -> std::result::Result<Vec<u8>, String> {
     let expected = header.rows as usize * header.columns as usize * header.samples as usize;
-    let frame = crate::jpeg_lossless::decode(stream, expected)
+    let frame = crate::io::jpeg_lossless::decode(stream, expected)
         .map_err(|e| format!("cannot decode the lossless JPEG frame: {e}"))?;
     if (frame.width, frame.height, u32::from(frame.components))
         != (header.columns, header.rows, header.samples)
@@ -56,7 +56,7 @@ pub(super) fn decode_jpeg_frame(
         ));
     }
     let keep_components = header.samples == 3 && header.photometric == "RGB";
-    crate::jpeg::decode_jpeg_frame(
+    crate::io::jpeg::decode_jpeg_frame(
         stream,
         header.columns,
         header.rows,
@@ -75,7 +75,7 @@ pub(super) fn decode_jpeg2000_frame(
     header: &PixelHeader,
 ) -> std::result::Result<Vec<u8>, String> {
     let frame =
-        crate::jpeg2000::decode(stream, header.columns, header.rows, header.samples as usize)
+        crate::io::jpeg2000::decode(stream, header.columns, header.rows, header.samples as usize)
             .map_err(|e| format!("cannot decode the JPEG 2000 frame: {e}"))?;
     if let Some(c) = frame
         .components

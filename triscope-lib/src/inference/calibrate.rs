@@ -13,13 +13,13 @@ use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Label};
 use crate::error::{Result, TriscopeError};
 use crate::eval::metrics::class_metrics;
 use crate::eval::run::model_labels;
-use crate::host::logit_rows;
 use crate::inference::Classifier;
+use crate::io::data::{Dataset, Label};
 use crate::model::ResNet50;
+use crate::model::host::logit_rows;
 
 /// The candidates for `tau`: 0 to 2 in steps of 0.05.
 pub fn default_taus() -> Vec<f64> {
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn the_shift_is_added_to_the_classifier_bias() {
-        let device = crate::device::ComputeDevice::cpu().device;
+        let device = crate::model::device::ComputeDevice::cpu().device;
         let mut cfg = crate::model::ModelConfig::generic(3, 3);
         cfg.base_width = 4;
         cfg.resolution = 32;

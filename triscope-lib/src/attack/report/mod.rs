@@ -14,13 +14,13 @@ use crate::attack::{
     AttackConfig, AttackGoal, AttackMethod, Norm, StepReport, run_attack, run_attack_from,
 };
 use crate::error::{Result, TriscopeError};
+use crate::explain::folder::write_rgb8;
 use crate::explain::{Colormap, GradCamMap, TargetClass, overlay_rgb8, quality};
-use crate::folder::write_rgb8;
-use crate::fsio::write_atomic;
-use crate::host::{PerturbationNorms, values};
-use crate::imaging::PixelImage;
 use crate::inference::{Classifier, Prediction};
+use crate::io::imaging::PixelImage;
 use crate::model::LayerId;
+use crate::model::host::{PerturbationNorms, values};
+use crate::util::fsio::write_atomic;
 
 pub mod sweep;
 
@@ -64,7 +64,7 @@ impl AttackRequest {
         format!(
             "{} at ε {}/255, {} {}",
             c.method.name(),
-            crate::plot::tick_label(f64::from(c.eps_linf) * 255.0),
+            crate::io::plot::tick_label(f64::from(c.eps_linf) * 255.0),
             c.steps,
             if c.method == AttackMethod::Square {
                 "queries"
@@ -234,7 +234,7 @@ pub fn attack_image(
         files.push(write_rgb8(&out.join(name), overlay, w, h)?);
     }
     let npy_path = out.join("adversarial.npy");
-    crate::npy::write_f32(&npy_path, adv, &[p.channels, p.height, p.width])?;
+    crate::io::npy::write_f32(&npy_path, adv, &[p.channels, p.height, p.width])?;
     files.push(npy_path.display().to_string());
     let json_path = out.join("attack.json");
     files.push(json_path.display().to_string());
