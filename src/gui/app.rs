@@ -1298,6 +1298,12 @@ pub fn model_info_ui(ui: &mut egui::Ui, info: &ModelInfo) {
             );
             row("classes", c.class_names.join(", "));
             row(
+                "unlike",
+                info.out_of_distribution.clone().unwrap_or_else(|| {
+                    "no out-of-distribution statistics (triscope ood fits them): images are not scored".into()
+                }),
+            );
+            row(
                 "trained",
                 if m.trained {
                     "yes".into()

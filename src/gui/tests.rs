@@ -182,6 +182,8 @@ fn opens_on_a_sample_explained_and_switches_layer_and_theme() {
     h.get_by_label("akiec, bcc, bkl, df, mel, nv, vasc");
     // The embedded model's card: how it was trained, its test scores, how to measure them.
     h.get_by_label_contains("balanced accuracy");
+    // What its out-of-distribution statistics describe.
+    h.get_by_label_contains("fitted on 7015 ham10000 training images");
     snapshot(&mut h, "model_window_light");
 
     // A typed path that does not exist is an error message, not a crash.

@@ -75,6 +75,10 @@ pub struct ModelInfo {
     pub device_is_gpu: bool,
     /// The model's card, when it has one ([`crate::inference::model_card`]).
     pub card: Option<String>,
+    /// What its out-of-distribution statistics describe
+    /// ([`crate::inference::ood::OodInfo::describe`]); `None`: it carries none.
+    #[serde(default)]
+    pub out_of_distribution: Option<String>,
 }
 
 /// One feature map of a layer, min-max normalised to [0, 1].
@@ -569,6 +573,7 @@ impl ModelWorker {
             device: self.device.description.clone(),
             device_is_gpu: self.device.is_gpu(),
             card: model_card(&classifier.source),
+            out_of_distribution: classifier.ood.as_ref().map(|o| o.info.describe()),
         };
         self.classifier = Some(classifier);
         self.image = None;
