@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{Line, Plot, PlotPoints};
+use egui_plot::{Axis, Line, Plot, PlotPoints};
 use triscope::attack::AttackMethod;
+use triscope::io::plot::tick_label;
 use triscope::model::LayerId;
 use triscope::workbench::{Analysis, AttackRequest, AttackResult, RgbImage};
 
 use super::overlay::{OverlayPainter, OverlaySource, OverlayStyle};
-use super::predictions::{ADV_COLOR, CLEAN_COLOR};
+use super::predictions::ADV_COLOR;
 use super::state::{AttackSettings, UiAction};
 
 /// Methods offered in the panel.
@@ -368,10 +369,12 @@ impl AttackPanel {
             .allow_drag(false)
             .x_axis_label("step")
             .y_axis_label("loss")
+            .x_grid_spacer(|input| super::training::linear_marks(input, Axis::X, true))
+            .y_grid_spacer(|input| super::training::linear_marks(input, Axis::Y, false))
+            .y_axis_formatter(|mark, _| tick_label(mark.value))
             .show(ui, |plot| {
                 plot.line(Line::new("attack loss", points).color(ADV_COLOR));
             });
-        let _ = CLEAN_COLOR;
     }
 }
 
