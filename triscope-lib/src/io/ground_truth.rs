@@ -5,9 +5,11 @@
 //!
 //! Where it looks, for an image `DIR/NAME`, in `DIR` and then in `DIR/..` (so both a dataset,
 //! `ROOT/images/NAME` beside `ROOT/labels.csv`, `ROOT/masks/`, `ROOT/BBox_List_2017.csv`, and a
-//! folder holding the files beside its images, like the bundled samples, are found):
+//! folder holding the files beside its images, like the bundled samples, are found); a
+//! `labels.csv` also one folder higher (derm7pt's `ROOT/images/SUB/NAME`):
 //!
-//! - `labels.csv` listing the image: HAM10000 (`image_id`, `dx`), ChestX-ray14 (`Image Index`,
+//! - `labels.csv` listing the image, in any layout [`crate::io::data`] reads: HAM10000
+//!   (`image_id`, `dx`), derm7pt (`image` under `images/`, `dx`), ChestX-ray14 (`Image Index`,
 //!   `Finding Labels`), or `image,label` (the image as `NAME`, `images/NAME` or
 //!   `SUBFOLDER/NAME`; several labels `|`-separated);
 //! - `masks/STEM.png`: a binary mask (white = inside) of a HAM10000 lesion, or of the lungs where
