@@ -11,6 +11,7 @@ use triscope::io::plot::tick_label;
 use triscope::model::LayerId;
 use triscope::workbench::{Analysis, AttackRequest, AttackResult, RgbImage};
 
+use super::axes::linear_marks;
 use super::overlay::{OverlayPainter, OverlaySource, OverlayStyle};
 use super::predictions::ADV_COLOR;
 use super::state::{AttackSettings, UiAction};
@@ -369,8 +370,8 @@ impl AttackPanel {
             .allow_drag(false)
             .x_axis_label("step")
             .y_axis_label("loss")
-            .x_grid_spacer(|input| super::training::linear_marks(input, Axis::X, true))
-            .y_grid_spacer(|input| super::training::linear_marks(input, Axis::Y, false))
+            .x_grid_spacer(|input| linear_marks(input, Axis::X, true))
+            .y_grid_spacer(|input| linear_marks(input, Axis::Y, false))
             .y_axis_formatter(|mark, _| tick_label(mark.value))
             .show(ui, |plot| {
                 plot.line(Line::new("attack loss", points).color(ADV_COLOR));
@@ -391,8 +392,9 @@ pub(super) fn method_menu(ui: &mut egui::Ui, method: &mut AttackMethod, multi_la
         )
         .show_ui(ui, |ui| {
             for (m, name) in METHODS {
-                // FAB-T's targets are the runner-up classes of one softmax.
-                let fits = !(multi_label && m == AttackMethod::FabT);
+                // The library's rule (`AttackRequest::validate`): a method that picks its own
+                // targets among the runner-up classes of one softmax needs single-label classes.
+                let fits = !multi_label || m.takes_target();
                 ui.add_enabled_ui(fits, |ui| {
                     changed |= ui.selectable_value(method, m, name).changed();
                 });

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod attack;
 pub mod audit;
+pub mod axes;
 pub mod compare;
 pub mod concepts;
 pub mod explain;

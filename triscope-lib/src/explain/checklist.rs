@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
-use crate::io::data::{Table, derm7pt_image_path, read_csv};
+use crate::io::data::{LABELS_FILE, Table, derm7pt_image_path, read_csv};
 
 /// Where the command line and the app look for derm7pt unless told: the shared data folder
 /// beside the project.
@@ -144,7 +144,7 @@ impl ChecklistTable {
     /// image or a value derm7pt does not use is an error naming the file, the line and the
     /// value (and the values the column may hold).
     pub fn open(root: &Path) -> Result<Self> {
-        let labels = root.join("labels.csv");
+        let labels = root.join(LABELS_FILE);
         if !labels.is_file() {
             return Err(TriscopeError::InvalidArgument(format!(
                 "{} has no labels.csv: the seven-point-checklist concepts need derm7pt's folder \
