@@ -14,7 +14,10 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use triscope::io::weights::import_state_dict;
-use triscope::model::fast::{Epilogue, conv_bn, fused_calls, with_plain_path};
+use triscope::model::config::Precision;
+use triscope::model::fast::{
+    Epilogue, bf16, conv_bn, fused_calls, with_plain_path, with_precision,
+};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
 
 /// Deterministic values in [lo, hi).
@@ -638,4 +641,95 @@ fn training_steps_are_deterministic() {
     let a = run();
     let b = run();
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+/// With bf16 products a layer's forward and input gradient equal burn's f32 ops on operands
+/// rounded to bf16: weight, input and output gradient (BatchNorm with scale exactly 1 and a
+/// bf16 probe, so the gradient the bf16 GEMM rounds is already bf16). What is left is the
+/// order of the f32 sums: 1e-5 of the largest value. The GEMM itself is checked bit for bit
+/// against the emulated instruction in the library's unit tests.
+#[test]
+fn bf16_layer_equals_f32_ops_on_bf16_rounded_operands() {
+    if !bf16::supported() {
+        eprintln!("skipped: this CPU has no AVX512_BF16");
+        return;
+    }
+    let device = Device::flex();
+    let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(bf16::round_bf16).collect() };
+    for &(c_in, c_out, k, stride, h, w) in &[
+        (16, 32, 3, 1, 12, 12),
+        (24, 40, 1, 1, 9, 9),
+        (8, 16, 3, 2, 11, 11),
+        (16, 24, 1, 2, 10, 10),
+        (3, 8, 7, 2, 20, 20),
+    ] {
+        let mut cv = conv(c_in, c_out, k, stride, 5, &device);
+        let weight = round(values(cv.weight.val()));
+        cv.weight = Param::from_tensor(tensor(weight, [c_out, c_in, k, k], &device));
+        let ones = || tensor(vec![1.0; c_out], [c_out], &device);
+        let bn = BatchNorm {
+            gamma: Param::from_tensor(ones()),
+            beta: Param::from_tensor(tensor(uniform(c_out, 8, -0.5, 0.5), [c_out], &device)),
+            training: Param::from_bool(false),
+            running_mean: RunningState::new(tensor(uniform(c_out, 9, -0.3, 0.3), [c_out], &device)),
+            running_var: RunningState::new(ones()),
+            momentum: 0.1,
+            epsilon: 0.0,
+        };
+        let x = tensor(
+            round(uniform(2 * c_in * h * w, 3, -1.0, 1.0)),
+            [2, c_in, h, w],
+            &device,
+        );
+        let (oh, ow) = (
+            (h + 2 * (k / 2) - k) / stride + 1,
+            (w + 2 * (k / 2) - k) / stride + 1,
+        );
+        let probe = tensor(
+            round(uniform(2 * c_out * oh * ow, 4, -1.0, 1.0)),
+            [2, c_out, oh, ow],
+            &device,
+        );
+        let before = fused_calls();
+        let fast = with_precision(Precision::Bf16, || {
+            run_layer(&cv, &bn, &x, None, false, &probe)
+        });
+        assert!(fused_calls() > before, "fast path not taken");
+        let plain = with_plain_path(|| run_layer(&cv, &bn, &x, None, false, &probe));
+        let shape = (c_in, c_out, k, stride, h, w);
+        let d = max_rel_diff(&fast.0, &plain.0);
+        assert!(d <= 1e-5, "{shape:?}: output differs by {d}");
+        let d = max_rel_diff(&fast.1, &plain.1);
+        assert!(d <= 1e-5, "{shape:?}: input gradient differs by {d}");
+        // And the products were bf16: on unrounded operands the two paths differ.
+        let x = tensor(
+            uniform(2 * c_in * h * w, 3, -1.0, 1.0),
+            [2, c_in, h, w],
+            &device,
+        );
+        let fast = with_precision(Precision::Bf16, || {
+            run_layer(&cv, &bn, &x, None, false, &probe)
+        });
+        let plain = with_plain_path(|| run_layer(&cv, &bn, &x, None, false, &probe));
+        let d = max_rel_diff(&fast.0, &plain.0);
+        assert!(
+            d > 1e-5 && d < 2e-2,
+            "{shape:?}: bf16 output differs by {d}"
+        );
+    }
+}
+
+/// A job thread started with `carried` runs in the precision of the thread that started it
+/// (bf16 only where the CPU has it).
+#[test]
+fn job_threads_carry_the_precision_they_were_started_in() {
+    use triscope::model::fast::{carried, precision};
+    let run = || std::thread::spawn(carried(precision)).join().unwrap();
+    let bf16_here = if bf16::supported() {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
+    assert_eq!(with_precision(Precision::Bf16, run), bf16_here);
+    assert_eq!(run(), Precision::F32);
 }

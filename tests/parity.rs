@@ -1,6 +1,7 @@
 //! Parity with PyTorch: the fixture model of `tools/make_fixtures.py` loaded through the import
 //! path must reproduce torchvision's forward, pytorch-grad-cam's GradCAM, autograd's input
-//! gradient and the 1-channel stem adaptation.
+//! gradient and the 1-channel stem adaptation; and with `--precision bf16`, PyTorch's
+//! convolutions on bf16 operands with f32 sums (`tools/make_bf16_fixture.py`).
 
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
@@ -13,6 +14,8 @@ use common::*;
 use triscope::explain::{TargetClass, grad_cam};
 use triscope::io::imaging::{ResizeMode, load_image};
 use triscope::io::weights::{StemAdaptation, import_state_dict};
+use triscope::model::config::Precision;
+use triscope::model::fast::{bf16, with_precision};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
 
 const RES: usize = 128;
@@ -277,4 +280,39 @@ fn shades_of_gray_matches_the_isic_reference_and_pytorch() {
         d <= 2e-3,
         "input gradient differs by {d} (relative to its max)"
     );
+}
+
+/// `--precision bf16` against PyTorch with every convolution on bf16 operands and f32 sums
+/// (`tools/make_bf16_fixture.py`; BatchNorm, pooling and the head f32 in both). The two
+/// differ in the order of the f32 sums, and an activation that lands on the other side of a
+/// bf16 rounding boundary carries the difference on, layer by layer: PyTorch's own emulation
+/// with f64 instead of f32 sums moves the logits by 1e-3. So: within 1e-2, and at least three
+/// times closer to the emulation than to f32 (3.5e-2 away; which also shows that bf16 ran).
+/// The backward is checked layer by layer in `tests/fast_path.rs`.
+#[test]
+fn bf16_forward_matches_pytorch_on_bf16_operands() {
+    if !bf16::supported() {
+        eprintln!("skipped: this CPU has no AVX512_BF16");
+        return;
+    }
+    let device = Device::flex();
+    let fx = load_arrays(&fixture("parity_bf16_w8_c7.safetensors"));
+    let f32_fx = load_arrays(&fixture("parity_w8_c7.safetensors"));
+    let model = fixture_model(3, None, &device);
+    let input = tensor4(&f32_fx["input"], &device);
+    let taps = with_precision(Precision::Bf16, || model.forward_taps(input, None));
+    let order = max_rel_diff(&fx["order_logits"].values, &fx["logits"].values);
+    assert!(order < 2e-3, "the fixture's own order effect: {order}");
+    for (name, got) in [("logits", taps.logits), ("embedding", taps.embedding)] {
+        let got = values(got);
+        let d = max_rel_diff(&got, &fx[name].values);
+        let from_f32 = max_rel_diff(&got, &f32_fx[name].values);
+        assert!(d <= 1e-2, "{name} differ by {d} (relative)");
+        assert!(
+            from_f32 >= 3.0 * d,
+            "{name}: {d} from bf16, {from_f32} from f32"
+        );
+    }
+    let d = max_rel_diff(&values(taps.layers[3].clone()), &fx["layer4"].values);
+    assert!(d <= 3e-2, "layer4 differs by {d}");
 }

@@ -17,7 +17,18 @@ optimisation step with the trainer's recipe (weighted cross-entropy, SGD with Ne
 momentum and weight decay) clean and with TRADES (inner PGD-3 at 2/255 on the model in eval
 mode, then the clean and adversarial training-mode forwards), plus the forward at batch 64
 (validation) and the inner PGD-3 alone. `bench --train` prints the same rows, as images/s.
+
+--precision f32,bf16 runs every row in f32 and again under torch.autocast("cpu",
+dtype=torch.bfloat16) (PyTorch's mixed precision on the CPU: bf16 convolutions and matrix
+products through oneDNN, which uses AVX512_BF16 where the CPU has it); rows carry
+"precision". --ort adds ONNX Runtime's forward rows (pip onnxruntime; the same model exported
+with torch.onnx.export, CPU execution provider, --threads intra-op threads, all graph
+optimisations: BatchNorm folded, convolution + activation fused, blocked layouts), with
+"engine": "onnxruntime".
 """
+
+import contextlib
+import io
 
 import argparse
 import json
@@ -62,6 +73,53 @@ def timed(fn, runs):
     return secs[len(secs) // 2], secs[0]
 
 
+PRECISION = "f32"
+
+
+def autocast():
+    """The context every timed call runs in: autocast to bf16 for --precision bf16."""
+    if PRECISION == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def timed_row(rows, fields, fn, runs):
+    """Time `fn` (in the current precision) and append its row."""
+    reset_peak()
+    with autocast():
+        median, best = timed(fn, runs)
+    row = {**fields, "median_secs": median, "min_secs": best, "peak_rss_mib": peak_mib(),
+           "runs": runs, "precision": fields.get("precision", PRECISION),
+           "engine": fields.get("engine", "pytorch")}
+    rows.append(row)
+    b = row["batch"]
+    print(f"{row['engine']} {row['precision']} w{row['base_width']} r{row['resolution']}  "
+          f"{row['operation']:<30} batch {b}  median {median:.3f} s  {b / median:6.1f} images/s"
+          f"  peak {row['peak_rss_mib']:.0f} MiB", flush=True)
+
+
+def bench_ort(width, res, batches, threads, runs, rows):
+    """ONNX Runtime's forward of the same model (f32)."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = Normalized(ResNet50(width, 7, 3), MEAN, STD).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(model, (torch.rand(1, 3, res, res),), buf, input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "batch"}},
+                      dynamo=False, opset_version=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    for batch in batches:
+        x = torch.rand(batch, 3, res, res).numpy()
+        fields = {"operation": "forward", "base_width": width, "resolution": res, "batch": batch,
+                  "precision": "f32", "engine": "onnxruntime"}
+        timed_row(rows, fields, lambda: session.run(None, {"x": x}), runs)
+
+
 def bench_model(width, res, runs, rows):
     torch.manual_seed(0)
     net = ResNet50(width, 7, 3).eval()
@@ -73,11 +131,8 @@ def bench_model(width, res, runs, rows):
     y1 = torch.tensor([4])
 
     def row(name, batch, fn):
-        reset_peak()
-        median, best = timed(fn, runs)
-        rows.append({"operation": name, "base_width": width, "resolution": res, "batch": batch,
-                     "median_secs": median, "min_secs": best, "peak_rss_mib": peak_mib(), "runs": runs})
-        print(f"torch w{width} r{res}  {name:<30} batch {batch}  median {median:.3f} s  peak {rows[-1]['peak_rss_mib']:.0f} MiB", flush=True)
+        fields = {"operation": name, "base_width": width, "resolution": res, "batch": batch}
+        timed_row(rows, fields, fn, runs)
 
     def fwd(x):
         with torch.no_grad():
@@ -99,7 +154,10 @@ def bench_model(width, res, runs, rows):
     # activations), model in eval mode.
     cam_net = ResNet50(width, 7, 3).eval()
     cam = GradCAM(model=Normalized(cam_net, MEAN, STD).eval(), target_layers=[cam_net.layer4])
-    row("Grad-CAM layer4", 1, lambda: cam(input_tensor=x1, targets=None))
+    if PRECISION == "f32":
+        # Not under autocast: pytorch-grad-cam hands the bf16 logits to numpy, which has no
+        # bfloat16.
+        row("Grad-CAM layer4", 1, lambda: cam(input_tensor=x1, targets=None))
 
     import torchattacks
 
@@ -135,12 +193,8 @@ def bench_train(width, res, batch, runs, rows):
     eps, alpha, steps, beta = 2 / 255, 1 / 255, 3, 6.0
 
     def row(name, fn):
-        reset_peak()
-        median, best = timed(fn, runs)
-        rows.append({"operation": name, "base_width": width, "resolution": res, "batch": batch,
-                     "median_secs": median, "min_secs": best, "peak_rss_mib": peak_mib(), "runs": runs})
-        print(f"torch w{width} r{res}  {name:<30} batch {batch}  median {median:.3f} s"
-              f"  {batch / median:6.1f} images/s  peak {rows[-1]['peak_rss_mib']:.0f} MiB", flush=True)
+        fields = {"operation": name, "base_width": width, "resolution": res, "batch": batch}
+        timed_row(rows, fields, fn, runs)
 
     def forward():
         model.eval()
@@ -223,18 +277,19 @@ def bench_ops(runs, rows):
         shape = f"{c_in}->{c_out} k{k} s{stride} @{side}"
         medians = []
         for i, (kind, fn) in enumerate(zip(kinds, [conv, fwd, fwd_bwd])):
-            median, best = timed(fn, runs)
+            with autocast():
+                median, best = timed(fn, runs)
             medians.append(median)
             totals[i] += median * count
             rows.append({"operation": f"{kind} {shape}", "base_width": 64, "resolution": 224, "batch": 1,
-                         "median_secs": median, "min_secs": best, "runs": runs})
+                         "median_secs": median, "min_secs": best, "runs": runs, "precision": PRECISION})
         print(f"torch {shape:<24} x{count:<2} conv {medians[0]:.4f}  conv+bn+relu fwd {medians[1]:.4f}"
               f"  fwd+bwd {medians[2]:.4f} s", flush=True)
     print("all convolutions of one ResNet-50 (weighted totals):")
     for kind, total in zip(kinds, totals):
         print(f"  {kind:<32} {total:.3f} s")
         rows.append({"operation": f"{kind} all", "base_width": 64, "resolution": 224, "batch": 1,
-                     "median_secs": total, "min_secs": total, "runs": runs})
+                     "median_secs": total, "min_secs": total, "runs": runs, "precision": PRECISION})
 
 
 def main():
@@ -247,19 +302,41 @@ def main():
     ap.add_argument("--train", action="store_true",
                     help="also the training rows: widths 16 and 32 at 160 px, batch 64")
     ap.add_argument("--train-only", action="store_true", help="only the training rows")
+    ap.add_argument("--precision", default="f32",
+                    help="comma-separated: f32 and/or bf16 (torch.autocast to bfloat16)")
+    ap.add_argument("--ort", action="store_true", help="also ONNX Runtime's forward rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    if args.ops:
-        bench_ops(args.runs, rows)
-    elif not args.train_only:
-        if not args.skip_full:
-            bench_model(64, 224, args.runs, rows)
-        bench_model(8, 128, args.runs, rows)
-    if args.train or args.train_only:
-        for width, res, batch in TRAIN_SETUPS:
-            bench_train(width, res, batch, args.runs, rows)
+    global PRECISION
+    for precision in args.precision.split(","):
+        if precision not in ("f32", "bf16"):
+            sys.exit(f"--precision: {precision!r} is neither f32 nor bf16")
+        PRECISION = precision
+        if args.ops:
+            bench_ops(args.runs, rows)
+        elif not args.train_only:
+            if not args.skip_full:
+                bench_model(64, 224, args.runs, rows)
+            bench_model(8, 128, args.runs, rows)
+        if args.train or args.train_only:
+            for width, res, batch in TRAIN_SETUPS:
+                bench_train(width, res, batch, args.runs, rows)
+    PRECISION = "f32"
+    if args.ort:
+        if not args.train_only:
+            if not args.skip_full:
+                bench_ort(64, 224, [1, 8], args.threads, args.runs, rows)
+            bench_ort(8, 128, [1, 8], args.threads, args.runs, rows)
+        if args.train or args.train_only:
+            for width, res, batch in TRAIN_SETUPS:
+                bench_ort(width, res, [batch], args.threads, args.runs, rows)
     out = {"torch": torch.__version__, "threads": args.threads, "rows": rows}
+    try:
+        import onnxruntime
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     print(f"wrote {args.out}")

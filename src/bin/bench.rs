@@ -19,7 +19,6 @@
 #[path = "../process.rs"]
 mod process;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -35,13 +34,15 @@ use serde::{Deserialize, Serialize};
 use triscope::attack::{AttackConfig, AttackGoal, run_attack};
 use triscope::explain::{TargetClass, grad_cam};
 use triscope::io::data::Dataset;
-use triscope::model::device::ComputeDevice;
+use triscope::model::config::Precision;
+use triscope::model::device::{BackendKind, ComputeDevice};
 use triscope::model::{LayerId, ModelConfig, ResNet50};
 use triscope::train::augment::AugmentParams;
 use triscope::train::config::TrainingSection;
 use triscope::train::loader::{Loader, LoaderSpec, epoch_order};
 use triscope::train::loss::{InnerAttack, cross_entropy, trades_adversarial, trades_outer};
 use triscope::train::optim::build_optimizer;
+use triscope::util::choice::Choice;
 use triscope::util::rng::SplitMix64;
 
 /// Timings of Triscope's core operations, side by side with PyTorch's (tools/bench_torch.py).
@@ -104,6 +105,16 @@ struct Args {
     /// HAM10000 folder for the loader rows (skipped when it does not exist)
     #[arg(long, default_value = "../shared/data/ham10000", value_name = "DIR")]
     data: PathBuf,
+    /// The model rows in each of these precisions (comma-separated: f32, bf16): bf16 rounds
+    /// the convolutions' operands to bf16 and sums in f32 (CPUs with AVX512_BF16; skipped
+    /// with a note elsewhere)
+    #[arg(long, value_delimiter = ',', default_value = "f32", value_parser = parse_precision)]
+    precision: Vec<Precision>,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
+        .map_err(|e: triscope::TriscopeError| e.to_string())
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -119,15 +130,69 @@ struct Row {
     #[serde(default)]
     peak_rss_mib: f64,
     runs: usize,
+    /// "f32" or "bf16" (PyTorch: autocast).
+    #[serde(default = "f32_name")]
+    precision: String,
+    /// Whose row: "triscope", "pytorch" or "onnxruntime" (older PyTorch files: none).
+    #[serde(default = "pytorch_name")]
+    engine: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     torch_median_secs: Option<f64>,
+    /// To PyTorch's row in the same precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ratio_to_torch: Option<f64>,
+    /// A bf16 row to PyTorch's f32 row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ratio_to_torch_f32: Option<f64>,
+    /// A forward row to ONNX Runtime's (f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ratio_to_ort: Option<f64>,
+}
+
+impl Row {
+    /// One of Triscope's rows on `dev`, in this thread's precision. `shape`: (base width,
+    /// resolution, batch); `times`: (median, minimum) seconds.
+    fn triscope(
+        dev: &ComputeDevice,
+        operation: String,
+        (base_width, resolution, batch): (usize, usize, usize),
+        (median_secs, min_secs): (f64, f64),
+        peak_rss_mib: f64,
+        runs: usize,
+    ) -> Self {
+        Self {
+            backend: dev.description.clone(),
+            operation,
+            base_width,
+            resolution,
+            batch,
+            median_secs,
+            min_secs,
+            peak_rss_mib,
+            runs,
+            precision: precision_of(dev).name().to_string(),
+            engine: "triscope".into(),
+            torch_median_secs: None,
+            ratio_to_torch: None,
+            ratio_to_torch_f32: None,
+            ratio_to_ort: None,
+        }
+    }
+}
+
+fn f32_name() -> String {
+    "f32".into()
+}
+
+fn pytorch_name() -> String {
+    "pytorch".into()
 }
 
 #[derive(Deserialize)]
 struct TorchBench {
     torch: String,
+    #[serde(default)]
+    onnxruntime: Option<String>,
     threads: usize,
     rows: Vec<Row>,
 }
@@ -381,43 +446,44 @@ fn bench_ops(dev: &ComputeDevice, runs: usize) -> Result<Vec<Row>> {
         );
         for (i, (kind, (median, min))) in kinds.iter().zip(medians).enumerate() {
             totals[i] += median * count as f64;
-            rows.push(Row {
-                backend: dev.description.clone(),
-                operation: format!("{kind} {shape}"),
-                base_width: 64,
-                resolution: 224,
-                batch: 1,
-                median_secs: median,
-                min_secs: min,
-                peak_rss_mib: f64::NAN,
+            let operation = format!("{kind} {shape}");
+            rows.push(Row::triscope(
+                dev,
+                operation,
+                (64, 224, 1),
+                (median, min),
+                f64::NAN,
                 runs,
-                torch_median_secs: None,
-                ratio_to_torch: None,
-            });
+            ));
         }
     }
     println!("all convolutions of one ResNet-50 (weighted totals):");
     for (kind, total) in kinds.iter().zip(totals) {
         println!("  {kind:<32} {total:.3} s");
-        rows.push(Row {
-            backend: dev.description.clone(),
-            operation: format!("{kind} all"),
-            base_width: 64,
-            resolution: 224,
-            batch: 1,
-            median_secs: total,
-            min_secs: total,
-            peak_rss_mib: f64::NAN,
+        let operation = format!("{kind} all");
+        rows.push(Row::triscope(
+            dev,
+            operation,
+            (64, 224, 1),
+            (total, total),
+            f64::NAN,
             runs,
-            torch_median_secs: None,
-            ratio_to_torch: None,
-        });
+        ));
     }
     Ok(rows)
 }
 
 /// What trains the shipped models: (base width, resolution, batch).
 const TRAIN_SETUPS: [(usize, usize, usize); 2] = [(16, 160, 64), (32, 160, 64)];
+
+/// The precision a row on `dev` runs in: this thread's setting on the CPU fast path, f32
+/// on wgpu and on burn's plain ops.
+fn precision_of(dev: &ComputeDevice) -> Precision {
+    match dev.backend {
+        BackendKind::Flex => triscope::model::fast::precision(),
+        BackendKind::Wgpu => Precision::F32,
+    }
+}
 
 fn push_row(
     rows: &mut Vec<Row>,
@@ -430,8 +496,9 @@ fn push_row(
 ) {
     let peak = peak_rss_mib();
     println!(
-        "{:<10} w{:<2} r{:<3} {:<30} b{:<2} median {:>8.3} s  min {:>8.3} s  {:>7.1} images/s  peak {:>6.0} MiB",
+        "{:<10} {:<4} w{:<2} r{:<3} {:<30} b{:<2} median {:>8.3} s  min {:>8.3} s  {:>7.1} images/s  peak {:>6.0} MiB",
         short(&dev.description),
+        precision_of(dev).name(),
         config.base_width,
         config.resolution,
         operation,
@@ -441,19 +508,15 @@ fn push_row(
         batch as f64 / median,
         peak
     );
-    rows.push(Row {
-        backend: dev.description.clone(),
-        operation: operation.to_string(),
-        base_width: config.base_width,
-        resolution: config.resolution,
-        batch,
-        median_secs: median,
-        min_secs: min,
-        peak_rss_mib: peak,
+    let shape = (config.base_width, config.resolution, batch);
+    rows.push(Row::triscope(
+        dev,
+        operation.to_string(),
+        shape,
+        (median, min),
+        peak,
         runs,
-        torch_median_secs: None,
-        ratio_to_torch: None,
-    });
+    ));
 }
 
 /// The rows of `tools/bench_torch.py --train`: validation forward, TRADES' inner PGD-3 and one
@@ -781,6 +844,31 @@ fn short(description: &str) -> String {
     }
 }
 
+/// The reference row (PyTorch's or ONNX Runtime's) with `row`'s operation and shape, in
+/// `precision`.
+fn find<'a>(reference: &'a [Row], row: &Row, precision: &str, engine: &str) -> Option<&'a Row> {
+    let shape = |r: &Row| (r.operation.clone(), r.base_width, r.resolution, r.batch);
+    reference
+        .iter()
+        .find(|t| shape(t) == shape(row) && t.precision == precision && t.engine == engine)
+}
+
+/// bf16 rows need the CPU fast path on a CPU with AVX512_BF16; says why not otherwise.
+fn bf16_rows_possible(dev: &ComputeDevice) -> bool {
+    if dev.backend != BackendKind::Flex {
+        println!(
+            "{}: no bf16 rows (the bf16 kernels are the CPU's)",
+            short(&dev.description)
+        );
+        return false;
+    }
+    let (precision, refused) = Precision::Bf16.resolve(triscope::model::fast::bf16::supported());
+    if let Some(why) = refused {
+        println!("no bf16 rows: {why}");
+    }
+    precision == Precision::Bf16
+}
+
 fn main() -> Result<()> {
     process::keep_freed_memory();
     // SAFETY: the first statements of main; no other thread exists yet.
@@ -831,7 +919,14 @@ fn main() -> Result<()> {
             };
             match args.plain {
                 true => triscope::model::fast::with_plain_path(run)?,
-                false => run()?,
+                false => {
+                    for &precision in &args.precision {
+                        if precision == Precision::Bf16 && !bf16_rows_possible(dev) {
+                            continue;
+                        }
+                        triscope::model::fast::with_precision(precision, &mut run)?;
+                    }
+                }
             }
         }
         if (args.train || args.train_only) && wanted("loader") {
@@ -849,15 +944,20 @@ fn main() -> Result<()> {
         Ok(text) => {
             let torch: TorchBench = serde_json::from_str(&text)
                 .with_context(|| format!("{torch_path} is not a bench_torch.py result"))?;
-            let key = |r: &Row| (r.operation.clone(), r.base_width, r.resolution, r.batch);
-            let by_key: HashMap<_, _> = torch.rows.iter().map(|r| (key(r), r.clone())).collect();
             println!(
-                "\nSide by side with PyTorch {} ({} threads; {torch_path}); ratio < 1 means Triscope is faster:",
-                torch.torch, torch.threads
+                "\nSide by side with PyTorch {}{} ({} threads; {torch_path}); ratio < 1 means Triscope is faster:",
+                torch.torch,
+                torch
+                    .onnxruntime
+                    .as_ref()
+                    .map(|v| format!(" and ONNX Runtime {v}"))
+                    .unwrap_or_default(),
+                torch.threads
             );
             println!(
-                "{:<10} {:<22} {:<30} {:>3}  {:>10} {:>10} {:>7}  {:>8} {:>8}  {:>9} {:>9}",
+                "{:<10} {:<4} {:<16} {:<30} {:>3}  {:>9} {:>9} {:>7}  {:>8} {:>8}  {:>8} {:>7}  {:>8} {:>9}",
                 "backend",
+                "prec",
                 "model",
                 "operation",
                 "b",
@@ -866,28 +966,41 @@ fn main() -> Result<()> {
                 "ratio",
                 "img/s",
                 "torch",
+                "/ t. f32",
+                "/ ORT",
                 "mem MiB",
                 "torch MiB"
             );
             for row in rows.iter_mut() {
-                if let Some(t) = by_key.get(&key(row)) {
-                    row.torch_median_secs = Some(t.median_secs);
-                    row.ratio_to_torch = Some(row.median_secs / t.median_secs);
-                    println!(
-                        "{:<10} {:<22} {:<30} {:>3}  {:>9.3}s {:>9.3}s {:>6.2}x  {:>8.1} {:>8.1}  {:>9.0} {:>9.0}",
-                        short(&row.backend),
-                        format!("ResNet-50 w{} {}px", row.base_width, row.resolution),
-                        row.operation,
-                        row.batch,
-                        row.median_secs,
-                        t.median_secs,
-                        row.median_secs / t.median_secs,
-                        row.batch as f64 / row.median_secs,
-                        row.batch as f64 / t.median_secs,
-                        row.peak_rss_mib,
-                        t.peak_rss_mib
-                    );
+                let Some(t) = find(&torch.rows, row, &row.precision, "pytorch") else {
+                    continue;
+                };
+                row.torch_median_secs = Some(t.median_secs);
+                row.ratio_to_torch = Some(row.median_secs / t.median_secs);
+                if row.precision != "f32" {
+                    row.ratio_to_torch_f32 = find(&torch.rows, row, "f32", "pytorch")
+                        .map(|f| row.median_secs / f.median_secs);
                 }
+                row.ratio_to_ort = find(&torch.rows, row, "f32", "onnxruntime")
+                    .map(|o| row.median_secs / o.median_secs);
+                let ratio = |r: Option<f64>| r.map(|r| format!("{r:.2}x")).unwrap_or_default();
+                println!(
+                    "{:<10} {:<4} {:<16} {:<30} {:>3}  {:>8.3}s {:>8.3}s {:>6.2}x  {:>8.1} {:>8.1}  {:>8} {:>7}  {:>8.0} {:>9.0}",
+                    short(&row.backend),
+                    row.precision,
+                    format!("w{} {}px", row.base_width, row.resolution),
+                    row.operation,
+                    row.batch,
+                    row.median_secs,
+                    t.median_secs,
+                    row.median_secs / t.median_secs,
+                    row.batch as f64 / row.median_secs,
+                    row.batch as f64 / t.median_secs,
+                    ratio(row.ratio_to_torch_f32),
+                    ratio(row.ratio_to_ort),
+                    row.peak_rss_mib,
+                    t.peak_rss_mib
+                );
             }
         }
         Err(_) => println!(

@@ -24,7 +24,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use common::{ModelArgs, open_classifier};
+use common::{ModelArgs, choice, open_classifier};
+use triscope::model::config::Precision;
+use triscope::model::fast;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +40,11 @@ use common::{ModelArgs, open_classifier};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Arithmetic of the convolutions' products on the CPU: f32, or bf16 (bf16 operands, f32
+    /// sums; on CPUs with AVX512_BF16, f32 with a warning elsewhere). For `train`: the new
+    /// run's training.precision
+    #[arg(long, global = true, value_parser = choice::<Precision>())]
+    precision: Option<Precision>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,8 +179,21 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The command, its convolutions in the precision asked for (a training run takes it from
+/// its config, on its own thread).
 fn dispatch(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+    let (precision, refused) = cli
+        .precision
+        .unwrap_or_default()
+        .resolve(fast::bf16::supported());
+    if let Some(why) = refused {
+        eprintln!("warning: {why}");
+    }
+    fast::with_precision(precision, || command(cli.command, cli.precision))
+}
+
+fn command(command: Option<Command>, precision: Option<Precision>) -> Result<ExitCode> {
+    match command {
         None => gui::gui(gui::GuiArgs::default()),
         Some(Command::Gui(args)) => gui::gui(args),
         Some(Command::Predict(args)) => predict::predict(&args),
@@ -218,7 +238,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             model,
             json,
         }) => concepts::concepts(&concepts, &open_classifier(&model)?, json),
-        Some(Command::Train(args)) => train::train(&args),
+        Some(Command::Train(args)) => train::train(&args, precision),
         Some(Command::Calibrate(args)) => calibrate::calibrate(&args),
         Some(Command::Ood(args)) => ood::ood(&args),
     }

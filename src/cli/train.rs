@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use triscope::model::config::Precision;
 use triscope::model::device::{ComputeDevice, DeviceChoice};
 use triscope::train::{TrainConfig, TrainEvent, Trainer};
 
@@ -38,12 +39,20 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-pub fn train(args: &TrainArgs) -> Result<ExitCode> {
+/// `precision`: the command line's `--precision`, for a new run's config.
+pub fn train(args: &TrainArgs, precision: Option<Precision>) -> Result<ExitCode> {
     let device = ComputeDevice::select(args.device)?;
     let trainer = match (&args.resume, &args.config) {
+        (Some(_), _) if precision.is_some() => anyhow::bail!(
+            "--precision with --resume: a run continues in the precision its config.yaml \
+             gives (training.precision), so that it resumes bit for bit"
+        ),
         (Some(run), _) => Trainer::resume(run, device)?,
         (None, Some(file)) => {
-            let config = TrainConfig::load(file, &args.set)?;
+            let mut config = TrainConfig::load(file, &args.set)?;
+            if let Some(p) = precision {
+                config.training.precision = p;
+            }
             let out = match &args.out {
                 Some(o) => o.clone(),
                 None => PathBuf::from("runs").join(format!(

@@ -12,6 +12,7 @@ use crate::error::{Result, TriscopeError};
 use crate::inference::Classifier;
 use crate::io::data::Dataset;
 use crate::model::device::ComputeDevice;
+use crate::model::fast::carried;
 use crate::util::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 
 /// Events in flight at most; progress beyond that is dropped (the next one says more).
@@ -65,7 +66,7 @@ impl AuditHandle {
         let (tx, rx) = event_channel(EVENT_CAPACITY, wake);
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
-        spawn_named("triscope-audit", move || run(request, &tx, &flag))?;
+        spawn_named("triscope-audit", carried(move || run(request, &tx, &flag)))?;
         Ok(Self { events: rx, cancel })
     }
 

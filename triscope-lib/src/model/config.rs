@@ -97,6 +97,58 @@ impl ColorConstancy {
     }
 }
 
+/// The arithmetic of the CPU fast path's convolution products. Not a property of a model:
+/// weights are stored and updated in f32 either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// bf16 operands (rounded to nearest even), f32 sums, on CPUs with AVX512_BF16; f32
+    /// master weights, activations, BatchNorm and optimizer state.
+    Bf16,
+}
+
+impl crate::util::choice::Choice for Precision {
+    const KIND: &'static str = "precision";
+    const ALL: &'static [Self] = &[Self::F32, Self::Bf16];
+    fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = TriscopeError;
+    fn from_str(s: &str) -> Result<Self> {
+        crate::util::choice::parse(s)
+    }
+}
+
+impl Precision {
+    /// What runs on a CPU that has (`bf16_supported`) or lacks bf16 dot products, and the
+    /// line that tells the user when that is not what they asked for.
+    pub fn resolve(self, bf16_supported: bool) -> (Self, Option<String>) {
+        match self {
+            Self::Bf16 if !bf16_supported => (
+                Self::F32,
+                Some(
+                    "this CPU has no AVX512_BF16 (bf16 dot products), or TRISCOPE_BF16=0 \
+                     refuses them: running in f32"
+                        .to_string(),
+                ),
+            ),
+            other => (other, None),
+        }
+    }
+
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+}
+
 fn default_arch() -> String {
     "resnet50".to_string()
 }

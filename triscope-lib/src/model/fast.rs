@@ -41,6 +41,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::model::config::Precision;
+
+pub mod bf16;
 mod kernels;
 mod train;
 
@@ -54,6 +57,7 @@ thread_local! {
     /// The im2col buffer, kept between calls (every value is rewritten before it is read).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static FUSED_CALLS: Cell<u64> = const { Cell::new(0) };
+    static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
 }
 
 /// How many conv + BatchNorm pairs this thread has run through the fused kernel (tests use it
@@ -75,6 +79,24 @@ pub fn with_plain_path<R>(f: impl FnOnce() -> R) -> R {
     let out = f();
     FAST_PATH.with(|c| c.set(before));
     out
+}
+
+/// Run `f` with this thread's fast-path GEMMs in `precision`: bf16 rounds both operands of
+/// every convolution's products (forward and backward) to bf16 and sums in f32; weights,
+/// activations, BatchNorm and the optimizer stay f32. Where the CPU lacks AVX512_BF16 the
+/// GEMMs stay f32 ([`Precision::resolve`] says so to the user first).
+pub fn with_precision<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    let before = PRECISION.with(|c| c.replace(precision));
+    let out = f();
+    PRECISION.with(|c| c.set(before));
+    out
+}
+
+/// `f` to run on another thread in this thread's precision: job threads (the app's model,
+/// audit and concept threads) carry the precision of the thread that started them.
+pub fn carried<R>(f: impl FnOnce() -> R) -> impl FnOnce() -> R {
+    let precision = precision();
+    move || with_precision(precision, f)
 }
 
 /// What follows the BatchNorm.
@@ -494,6 +516,19 @@ fn for_chunks<T: Send, R: Send>(
     }
 }
 
+/// The precision this thread's fast-path GEMMs run in: bf16 where asked for and the CPU has
+/// it, else f32.
+pub fn precision() -> Precision {
+    match PRECISION.with(Cell::get) {
+        Precision::Bf16 if bf16::supported() => Precision::Bf16,
+        _ => Precision::F32,
+    }
+}
+
+fn bf16_gemm() -> bool {
+    precision() == Precision::Bf16
+}
+
 /// Whether the GEMMs inside a chunk should use the thread pool themselves: only when the
 /// chunks alone cannot occupy it (a batch of one, or more threads than chunks).
 fn gemm_parallel(chunks: usize) -> bool {
@@ -516,6 +551,9 @@ fn conv_forward(
     let total = batch * per_item;
     let (per_chunk, chunks) = chunking(batch, plane);
     let parallel = gemm_parallel(chunks);
+    let (m, k) = (g.c_out, g.depth());
+    // The weight is the same for every image: rounded and packed once.
+    let packed = bf16_gemm().then(|| bf16::PackedLhs::new(m, k, (w, k, 1)));
     let mut out: Vec<f32> = Vec::with_capacity(total);
     let sums = for_chunks(
         &mut out.spare_capacity_mut()[..total],
@@ -527,8 +565,12 @@ fn conv_forward(
                     let n = chunk * per_chunk + i;
                     let rhs = columns(&x[n * in_item..][..in_item], g, col);
                     // out_n[c_out, plane] = w[c_out, depth] . rhs[depth, plane]
-                    let (m, k) = (g.c_out, g.depth());
-                    matmul(out_n, m, plane, k, (w, k, 1), (rhs, plane, 1), parallel);
+                    match &packed {
+                        Some(w) => {
+                            bf16::matmul_packed(out_n, false, plane, w, (rhs, plane, 1), parallel)
+                        }
+                        None => matmul(out_n, m, plane, k, (w, k, 1), (rhs, plane, 1), parallel),
+                    }
                     if stats {
                         // SAFETY: the GEMM above wrote all of `out_n`.
                         let out_n = unsafe { assume_init(out_n) };
@@ -578,6 +620,10 @@ fn conv_grads(
     let in_item = g.c_in * g.in_plane();
     let (per_chunk, chunks) = chunking(batch, plane);
     let parallel = gemm_parallel(chunks);
+    let bf16 = bf16_gemm();
+    // w^T[depth, c_out]: element (r, c) at w[c * depth + r]; the same for every image.
+    let w_t = (w, 1, depth);
+    let packed_w_t = (bf16 && want_x).then(|| bf16::PackedLhs::new(depth, g.c_out, w_t));
     let total = if want_x { batch * in_item } else { 0 };
     let mut dx: Vec<f32> = Vec::with_capacity(total);
     // Without dx, chunks are still formed over the (empty) slice's images.
@@ -603,24 +649,29 @@ fn conv_grads(
                     // rhs^T at rhs[d * plane + p]).
                     let (lhs, rhs) = ((&gy_n[..], plane, 1), (rhs, 1, plane));
                     let size = g.c_out * depth;
+                    let gemm = if bf16 { bf16::matmul_into } else { matmul_into };
                     if i == 0 {
                         let dst = &mut gw.spare_capacity_mut()[..size];
-                        matmul(dst, g.c_out, depth, plane, lhs, rhs, parallel);
+                        gemm(dst, false, g.c_out, depth, plane, lhs, rhs, parallel);
                         // SAFETY: the GEMM wrote every value.
                         unsafe { gw.set_len(size) };
                     } else {
                         let dst = as_uninit(&mut gw[..size]);
-                        matmul_into(dst, true, g.c_out, depth, plane, lhs, rhs, parallel);
+                        gemm(dst, true, g.c_out, depth, plane, lhs, rhs, parallel);
                     }
                 }
                 if want_x {
                     let dx_n = &mut part[i * in_item..][..in_item];
-                    // w^T[depth, c_out]: element (r, c) at w[c * depth + r].
-                    let (w_t, rhs) = ((w, 1, depth), (&gy_n[..], plane, 1));
+                    let rhs = (&gy_n[..], plane, 1);
+                    // dcol[depth, plane] = w^T[depth, c_out] . gy_n[c_out, plane]
+                    let product = |dst: &mut [Uninit]| match &packed_w_t {
+                        Some(w_t) => bf16::matmul_packed(dst, false, plane, w_t, rhs, parallel),
+                        None => matmul(dst, depth, plane, g.c_out, w_t, rhs, parallel),
+                    };
                     if g.is_pointwise() {
-                        matmul(dx_n, depth, plane, g.c_out, w_t, rhs, parallel);
+                        product(dx_n);
                     } else {
-                        matmul(as_uninit(col), depth, plane, g.c_out, w_t, rhs, parallel);
+                        product(as_uninit(col));
                         dx_n.iter_mut().for_each(|v| {
                             v.write(0.0);
                         });

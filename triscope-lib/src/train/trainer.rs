@@ -35,8 +35,9 @@ use super::optim::{build_optimizer, learning_rate};
 use crate::error::{Result, TriscopeError};
 use crate::io::data::Dataset;
 use crate::io::regions::RegionSource;
-use crate::model::device::ComputeDevice;
-use crate::model::{ModelConfig, ResNet50};
+use crate::model::config::Precision;
+use crate::model::device::{BackendKind, ComputeDevice};
+use crate::model::{ModelConfig, ResNet50, fast};
 use crate::util::fsio::write_error;
 use crate::util::jobs::{event_channel, spawn_named};
 
@@ -214,7 +215,8 @@ impl Trainer {
         control: &TrainControl,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Result<TrainSummary> {
-        let result = self.run_inner(control, on_event);
+        let precision = self.precision().0;
+        let result = fast::with_precision(precision, || self.run_inner(control, on_event));
         if let Err(e) = &result {
             on_event(TrainEvent::Failed(e.to_string()));
         }
@@ -329,11 +331,29 @@ impl Trainer {
         Ok(summary)
     }
 
+    /// The products' arithmetic this run gets on this CPU, and why it is not the one asked
+    /// for (bf16 on a CPU without it).
+    fn precision(&self) -> (Precision, Option<String>) {
+        self.config
+            .training
+            .precision
+            .resolve(fast::bf16::supported())
+    }
+
     /// What a front end shows when the run starts.
     fn run_info(&self, steps_per_epoch: usize) -> RunInfo {
+        let device = match (self.device.backend, self.precision()) {
+            (BackendKind::Flex, (Precision::Bf16, _)) => {
+                format!("{}, bf16 products", self.device.description)
+            }
+            (BackendKind::Flex, (_, Some(refused))) => {
+                format!("{}, f32 ({refused})", self.device.description)
+            }
+            _ => self.device.description.clone(),
+        };
         RunInfo {
             run_dir: self.run_dir.clone(),
-            device: self.device.description.clone(),
+            device,
             train_samples: self.train.len(),
             val_samples: self.val.len(),
             class_names: self.model_config.class_names.clone(),

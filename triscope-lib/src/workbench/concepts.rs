@@ -22,6 +22,7 @@ use crate::inference::Classifier;
 use crate::io::imaging::{ResizeMode, load_pixels};
 use crate::model::LayerId;
 use crate::model::device::ComputeDevice;
+use crate::model::fast::carried;
 use crate::util::jobs::{EventSender, JobEvent, event_channel, spawn_named};
 
 /// Events in flight at most; progress beyond that is dropped (the next one says more).
@@ -187,17 +188,20 @@ impl ConceptsHandle {
         let cancel = Arc::new(AtomicBool::new(false));
         let mailbox = Arc::new(Mailbox::default());
         let (flag, mb) = (Arc::clone(&cancel), Arc::clone(&mailbox));
-        spawn_named("triscope-concepts", move || {
-            run(
-                model.as_deref(),
-                &data,
-                &options,
-                cache.as_deref(),
-                &tx,
-                &flag,
-                &mb,
-            )
-        })?;
+        spawn_named(
+            "triscope-concepts",
+            carried(move || {
+                run(
+                    model.as_deref(),
+                    &data,
+                    &options,
+                    cache.as_deref(),
+                    &tx,
+                    &flag,
+                    &mb,
+                )
+            }),
+        )?;
         Ok(Self {
             events: rx,
             cancel,

@@ -34,6 +34,7 @@ use crate::io::ground_truth::{GroundTruth, GroundTruthIndex};
 use crate::io::imaging::{DecodeOptions, PixelImage, decode_with, prepare};
 use crate::io::weights::CheckpointMetadata;
 use crate::model::device::ComputeDevice;
+use crate::model::fast::carried;
 use crate::model::host;
 use crate::model::{LayerId, ModelConfig};
 use crate::util::jobs::{EventSender, JobEvent, event_channel, spawn_named};
@@ -291,20 +292,23 @@ impl WorkerHandle {
         let queue = Arc::new(JobQueue::default());
         let (events, rx) = event_channel(EVENT_CAPACITY, wake);
         let worker_queue = queue.clone();
-        let thread = spawn_named(name, move || {
-            let mut worker = ModelWorker {
-                device,
-                classifier: None,
-                image: None,
-                ground_truth: GroundTruthIndex::new(),
-                events,
-            };
-            while let Some(q) = worker_queue.pop() {
-                if !worker.run(q) {
-                    break;
+        let thread = spawn_named(
+            name,
+            carried(move || {
+                let mut worker = ModelWorker {
+                    device,
+                    classifier: None,
+                    image: None,
+                    ground_truth: GroundTruthIndex::new(),
+                    events,
+                };
+                while let Some(q) = worker_queue.pop() {
+                    if !worker.run(q) {
+                        break;
+                    }
                 }
-            }
-        })?;
+            }),
+        )?;
         Ok(Self {
             queue,
             events: rx,

@@ -178,6 +178,28 @@ pub(super) fn matmul(
     matmul_into(dst, false, m, n, k, lhs, rhs, parallel)
 }
 
+/// Panics unless the destination holds `m * n` values and each operand covers its shape.
+pub(super) fn check_operands(
+    dst_len: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    let (lhs, lhs_rs, lhs_cs) = lhs;
+    let (rhs, rhs_rs, rhs_cs) = rhs;
+    assert!(dst_len >= m * n, "matmul: destination too small");
+    assert!(
+        m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
+        "matmul: lhs too small"
+    );
+    assert!(
+        n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
+        "matmul: rhs too small"
+    );
+}
+
 /// [`matmul`], or with `accumulate` `dst += lhs . rhs` (then `dst` must be initialised).
 #[allow(clippy::too_many_arguments)] // the GEMM's own shape; grouped as (values, strides)
 pub(super) fn matmul_into(
@@ -190,17 +212,9 @@ pub(super) fn matmul_into(
     rhs: (&[f32], usize, usize),
     parallel: bool,
 ) {
+    check_operands(dst.len(), m, n, k, lhs, rhs);
     let (lhs, lhs_rs, lhs_cs) = lhs;
     let (rhs, rhs_rs, rhs_cs) = rhs;
-    assert!(dst.len() >= m * n, "matmul: destination too small");
-    assert!(
-        m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
-        "matmul: lhs too small"
-    );
-    assert!(
-        n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
-        "matmul: rhs too small"
-    );
     let parallelism = if parallel && m * n * k >= 1 << 21 {
         gemm::Parallelism::Rayon(0)
     } else {

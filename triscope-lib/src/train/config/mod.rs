@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TriscopeError};
 use crate::model::ModelConfig;
-use crate::model::config::{ColorConstancy, IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES};
+use crate::model::config::{ColorConstancy, IMAGENET_MEAN, IMAGENET_STD, MAX_CLASSES, Precision};
 
 /// The whole training configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -369,6 +369,11 @@ pub struct TrainingSection {
     pub explanation_images: usize,
     /// Deletion and insertion steps of those curves.
     pub explanation_steps: usize,
+    /// The arithmetic of the convolutions' products on the CPU: `f32`, or `bf16` (bf16
+    /// operands, f32 sums, f32 master weights; on CPUs with AVX512_BF16, f32 with a warning
+    /// elsewhere). Ignored on a GPU.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for TrainingSection {
@@ -400,6 +405,7 @@ impl Default for TrainingSection {
             devices: 1,
             explanation_images: 32,
             explanation_steps: 16,
+            precision: Precision::F32,
         }
     }
 }
