@@ -92,6 +92,15 @@ pub fn with_precision<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// The precision this thread's fast-path GEMMs run in: bf16 where asked for and the CPU has
+/// it, else f32.
+pub fn precision() -> Precision {
+    match PRECISION.with(Cell::get) {
+        Precision::Bf16 if bf16::supported() => Precision::Bf16,
+        _ => Precision::F32,
+    }
+}
+
 /// `f` to run on another thread in this thread's precision: job threads (the app's model,
 /// audit and concept threads) carry the precision of the thread that started them.
 pub fn carried<R>(f: impl FnOnce() -> R) -> impl FnOnce() -> R {
@@ -516,19 +525,6 @@ fn for_chunks<T: Send, R: Send>(
     }
 }
 
-/// The precision this thread's fast-path GEMMs run in: bf16 where asked for and the CPU has
-/// it, else f32.
-pub fn precision() -> Precision {
-    match PRECISION.with(Cell::get) {
-        Precision::Bf16 if bf16::supported() => Precision::Bf16,
-        _ => Precision::F32,
-    }
-}
-
-fn bf16_gemm() -> bool {
-    precision() == Precision::Bf16
-}
-
 /// Whether the GEMMs inside a chunk should use the thread pool themselves: only when the
 /// chunks alone cannot occupy it (a batch of one, or more threads than chunks).
 fn gemm_parallel(chunks: usize) -> bool {
@@ -553,7 +549,7 @@ fn conv_forward(
     let parallel = gemm_parallel(chunks);
     let (m, k) = (g.c_out, g.depth());
     // The weight is the same for every image: rounded and packed once.
-    let packed = bf16_gemm().then(|| bf16::PackedLhs::new(m, k, (w, k, 1)));
+    let packed = (precision() == Precision::Bf16).then(|| bf16::PackedLhs::new(m, k, (w, k, 1)));
     let mut out: Vec<f32> = Vec::with_capacity(total);
     let sums = for_chunks(
         &mut out.spare_capacity_mut()[..total],
@@ -620,7 +616,7 @@ fn conv_grads(
     let in_item = g.c_in * g.in_plane();
     let (per_chunk, chunks) = chunking(batch, plane);
     let parallel = gemm_parallel(chunks);
-    let bf16 = bf16_gemm();
+    let bf16 = precision() == Precision::Bf16;
     // w^T[depth, c_out]: element (r, c) at w[c * depth + r]; the same for every image.
     let w_t = (w, 1, depth);
     let packed_w_t = (bf16 && want_x).then(|| bf16::PackedLhs::new(depth, g.c_out, w_t));

@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::kernels::check_operand;
+
 /// Rows of C per micro-tile (broadcast from packed A).
 const MR: usize = 12;
 /// Columns of C per micro-tile (two vectors of 16 f32).
@@ -150,7 +152,7 @@ pub fn matmul_into(
     rhs: (&[f32], usize, usize),
     parallel: bool,
 ) {
-    super::kernels::check_operands(dst.len(), m, n, k, lhs, rhs);
+    // Each operand is checked where it is used: A when packed, C and B in the product.
     let lhs = PackedLhs::new(m, k, lhs);
     matmul_packed(dst, accumulate, n, &lhs, rhs, parallel);
 }
@@ -169,10 +171,7 @@ impl PackedLhs {
     /// When the CPU lacks the instructions or `lhs` does not cover `[m, k]`.
     pub fn new(m: usize, k: usize, lhs: (&[f32], usize, usize)) -> Self {
         assert!(supported(), "bf16 GEMM called on a CPU without AVX512_BF16");
-        assert!(
-            m == 0 || k == 0 || lhs.0.len() > (m - 1) * lhs.1 + (k - 1) * lhs.2,
-            "matmul: lhs too small"
-        );
+        check_operand("lhs", (m, k), lhs);
         let a = View {
             values: lhs.0,
             rows: lhs.1,
@@ -229,10 +228,7 @@ pub fn matmul_packed(
 ) {
     let (m, k) = (lhs.m, lhs.k);
     assert!(dst.len() >= m * n, "matmul: destination too small");
-    assert!(
-        n == 0 || k == 0 || rhs.0.len() > (k - 1) * rhs.1 + (n - 1) * rhs.2,
-        "matmul: rhs too small"
-    );
+    check_operand("rhs", (k, n), rhs);
     if m == 0 || n == 0 {
         return;
     }
@@ -385,34 +381,6 @@ fn pack_b(b: View, k: usize, pc: usize, kc: usize, j0: usize, nc: usize, out: &m
     let panels = nc.div_ceil(NR);
     out.clear();
     out.resize(panels * kc * NR, 0);
-    for (jp, panel) in out.chunks_mut(kc * NR).enumerate() {
-        let first = j0 + jp * NR;
-        let width = NR.min(j0 + nc - first);
-        if b.rows == 1 && b.cols != 1 {
-            // Columns of B contiguous (a transposed im2col matrix): a depth pair is two
-            // adjacent values of a column, and the panel wants them by pair.
-            let columns = depth_lines(b.values, b.cols, first..first + width, k, pc, kc);
-            pack_transposed(&columns, panel, NR);
-            continue;
-        }
-        if b.cols == 1 {
-            continue; // below, a whole row of the block at a time
-        }
-        for q in 0..kc {
-            let d = 2 * (pc + q);
-            let words = &mut panel[q * NR..][..width];
-            {
-                for (jj, w) in words.iter_mut().enumerate() {
-                    let odd = if d + 1 < k {
-                        b.at(d + 1, first + jj)
-                    } else {
-                        0.0
-                    };
-                    *w = pair(b.at(d, first + jj), odd);
-                }
-            }
-        }
-    }
     if b.cols == 1 {
         // Rows of B contiguous (an im2col matrix, an output gradient): each depth pair's two
         // rows across the whole block, 16 columns at a time, into their panels.
@@ -421,6 +389,29 @@ fn pack_b(b: View, k: usize, pc: usize, kc: usize, j0: usize, nc: usize, out: &m
             let even = &b.values[d * b.rows + j0..][..nc];
             let odd = (d + 1 < k).then(|| &b.values[(d + 1) * b.rows + j0..][..nc]);
             pack_rows_into_panels(even, odd, &mut out[q * NR..], kc * NR);
+        }
+        return;
+    }
+    for (jp, panel) in out.chunks_mut(kc * NR).enumerate() {
+        let first = j0 + jp * NR;
+        let width = NR.min(j0 + nc - first);
+        if b.rows == 1 {
+            // Columns of B contiguous (a transposed im2col matrix): a depth pair is two
+            // adjacent values of a column, and the panel wants them by pair.
+            let columns = depth_lines(b.values, b.cols, first..first + width, k, pc, kc);
+            pack_transposed(&columns, panel, NR);
+            continue;
+        }
+        for q in 0..kc {
+            let d = 2 * (pc + q);
+            for (jj, w) in panel[q * NR..][..width].iter_mut().enumerate() {
+                let odd = if d + 1 < k {
+                    b.at(d + 1, first + jj)
+                } else {
+                    0.0
+                };
+                *w = pair(b.at(d, first + jj), odd);
+            }
         }
     }
 }

@@ -187,16 +187,21 @@ pub(super) fn check_operands(
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
 ) {
-    let (lhs, lhs_rs, lhs_cs) = lhs;
-    let (rhs, rhs_rs, rhs_cs) = rhs;
     assert!(dst_len >= m * n, "matmul: destination too small");
+    check_operand("lhs", (m, k), lhs);
+    check_operand("rhs", (k, n), rhs);
+}
+
+/// Panics unless `operand` (values, row stride, column stride) covers `rows x cols`.
+pub(super) fn check_operand(
+    name: &str,
+    (rows, cols): (usize, usize),
+    operand: (&[f32], usize, usize),
+) {
+    let (values, row_stride, col_stride) = operand;
     assert!(
-        m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
-        "matmul: lhs too small"
-    );
-    assert!(
-        n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
-        "matmul: rhs too small"
+        rows == 0 || cols == 0 || values.len() > (rows - 1) * row_stride + (cols - 1) * col_stride,
+        "matmul: {name} too small"
     );
 }
 
